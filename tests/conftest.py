@@ -1,0 +1,155 @@
+"""Shared fixtures: every behaviour is written once and run on both loops.
+
+``loop`` / ``loop_factory`` are parametrized over ``asyncio`` (the stdlib
+``SelectorEventLoop`` itself, not whatever the policy gives) and ``oxloop``
+(``oxloop.new_event_loop()``); select one half with ``-k asyncio`` or
+``-k oxloop``.
+
+Every loop handed out gets an exception handler that records each call. At
+teardown a test fails if the handler was called and the test did not claim
+the calls with the ``expect_errors`` fixture (``expect_errors()`` returns the
+recorded contexts and clears them).
+"""
+
+import asyncio
+import gc
+import traceback
+
+import pytest
+
+from helpers import LOOP_KINDS, loop_factory_callable, make_loop
+
+class ErrorRecorder:
+    """Collects every ``call_exception_handler`` call of the tracked loops."""
+
+    def __init__(self):
+        self.calls = []  # list of (loop, context)
+
+    def install(self, loop):
+        loop.set_exception_handler(self.handler)
+
+    def handler(self, loop, context):
+        self.calls.append((loop, dict(context)))
+
+    def take(self):
+        contexts = [ctx for _, ctx in self.calls]
+        self.calls.clear()
+        return contexts
+
+    def describe(self):
+        lines = []
+        for _, ctx in self.calls:
+            lines.append(f"message={ctx.get('message')!r} keys={sorted(ctx)}")
+            exc = ctx.get("exception")
+            if exc is not None:
+                lines.append(
+                    "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                )
+        return "\n".join(lines)
+
+
+def _finish_loop(loop):
+    if loop.is_closed():
+        return
+    try:
+        if not loop.is_running():
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        if not loop.is_running():
+            loop.close()
+
+
+def _reset_asyncio_state():
+    asyncio.events._set_running_loop(None)
+    asyncio.set_event_loop_policy(None)
+    asyncio.set_event_loop(None)
+
+
+@pytest.fixture(params=LOOP_KINDS)
+def loop_kind(request):
+    """The loop kind of this test run: 'asyncio' or 'oxloop'."""
+    return request.param
+
+
+@pytest.fixture
+def _error_recorder(request):
+    recorder = ErrorRecorder()
+    yield recorder
+    if recorder.calls:
+        pytest.fail(
+            "the loop exception handler was called unexpectedly:\n" + recorder.describe(),
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def expect_errors(_error_recorder):
+    """Call it to get (and clear) the contexts the exception handler got."""
+    return _error_recorder.take
+
+
+class LoopFactory:
+    def __init__(self, kind, recorder):
+        self.kind = kind
+        self.recorder = recorder
+        self.loops = []
+
+    def __call__(self, *, track=True):
+        loop = make_loop(self.kind)
+        if track:
+            self.recorder.install(loop)
+            self.loops.append(loop)
+        return loop
+
+    @property
+    def raw(self):
+        """The bare callable (for ``loop_factory=`` parameters)."""
+        return loop_factory_callable(self.kind)
+
+    def finish(self):
+        errors = []
+        for loop in self.loops:
+            try:
+                _finish_loop(loop)
+            except BaseException as exc:  # noqa: BLE001 - report them all
+                errors.append(exc)
+        self.loops.clear()
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def loop_factory(loop_kind, _error_recorder):
+    """Creates loops of the current kind; all are finished and closed at teardown."""
+    factory = LoopFactory(loop_kind, _error_recorder)
+    try:
+        yield factory
+    finally:
+        try:
+            factory.finish()
+        finally:
+            _reset_asyncio_state()
+
+
+@pytest.fixture
+def loop(loop_factory):
+    """A fresh loop of the current kind, with a recording exception handler."""
+    return loop_factory()
+
+
+@pytest.fixture
+def oxloop():
+    """The oxloop package (import errors fail the test)."""
+    import oxloop as module
+
+    yield module
+    _reset_asyncio_state()
+
+
+@pytest.fixture(autouse=True)
+def _collect_after_test():
+    yield
+    # Surface ResourceWarnings ("unclosed event loop", sockets...) in the
+    # test that caused them, not in a later one.
+    gc.collect()
