@@ -486,7 +486,7 @@ def test_runner_cancels_leftover_tasks(loop_factory):
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.run(loop_factory=) is 3.12+")
-def test_asyncio_run_with_loop_factory(loop_factory):
+def test_stdlib_run_with_loop_factory(loop_factory):
     async def main():
         return type(asyncio.get_running_loop())
 

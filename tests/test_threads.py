@@ -1,0 +1,415 @@
+"""Threads: call_soon_threadsafe, wake-ups, run_coroutine_threadsafe,
+run_in_executor and the default executor, a loop per thread."""
+
+import asyncio
+import concurrent.futures
+import sys
+import threading
+import time
+
+import pytest
+
+from helpers import PY311
+
+# Generous bound for "the loop woke up": a hang check, not a speed check.
+WAKE_BOUND = 5.0
+
+
+def test_call_soon_threadsafe_many_threads(loop):
+    n_threads, n_calls = 8, 1000
+    seen = {t: [] for t in range(n_threads)}
+    total = n_threads * n_calls
+    count = [0]
+    done = loop.create_future()
+    barrier = threading.Barrier(n_threads)
+
+    def record(t, i):
+        seen[t].append(i)
+        count[0] += 1
+        if count[0] == total:
+            done.set_result(None)
+
+    def worker(t):
+        barrier.wait()
+        for i in range(n_calls):
+            loop.call_soon_threadsafe(record, t, i)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    try:
+        loop.run_until_complete(asyncio.wait_for(done, 30))
+    finally:
+        for th in threads:
+            th.join()
+    run_pending = loop.create_future()
+    loop.call_soon(run_pending.set_result, None)
+    loop.run_until_complete(run_pending)
+    assert count[0] == total
+    # Exactly once each, and FIFO per producing thread.
+    for t in range(n_threads):
+        assert seen[t] == list(range(n_calls))
+
+
+def test_call_soon_threadsafe_before_run(loop):
+    out = []
+
+    def worker():
+        for i in range(100):
+            loop.call_soon_threadsafe(out.append, i)
+
+    th = threading.Thread(target=worker)
+    th.start()
+    th.join()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == list(range(100))
+
+
+def test_call_soon_threadsafe_wakes_loop_blocked_on_timer(loop):
+    fired = []
+    long_timer = loop.call_later(30, fired.append, "30s-timer")
+    started = threading.Event()
+
+    def worker():
+        started.wait(10)
+        time.sleep(0.1)
+        loop.call_soon_threadsafe(loop.stop)
+
+    loop.call_soon(started.set)
+    th = threading.Thread(target=worker)
+    th.start()
+    t0 = time.monotonic()
+    loop.run_forever()
+    elapsed = time.monotonic() - t0
+    th.join()
+    assert fired == []
+    assert elapsed < WAKE_BOUND
+    long_timer.cancel()
+
+
+def test_call_soon_threadsafe_wakes_idle_loop(loop):
+    # Nothing scheduled at all: the loop waits without a timeout.
+    def worker():
+        time.sleep(0.1)
+        loop.call_soon_threadsafe(loop.stop)
+
+    th = threading.Thread(target=worker)
+    t0 = time.monotonic()
+    th.start()
+    loop.run_forever()
+    th.join()
+    assert time.monotonic() - t0 < WAKE_BOUND
+
+
+def test_call_soon_threadsafe_result_delivered(loop):
+    fut = loop.create_future()
+
+    def worker():
+        time.sleep(0.05)
+        loop.call_soon_threadsafe(fut.set_result, threading.get_ident())
+
+    th = threading.Thread(target=worker)
+    th.start()
+    ident = loop.run_until_complete(asyncio.wait_for(fut, 30))
+    th.join()
+    assert ident == th.ident
+
+
+def test_call_soon_threadsafe_closed_loop(loop):
+    loop.close()
+    errors = []
+
+    def worker():
+        try:
+            loop.call_soon_threadsafe(lambda: None)
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    th = threading.Thread(target=worker)
+    th.start()
+    th.join()
+    assert errors == ["Event loop is closed"]
+
+
+def test_call_soon_threadsafe_returns_cancellable_handle(loop):
+    out = []
+    h = loop.call_soon_threadsafe(out.append, 1)
+    assert isinstance(h, asyncio.Handle)
+    h.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == []
+
+
+def test_non_threadsafe_call_from_other_thread_in_debug_mode(loop):
+    loop.set_debug(True)
+    msg = "Non-thread-safe operation invoked on an event loop other than the current one"
+    errors = []
+
+    def worker():
+        for call in (
+            lambda: loop.call_soon(lambda: None),
+            lambda: loop.call_later(0, lambda: None),
+            lambda: loop.call_at(loop.time(), lambda: None),
+        ):
+            try:
+                call()
+            except RuntimeError as e:
+                errors.append(str(e))
+        return "worker-done"
+
+    async def main():
+        return await loop.run_in_executor(None, worker)
+
+    assert loop.run_until_complete(main()) == "worker-done"
+    assert errors == [msg] * 3
+
+
+def test_call_soon_from_other_thread_while_stopped_in_debug_mode(loop):
+    # The thread check applies only while the loop runs.
+    loop.set_debug(True)
+    out = []
+    th = threading.Thread(target=lambda: loop.call_soon(out.append, "ok"))
+    th.start()
+    th.join()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["ok"]
+
+
+# -- run_coroutine_threadsafe ------------------------------------------------
+
+
+def test_run_coroutine_threadsafe(loop):
+    results = []
+
+    async def add(a, b):
+        await asyncio.sleep(0.01)
+        assert asyncio.get_running_loop() is loop
+        return a + b
+
+    def worker():
+        fut = asyncio.run_coroutine_threadsafe(add(1, 2), loop)
+        results.append(fut.result(timeout=30))
+
+    async def main():
+        th = threading.Thread(target=worker)
+        th.start()
+        while th.is_alive():
+            await asyncio.sleep(0.01)
+        th.join()
+
+    loop.run_until_complete(main())
+    assert results == [3]
+
+
+def test_run_coroutine_threadsafe_exception(loop):
+    results = []
+
+    async def fail():
+        raise ValueError("from-coro")
+
+    def worker():
+        fut = asyncio.run_coroutine_threadsafe(fail(), loop)
+        try:
+            fut.result(timeout=30)
+        except ValueError as e:
+            results.append(str(e))
+
+    async def main():
+        th = threading.Thread(target=worker)
+        th.start()
+        while th.is_alive():
+            await asyncio.sleep(0.01)
+
+    loop.run_until_complete(main())
+    assert results == ["from-coro"]
+
+
+def test_run_coroutine_threadsafe_between_two_loops(loop_factory):
+    main_loop = loop_factory()
+    results = []
+    ready = threading.Event()
+    holder = {}
+
+    def thread_main():
+        other = loop_factory()
+        holder["loop"] = other
+        stop = other.create_future()
+        holder["stop"] = stop
+        other.call_soon(ready.set)
+        other.run_until_complete(stop)
+
+    th = threading.Thread(target=thread_main)
+    th.start()
+    assert ready.wait(10)
+    other = holder["loop"]
+
+    async def in_other():
+        return threading.get_ident()
+
+    async def main():
+        cf = asyncio.run_coroutine_threadsafe(in_other(), other)
+        results.append(await asyncio.wrap_future(cf))
+        other.call_soon_threadsafe(holder["stop"].set_result, None)
+
+    main_loop.run_until_complete(asyncio.wait_for(main(), 30))
+    th.join(10)
+    assert not th.is_alive()
+    assert results == [th.ident]
+
+
+def test_loop_per_thread(loop_factory):
+    n = 4
+    results = {}
+    errors = []
+
+    def thread_main(i):
+        try:
+            lp = loop_factory()
+
+            async def work():
+                assert asyncio.get_running_loop() is lp
+                total = 0
+                for k in range(20):
+                    await asyncio.sleep(0)
+                    total += k
+                return (i, total, threading.get_ident())
+
+            results[i] = lp.run_until_complete(work())
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=thread_main, args=(i,)) for i in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert errors == []
+    assert sorted(results) == list(range(n))
+    assert all(results[i][1] == sum(range(20)) for i in range(n))
+    assert len({results[i][2] for i in range(n)}) == n
+
+
+# -- executors -----------------------------------------------------------------
+
+
+def test_run_in_executor_default(loop):
+    main_ident = threading.get_ident()
+
+    def work(a, b):
+        return a * b, threading.get_ident()
+
+    value, ident = loop.run_until_complete(loop.run_in_executor(None, work, 6, 7))
+    assert value == 42
+    assert ident != main_ident
+
+
+def test_run_in_executor_returns_future_of_loop(loop):
+    fut = loop.run_in_executor(None, lambda: 1)
+    assert asyncio.isfuture(fut)
+    assert fut.get_loop() is loop
+    assert loop.run_until_complete(fut) == 1
+
+
+def test_run_in_executor_exception(loop):
+    def work():
+        raise KeyError("in-thread")
+
+    with pytest.raises(KeyError, match="in-thread"):
+        loop.run_until_complete(loop.run_in_executor(None, work))
+
+
+def test_run_in_executor_custom_executor(loop):
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="custom-pool"
+    ) as pool:
+        name = loop.run_until_complete(
+            loop.run_in_executor(pool, lambda: threading.current_thread().name)
+        )
+    assert name.startswith("custom-pool")
+
+
+def test_run_in_executor_many_concurrent(loop):
+    async def main():
+        futs = [loop.run_in_executor(None, pow, i, 2) for i in range(50)]
+        return await asyncio.gather(*futs)
+
+    assert loop.run_until_complete(main()) == [i * i for i in range(50)]
+
+
+def test_set_default_executor(loop):
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="my-default")
+    try:
+        loop.set_default_executor(pool)
+        name = loop.run_until_complete(
+            loop.run_in_executor(None, lambda: threading.current_thread().name)
+        )
+        assert name.startswith("my-default")
+    finally:
+        pool.shutdown(wait=True)
+
+
+@pytest.mark.skipif(not PY311, reason="3.11 turned the deprecation into TypeError")
+def test_set_default_executor_rejects_non_thread_pool(loop):
+    class MyExecutor(concurrent.futures.Executor):
+        def submit(self, fn, *args, **kwargs):
+            raise AssertionError("not used")
+
+    with pytest.raises(TypeError, match="executor must be ThreadPoolExecutor instance"):
+        loop.set_default_executor(MyExecutor())
+    with pytest.raises(TypeError, match="executor must be ThreadPoolExecutor instance"):
+        loop.set_default_executor(object())
+    # the default executor is still usable
+    assert loop.run_until_complete(loop.run_in_executor(None, lambda: 5)) == 5
+
+
+def test_shutdown_default_executor(loop):
+    ident = loop.run_until_complete(loop.run_in_executor(None, threading.get_ident))
+    worker_threads = [t for t in threading.enumerate() if t.ident == ident]
+    assert len(worker_threads) == 1
+    loop.run_until_complete(loop.shutdown_default_executor())
+    worker_threads[0].join(10)
+    assert not worker_threads[0].is_alive()
+    with pytest.raises(RuntimeError, match="Executor shutdown has been called"):
+        loop.run_in_executor(None, lambda: None)
+
+
+def test_shutdown_default_executor_without_executor(loop):
+    loop.run_until_complete(loop.shutdown_default_executor())
+    with pytest.raises(RuntimeError, match="Executor shutdown has been called"):
+        loop.run_in_executor(None, lambda: None)
+
+
+def test_shutdown_default_executor_waits_for_running_jobs(loop):
+    finished = []
+
+    def slow():
+        time.sleep(0.1)
+        finished.append(True)
+
+    async def main():
+        loop.run_in_executor(None, slow)
+        await asyncio.sleep(0)
+        await loop.shutdown_default_executor()
+        return list(finished)
+
+    assert loop.run_until_complete(main()) == [True]
+
+
+def test_custom_executor_still_usable_after_default_shutdown(loop):
+    loop.run_until_complete(loop.shutdown_default_executor())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        assert loop.run_until_complete(loop.run_in_executor(pool, lambda: "ok")) == "ok"
+
+
+def test_close_shuts_down_default_executor(loop):
+    loop.run_until_complete(loop.run_in_executor(None, lambda: None))
+    loop.close()
+    with pytest.raises(RuntimeError, match="Event loop is closed"):
+        loop.run_in_executor(None, lambda: None)
+
+
+if sys.version_info < (3, 9):  # pragma: no cover
+    raise RuntimeError("oxloop targets CPython 3.9+")
