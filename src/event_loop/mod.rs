@@ -1,0 +1,518 @@
+//! The event loop core: ready queue, timer heap, clock and the I/O table,
+//! driven by `run_forever`.
+//!
+//! `LoopCore` is the Rust half of `oxloop.Loop`; the Python half
+//! (`python/oxloop/_loop.py`) subclasses it together with
+//! `asyncio.AbstractEventLoop` and carries the long tail of the API.
+//!
+//! Invariants:
+//! - `state` is locked only for short, Python-free sections: no Python code
+//!   runs, no Python object is created and none is dropped while it is held
+//!   (a drop can run `__del__`, which can re-enter the loop). Objects taken
+//!   out under the lock are dropped after it is released.
+//! - The GIL and every lock are released while the reactor waits.
+//! - `call_soon_threadsafe` pushes onto the same ready queue as `call_soon`
+//!   (so callbacks keep the order in which they were scheduled), then wakes
+//!   the reactor if, and only if, the loop is waiting in it (`polling`)
+//!   and nobody woke it yet (`wake_pending`). Both flags live under the same
+//!   lock as the queue, so a wake-up is never lost.
+//! - One iteration (`run_once`) is asyncio's `_run_once`: sweep cancelled
+//!   timers, poll (timeout 0 if callbacks are ready or the loop is stopping),
+//!   queue the I/O callbacks, move due timers to the ready queue, then run
+//!   exactly the callbacks that were ready at that point, in FIFO order.
+
+mod clock;
+pub(crate) mod io;
+mod run;
+pub(crate) mod timers;
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::ThreadId;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyInt, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::errors;
+use crate::handles::{Handle, TimerHandle};
+use crate::reactor::Reactor;
+use clock::Clock;
+use io::{IoTable, SetError};
+use timers::TimerHeap;
+
+/// The loop state that is touched on the loop's thread (and, for the ready
+/// queue and the wake flags, by `call_soon_threadsafe` from others).
+#[derive(Default)]
+pub(crate) struct State {
+    /// Callbacks to run, in order.
+    pub(crate) ready: VecDeque<Py<Handle>>,
+    /// An empty queue kept for its allocation (swapped with `ready`).
+    pub(crate) spare: VecDeque<Py<Handle>>,
+    /// Scheduled timers.
+    pub(crate) timers: TimerHeap<Py<TimerHandle>>,
+    /// Watched fds.
+    pub(crate) io: IoTable,
+    /// The loop is (about to be) blocked in the reactor.
+    pub(crate) polling: bool,
+    /// Someone already woke the reactor during this wait.
+    pub(crate) wake_pending: bool,
+}
+
+/// The native core of an oxloop event loop.
+#[pyclass(frozen, subclass, weakref, module = "oxloop._core")]
+pub struct LoopCore {
+    /// Queues, timers, fds and wake flags.
+    pub(crate) state: Mutex<State>,
+    /// The poller.
+    pub(crate) reactor: Reactor,
+    /// `time()`.
+    pub(crate) clock: Clock,
+    /// Cancelled timers still in the heap (shared with each `TimerHandle`).
+    pub(crate) cancelled_timers: Arc<AtomicUsize>,
+    /// `get_debug()`.
+    pub(crate) debug: AtomicBool,
+    /// `is_closed()`.
+    pub(crate) closed: AtomicBool,
+    /// `is_running()`.
+    pub(crate) running: AtomicBool,
+    /// `stop()` was called; `run_forever` returns after this iteration.
+    pub(crate) stopping: AtomicBool,
+    /// The thread running the loop (for debug mode's thread check).
+    pub(crate) owner: Mutex<Option<ThreadId>>,
+    /// Reusable buffer for the reactor's events.
+    pub(crate) events: Mutex<Vec<(usize, crate::reactor::Readiness)>>,
+}
+
+/// `selectors`' rule: an int, or an object whose `fileno()` gives one; >= 0.
+pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let fd: i64 = if obj.is_instance_of::<PyInt>() {
+        obj.extract()?
+    } else {
+        let bad = || PyValueError::new_err(format!("Invalid file object: {}", repr_of(obj)));
+        match obj.call_method0(intern!(obj.py(), "fileno")) {
+            Ok(v) => v.call_method0("__int__").and_then(|v| v.extract()).map_err(|_| bad())?,
+            Err(e)
+                if e.is_instance_of::<PyTypeError>(obj.py())
+                    || e.is_instance_of::<PyValueError>(obj.py())
+                    || e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) =>
+            {
+                return Err(bad())
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+    }
+    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+}
+
+fn repr_of(obj: &Bound<'_, PyAny>) -> String {
+    obj.repr().map(|r| r.to_string()).unwrap_or_else(|_| "<object>".into())
+}
+
+impl LoopCore {
+    #[inline]
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            Err(errors::loop_closed())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_thread(&self) -> PyResult<()> {
+        if let Some(owner) = *self.owner.lock() {
+            if owner != std::thread::current().id() {
+                return Err(PyRuntimeError::new_err(
+                    "Non-thread-safe operation invoked on an event loop other than the current one",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Debug mode's checks on a callback (asyncio runs them only then).
+    fn check_callback(py: Python<'_>, callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
+        let coroutines = py.import(intern!(py, "asyncio.coroutines"))?;
+        if coroutines.call_method1("iscoroutine", (callback,))?.is_truthy()?
+            || coroutines.call_method1("iscoroutinefunction", (callback,))?.is_truthy()?
+        {
+            return Err(PyTypeError::new_err(format!("coroutines cannot be used with {method}()")));
+        }
+        if !callback.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "a callable object was expected by {method}(), got {}",
+                repr_of(callback)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The context a callback runs in: the given one, or a copy of the
+    /// current one.
+    fn context_for(py: Python<'_>, context: Option<Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        match context {
+            Some(ctx) if !ctx.is_none() => {
+                // SAFETY: a type check on a live object, GIL held.
+                if unsafe { ffi::PyContext_CheckExact(ctx.as_ptr()) } == 0 {
+                    return Err(PyTypeError::new_err(format!(
+                        "context must be a contextvars.Context, got {}",
+                        repr_of(&ctx)
+                    )));
+                }
+                Ok(ctx.unbind())
+            }
+            _ => {
+                // SAFETY: returns a new reference or NULL with an exception
+                // set; GIL held.
+                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }.map(Bound::unbind)
+            }
+        }
+    }
+
+    fn make_handle(
+        py: Python<'_>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let ctx = Self::context_for(py, context)?;
+        Py::new(py, Handle::new(callback.unbind(), args.unbind(), ctx))
+    }
+
+    /// Queues `handle` and wakes the reactor if the loop is blocked in it.
+    fn push_ready(&self, handle: Py<Handle>, wake: bool) -> PyResult<()> {
+        let must_wake = {
+            let mut st = self.state.lock();
+            st.ready.push_back(handle);
+            if wake && st.polling && !st.wake_pending {
+                st.wake_pending = true;
+                true
+            } else {
+                false
+            }
+        };
+        if must_wake {
+            self.reactor.wake().map_err(errors::os_error)?;
+        }
+        Ok(())
+    }
+
+    fn schedule_at(
+        &self,
+        py: Python<'_>,
+        when: f64,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let ctx = Self::context_for(py, context)?;
+        let init = PyClassInitializer::from(Handle::new(callback.unbind(), args.unbind(), ctx))
+            .add_subclass(TimerHandle::new(when, self.cancelled_timers.clone()));
+        let timer = Py::new(py, init)?;
+        self.state.lock().timers.push(when, timer.clone_ref(py));
+        Ok(timer)
+    }
+
+    fn set_io_callback(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        write: bool,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        let fd = fileobj_to_fd(fd)?;
+        if self.debug.load(Ordering::Relaxed) {
+            Self::check_callback(py, &callback, if write { "add_writer" } else { "add_reader" })?;
+        }
+        let handle = Self::make_handle(py, callback, args, None)?;
+        let result = self.state.lock().io.set_callback(py, &self.reactor, fd, write, handle);
+        match result {
+            Ok(old) => {
+                if let Some(old) = old {
+                    old.get().cancel_inner();
+                }
+                Ok(())
+            }
+            Err(SetError::Taken(who)) => Err(errors::fd_taken(fd, &who)),
+            Err(SetError::Os(e)) => Err(errors::os_error(e)),
+        }
+    }
+
+    fn remove_io_callback(&self, py: Python<'_>, fd: &Bound<'_, PyAny>, write: bool) -> PyResult<bool> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let fd = fileobj_to_fd(fd)?;
+        let result = self.state.lock().io.remove_callback(py, &self.reactor, fd, write);
+        match result {
+            Ok(Some(old)) => {
+                old.get().cancel_inner();
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(who) => Err(errors::fd_taken(fd, &who)),
+        }
+    }
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    fn py_new(py: Python<'_>) -> PyResult<Self> {
+        let monotonic: f64 = py.import("time")?.call_method0("monotonic")?.extract()?;
+        Ok(Self {
+            state: Mutex::new(State::default()),
+            reactor: Reactor::new().map_err(errors::os_error)?,
+            clock: Clock::anchored(monotonic),
+            cancelled_timers: Arc::new(AtomicUsize::new(0)),
+            debug: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            running: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            owner: Mutex::new(None),
+            events: Mutex::new(Vec::with_capacity(256)),
+        })
+    }
+
+    /// The loop's clock: `time.monotonic()`.
+    fn time(&self) -> f64 {
+        self.clock.now()
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        &self,
+        py: Python<'_>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.check_closed()?;
+        if self.debug.load(Ordering::Relaxed) {
+            self.check_thread()?;
+            Self::check_callback(py, &callback, "call_soon")?;
+        }
+        let handle = Self::make_handle(py, callback, args, context)?;
+        self.push_ready(handle.clone_ref(py), false)?;
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        &self,
+        py: Python<'_>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.check_closed()?;
+        if self.debug.load(Ordering::Relaxed) {
+            Self::check_callback(py, &callback, "call_soon_threadsafe")?;
+        }
+        let handle = Self::make_handle(py, callback, args, context)?;
+        self.push_ready(handle.clone_ref(py), true)?;
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        &self,
+        py: Python<'_>,
+        delay: Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let delay: f64 = delay.extract()?;
+        self.call_at_f64(py, self.clock.now() + delay, callback, args, context, "call_later")
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        &self,
+        py: Python<'_>,
+        when: Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let when: f64 = when.extract()?;
+        self.call_at_f64(py, when, callback, args, context, "call_at")
+    }
+
+    /// Stops the loop after the current iteration.
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    fn get_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    /// Sets the native debug flag (`Loop.set_debug` does the rest).
+    fn _set_debug_flag(&self, enabled: bool) {
+        self.debug.store(enabled, Ordering::Relaxed);
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_reader(
+        &self,
+        py: Python<'_>,
+        fd: Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        self.set_io_callback(py, &fd, callback, args, false)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_writer(
+        &self,
+        py: Python<'_>,
+        fd: Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        self.set_io_callback(py, &fd, callback, args, true)
+    }
+
+    fn remove_reader(&self, py: Python<'_>, fd: Bound<'_, PyAny>) -> PyResult<bool> {
+        self.remove_io_callback(py, &fd, false)
+    }
+
+    fn remove_writer(&self, py: Python<'_>, fd: Bound<'_, PyAny>) -> PyResult<bool> {
+        self.remove_io_callback(py, &fd, true)
+    }
+
+    /// Wakes the loop if it is blocked in the reactor.
+    fn _write_to_self(&self) -> PyResult<()> {
+        self.reactor.wake().map_err(errors::os_error)
+    }
+
+    /// Runs iterations until `stop()`. `Loop.run_forever` does the checks and
+    /// the asyncio bookkeeping around it.
+    fn _run_forever_native(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        if this.running.swap(true, Ordering::AcqRel) {
+            return Err(PyRuntimeError::new_err("This event loop is already running"));
+        }
+        *this.owner.lock() = Some(std::thread::current().id());
+        let result = loop {
+            if let Err(e) = Self::run_once(slf) {
+                break Err(e);
+            }
+            if this.stopping.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+        };
+        this.stopping.store(false, Ordering::Relaxed);
+        *this.owner.lock() = None;
+        this.running.store(false, Ordering::Release);
+        result
+    }
+
+    /// Marks the loop closed and drops everything queued.
+    fn _close_native(&self) -> PyResult<()> {
+        if self.running.load(Ordering::Relaxed) {
+            return Err(PyRuntimeError::new_err("Cannot close a running event loop"));
+        }
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.clear_everything();
+        Ok(())
+    }
+
+    /// The number of callbacks ready to run (for tests and introspection).
+    fn _ready_count(&self) -> usize {
+        self.state.lock().ready.len()
+    }
+
+    /// The number of scheduled timers, cancelled ones included.
+    fn _timer_count(&self) -> usize {
+        self.state.lock().timers.len()
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(st) = self.state.try_lock() else {
+            return Ok(());
+        };
+        for h in st.ready.iter().chain(st.spare.iter()) {
+            visit.call(h)?;
+        }
+        for t in st.timers.iter() {
+            visit.call(t)?;
+        }
+        st.io.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.clear_everything();
+    }
+}
+
+impl LoopCore {
+    fn call_at_f64(
+        &self,
+        py: Python<'_>,
+        when: f64,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        method: &str,
+    ) -> PyResult<Py<TimerHandle>> {
+        self.check_closed()?;
+        if self.debug.load(Ordering::Relaxed) {
+            self.check_thread()?;
+            Self::check_callback(py, &callback, method)?;
+        }
+        self.schedule_at(py, when, callback, args, context)
+    }
+
+    /// Empties every queue and the fd table; the objects are dropped after
+    /// the lock is released.
+    fn clear_everything(&self) {
+        let (ready, spare, mut timers, io) = {
+            let mut st = self.state.lock();
+            let mut timers = Vec::new();
+            st.timers.drain_into(&mut timers);
+            let io = st.io.drain(&self.reactor);
+            (
+                std::mem::take(&mut st.ready),
+                std::mem::take(&mut st.spare),
+                timers,
+                io,
+            )
+        };
+        Python::attach(|py| {
+            for t in &timers {
+                let b = t.bind(py);
+                b.get().unschedule(b.as_super().get());
+            }
+        });
+        timers.clear();
+        drop((ready, spare, io));
+    }
+}

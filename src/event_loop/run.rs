@@ -1,0 +1,202 @@
+//! One iteration of the loop (asyncio's `_run_once`).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::intern;
+use pyo3::prelude::*;
+
+use super::io::Dispatch;
+use super::LoopCore;
+use crate::errors;
+use crate::handles::{Handle, TimerHandle};
+
+/// asyncio's cap on one wait (`MAXIMUM_SELECT_TIMEOUT`).
+const MAX_WAIT_SECS: f64 = 24.0 * 3600.0;
+/// Below this many timers the heap is never swept in one go.
+const MIN_SWEEP_TIMERS: usize = 100;
+/// `time.get_clock_info('monotonic').resolution` on the platforms we run on.
+const CLOCK_RESOLUTION: f64 = 1e-9;
+
+/// KeyboardInterrupt and SystemExit leave the loop; everything else goes to
+/// the exception handler.
+fn must_propagate(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
+}
+
+fn timer_cancelled(py: Python<'_>, t: &Py<TimerHandle>) -> bool {
+    t.bind(py).as_super().get().is_cancelled()
+}
+
+impl LoopCore {
+    /// Runs one iteration.
+    pub(crate) fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut dead_timers: Vec<Py<TimerHandle>> = Vec::new();
+
+        // 1. Sweep cancelled timers; decide how long to wait.
+        let (timeout, skip_poll) = {
+            let mut st = this.state.lock();
+            let n = st.timers.len();
+            if n > MIN_SWEEP_TIMERS && this.cancelled_timers.load(Ordering::Acquire) * 2 > n {
+                st.timers.retain_into(|t| !timer_cancelled(py, t), &mut dead_timers);
+            } else {
+                while st.timers.peek().is_some_and(|t| timer_cancelled(py, t)) {
+                    dead_timers.extend(st.timers.pop());
+                }
+            }
+            let timeout = if !st.ready.is_empty() || this.stopping.load(Ordering::Relaxed) {
+                Some(Duration::ZERO)
+            } else if let Some(when) = st.timers.peek_when() {
+                let secs = (when - this.clock.now()).clamp(0.0, MAX_WAIT_SECS);
+                Some(Duration::from_secs_f64(secs))
+            } else {
+                None
+            };
+            let zero = timeout == Some(Duration::ZERO);
+            // Nothing can become ready without fds, so a zero-timeout poll
+            // with no fds is skipped (the waker matters only when sleeping).
+            let skip = zero && st.io.is_empty();
+            if !zero {
+                st.polling = true;
+                st.wake_pending = false;
+            }
+            (timeout, skip)
+        };
+        for t in &dead_timers {
+            let b = t.bind(py);
+            b.get().unschedule(b.as_super().get());
+        }
+        dead_timers.clear();
+
+        // 2. Wait for I/O with the GIL released; queue what is ready.
+        if !skip_poll {
+            let mut events = std::mem::take(&mut *this.events.lock());
+            let waited = py.detach(|| this.reactor.wait(timeout, &mut events));
+            {
+                let mut st = this.state.lock();
+                st.polling = false;
+                st.wake_pending = false;
+            }
+            match waited {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
+                Err(e) => return Err(errors::os_error(e)),
+            }
+            let result = Self::dispatch_events(slf, &mut events);
+            events.clear();
+            *this.events.lock() = events;
+            result?;
+        }
+
+        // 3. Move due timers to the ready queue.
+        {
+            let end = this.clock.now() + CLOCK_RESOLUTION;
+            let mut st = this.state.lock();
+            while let Some(t) = st.timers.pop_due(end) {
+                let b = t.bind(py);
+                let base = b.as_super().get();
+                b.get().unschedule(base);
+                if base.is_cancelled() {
+                    dead_timers.push(t);
+                } else {
+                    st.ready.push_back(b.clone().into_super().unbind());
+                }
+            }
+        }
+        drop(dead_timers);
+
+        // 4. Run the callbacks that are ready now; later ones wait a turn.
+        Self::run_ready(slf)
+    }
+
+    fn dispatch_events(
+        slf: &Bound<'_, Self>,
+        events: &mut Vec<(usize, crate::reactor::Readiness)>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut garbage: Vec<Py<Handle>> = Vec::new();
+        for (token, ready) in events.drain(..) {
+            let dispatch = {
+                let mut st = this.state.lock();
+                let st = &mut *st;
+                st.io
+                    .dispatch(py, &this.reactor, token, ready, &mut st.ready, &mut garbage)
+            };
+            if let Dispatch::Native(watcher) = dispatch {
+                if let Err(e) = watcher.on_ready(py, slf, ready) {
+                    if must_propagate(py, &e) {
+                        return Err(e);
+                    }
+                    slf.call_method1(intern!(py, "_report_io_error"), (e.value(py),))?;
+                }
+            }
+        }
+        drop(garbage);
+        Ok(())
+    }
+
+    fn run_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut batch = {
+            let mut st = this.state.lock();
+            let spare = std::mem::take(&mut st.spare);
+            std::mem::replace(&mut st.ready, spare)
+        };
+        if batch.is_empty() {
+            this.state.lock().spare = batch;
+            return Ok(());
+        }
+        let debug = this.debug.load(Ordering::Relaxed);
+        let slow: f64 = if debug {
+            slf.getattr(intern!(py, "slow_callback_duration"))?.extract()?
+        } else {
+            0.0
+        };
+        while let Some(handle) = batch.pop_front() {
+            let h = handle.get();
+            if h.is_cancelled() {
+                continue;
+            }
+            let started = if debug { this.clock.now() } else { 0.0 };
+            let mut outcome = h.run(py);
+            if let Err(e) = outcome {
+                outcome = if must_propagate(py, &e) {
+                    Err(e)
+                } else {
+                    slf.call_method1(intern!(py, "_report_callback_error"), (&handle, e.value(py)))
+                        .map(drop)
+                };
+            }
+            if outcome.is_ok() && debug {
+                let took = this.clock.now() - started;
+                if took >= slow {
+                    outcome = slf
+                        .call_method1(intern!(py, "_report_slow_callback"), (&handle, took))
+                        .map(drop);
+                }
+            }
+            if let Err(e) = outcome {
+                // Leave the rest of this batch at the front of the queue, as
+                // asyncio does when an exception escapes `_run_once`.
+                let mut st = this.state.lock();
+                while let Some(rest) = batch.pop_back() {
+                    st.ready.push_front(rest);
+                }
+                st.spare = batch;
+                return Err(e);
+            }
+        }
+        let mut st = this.state.lock();
+        if st.spare.capacity() < batch.capacity() {
+            std::mem::swap(&mut st.spare, &mut batch);
+        }
+        drop(st);
+        drop(batch);
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+//! oxloop: a drop-in replacement for the asyncio event loop, in Rust.
+//!
+//! The native module `oxloop._core` holds the hot core (handles, ready queue,
+//! timers, reactor); `python/oxloop` wraps it into an
+//! `asyncio.AbstractEventLoop`. See DEVELOPERS.md for the design.
+
+pub mod errors;
+pub mod event_loop;
+pub mod handles;
+pub mod reactor;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<event_loop::LoopCore>()?;
+    m.add_class::<handles::Handle>()?;
+    m.add_class::<handles::TimerHandle>()?;
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! The reactor: readiness polling over `mio`, and the only module that talks
+//! to the OS about file descriptors.
+//!
+//! Design:
+//! - One `mio::Poll` per loop. `wait()` blocks in `epoll_wait`/`kevent` and is
+//!   always called with the GIL released; the `Poll` sits behind a mutex that
+//!   only the loop's own thread ever takes.
+//! - Registration goes through a cloned `mio::Registry`, which needs no lock
+//!   (it only issues `epoll_ctl`/`kevent` calls).
+//! - mio is edge-triggered. Users of `add_reader`/`add_writer` expect asyncio's
+//!   level-triggered semantics, so the loop re-arms those fds after each event
+//!   (`rearm`, an `EPOLL_CTL_MOD`): if the fd is still ready when the loop next
+//!   polls, it is reported again. Native transports read and write until
+//!   `WouldBlock` and need no re-arming.
+//! - A `mio::Waker` (an eventfd on Linux) lets any thread interrupt `wait()`.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use parking_lot::Mutex;
+
+/// The token reserved for the waker.
+const WAKER_TOKEN: Token = Token(usize::MAX);
+
+/// What an fd was found ready for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Readiness(u8);
+
+impl Readiness {
+    pub const READABLE: u8 = 1;
+    pub const WRITABLE: u8 = 2;
+    pub const READ_CLOSED: u8 = 4;
+    pub const WRITE_CLOSED: u8 = 8;
+    pub const ERROR: u8 = 16;
+
+    pub fn from_bits(bits: u8) -> Self {
+        Self(bits)
+    }
+
+    /// Readable, at EOF, or in error: a reader should run.
+    #[inline]
+    pub fn for_reader(self) -> bool {
+        self.0 & (Self::READABLE | Self::READ_CLOSED | Self::ERROR) != 0
+    }
+
+    /// Writable, closed for writing, or in error: a writer should run.
+    #[inline]
+    pub fn for_writer(self) -> bool {
+        self.0 & (Self::WRITABLE | Self::WRITE_CLOSED | Self::ERROR) != 0
+    }
+
+    #[inline]
+    pub fn is_error(self) -> bool {
+        self.0 & Self::ERROR != 0
+    }
+
+    #[inline]
+    pub fn is_read_closed(self) -> bool {
+        self.0 & Self::READ_CLOSED != 0
+    }
+}
+
+/// Which directions an fd is watched for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    Read,
+    Write,
+    Both,
+}
+
+impl Want {
+    /// The combination of wanting reads and writes, if any.
+    pub fn from_flags(read: bool, write: bool) -> Option<Want> {
+        match (read, write) {
+            (true, true) => Some(Want::Both),
+            (true, false) => Some(Want::Read),
+            (false, true) => Some(Want::Write),
+            (false, false) => None,
+        }
+    }
+
+    fn interest(self) -> Interest {
+        match self {
+            Want::Read => Interest::READABLE,
+            Want::Write => Interest::WRITABLE,
+            Want::Both => Interest::READABLE | Interest::WRITABLE,
+        }
+    }
+}
+
+/// The poller, its event buffer, the registry and the waker of one loop.
+pub struct Reactor {
+    /// The poller and its event buffer; locked only by `wait()`.
+    poll: Mutex<(Poll, Events)>,
+    /// For (re/de)registration while another thread may be in `wait()`.
+    registry: Registry,
+    /// Interrupts `wait()` from any thread.
+    waker: Waker,
+}
+
+impl Reactor {
+    pub fn new() -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = Waker::new(&registry, WAKER_TOKEN)?;
+        Ok(Self {
+            poll: Mutex::new((poll, Events::with_capacity(1024))),
+            registry,
+            waker,
+        })
+    }
+
+    /// Waits up to `timeout` (forever if None) and appends `(token,
+    /// readiness)` for each ready fd to `out`. Wake-ups are not reported.
+    /// Call with the GIL released.
+    pub fn wait(&self, timeout: Option<Duration>, out: &mut Vec<(usize, Readiness)>) -> io::Result<()> {
+        let mut guard = self.poll.lock();
+        let (poll, events) = &mut *guard;
+        poll.poll(events, timeout)?;
+        for ev in events.iter() {
+            if ev.token() == WAKER_TOKEN {
+                continue;
+            }
+            let mut bits = 0;
+            if ev.is_readable() {
+                bits |= Readiness::READABLE;
+            }
+            if ev.is_writable() {
+                bits |= Readiness::WRITABLE;
+            }
+            if ev.is_read_closed() {
+                bits |= Readiness::READ_CLOSED;
+            }
+            if ev.is_write_closed() {
+                bits |= Readiness::WRITE_CLOSED;
+            }
+            if ev.is_error() {
+                bits |= Readiness::ERROR;
+            }
+            out.push((ev.token().0, Readiness(bits)));
+        }
+        Ok(())
+    }
+
+    /// Starts watching `fd` under `token`.
+    pub fn register(&self, fd: RawFd, token: usize, want: Want) -> io::Result<()> {
+        self.registry
+            .register(&mut SourceFd(&fd), Token(token), want.interest())
+    }
+
+    /// Changes what `fd` is watched for. Also re-arms it: if the fd is ready
+    /// now, the next `wait()` reports it again (level-triggered emulation).
+    /// An fd that was closed and reopened since it was registered (so the
+    /// kernel forgot it) is registered afresh.
+    pub fn rearm(&self, fd: RawFd, token: usize, want: Want) -> io::Result<()> {
+        match self
+            .registry
+            .reregister(&mut SourceFd(&fd), Token(token), want.interest())
+        {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.register(fd, token, want),
+            other => other,
+        }
+    }
+
+    /// Stops watching `fd`. Errors (a closed fd) are ignored: the kernel
+    /// already forgot a closed fd.
+    pub fn deregister(&self, fd: RawFd) {
+        let _ = self.registry.deregister(&mut SourceFd(&fd));
+    }
+
+    /// Interrupts a `wait()` in progress (or the next one).
+    pub fn wake(&self) -> io::Result<()> {
+        self.waker.wake()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::io::Write;
+
+    #[test]
+    fn readable_is_reported_and_rearm_is_level_triggered() {
+        let r = Reactor::new().unwrap();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        r.register(b.as_raw_fd(), 7, Want::Read).unwrap();
+        let mut out = Vec::new();
+        r.wait(Some(Duration::from_millis(0)), &mut out).unwrap();
+        assert!(out.is_empty());
+        a.write_all(b"x").unwrap();
+        r.wait(Some(Duration::from_secs(5)), &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, 7);
+        assert!(out[0].1.for_reader());
+        // Edge-triggered: nothing new without re-arming...
+        out.clear();
+        r.wait(Some(Duration::from_millis(0)), &mut out).unwrap();
+        assert!(out.is_empty());
+        // ...but re-arming reports the unread byte again.
+        r.rearm(b.as_raw_fd(), 7, Want::Read).unwrap();
+        r.wait(Some(Duration::from_millis(0)), &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn waker_interrupts_wait_and_is_not_reported() {
+        let r = std::sync::Arc::new(Reactor::new().unwrap());
+        let r2 = r.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            r2.wake().unwrap();
+        });
+        let mut out = Vec::new();
+        let start = std::time::Instant::now();
+        r.wait(Some(Duration::from_secs(10)), &mut out).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(out.is_empty());
+        t.join().unwrap();
+    }
+}
