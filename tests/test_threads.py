@@ -264,6 +264,7 @@ def test_loop_per_thread(loop_factory):
     n = 4
     results = {}
     errors = []
+    barrier = threading.Barrier(n)
 
     def thread_main(i):
         try:
@@ -275,6 +276,9 @@ def test_loop_per_thread(loop_factory):
                 for k in range(20):
                     await asyncio.sleep(0)
                     total += k
+                # all n loops are running at the same time here
+                await lp.run_in_executor(None, barrier.wait, 10)
+                assert lp.is_running()
                 return (i, total, threading.get_ident())
 
             results[i] = lp.run_until_complete(work())

@@ -1,0 +1,225 @@
+"""Garbage collection: a closed loop is collected even when its handles,
+timers or readers reference it in a cycle; no uncollectable garbage."""
+
+import asyncio
+import gc
+import socket
+import weakref
+
+import pytest
+
+from helpers import make_loop, run_briefly
+
+
+@pytest.fixture
+def fresh(loop_kind):
+    """An untracked loop (the fixture must not keep it alive)."""
+    gc.collect()
+    garbage_before = len(gc.garbage)
+
+    def factory():
+        return make_loop(loop_kind)
+
+    yield factory
+    gc.collect()
+    assert len(gc.garbage) == garbage_before, gc.garbage[garbage_before:]
+
+
+def _assert_collected(ref):
+    for _ in range(3):
+        gc.collect()
+    assert ref() is None, "the loop was not collected; referrers: %r" % (
+        [type(r) for r in gc.get_referrers(ref())] if ref() is not None else None,
+    )
+
+
+def test_closed_loop_is_collected(fresh):
+    loop = fresh()
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop
+    _assert_collected(ref)
+
+
+def test_loop_that_ran_is_collected(fresh):
+    loop = fresh()
+
+    async def main():
+        await asyncio.sleep(0)
+        return asyncio.get_running_loop()
+
+    assert loop.run_until_complete(main()) is loop
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop
+    _assert_collected(ref)
+
+
+def test_pending_callback_referencing_loop(fresh):
+    loop = fresh()
+    loop.call_soon(lambda: loop.time())  # closure -> loop -> ready queue -> handle
+    loop.call_soon(loop.stop)  # bound method of the loop itself
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop
+    _assert_collected(ref)
+
+
+def test_ran_callbacks_referencing_loop(fresh):
+    loop = fresh()
+    for _ in range(10):
+        loop.call_soon(lambda: loop.is_running())
+    run_briefly(loop)
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop
+    _assert_collected(ref)
+
+
+def test_unfired_timer_referencing_loop(fresh):
+    loop = fresh()
+    loop.call_later(3600, lambda: loop.stop())
+    loop.call_at(loop.time() + 7200, loop.stop)
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop
+    _assert_collected(ref)
+
+
+def test_cancelled_timer_referencing_loop(fresh):
+    loop = fresh()
+    h = loop.call_later(3600, lambda: loop.stop())
+    h.cancel()
+    run_briefly(loop)
+    del h
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop
+    _assert_collected(ref)
+
+
+def test_reader_and_writer_referencing_loop(fresh):
+    a, b = socket.socketpair()
+    try:
+        loop = fresh()
+        loop.add_reader(a.fileno(), lambda: loop.stop())
+        loop.add_writer(b.fileno(), lambda: loop.stop())
+        run_briefly(loop)
+        ref = weakref.ref(loop)
+        loop.close()
+        del loop
+        _assert_collected(ref)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_exception_handler_referencing_loop(fresh):
+    loop = fresh()
+    seen = []
+    loop.set_exception_handler(lambda lp, ctx: seen.append(loop))
+
+    def bad():
+        raise ValueError
+
+    loop.call_soon(bad)
+    run_briefly(loop)
+    assert seen and seen[0] is loop
+    seen.clear()
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop
+    _assert_collected(ref)
+
+
+def test_handle_cycle_through_args(fresh):
+    loop = fresh()
+    box = []
+    h = loop.call_later(3600, box.append, box)
+    box.append(h)  # handle -> args -> box -> handle
+    box.append(loop)
+    del h
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop, box
+    _assert_collected(ref)
+
+
+def test_pending_future_and_task_referencing_loop(fresh):
+    loop = fresh()
+    fut = loop.create_future()
+    fut.add_done_callback(lambda f: loop.stop())
+
+    async def waiter():
+        await fut
+
+    task = loop.create_task(waiter())
+    run_briefly(loop)
+    task.cancel()
+    run_briefly(loop, 2)
+    fut.cancel()
+    run_briefly(loop)
+    del fut, task
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop
+    _assert_collected(ref)
+
+
+def test_loop_with_default_executor_is_collected(fresh):
+    loop = fresh()
+    assert loop.run_until_complete(loop.run_in_executor(None, lambda: 1)) == 1
+    loop.run_until_complete(loop.shutdown_default_executor())
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop
+    _assert_collected(ref)
+
+
+def test_callback_objects_are_released_after_running(fresh):
+    loop = fresh()
+    try:
+
+        class Payload:
+            pass
+
+        payload = Payload()
+        pref = weakref.ref(payload)
+        loop.call_soon(lambda p: None, payload)
+        loop.call_later(0, lambda p: None, payload)
+        del payload
+        loop.call_later(0.01, loop.stop)
+        loop.run_forever()
+        gc.collect()
+        assert pref() is None
+    finally:
+        loop.close()
+
+
+def test_cancelled_timer_releases_callback(fresh):
+    loop = fresh()
+    try:
+
+        class Payload:
+            pass
+
+        payload = Payload()
+        pref = weakref.ref(payload)
+        h = loop.call_later(3600, lambda p: None, payload)
+        del payload
+        h.cancel()
+        del h
+        run_briefly(loop)
+        gc.collect()
+        assert pref() is None
+    finally:
+        loop.close()
+
+
+def test_unclosed_loop_warns_on_collection(fresh):
+    loop = fresh()
+    ref = weakref.ref(loop)
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        del loop
+        gc.collect()
+    _assert_collected(ref)
