@@ -21,6 +21,8 @@ import weakref
 from asyncio import events, format_helpers, futures, tasks
 
 from . import _core
+from ._sockets import SocketsMixin
+from ._streams import StreamsMixin
 
 __all__ = ("Loop",)
 
@@ -50,7 +52,8 @@ def _stop_loop_when_done(fut):
     futures._get_loop(fut).stop()
 
 
-class Loop(_core.LoopCore, asyncio.AbstractEventLoop):
+class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
+           asyncio.AbstractEventLoop):
     """An asyncio event loop whose core is written in Rust."""
 
     def __init__(self):

@@ -516,3 +516,53 @@ impl LoopCore {
         drop((ready, spare, io));
     }
 }
+
+/// The API native I/O code (transports, servers, socket operations) uses to
+/// talk to the loop. All of it is called on the loop's thread with the GIL.
+impl LoopCore {
+    /// Watches `fd` for `want` and calls `watcher` when it is ready. Fails
+    /// with `FileExistsError` if the fd is watched already.
+    pub(crate) fn io_register(
+        &self,
+        fd: RawFd,
+        want: crate::reactor::Want,
+        watcher: Arc<dyn io::IoWatcher>,
+    ) -> PyResult<usize> {
+        self.check_closed()?;
+        let result = self.state.lock().io.add_native(&self.reactor, fd, want, watcher);
+        result.map_err(errors::os_error)
+    }
+
+    /// Changes what a native watcher waits for; `None` stops watching (the
+    /// token is then dead).
+    pub(crate) fn io_set_want(&self, token: usize, want: Option<crate::reactor::Want>) -> PyResult<()> {
+        let result = self.state.lock().io.set_native_want(&self.reactor, token, want);
+        // The removed entry (if any) is dropped here, after the lock.
+        result.map(drop).map_err(errors::os_error)
+    }
+
+    /// Stops watching the fd under `token`.
+    pub(crate) fn io_unregister(&self, token: usize) {
+        let removed = self.state.lock().io.remove(&self.reactor, token);
+        drop(removed);
+    }
+
+    /// Whether `fd` is watched by anyone (callbacks or a native watcher).
+    pub(crate) fn io_is_watched(&self, fd: RawFd) -> bool {
+        self.state.lock().io.entry_for_fd(fd).is_some()
+    }
+
+    /// `call_soon(func, *args)` in the current context, from Rust.
+    pub(crate) fn soon(&self, py: Python<'_>, func: Py<PyAny>, args: Py<PyTuple>) -> PyResult<Py<Handle>> {
+        self.check_closed()?;
+        let ctx = Self::context_for(py, None)?;
+        let handle = Py::new(py, Handle::new(func, args, ctx))?;
+        self.push_ready(handle.clone_ref(py), false)?;
+        Ok(handle)
+    }
+
+    /// Whether debug mode is on.
+    pub(crate) fn debug_enabled(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+}
