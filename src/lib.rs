@@ -8,6 +8,8 @@ pub mod errors;
 pub mod event_loop;
 pub mod handles;
 pub mod reactor;
+pub mod server;
+pub mod transports;
 
 use pyo3::prelude::*;
 
@@ -16,5 +18,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<transports::stream::StreamTransport>()?;
+    m.add_class::<server::StreamListener>()?;
     Ok(())
 }

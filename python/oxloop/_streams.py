@@ -1,7 +1,364 @@
 """Stream networking (TCP and Unix transports, servers) for oxloop.
 
-`StreamsMixin` is one of `oxloop.Loop`'s bases.
+`StreamsMixin` is one of `oxloop.Loop`'s bases. The transports and the
+accept loops are native (`oxloop._core.StreamTransport`,
+`oxloop._core.StreamListener`); this module holds the long tail that Python
+does naturally: argument checking with asyncio's exact errors, name
+resolution, connecting (Happy Eyeballs included), binding, the `Server`
+object and `sendfile`'s orchestration.
+
+The transport object user code sees is `TCPTransport`/`UnixTransport`, a
+thin `asyncio.Transport` subclass over a native core; its hot methods are
+the core's own bound methods, set on the instance.
 """
+
+import collections.abc
+import errno
+import functools
+import io
+import itertools
+import logging
+import os
+import socket
+import stat
+import sys
+import warnings
+
+from asyncio import (base_events, constants, events, exceptions, futures,
+                     protocols, staggered, tasks, transports, trsock)
+
+from . import _core
+
+try:
+    import ssl as _ssl
+except ImportError:  # pragma: no cover
+    _ssl = None
+
+__all__ = ("StreamsMixin", "Server", "TCPTransport", "UnixTransport")
+
+logger = logging.getLogger("asyncio")
+
+_PY312 = sys.version_info >= (3, 12)
+_PY3121 = sys.version_info >= (3, 12, 1)
+_PY313 = sys.version_info >= (3, 13)
+_HAS_IPv6 = hasattr(socket, "AF_INET6")
+_MISSING = object()
+_ipaddr_info = base_events._ipaddr_info
+_interleave_addrinfos = base_events._interleave_addrinfos
+
+
+def _check_ssl_socket(sock):
+    if _ssl is not None and isinstance(sock, _ssl.SSLSocket):
+        raise TypeError("Socket cannot be of type SSLSocket")
+
+
+def _wants_nodelay(sock):
+    # asyncio's _set_nodelay rule.
+    return (sock.family in (socket.AF_INET, socket.AF_INET6)
+            and sock.type == socket.SOCK_STREAM
+            and sock.proto == socket.IPPROTO_TCP)
+
+
+def _set_reuseport(sock):
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ValueError("reuse_port not supported by socket module")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except OSError:
+        raise ValueError("reuse_port not supported by socket module, "
+                         "SO_REUSEPORT defined but not implemented.")
+
+
+class _SocketTransport(transports.Transport):
+    """A stream transport over a native `StreamTransport` core."""
+
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    def __init__(self, core):
+        # BaseTransport.__init__ is skipped: extra info lives in the core.
+        self._extra = None
+        self._core = core
+        # The hot methods are the core's, bound (one native call each).
+        self.write = core.write
+        self.writelines = core.writelines
+        self.is_closing = core.is_closing
+        self.get_extra_info = core.get_extra_info
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self._core._repr_info()}>"
+
+    def __del__(self, _warn=warnings.warn):
+        core = self.__dict__.get("_core")
+        if core is not None and core._is_open():
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            core._dispose()
+
+    def close(self):
+        self._core.close()
+
+    def abort(self):
+        self._core.abort()
+
+    def write_eof(self):
+        self._core.write_eof()
+
+    def can_write_eof(self):
+        return True
+
+    def is_reading(self):
+        return self._core.is_reading()
+
+    def pause_reading(self):
+        self._core.pause_reading()
+
+    def resume_reading(self):
+        self._core.resume_reading()
+
+    def set_protocol(self, protocol):
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def get_write_buffer_size(self):
+        return self._core.get_write_buffer_size()
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self._core.set_write_buffer_limits(high, low)
+
+    @property
+    def _loop(self):
+        return self._core._loop
+
+    @property
+    def _protocol_paused(self):
+        return self._core._protocol_paused
+
+    @property
+    def _sock_fd(self):
+        return self._core._sock_fd
+
+
+class TCPTransport(_SocketTransport):
+    """A TCP stream transport."""
+
+
+class UnixTransport(_SocketTransport):
+    """A Unix-domain stream transport."""
+
+
+def _transport_class(family):
+    return UnixTransport if family == getattr(socket, "AF_UNIX", None) \
+        else TCPTransport
+
+
+class Server(events.AbstractServer):
+    """What `create_server()` returns (asyncio's `Server` semantics)."""
+
+    def __init__(self, loop, sockets, protocol_factory, ssl_context, backlog,
+                 ssl_handshake_timeout, ssl_shutdown_timeout=None):
+        self._loop = loop
+        self._sockets = sockets
+        self._active_count = 0
+        self._waiters = []
+        self._protocol_factory = protocol_factory
+        self._backlog = backlog
+        self._ssl_context = ssl_context
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
+        self._serving = False
+        self._serving_forever_fut = None
+        self._listeners = []
+        self._clients = set()
+        self._unix_cleanup = []
+
+    def __repr__(self):
+        return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
+
+    def _attach(self, transport):
+        assert self._sockets is not None
+        self._active_count += 1
+        self._clients.add(transport)
+
+    def _detach(self, transport):
+        assert self._active_count > 0
+        self._active_count -= 1
+        self._clients.discard(transport)
+        if self._active_count == 0 and self._sockets is None:
+            self._wakeup()
+
+    def _wakeup(self):
+        waiters = self._waiters
+        self._waiters = None
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(waiter)
+
+    def _protocol_factory_for_listener(self):
+        if self._ssl_context is None:
+            return self._protocol_factory
+        return functools.partial(
+            self._loop._stream_ssl_protocol, self._protocol_factory,
+            self._ssl_context, self._ssl_handshake_timeout,
+            self._ssl_shutdown_timeout)
+
+    def _start_serving(self):
+        if self._serving:
+            return
+        self._serving = True
+        factory = self._protocol_factory_for_listener()
+        for sock in self._sockets:
+            sock.listen(self._backlog)
+            listener = _core.StreamListener(
+                self._loop, sock, factory, self, _transport_class(sock.family),
+                self._backlog, _wants_nodelay(sock))
+            listener.start()
+            self._listeners.append(listener)
+
+    def get_loop(self):
+        return self._loop
+
+    def is_serving(self):
+        return self._serving
+
+    @property
+    def sockets(self):
+        if self._sockets is None:
+            return ()
+        return tuple(trsock.TransportSocket(s) for s in self._sockets)
+
+    def close(self):
+        sockets = self._sockets
+        if sockets is None:
+            return
+        self._sockets = None
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener.close()
+        for sock in sockets:
+            sock.close()
+        for path, ino in self._unix_cleanup:
+            try:
+                if os.stat(path).st_ino == ino:
+                    os.unlink(path)
+            except OSError:
+                pass
+        self._unix_cleanup = []
+        self._serving = False
+        if (self._serving_forever_fut is not None
+                and not self._serving_forever_fut.done()):
+            self._serving_forever_fut.cancel()
+            self._serving_forever_fut = None
+        if self._active_count == 0:
+            self._wakeup()
+
+    def close_clients(self):
+        for transport in list(self._clients):
+            transport.close()
+
+    def abort_clients(self):
+        for transport in list(self._clients):
+            transport.abort()
+
+    async def start_serving(self):
+        self._start_serving()
+        # One iteration, as asyncio does.
+        await tasks.sleep(0)
+
+    async def serve_forever(self):
+        if self._serving_forever_fut is not None:
+            raise RuntimeError(
+                f"server {self!r} is already being awaited on serve_forever()")
+        if self._sockets is None:
+            raise RuntimeError(f"server {self!r} is closed")
+        self._start_serving()
+        self._serving_forever_fut = self._loop.create_future()
+        try:
+            await self._serving_forever_fut
+        except exceptions.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever_fut = None
+
+    async def wait_closed(self):
+        if _PY3121:
+            if self._waiters is None:
+                return
+        elif self._sockets is None or self._waiters is None:
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+
+class _SendfileFallbackProtocol(protocols.Protocol):
+    # asyncio's, for oxloop transports.
+    def __init__(self, transp):
+        self._transport = transp
+        self._proto = transp.get_protocol()
+        self._should_resume_reading = transp.is_reading()
+        self._should_resume_writing = transp._protocol_paused
+        transp.pause_reading()
+        transp.set_protocol(self)
+        if self._should_resume_writing:
+            self._write_ready_fut = self._transport._loop.create_future()
+        else:
+            self._write_ready_fut = None
+
+    async def drain(self):
+        if self._transport.is_closing():
+            raise ConnectionError("Connection closed by peer")
+        fut = self._write_ready_fut
+        if fut is None:
+            return
+        await fut
+
+    def connection_made(self, transport):
+        raise RuntimeError("Invalid state: "
+                           "connection should have been established already.")
+
+    def connection_lost(self, exc):
+        if self._write_ready_fut is not None:
+            if exc is None:
+                self._write_ready_fut.set_exception(
+                    ConnectionError("Connection is closed by peer"))
+            else:
+                self._write_ready_fut.set_exception(exc)
+        self._proto.connection_lost(exc)
+
+    def pause_writing(self):
+        if self._write_ready_fut is not None:
+            return
+        self._write_ready_fut = self._transport._loop.create_future()
+
+    def resume_writing(self):
+        if self._write_ready_fut is None:
+            return
+        self._write_ready_fut.set_result(False)
+        self._write_ready_fut = None
+
+    def data_received(self, data):
+        raise RuntimeError("Invalid state: reading should be paused")
+
+    def eof_received(self):
+        raise RuntimeError("Invalid state: reading should be paused")
+
+    async def restore(self):
+        self._transport.set_protocol(self._proto)
+        if self._should_resume_reading:
+            self._transport.resume_reading()
+        if self._write_ready_fut is not None:
+            self._write_ready_fut.cancel()
+        if self._should_resume_writing:
+            self._proto.resume_writing()
 
 
 class StreamsMixin:
@@ -9,3 +366,622 @@ class StreamsMixin:
     sendfile."""
 
     __slots__ = ()
+
+    # -- transports --------------------------------------------------------
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *,
+                               extra=None, server=None):
+        cls = _transport_class(sock.family)
+        core = _core.StreamTransport(self, sock, cls.__name__,
+                                     _wants_nodelay(sock))
+        transport = cls(core)
+        core._start(transport, protocol, waiter, server)
+        return transport
+
+    def _stream_ssl_protocol(self, protocol_factory, sslcontext,
+                             ssl_handshake_timeout, ssl_shutdown_timeout,
+                             waiter=None, server_side=True,
+                             server_hostname=None):
+        from asyncio import sslproto
+        kwargs = {"ssl_handshake_timeout": ssl_handshake_timeout}
+        if sys.version_info >= (3, 11):
+            kwargs["ssl_shutdown_timeout"] = ssl_shutdown_timeout
+        return sslproto.SSLProtocol(
+            self, protocol_factory(), sslcontext, waiter, server_side,
+            server_hostname, **kwargs)
+
+    def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None,
+                            *, server_side=False, server_hostname=None,
+                            extra=None, server=None,
+                            ssl_handshake_timeout=None,
+                            ssl_shutdown_timeout=None):
+        if sslcontext is None:
+            sslcontext = _ssl.create_default_context()
+        ssl_protocol = self._stream_ssl_protocol(
+            lambda: protocol, sslcontext, ssl_handshake_timeout,
+            ssl_shutdown_timeout, waiter, server_side, server_hostname)
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra,
+                                    server=server)
+        return ssl_protocol._app_transport
+
+    async def _create_connection_transport(
+            self, sock, protocol_factory, ssl, server_hostname,
+            server_side=False, ssl_handshake_timeout=None,
+            ssl_shutdown_timeout=None):
+        sock.setblocking(False)
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        if ssl:
+            sslcontext = None if isinstance(ssl, bool) else ssl
+            transport = self._make_ssl_transport(
+                sock, protocol, sslcontext, waiter,
+                server_side=server_side, server_hostname=server_hostname,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout)
+        else:
+            transport = self._make_socket_transport(sock, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
+    # -- name resolution and connecting ------------------------------------
+
+    async def _stream_getaddrinfo(self, host, port, *, family=0, type=0,
+                                  proto=0, flags=0):
+        # Until loop.getaddrinfo is native (sockets branch), fall back to the
+        # executor when only AbstractEventLoop's stub is there.
+        gai = getattr(self.__class__, "getaddrinfo", None)
+        if gai is events.AbstractEventLoop.getaddrinfo:
+            return await self.run_in_executor(
+                None, socket.getaddrinfo, host, port, family, type, proto,
+                flags)
+        return await self.getaddrinfo(host, port, family=family, type=type,
+                                      proto=proto, flags=flags)
+
+    async def _ensure_resolved(self, address, *, family=0,
+                               type=socket.SOCK_STREAM, proto=0, flags=0,
+                               loop=None):
+        host, port = address[:2]
+        info = _ipaddr_info(host, port, family, type, proto, *address[2:])
+        if info is not None:
+            return [info]
+        return await self._stream_getaddrinfo(
+            host, port, family=family, type=type, proto=proto, flags=flags)
+
+    def _stream_connect_cb(self, fut, sock, address):
+        if fut.done():
+            return
+        try:
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err != 0:
+                raise OSError(err, f"Connect call failed {address}")
+        except (BlockingIOError, InterruptedError):
+            return  # spurious wake-up: keep waiting
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(None)
+        finally:
+            fut = None
+
+    async def _stream_sock_connect(self, sock, address):
+        try:
+            sock.connect(address)
+            return
+        except (BlockingIOError, InterruptedError):
+            pass
+        fd = sock.fileno()
+        fut = self.create_future()
+        self.add_writer(fd, self._stream_connect_cb, fut, sock, address)
+        try:
+            await fut
+        finally:
+            self.remove_writer(fd)
+            fut = None
+
+    async def _connect_sock(self, exceptions, addr_info,
+                            local_addr_infos=None):
+        my_exceptions = []
+        exceptions.append(my_exceptions)
+        family, type_, proto, _, address = addr_info
+        sock = None
+        try:
+            sock = socket.socket(family=family, type=type_, proto=proto)
+            sock.setblocking(False)
+            if local_addr_infos is not None:
+                for lfamily, _, _, _, laddr in local_addr_infos:
+                    if lfamily != family:
+                        continue
+                    try:
+                        sock.bind(laddr)
+                        break
+                    except OSError as exc:
+                        msg = (f"error while attempting to bind on "
+                               f"address {laddr!r}: "
+                               f"{exc.strerror.lower()}")
+                        exc = OSError(exc.errno, msg)
+                        my_exceptions.append(exc)
+                else:
+                    if my_exceptions:
+                        raise my_exceptions.pop()
+                    raise OSError(
+                        f"no matching local address with {family=} found")
+            await self._stream_sock_connect(sock, address)
+            return sock
+        except OSError as exc:
+            my_exceptions.append(exc)
+            if sock is not None:
+                sock.close()
+            raise
+        except:
+            if sock is not None:
+                sock.close()
+            raise
+        finally:
+            exceptions = my_exceptions = None
+
+    async def create_connection(
+            self, protocol_factory, host=None, port=None,
+            *, ssl=None, family=0, proto=0, flags=0, sock=None,
+            local_addr=None, server_hostname=None,
+            ssl_handshake_timeout=None, ssl_shutdown_timeout=None,
+            happy_eyeballs_delay=None, interleave=None,
+            all_errors=_MISSING):
+        """Connect to a TCP server; return (transport, protocol)."""
+        if all_errors is _MISSING:
+            all_errors = False
+        elif not _PY312:
+            raise TypeError("create_connection() got an unexpected keyword "
+                            "argument 'all_errors'")
+        if server_hostname is not None and not ssl:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        if server_hostname is None and ssl:
+            if not host:
+                raise ValueError("You must set server_hostname "
+                                 "when using ssl without a host")
+            server_hostname = host
+        if ssl_handshake_timeout is not None and not ssl:
+            raise ValueError(
+                "ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and not ssl:
+            raise ValueError(
+                "ssl_shutdown_timeout is only meaningful with ssl")
+        if sock is not None:
+            _check_ssl_socket(sock)
+        if happy_eyeballs_delay is not None and interleave is None:
+            interleave = 1
+
+        if host is not None or port is not None:
+            if sock is not None:
+                raise ValueError(
+                    "host/port and sock can not be specified at the same time")
+            infos = await self._ensure_resolved(
+                (host, port), family=family, type=socket.SOCK_STREAM,
+                proto=proto, flags=flags)
+            if not infos:
+                raise OSError("getaddrinfo() returned empty list")
+            if local_addr is not None:
+                laddr_infos = await self._ensure_resolved(
+                    local_addr, family=family, type=socket.SOCK_STREAM,
+                    proto=proto, flags=flags)
+                if not laddr_infos:
+                    raise OSError("getaddrinfo() returned empty list")
+            else:
+                laddr_infos = None
+            if interleave:
+                infos = _interleave_addrinfos(infos, interleave)
+
+            exceptions = []
+            if happy_eyeballs_delay is None:
+                for addrinfo in infos:
+                    try:
+                        sock = await self._connect_sock(
+                            exceptions, addrinfo, laddr_infos)
+                        break
+                    except OSError:
+                        continue
+            else:
+                sock, _, _ = await staggered.staggered_race(
+                    (functools.partial(self._connect_sock, exceptions,
+                                       addrinfo, laddr_infos)
+                     for addrinfo in infos),
+                    happy_eyeballs_delay, loop=self)
+
+            if sock is None:
+                exceptions = [exc for sub in exceptions for exc in sub]
+                try:
+                    if all_errors:
+                        raise ExceptionGroup("create_connection failed",  # noqa: F821
+                                             exceptions)
+                    if len(exceptions) == 1:
+                        raise exceptions[0]
+                    model = str(exceptions[0])
+                    if all(str(exc) == model for exc in exceptions):
+                        raise exceptions[0]
+                    raise OSError("Multiple exceptions: {}".format(
+                        ", ".join(str(exc) for exc in exceptions)))
+                finally:
+                    exceptions = None
+        else:
+            if sock is None:
+                raise ValueError(
+                    "host and port was not specified and no sock specified")
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+
+        transport, protocol = await self._create_connection_transport(
+            sock, protocol_factory, ssl, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        if self.get_debug():
+            sock = transport.get_extra_info("socket")
+            logger.debug("%r connected to %s:%r: (%r, %r)",
+                         sock, host, port, transport, protocol)
+        return transport, protocol
+
+    # -- servers -----------------------------------------------------------
+
+    async def _create_server_getaddrinfo(self, host, port, family, flags):
+        infos = await self._ensure_resolved((host, port), family=family,
+                                            type=socket.SOCK_STREAM,
+                                            flags=flags)
+        if not infos:
+            raise OSError(f"getaddrinfo({host!r}) returned empty list")
+        return infos
+
+    async def create_server(
+            self, protocol_factory, host=None, port=None, *,
+            family=socket.AF_UNSPEC, flags=socket.AI_PASSIVE, sock=None,
+            backlog=100, ssl=None, reuse_address=None, reuse_port=None,
+            ssl_handshake_timeout=None, ssl_shutdown_timeout=None,
+            start_serving=True, **kwargs):
+        """Create a TCP server bound to host(s) and port; return a Server."""
+        keep_alive = self._stream_pop_keep_alive(kwargs, "create_server")
+        if isinstance(ssl, bool):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        if ssl_handshake_timeout is not None and ssl is None:
+            raise ValueError(
+                "ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and ssl is None:
+            raise ValueError(
+                "ssl_shutdown_timeout is only meaningful with ssl")
+        if sock is not None:
+            _check_ssl_socket(sock)
+
+        if host is not None or port is not None:
+            if sock is not None:
+                raise ValueError(
+                    "host/port and sock can not be specified at the same time")
+            if reuse_address is None:
+                reuse_address = os.name == "posix" and sys.platform != "cygwin"
+            sockets = []
+            if host == "":
+                hosts = [None]
+            elif (isinstance(host, str)
+                  or not isinstance(host, collections.abc.Iterable)):
+                hosts = [host]
+            else:
+                hosts = host
+            fs = [self._create_server_getaddrinfo(h, port, family=family,
+                                                  flags=flags)
+                  for h in hosts]
+            infos = await tasks.gather(*fs)
+            infos = set(itertools.chain.from_iterable(infos))
+
+            completed = False
+            try:
+                for res in infos:
+                    af, socktype, proto, canonname, sa = res
+                    try:
+                        sock = socket.socket(af, socktype, proto)
+                    except socket.error:
+                        if self.get_debug():
+                            logger.warning("create_server() failed to create "
+                                           "socket.socket(%r, %r, %r)",
+                                           af, socktype, proto, exc_info=True)
+                        continue
+                    sockets.append(sock)
+                    if reuse_address:
+                        sock.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_REUSEADDR, True)
+                    if reuse_port:
+                        _set_reuseport(sock)
+                    if keep_alive:
+                        sock.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_KEEPALIVE, True)
+                    if (_HAS_IPv6 and af == socket.AF_INET6
+                            and hasattr(socket, "IPPROTO_IPV6")):
+                        sock.setsockopt(socket.IPPROTO_IPV6,
+                                        socket.IPV6_V6ONLY, True)
+                    try:
+                        sock.bind(sa)
+                    except OSError as err:
+                        msg = ("error while attempting "
+                               "to bind on address %r: %s"
+                               % (sa, err.strerror.lower()))
+                        if err.errno == errno.EADDRNOTAVAIL and _PY312:
+                            msg += (" (EADDRNOTAVAIL)")
+                        raise OSError(err.errno, msg) from None
+                completed = True
+            finally:
+                if not completed:
+                    for s in sockets:
+                        s.close()
+        else:
+            if sock is None:
+                raise ValueError("Neither host/port nor sock were specified")
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+            sockets = [sock]
+
+        for s in sockets:
+            s.setblocking(False)
+
+        server = Server(self, sockets, protocol_factory, ssl, backlog,
+                        ssl_handshake_timeout, ssl_shutdown_timeout)
+        if start_serving:
+            server._start_serving()
+            await tasks.sleep(0)
+        if self.get_debug():
+            logger.info("%r is serving", server)
+        return server
+
+    @staticmethod
+    def _stream_pop_keep_alive(kwargs, name):
+        keep_alive = None
+        if _PY313 and "keep_alive" in kwargs:
+            keep_alive = kwargs.pop("keep_alive")
+        if kwargs:
+            bad = next(iter(kwargs))
+            raise TypeError(
+                f"{name}() got an unexpected keyword argument {bad!r}")
+        return keep_alive
+
+    async def connect_accepted_socket(
+            self, protocol_factory, sock, *, ssl=None,
+            ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
+        """Wrap an already accepted socket into a (transport, protocol)."""
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+        if ssl_handshake_timeout is not None and not ssl:
+            raise ValueError(
+                "ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and not ssl:
+            raise ValueError(
+                "ssl_shutdown_timeout is only meaningful with ssl")
+        if sock is not None:
+            _check_ssl_socket(sock)
+        transport, protocol = await self._create_connection_transport(
+            sock, protocol_factory, ssl, "", server_side=True,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        if self.get_debug():
+            sock = transport.get_extra_info("socket")
+            logger.debug("%r handled: (%r, %r)", sock, transport, protocol)
+        return transport, protocol
+
+    # -- Unix sockets ------------------------------------------------------
+
+    async def create_unix_connection(
+            self, protocol_factory, path=None, *, ssl=None, sock=None,
+            server_hostname=None, ssl_handshake_timeout=None,
+            ssl_shutdown_timeout=None):
+        """Connect to a Unix socket; return (transport, protocol)."""
+        assert server_hostname is None or isinstance(server_hostname, str)
+        if ssl:
+            if server_hostname is None:
+                raise ValueError(
+                    "you have to pass server_hostname when using ssl")
+        else:
+            if server_hostname is not None:
+                raise ValueError("server_hostname is only meaningful with ssl")
+            if ssl_handshake_timeout is not None:
+                raise ValueError(
+                    "ssl_handshake_timeout is only meaningful with ssl")
+            if ssl_shutdown_timeout is not None:
+                raise ValueError(
+                    "ssl_shutdown_timeout is only meaningful with ssl")
+        if path is not None:
+            if sock is not None:
+                raise ValueError(
+                    "path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
+            try:
+                sock.setblocking(False)
+                await self._stream_sock_connect(sock, path)
+            except:
+                sock.close()
+                raise
+        else:
+            if sock is None:
+                raise ValueError("no path and sock were specified")
+            if (sock.family != socket.AF_UNIX
+                    or sock.type != socket.SOCK_STREAM):
+                raise ValueError(
+                    f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+            sock.setblocking(False)
+        return await self._create_connection_transport(
+            sock, protocol_factory, ssl, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+
+    async def create_unix_server(
+            self, protocol_factory, path=None, *, sock=None, backlog=100,
+            ssl=None, ssl_handshake_timeout=None, ssl_shutdown_timeout=None,
+            start_serving=True, **kwargs):
+        """Create a Unix-socket server; return a Server."""
+        cleanup_socket = True
+        if _PY313 and "cleanup_socket" in kwargs:
+            cleanup_socket = kwargs.pop("cleanup_socket")
+        if kwargs:
+            bad = next(iter(kwargs))
+            raise TypeError(f"create_unix_server() got an unexpected keyword "
+                            f"argument {bad!r}")
+        if isinstance(ssl, bool):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        if ssl_handshake_timeout is not None and not ssl:
+            raise ValueError(
+                "ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and not ssl:
+            raise ValueError(
+                "ssl_shutdown_timeout is only meaningful with ssl")
+        if path is not None:
+            if sock is not None:
+                raise ValueError(
+                    "path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            # A stale socket file is removed; the abstract namespace
+            # (a leading NUL) has no file.
+            if path[0] not in (0, "\x00"):
+                try:
+                    if stat.S_ISSOCK(os.stat(path).st_mode):
+                        os.remove(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as err:
+                    logger.error("Unable to check or remove stale UNIX "
+                                 "socket %r: %r", path, err)
+            try:
+                sock.bind(path)
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRINUSE:
+                    msg = f"Address {path!r} is already in use"
+                    raise OSError(errno.EADDRINUSE, msg) from None
+                raise
+            except:
+                sock.close()
+                raise
+        else:
+            if sock is None:
+                raise ValueError(
+                    "path was not specified, and no sock specified")
+            if (sock.family != socket.AF_UNIX
+                    or sock.type != socket.SOCK_STREAM):
+                raise ValueError(
+                    f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+        sock.setblocking(False)
+        server = Server(self, [sock], protocol_factory, ssl, backlog,
+                        ssl_handshake_timeout, ssl_shutdown_timeout)
+        if _PY313 and cleanup_socket:
+            # 3.13: close() removes the socket file if it is still ours.
+            name = sock.getsockname()
+            if isinstance(name, str) and name and name[0] != "\x00":
+                try:
+                    server._unix_cleanup.append((name, os.stat(name).st_ino))
+                except OSError:
+                    pass
+        if start_serving:
+            server._start_serving()
+            await tasks.sleep(0)
+        return server
+
+    # -- sendfile ----------------------------------------------------------
+
+    async def sendfile(self, transport, file, offset=0, count=None, *,
+                       fallback=True):
+        """Send a file over a transport; return the number of bytes sent."""
+        if transport.is_closing():
+            raise RuntimeError("Transport is closing")
+        mode = getattr(transport, "_sendfile_compatible",
+                       constants._SendfileMode.UNSUPPORTED)
+        if mode is constants._SendfileMode.UNSUPPORTED:
+            raise RuntimeError(
+                f"sendfile is not supported for transport {transport!r}")
+        if mode is constants._SendfileMode.TRY_NATIVE:
+            try:
+                return await self._sendfile_native(transport, file,
+                                                   offset, count)
+            except exceptions.SendfileNotAvailableError:
+                if not fallback:
+                    raise
+        if not fallback:
+            raise RuntimeError(
+                f"fallback is disabled and native sendfile is not "
+                f"supported for transport {transport!r}")
+        return await self._sendfile_fallback(transport, file, offset, count)
+
+    @staticmethod
+    def _stream_check_sendfile_params(file, offset, count):
+        if "b" not in getattr(file, "mode", "b"):
+            raise ValueError("file should be opened in binary mode")
+        if count is not None:
+            if not isinstance(count, int):
+                raise TypeError(
+                    "count must be a positive integer (got {!r})".format(count))
+            if count <= 0:
+                raise ValueError(
+                    "count must be a positive integer (got {!r})".format(count))
+        if not isinstance(offset, int):
+            raise TypeError(
+                "offset must be a non-negative integer (got {!r})".format(
+                    offset))
+        if offset < 0:
+            raise ValueError(
+                "offset must be a non-negative integer (got {!r})".format(
+                    offset))
+
+    async def _sendfile_native(self, transp, file, offset, count):
+        core = getattr(transp, "_core", None)
+        if not isinstance(core, _core.StreamTransport) or not hasattr(
+                os, "sendfile"):
+            raise exceptions.SendfileNotAvailableError(
+                "sendfile syscall is not supported")
+        resume_reading = transp.is_reading()
+        transp.pause_reading()
+        await core._make_empty_waiter()
+        try:
+            self._stream_check_sendfile_params(file, offset, count)
+            try:
+                fileno = file.fileno()
+            except (AttributeError, io.UnsupportedOperation):
+                raise exceptions.SendfileNotAvailableError(
+                    "not a regular file")
+            try:
+                fsize = os.fstat(fileno).st_size
+            except OSError:
+                raise exceptions.SendfileNotAvailableError(
+                    "not a regular file")
+            blocksize = count if count else fsize
+            if not blocksize:
+                return 0
+            fut = self.create_future()
+            core._sendfile_start(fileno, offset, count or 0, fut)
+            return await fut
+        finally:
+            core._reset_empty_waiter()
+            if resume_reading:
+                transp.resume_reading()
+
+    async def _sendfile_fallback(self, transp, file, offset, count):
+        if offset:
+            file.seek(offset)
+        blocksize = min(count, 16384) if count else 16384
+        buf = bytearray(blocksize)
+        total_sent = 0
+        proto = _SendfileFallbackProtocol(transp)
+        try:
+            while True:
+                if count:
+                    blocksize = min(count - total_sent, blocksize)
+                    if blocksize <= 0:
+                        return total_sent
+                view = memoryview(buf)[:blocksize]
+                read = await self.run_in_executor(None, file.readinto, view)
+                if not read:
+                    return total_sent
+                await proto.drain()
+                transp.write(view[:read])
+                total_sent += read
+        finally:
+            if total_sent > 0 and hasattr(file, "seek"):
+                file.seek(offset + total_sent)
+            await proto.restore()
+
