@@ -100,6 +100,9 @@ class _SocketTransport(transports.Transport):
     def abort(self):
         self._core.abort()
 
+    def _force_close(self, exc):
+        self._core._force_close(exc)
+
     def write_eof(self):
         self._core.write_eof()
 
@@ -426,6 +429,44 @@ class StreamsMixin:
             transport.close()
             raise
         return transport, protocol
+
+    async def start_tls(self, transport, protocol, sslcontext, *,
+                        server_side=False, server_hostname=None,
+                        ssl_handshake_timeout=None,
+                        ssl_shutdown_timeout=None):
+        """Upgrade a transport to TLS (asyncio's sslproto over it)."""
+        if _ssl is None:
+            raise RuntimeError("Python ssl module is not available")
+        if not isinstance(sslcontext, _ssl.SSLContext):
+            raise TypeError(
+                f"sslcontext is expected to be an instance of ssl.SSLContext, "
+                f"got {sslcontext!r}")
+        if not getattr(transport, "_start_tls_compatible", False):
+            raise TypeError(
+                f"transport {transport!r} is not supported by start_tls()")
+        from asyncio import sslproto
+        waiter = self.create_future()
+        kwargs = {"ssl_handshake_timeout": ssl_handshake_timeout,
+                  "call_connection_made": False}
+        if sys.version_info >= (3, 11):
+            kwargs["ssl_shutdown_timeout"] = ssl_shutdown_timeout
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            **kwargs)
+        # Pause first so that data_received cannot come before
+        # connection_made.
+        transport.pause_reading()
+        transport.set_protocol(ssl_protocol)
+        conmade_cb = self.call_soon(ssl_protocol.connection_made, transport)
+        resume_cb = self.call_soon(transport.resume_reading)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            conmade_cb.cancel()
+            resume_cb.cancel()
+            raise
+        return ssl_protocol._app_transport
 
     # -- name resolution and connecting ------------------------------------
 

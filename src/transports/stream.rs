@@ -300,7 +300,9 @@ impl StreamTransport {
             };
             match full {
                 Some(true) => continue,
-                Some(false) if keep_going => continue,
+                // Data came with a hang-up or error: the EOF (or error) is
+                // for the next iteration, as in asyncio; re-arm to see it.
+                Some(false) if keep_going => break,
                 _ => return Ok(()),
             }
         }
@@ -871,6 +873,12 @@ impl StreamTransport {
 
     fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::force_close(slf, None)
+    }
+
+    /// asyncio's `_force_close(exc)` (used by `sslproto`).
+    fn _force_close(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let exc = if exc.is_none() { None } else { Some(exc) };
+        Self::force_close(slf, exc)
     }
 
     fn is_closing(&self) -> bool {
