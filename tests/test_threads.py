@@ -135,8 +135,9 @@ def test_call_soon_threadsafe_closed_loop(loop):
 def test_call_soon_threadsafe_returns_cancellable_handle(loop):
     out = []
     h = loop.call_soon_threadsafe(out.append, 1)
-    assert isinstance(h, asyncio.Handle)
+    assert not h.cancelled()
     h.cancel()
+    assert h.cancelled()
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert out == []
