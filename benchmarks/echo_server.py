@@ -35,6 +35,7 @@ import os
 import resource
 import socket
 import sys
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loops  # noqa: E402
@@ -81,8 +82,26 @@ def listening_socket(addr):
     return sock
 
 
+def report_task_error(task):
+    """Done callback: a per-connection task that failed is a LOOP-ERROR now,
+    not at garbage collection ("Task exception was never retrieved")."""
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
+        print(f"LOOP-ERROR: echo task failed: {exc!r}", file=sys.stderr, flush=True)
+
+
+def fatal_if_failed(task):
+    """Done callback for the accept loop: without it the server is useless,
+    so exit at once (the driver reports the crash and its traceback)."""
+    if not task.cancelled() and task.exception() is not None:
+        traceback.print_exception(task.exception(), file=sys.stderr)
+        print("LOOP-ERROR: the accept loop died", file=sys.stderr, flush=True)
+        os._exit(4)
+
+
 async def serve_sockets(loop, addr):
     lsock = listening_socket(addr)
+
     async def echo(conn):
         with conn:
             while data := await loop.sock_recv(conn, CHUNK):
@@ -98,8 +117,9 @@ async def serve_sockets(loop, addr):
             task = loop.create_task(echo(conn))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+            task.add_done_callback(report_task_error)
 
-    loop.create_task(accept_forever())
+    loop.create_task(accept_forever()).add_done_callback(fatal_if_failed)
     return lsock
 
 
@@ -184,6 +204,7 @@ def main():
     try:
         server = loop.run_until_complete(start())
     except NotImplementedError as e:
+        traceback.print_exc()
         print(f"UNSUPPORTED {args.mode} on {args.loop}: NotImplementedError {e}", flush=True)
         sys.exit(3)
     if isinstance(addr, str):

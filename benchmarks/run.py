@@ -69,6 +69,7 @@ DEFAULTS = {
     "idle_conns": (10_000, 500),
     "retries": (2, 0),
     "eof_wait": (1.0, 0.3),
+    "drain": (5.0, 2.0),
 }
 
 
@@ -227,7 +228,8 @@ class Server:
 def run_client(args, server, size, duration, warmup):
     """One loadgen run against ``server``; CPU sampled at its window edges."""
     cmd = [LOADGEN, "--addr", server.addr, "--conns", str(args.conns), "--size", str(size),
-           "--duration", str(duration), "--warmup", str(warmup), "--verify", args.verify, "--eof-wait", str(args.eof_wait)]
+           "--duration", str(duration), "--warmup", str(warmup), "--verify", args.verify, "--eof-wait", str(args.eof_wait),
+           "--drain", str(args.drain)]
     cl = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           preexec_fn=sysstat.pinned(args.client_cpu))
     sel = selectors.DefaultSelector()
@@ -299,11 +301,12 @@ def echo_session(args, noise, loop, mode, transport, tmpdir):
             results.append((size, r))
     finally:
         err, crashed = server.stop()
-    trouble = server_trouble(err, crashed and server.addr is not None, server.proc)
+    trouble = None if server.unsupported else server_trouble(err, crashed and server.addr is not None, server.proc)
     for _, r in results:
         if r["status"] == "fail" or (trouble and r["status"] == "ok"):
             r["status"] = "fail"
-            r["error"] = "; ".join(x for x in (r.get("error"), trouble) if x)
+            if trouble and "server died" not in (r.get("error") or ""):
+                r["error"] = "; ".join(x for x in (r.get("error"), trouble) if x)
             r["detail"] = tail(err)
         if r.get("no_eof"):
             r["warning"] = f"{r['no_eof']} of {args.conns} connections not closed by the server after the client's EOF"
@@ -349,7 +352,8 @@ def memory_run(args, loop, mode, tmpdir):
         if trouble and r["status"] == "ok":
             r = {"status": "fail", "error": trouble, "detail": tail(err)}
     else:
-        server.stop()
+        err, _ = server.stop()
+        r["detail"] = tail(err)
         if server.unsupported and loop not in loops.REQUIRED:
             r["status"] = "n/a"
     r["foreign_pct"] = 0.0
@@ -374,6 +378,7 @@ def parse_args(argv=None):
     ap.add_argument("--duration", type=float, help="measured seconds per echo run (1.5; smoke 0.2)")
     ap.add_argument("--warmup", type=float, help="unmeasured seconds before each echo run (0.3)")
     ap.add_argument("--server-warmup", type=float, help="discarded load for each fresh server (1.0; smoke 0)")
+    ap.add_argument("--drain", type=float, help="seconds after the end before a missing echo is an error (5; smoke 2)")
     ap.add_argument("--eof-wait", type=float, help="seconds the client waits for the server to close (1; smoke 0.3)")
     ap.add_argument("--verify", default="sample", choices=["sample", "all", "none"], help="echo checks")
     ap.add_argument("--no-ceiling", action="store_true", help="skip the pure-Rust ceiling server")

@@ -188,13 +188,14 @@ impl Conn {
     }
 }
 
-/// Connect, retrying refusals for up to 5 s while the server starts.
+/// Connect, retrying refusals for up to 1 s (the server said READY first,
+/// so a longer refusal means it is gone).
 fn connect(ep: &Endpoint) -> Sock {
     let t0 = Instant::now();
     loop {
         match ep.connect() {
             Ok(s) => return s,
-            Err(e) if t0.elapsed() > Duration::from_secs(5) => {
+            Err(e) if t0.elapsed() > Duration::from_secs(1) => {
                 println!("{{\"error\": {}}}", json_str(&format!("connect to {ep}: {e}")));
                 std::process::exit(1)
             }
