@@ -213,7 +213,7 @@ def chart(raw, path):
     t = Table(raw["results"])
     panels = [("micro: ops/s", "micro", None, "ops_per_s")]
     panels += [(f"echo {tr.upper()}: requests/s", "echo", tr, "rps") for tr in ("tcp", "unix")]
-    panels += [("memory: RSS, 10k idle conns (lower is better)", "memory", "tcp", "rss_mib")]
+    panels += [(f"memory: RSS, {opts['idle_conns']:,} idle conns (lower is better)", "memory", "tcp", "rss_mib")]
     panels = [p for p in panels if [k for k in t.keys(p[1], p[2]) if not k.startswith("ceiling/")]]
     if not panels:
         return "no chart: nothing measured"
@@ -225,9 +225,12 @@ def chart(raw, path):
         keys = [k for k in t.keys(kind, tr) if not k.startswith("ceiling/")]
         for i, lp in enumerate(loops):
             ratios = []
-            for k in keys:
+            for y, k in enumerate(keys):
                 m, b = t.median(kind, tr, k, lp, field), t.median(kind, tr, k, base, field)
                 ratios.append(m / b if m is not None and b else 0)
+                if m is None:  # say why there is no bar
+                    ax.text(0.01, y + i * bar, t.cell(kind, tr, k, lp, field) or "-", va="center",
+                            fontsize=6, transform=ax.get_yaxis_transform())
             ax.barh([y + i * bar for y in range(n)], ratios, height=bar, label=lp)
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.set_yticks([y + bar * (len(loops) - 1) / 2 for y in range(n)])
@@ -237,7 +240,7 @@ def chart(raw, path):
         ax.grid(axis="x", alpha=0.3)
     axes[0, 0].legend(fontsize=8, loc="lower right")
     fig.suptitle(f"oxloop benchmarks {meta['started']} (median of {opts['reps']} rep(s))", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None

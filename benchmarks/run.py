@@ -62,10 +62,10 @@ PY = sys.executable
 DEFAULTS = {
     "reps": (3, 1),
     "sizes": ("1KiB,10KiB,100KiB", "100KiB"),
-    "micro_seconds": (0.6, 0.0),
-    "duration": (1.5, 0.2),
+    "micro_seconds": (0.5, 0.0),
+    "duration": (1.2, 0.2),
     "warmup": (0.3, 0.05),
-    "server_warmup": (1.0, 0.0),
+    "server_warmup": (0.8, 0.0),
     "idle_conns": (10_000, 500),
     "retries": (2, 0),
     "eof_wait": (1.0, 0.3),
@@ -370,14 +370,14 @@ def parse_args(argv=None):
     ap.add_argument("--smoke", action="store_true", help="everything, tiny and once (seconds, for CI)")
     ap.add_argument("--reps", type=int, help="repetitions (3; smoke 1)")
     ap.add_argument("--micro", default="all", help=f"'all', 'none' or a comma list of: {', '.join(BENCHES)}")
-    ap.add_argument("--micro-seconds", type=float, help="timed seconds per micro benchmark (0.6; smoke 0 = one round)")
+    ap.add_argument("--micro-seconds", type=float, help="timed seconds per micro benchmark (0.5; smoke 0 = one round)")
     ap.add_argument("--modes", default=",".join(MODES), help="echo modes, comma list or 'none'")
     ap.add_argument("--sizes", help="echo message sizes (1KiB,10KiB,100KiB; smoke 100KiB)")
     ap.add_argument("--transport", default="tcp,unix", help="tcp, unix or both")
     ap.add_argument("--conns", type=int, default=10, help="echo connections")
-    ap.add_argument("--duration", type=float, help="measured seconds per echo run (1.5; smoke 0.2)")
+    ap.add_argument("--duration", type=float, help="measured seconds per echo run (1.2; smoke 0.2)")
     ap.add_argument("--warmup", type=float, help="unmeasured seconds before each echo run (0.3)")
-    ap.add_argument("--server-warmup", type=float, help="discarded load for each fresh server (1.0; smoke 0)")
+    ap.add_argument("--server-warmup", type=float, help="discarded load for each fresh server (0.8; smoke 0)")
     ap.add_argument("--drain", type=float, help="seconds after the end before a missing echo is an error (5; smoke 2)")
     ap.add_argument("--eof-wait", type=float, help="seconds the client waits for the server to close (1; smoke 0.3)")
     ap.add_argument("--verify", default="sample", choices=["sample", "all", "none"], help="echo checks")
