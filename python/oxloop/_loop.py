@@ -167,19 +167,24 @@ class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
         self._coroutine_origin_tracking_enabled = bool(enabled)
 
     def _report_slow_callback(self, handle, seconds):
-        # Called by the core in debug mode.
-        logger.warning("Executing %s took %.3f seconds", handle, seconds)
+        # Called by the core in debug mode. A task's step shows as the task.
+        owner = getattr(handle._callback, "__self__", None)
+        what = repr(owner) if isinstance(owner, tasks.Task) else str(handle)
+        logger.warning("Executing %s took %.3f seconds", what, seconds)
 
     def _report_callback_error(self, handle, exc):
         # Called by the core when a callback raised.
         cb = handle._callback
         what = (format_helpers._format_callback_source(cb, handle._args)
                 if cb is not None else repr(handle))
-        self.call_exception_handler({
+        context = {
             "message": f"Exception in callback {what}",
             "exception": exc,
             "handle": handle,
-        })
+        }
+        if handle._source_traceback:
+            context["source_traceback"] = handle._source_traceback
+        self.call_exception_handler(context)
 
     def _report_io_error(self, exc):
         # Called by the core when a native I/O watcher failed.

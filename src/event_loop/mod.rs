@@ -179,13 +179,27 @@ impl LoopCore {
     }
 
     fn make_handle(
+        &self,
         py: Python<'_>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let ctx = Self::context_for(py, context)?;
-        Py::new(py, Handle::new(callback.unbind(), args.unbind(), ctx))
+        let tb = self.source_traceback(py)?;
+        Py::new(py, Handle::new(callback.unbind(), args.unbind(), ctx, tb))
+    }
+
+    /// In debug mode, where the caller is (asyncio's `_source_traceback`).
+    fn source_traceback(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if !self.debug.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let frame = py.import(intern!(py, "sys"))?.call_method1(intern!(py, "_getframe"), (0,))?;
+        let stack = py
+            .import(intern!(py, "asyncio.format_helpers"))?
+            .call_method1(intern!(py, "extract_stack"), (frame,))?;
+        Ok(Some(stack.unbind()))
     }
 
     /// Queues `handle` and wakes the reactor if the loop is blocked in it.
@@ -215,7 +229,8 @@ impl LoopCore {
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
         let ctx = Self::context_for(py, context)?;
-        let init = PyClassInitializer::from(Handle::new(callback.unbind(), args.unbind(), ctx))
+        let tb = self.source_traceback(py)?;
+        let init = PyClassInitializer::from(Handle::new(callback.unbind(), args.unbind(), ctx, tb))
             .add_subclass(TimerHandle::new(when, self.cancelled_timers.clone()));
         let timer = Py::new(py, init)?;
         self.state.lock().timers.push(when, timer.clone_ref(py));
@@ -235,7 +250,7 @@ impl LoopCore {
         if self.debug.load(Ordering::Relaxed) {
             Self::check_callback(py, &callback, if write { "add_writer" } else { "add_reader" })?;
         }
-        let handle = Self::make_handle(py, callback, args, None)?;
+        let handle = self.make_handle(py, callback, args, None)?;
         let result = self.state.lock().io.set_callback(py, &self.reactor, fd, write, handle);
         match result {
             Ok(old) => {
@@ -303,7 +318,7 @@ impl LoopCore {
             self.check_thread()?;
             Self::check_callback(py, &callback, "call_soon")?;
         }
-        let handle = Self::make_handle(py, callback, args, context)?;
+        let handle = self.make_handle(py, callback, args, context)?;
         self.push_ready(handle.clone_ref(py), false)?;
         Ok(handle)
     }
@@ -320,7 +335,7 @@ impl LoopCore {
         if self.debug.load(Ordering::Relaxed) {
             Self::check_callback(py, &callback, "call_soon_threadsafe")?;
         }
-        let handle = Self::make_handle(py, callback, args, context)?;
+        let handle = self.make_handle(py, callback, args, context)?;
         self.push_ready(handle.clone_ref(py), true)?;
         Ok(handle)
     }
@@ -350,6 +365,9 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
         let when: f64 = when.extract()?;
         self.call_at_f64(py, when, callback, args, context, "call_at")
     }
@@ -563,7 +581,7 @@ impl LoopCore {
     pub(crate) fn soon(&self, py: Python<'_>, func: Py<PyAny>, args: Py<PyTuple>) -> PyResult<Py<Handle>> {
         self.check_closed()?;
         let ctx = Self::context_for(py, None)?;
-        let handle = Py::new(py, Handle::new(func, args, ctx))?;
+        let handle = Py::new(py, Handle::new(func, args, ctx, None))?;
         self.push_ready(handle.clone_ref(py), false)?;
         Ok(handle)
     }

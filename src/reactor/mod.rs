@@ -14,6 +14,7 @@
 //!   `WouldBlock` and need no re-arming.
 //! - A `mio::Waker` (an eventfd on Linux) lets any thread interrupt `wait()`.
 
+pub mod clock;
 pub mod net;
 
 use std::io;
