@@ -1,7 +1,10 @@
 //! Stream transports (TCP and Unix sockets) in Rust.
 //!
 //! Design:
-//! - `StreamTransport` (`stream.rs`) is the native core of one connection. It
+//! - `StreamTransport` is the native core of one connection: its state and
+//!   Python methods in `stream.rs`, the read path in `read.rs`, the write
+//!   path in `write.rs` (buffer and thresholds in `flow.rs`), start/close/
+//!   `connection_lost` in `lifecycle.rs`, `loop.sendfile` in `sendfile.rs`. It
 //!   owns the socket (a Rust `OwnedFd`, or the user's `socket.socket` when
 //!   one was passed in), the write buffer (`flow.rs`) and the protocol. The
 //!   object user code sees is a thin Python subclass of
@@ -33,8 +36,11 @@
 //!   `create_connection` is resolved after both.
 
 pub mod flow;
+pub mod lifecycle;
+pub mod read;
 pub mod sendfile;
 pub mod stream;
+pub mod write;
 
 use std::cell::RefCell;
 use std::net::Ipv4Addr;
