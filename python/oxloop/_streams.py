@@ -4,8 +4,9 @@
 accept loops are native (`oxloop._core.StreamTransport`,
 `oxloop._core.StreamListener`); this module holds the long tail that Python
 does naturally: argument checking with asyncio's exact errors, name
-resolution, connecting (Happy Eyeballs included), binding, the `Server`
-object and `sendfile`'s orchestration.
+resolution, connecting (Happy Eyeballs included) and binding.
+`_streams_types` holds the transport and `Server` classes,
+`_streams_sendfile` the orchestration of `loop.sendfile()`.
 
 The transport object user code sees is `TCPTransport`/`UnixTransport`, a
 thin `asyncio.Transport` subclass over a native core; its hot methods are
@@ -15,19 +16,18 @@ the core's own bound methods, set on the instance.
 import collections.abc
 import errno
 import functools
-import io
 import itertools
 import logging
 import os
 import socket
 import stat
 import sys
-import warnings
 
-from asyncio import (base_events, constants, events, exceptions, futures,
-                     protocols, staggered, tasks, transports, trsock)
+from asyncio import base_events, events, staggered, tasks
 
-from . import _core
+from . import _core, _streams_sendfile
+from ._streams_types import (Server, TCPTransport, UnixTransport,
+                             transport_class, wants_nodelay)
 
 try:
     import ssl as _ssl
@@ -39,7 +39,6 @@ __all__ = ("StreamsMixin", "Server", "TCPTransport", "UnixTransport")
 logger = logging.getLogger("asyncio")
 
 _PY312 = sys.version_info >= (3, 12)
-_PY3121 = sys.version_info >= (3, 12, 1)
 _PY313 = sys.version_info >= (3, 13)
 _HAS_IPv6 = hasattr(socket, "AF_INET6")
 _MISSING = object()
@@ -52,13 +51,6 @@ def _check_ssl_socket(sock):
         raise TypeError("Socket cannot be of type SSLSocket")
 
 
-def _wants_nodelay(sock):
-    # asyncio's _set_nodelay rule.
-    return (sock.family in (socket.AF_INET, socket.AF_INET6)
-            and sock.type == socket.SOCK_STREAM
-            and sock.proto == socket.IPPROTO_TCP)
-
-
 def _set_reuseport(sock):
     if not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("reuse_port not supported by socket module")
@@ -67,301 +59,6 @@ def _set_reuseport(sock):
     except OSError:
         raise ValueError("reuse_port not supported by socket module, "
                          "SO_REUSEPORT defined but not implemented.")
-
-
-class _SocketTransport(transports.Transport):
-    """A stream transport over a native `StreamTransport` core."""
-
-    _start_tls_compatible = True
-    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
-
-    def __init__(self, core):
-        # BaseTransport.__init__ is skipped: extra info lives in the core.
-        self._extra = None
-        self._core = core
-        # The hot methods are the core's, bound (one native call each).
-        self.write = core.write
-        self.writelines = core.writelines
-        self.is_closing = core.is_closing
-        self.get_extra_info = core.get_extra_info
-
-    def __repr__(self):
-        return f"<{type(self).__name__} {self._core._repr_info()}>"
-
-    def __del__(self, _warn=warnings.warn):
-        core = self.__dict__.get("_core")
-        if core is not None and core._is_open():
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            core._dispose()
-
-    def close(self):
-        self._core.close()
-
-    def abort(self):
-        self._core.abort()
-
-    def _force_close(self, exc):
-        self._core._force_close(exc)
-
-    def write_eof(self):
-        self._core.write_eof()
-
-    def can_write_eof(self):
-        return True
-
-    def is_reading(self):
-        return self._core.is_reading()
-
-    def pause_reading(self):
-        self._core.pause_reading()
-
-    def resume_reading(self):
-        self._core.resume_reading()
-
-    def set_protocol(self, protocol):
-        self._core.set_protocol(protocol)
-
-    def get_protocol(self):
-        return self._core.get_protocol()
-
-    def get_write_buffer_size(self):
-        return self._core.get_write_buffer_size()
-
-    def get_write_buffer_limits(self):
-        return self._core.get_write_buffer_limits()
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        self._core.set_write_buffer_limits(high, low)
-
-    @property
-    def _loop(self):
-        return self._core._loop
-
-    @property
-    def _protocol_paused(self):
-        return self._core._protocol_paused
-
-    @property
-    def _sock_fd(self):
-        return self._core._sock_fd
-
-
-class TCPTransport(_SocketTransport):
-    """A TCP stream transport."""
-
-
-class UnixTransport(_SocketTransport):
-    """A Unix-domain stream transport."""
-
-
-def _transport_class(family):
-    return UnixTransport if family == getattr(socket, "AF_UNIX", None) \
-        else TCPTransport
-
-
-class Server(events.AbstractServer):
-    """What `create_server()` returns (asyncio's `Server` semantics)."""
-
-    def __init__(self, loop, sockets, protocol_factory, ssl_context, backlog,
-                 ssl_handshake_timeout, ssl_shutdown_timeout=None):
-        self._loop = loop
-        self._sockets = sockets
-        self._active_count = 0
-        self._waiters = []
-        self._protocol_factory = protocol_factory
-        self._backlog = backlog
-        self._ssl_context = ssl_context
-        self._ssl_handshake_timeout = ssl_handshake_timeout
-        self._ssl_shutdown_timeout = ssl_shutdown_timeout
-        self._serving = False
-        self._serving_forever_fut = None
-        self._listeners = []
-        self._clients = set()
-        self._unix_cleanup = []
-
-    def __repr__(self):
-        return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
-
-    def _attach(self, transport):
-        assert self._sockets is not None
-        self._active_count += 1
-        self._clients.add(transport)
-
-    def _detach(self, transport):
-        assert self._active_count > 0
-        self._active_count -= 1
-        self._clients.discard(transport)
-        if self._active_count == 0 and self._sockets is None:
-            self._wakeup()
-
-    def _wakeup(self):
-        waiters = self._waiters
-        self._waiters = None
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(waiter)
-
-    def _protocol_factory_for_listener(self):
-        if self._ssl_context is None:
-            return self._protocol_factory
-        return functools.partial(
-            self._loop._stream_ssl_protocol, self._protocol_factory,
-            self._ssl_context, self._ssl_handshake_timeout,
-            self._ssl_shutdown_timeout)
-
-    def _start_serving(self):
-        if self._serving:
-            return
-        self._serving = True
-        factory = self._protocol_factory_for_listener()
-        for sock in self._sockets:
-            sock.listen(self._backlog)
-            listener = _core.StreamListener(
-                self._loop, sock, factory, self, _transport_class(sock.family),
-                self._backlog, _wants_nodelay(sock))
-            listener.start()
-            self._listeners.append(listener)
-
-    def get_loop(self):
-        return self._loop
-
-    def is_serving(self):
-        return self._serving
-
-    @property
-    def sockets(self):
-        if self._sockets is None:
-            return ()
-        return tuple(trsock.TransportSocket(s) for s in self._sockets)
-
-    def close(self):
-        sockets = self._sockets
-        if sockets is None:
-            return
-        self._sockets = None
-        listeners, self._listeners = self._listeners, []
-        for listener in listeners:
-            listener.close()
-        for sock in sockets:
-            sock.close()
-        for path, ino in self._unix_cleanup:
-            try:
-                if os.stat(path).st_ino == ino:
-                    os.unlink(path)
-            except OSError:
-                pass
-        self._unix_cleanup = []
-        self._serving = False
-        if (self._serving_forever_fut is not None
-                and not self._serving_forever_fut.done()):
-            self._serving_forever_fut.cancel()
-            self._serving_forever_fut = None
-        if self._active_count == 0:
-            self._wakeup()
-
-    def close_clients(self):
-        for transport in list(self._clients):
-            transport.close()
-
-    def abort_clients(self):
-        for transport in list(self._clients):
-            transport.abort()
-
-    async def start_serving(self):
-        self._start_serving()
-        # One iteration, as asyncio does.
-        await tasks.sleep(0)
-
-    async def serve_forever(self):
-        if self._serving_forever_fut is not None:
-            raise RuntimeError(
-                f"server {self!r} is already being awaited on serve_forever()")
-        if self._sockets is None:
-            raise RuntimeError(f"server {self!r} is closed")
-        self._start_serving()
-        self._serving_forever_fut = self._loop.create_future()
-        try:
-            await self._serving_forever_fut
-        except exceptions.CancelledError:
-            try:
-                self.close()
-                await self.wait_closed()
-            finally:
-                raise
-        finally:
-            self._serving_forever_fut = None
-
-    async def wait_closed(self):
-        if _PY3121:
-            if self._waiters is None:
-                return
-        elif self._sockets is None or self._waiters is None:
-            return
-        waiter = self._loop.create_future()
-        self._waiters.append(waiter)
-        await waiter
-
-
-class _SendfileFallbackProtocol(protocols.Protocol):
-    # asyncio's, for oxloop transports.
-    def __init__(self, transp):
-        self._transport = transp
-        self._proto = transp.get_protocol()
-        self._should_resume_reading = transp.is_reading()
-        self._should_resume_writing = transp._protocol_paused
-        transp.pause_reading()
-        transp.set_protocol(self)
-        if self._should_resume_writing:
-            self._write_ready_fut = self._transport._loop.create_future()
-        else:
-            self._write_ready_fut = None
-
-    async def drain(self):
-        if self._transport.is_closing():
-            raise ConnectionError("Connection closed by peer")
-        fut = self._write_ready_fut
-        if fut is None:
-            return
-        await fut
-
-    def connection_made(self, transport):
-        raise RuntimeError("Invalid state: "
-                           "connection should have been established already.")
-
-    def connection_lost(self, exc):
-        if self._write_ready_fut is not None:
-            if exc is None:
-                self._write_ready_fut.set_exception(
-                    ConnectionError("Connection is closed by peer"))
-            else:
-                self._write_ready_fut.set_exception(exc)
-        self._proto.connection_lost(exc)
-
-    def pause_writing(self):
-        if self._write_ready_fut is not None:
-            return
-        self._write_ready_fut = self._transport._loop.create_future()
-
-    def resume_writing(self):
-        if self._write_ready_fut is None:
-            return
-        self._write_ready_fut.set_result(False)
-        self._write_ready_fut = None
-
-    def data_received(self, data):
-        raise RuntimeError("Invalid state: reading should be paused")
-
-    def eof_received(self):
-        raise RuntimeError("Invalid state: reading should be paused")
-
-    async def restore(self):
-        self._transport.set_protocol(self._proto)
-        if self._should_resume_reading:
-            self._transport.resume_reading()
-        if self._write_ready_fut is not None:
-            self._write_ready_fut.cancel()
-        if self._should_resume_writing:
-            self._proto.resume_writing()
 
 
 class StreamsMixin:
@@ -374,9 +71,9 @@ class StreamsMixin:
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None):
-        cls = _transport_class(sock.family)
+        cls = transport_class(sock.family)
         core = _core.StreamTransport(self, sock, cls.__name__,
-                                     _wants_nodelay(sock))
+                                     wants_nodelay(sock))
         transport = cls(core)
         core._start(transport, protocol, waiter, server)
         return transport
@@ -745,8 +442,6 @@ class StreamsMixin:
                         msg = ("error while attempting "
                                "to bind on address %r: %s"
                                % (sa, err.strerror.lower()))
-                        if err.errno == errno.EADDRNOTAVAIL and _PY312:
-                            msg += (" (EADDRNOTAVAIL)")
                         raise OSError(err.errno, msg) from None
                 completed = True
             finally:
@@ -929,100 +624,5 @@ class StreamsMixin:
     async def sendfile(self, transport, file, offset=0, count=None, *,
                        fallback=True):
         """Send a file over a transport; return the number of bytes sent."""
-        if transport.is_closing():
-            raise RuntimeError("Transport is closing")
-        mode = getattr(transport, "_sendfile_compatible",
-                       constants._SendfileMode.UNSUPPORTED)
-        if mode is constants._SendfileMode.UNSUPPORTED:
-            raise RuntimeError(
-                f"sendfile is not supported for transport {transport!r}")
-        if mode is constants._SendfileMode.TRY_NATIVE:
-            try:
-                return await self._sendfile_native(transport, file,
-                                                   offset, count)
-            except exceptions.SendfileNotAvailableError:
-                if not fallback:
-                    raise
-        if not fallback:
-            raise RuntimeError(
-                f"fallback is disabled and native sendfile is not "
-                f"supported for transport {transport!r}")
-        return await self._sendfile_fallback(transport, file, offset, count)
-
-    @staticmethod
-    def _stream_check_sendfile_params(file, offset, count):
-        if "b" not in getattr(file, "mode", "b"):
-            raise ValueError("file should be opened in binary mode")
-        if count is not None:
-            if not isinstance(count, int):
-                raise TypeError(
-                    "count must be a positive integer (got {!r})".format(count))
-            if count <= 0:
-                raise ValueError(
-                    "count must be a positive integer (got {!r})".format(count))
-        if not isinstance(offset, int):
-            raise TypeError(
-                "offset must be a non-negative integer (got {!r})".format(
-                    offset))
-        if offset < 0:
-            raise ValueError(
-                "offset must be a non-negative integer (got {!r})".format(
-                    offset))
-
-    async def _sendfile_native(self, transp, file, offset, count):
-        core = getattr(transp, "_core", None)
-        if not isinstance(core, _core.StreamTransport) or not hasattr(
-                os, "sendfile"):
-            raise exceptions.SendfileNotAvailableError(
-                "sendfile syscall is not supported")
-        resume_reading = transp.is_reading()
-        transp.pause_reading()
-        await core._make_empty_waiter()
-        try:
-            self._stream_check_sendfile_params(file, offset, count)
-            try:
-                fileno = file.fileno()
-            except (AttributeError, io.UnsupportedOperation):
-                raise exceptions.SendfileNotAvailableError(
-                    "not a regular file")
-            try:
-                fsize = os.fstat(fileno).st_size
-            except OSError:
-                raise exceptions.SendfileNotAvailableError(
-                    "not a regular file")
-            blocksize = count if count else fsize
-            if not blocksize:
-                return 0
-            fut = self.create_future()
-            core._sendfile_start(fileno, offset, count or 0, fut)
-            return await fut
-        finally:
-            core._reset_empty_waiter()
-            if resume_reading:
-                transp.resume_reading()
-
-    async def _sendfile_fallback(self, transp, file, offset, count):
-        if offset:
-            file.seek(offset)
-        blocksize = min(count, 16384) if count else 16384
-        buf = bytearray(blocksize)
-        total_sent = 0
-        proto = _SendfileFallbackProtocol(transp)
-        try:
-            while True:
-                if count:
-                    blocksize = min(count - total_sent, blocksize)
-                    if blocksize <= 0:
-                        return total_sent
-                view = memoryview(buf)[:blocksize]
-                read = await self.run_in_executor(None, file.readinto, view)
-                if not read:
-                    return total_sent
-                await proto.drain()
-                transp.write(view[:read])
-                total_sent += read
-        finally:
-            if total_sent > 0 and hasattr(file, "seek"):
-                file.seek(offset + total_sent)
-            await proto.restore()
-
+        return await _streams_sendfile.sendfile(self, transport, file, offset,
+                                                count, fallback=fallback)
