@@ -299,8 +299,12 @@ def test_closing_loop_with_open_transports_and_servers(loop_factory):
         except RuntimeError:
             pass  # asyncio: call_soon on a closed loop
         server.close()
+        refs = [weakref.ref(tr), weakref.ref(proto)]
         del tr, proto, server
-        gc.collect()
+        for _ in range(3):
+            gc.collect()
+    # The loop -> transport -> protocol -> loop cycles are collectable.
+    assert [r() for r in refs] == [None, None]
 
 
 def test_transports_and_protocols_are_collected(loop):
