@@ -62,14 +62,14 @@ def _set_reuseport(sock):
 
 
 class StreamsMixin:
-    """create_connection, create_server, Unix variants, connect_accepted_socket,
-    sendfile."""
+    """create_connection, create_server, their Unix variants,
+    connect_accepted_socket, start_tls and sendfile."""
 
     __slots__ = ()
 
     # -- transports --------------------------------------------------------
 
-    def _make_socket_transport(self, sock, protocol, waiter=None, *,
+    def _stream_make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None):
         cls = transport_class(sock.family)
         core = _core.StreamTransport(self, sock, cls.__name__,
@@ -90,21 +90,21 @@ class StreamsMixin:
             self, protocol_factory(), sslcontext, waiter, server_side,
             server_hostname, **kwargs)
 
-    def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None,
-                            *, server_side=False, server_hostname=None,
-                            extra=None, server=None,
-                            ssl_handshake_timeout=None,
-                            ssl_shutdown_timeout=None):
+    def _stream_make_ssl_transport(self, rawsock, protocol, sslcontext,
+                                   waiter=None, *, server_side=False,
+                                   server_hostname=None, extra=None,
+                                   server=None, ssl_handshake_timeout=None,
+                                   ssl_shutdown_timeout=None):
         if sslcontext is None:
             sslcontext = _ssl.create_default_context()
         ssl_protocol = self._stream_ssl_protocol(
             lambda: protocol, sslcontext, ssl_handshake_timeout,
             ssl_shutdown_timeout, waiter, server_side, server_hostname)
-        self._make_socket_transport(rawsock, ssl_protocol, extra=extra,
+        self._stream_make_socket_transport(rawsock, ssl_protocol, extra=extra,
                                     server=server)
         return ssl_protocol._app_transport
 
-    async def _create_connection_transport(
+    async def _stream_create_connection_transport(
             self, sock, protocol_factory, ssl, server_hostname,
             server_side=False, ssl_handshake_timeout=None,
             ssl_shutdown_timeout=None):
@@ -113,13 +113,14 @@ class StreamsMixin:
         waiter = self.create_future()
         if ssl:
             sslcontext = None if isinstance(ssl, bool) else ssl
-            transport = self._make_ssl_transport(
+            transport = self._stream_make_ssl_transport(
                 sock, protocol, sslcontext, waiter,
                 server_side=server_side, server_hostname=server_hostname,
                 ssl_handshake_timeout=ssl_handshake_timeout,
                 ssl_shutdown_timeout=ssl_shutdown_timeout)
         else:
-            transport = self._make_socket_transport(sock, protocol, waiter)
+            transport = self._stream_make_socket_transport(sock, protocol,
+                                                           waiter)
         try:
             await waiter
         except BaseException:
@@ -179,7 +180,7 @@ class StreamsMixin:
         return await self.getaddrinfo(host, port, family=family, type=type,
                                       proto=proto, flags=flags)
 
-    async def _ensure_resolved(self, address, *, family=0,
+    async def _stream_ensure_resolved(self, address, *, family=0,
                                type=socket.SOCK_STREAM, proto=0, flags=0,
                                loop=None):
         host, port = address[:2]
@@ -222,7 +223,7 @@ class StreamsMixin:
             self.remove_writer(fd)
             fut = None
 
-    async def _connect_sock(self, exceptions, addr_info,
+    async def _stream_connect_sock(self, exceptions, addr_info,
                             local_addr_infos=None):
         my_exceptions = []
         exceptions.append(my_exceptions)
@@ -298,13 +299,13 @@ class StreamsMixin:
             if sock is not None:
                 raise ValueError(
                     "host/port and sock can not be specified at the same time")
-            infos = await self._ensure_resolved(
+            infos = await self._stream_ensure_resolved(
                 (host, port), family=family, type=socket.SOCK_STREAM,
                 proto=proto, flags=flags)
             if not infos:
                 raise OSError("getaddrinfo() returned empty list")
             if local_addr is not None:
-                laddr_infos = await self._ensure_resolved(
+                laddr_infos = await self._stream_ensure_resolved(
                     local_addr, family=family, type=socket.SOCK_STREAM,
                     proto=proto, flags=flags)
                 if not laddr_infos:
@@ -318,14 +319,14 @@ class StreamsMixin:
             if happy_eyeballs_delay is None:
                 for addrinfo in infos:
                     try:
-                        sock = await self._connect_sock(
+                        sock = await self._stream_connect_sock(
                             exceptions, addrinfo, laddr_infos)
                         break
                     except OSError:
                         continue
             else:
                 sock, _, _ = await staggered.staggered_race(
-                    (functools.partial(self._connect_sock, exceptions,
+                    (functools.partial(self._stream_connect_sock, exceptions,
                                        addrinfo, laddr_infos)
                      for addrinfo in infos),
                     happy_eyeballs_delay, loop=self)
@@ -334,8 +335,8 @@ class StreamsMixin:
                 exceptions = [exc for sub in exceptions for exc in sub]
                 try:
                     if all_errors:
-                        raise ExceptionGroup("create_connection failed",  # noqa: F821
-                                             exceptions)
+                        raise ExceptionGroup(  # noqa: F821 (3.11+)
+                            "create_connection failed", exceptions)
                     if len(exceptions) == 1:
                         raise exceptions[0]
                     model = str(exceptions[0])
@@ -352,7 +353,7 @@ class StreamsMixin:
             if sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A Stream Socket was expected, got {sock!r}")
 
-        transport, protocol = await self._create_connection_transport(
+        transport, protocol = await self._stream_create_connection_transport(
             sock, protocol_factory, ssl, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout)
@@ -364,10 +365,10 @@ class StreamsMixin:
 
     # -- servers -----------------------------------------------------------
 
-    async def _create_server_getaddrinfo(self, host, port, family, flags):
-        infos = await self._ensure_resolved((host, port), family=family,
-                                            type=socket.SOCK_STREAM,
-                                            flags=flags)
+    async def _stream_create_server_getaddrinfo(self, host, port, family,
+                                                flags):
+        infos = await self._stream_ensure_resolved(
+            (host, port), family=family, type=socket.SOCK_STREAM, flags=flags)
         if not infos:
             raise OSError(f"getaddrinfo({host!r}) returned empty list")
         return infos
@@ -405,8 +406,8 @@ class StreamsMixin:
                 hosts = [host]
             else:
                 hosts = host
-            fs = [self._create_server_getaddrinfo(h, port, family=family,
-                                                  flags=flags)
+            fs = [self._stream_create_server_getaddrinfo(h, port, family,
+                                                         flags)
                   for h in hosts]
             infos = await tasks.gather(*fs)
             infos = set(itertools.chain.from_iterable(infos))
@@ -492,7 +493,7 @@ class StreamsMixin:
                 "ssl_shutdown_timeout is only meaningful with ssl")
         if sock is not None:
             _check_ssl_socket(sock)
-        transport, protocol = await self._create_connection_transport(
+        transport, protocol = await self._stream_create_connection_transport(
             sock, protocol_factory, ssl, "", server_side=True,
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout)
@@ -542,7 +543,7 @@ class StreamsMixin:
                 raise ValueError(
                     f"A UNIX Domain Stream Socket was expected, got {sock!r}")
             sock.setblocking(False)
-        return await self._create_connection_transport(
+        return await self._stream_create_connection_transport(
             sock, protocol_factory, ssl, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout)

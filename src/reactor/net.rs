@@ -129,6 +129,15 @@ pub fn sendfile(_out_fd: RawFd, _in_fd: RawFd, _offset: &mut i64, _count: usize)
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
+/// `lseek(fd, pos, SEEK_SET)` (a file's position after `sendfile`).
+pub fn seek_set(fd: RawFd, pos: i64) -> io::Result<()> {
+    // SAFETY: plain syscall on an fd number.
+    if unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_SET) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The socket's local address.
 pub fn local_addr(fd: RawFd) -> io::Result<SockAddr> {
     // SAFETY: storage and length come from `try_init`.

@@ -47,8 +47,8 @@ impl SendfileOp {
 
     fn update_filepos(&self) {
         if self.sent > 0 {
-            // SAFETY: lseek on an fd number the Python side keeps open.
-            unsafe { libc::lseek(self.in_fd, (self.start + self.sent as i64) as libc::off_t, libc::SEEK_SET) };
+            // As asyncio: best effort (the file may be closed already).
+            let _ = net::seek_set(self.in_fd, self.start + self.sent as i64);
         }
     }
 
@@ -60,9 +60,13 @@ impl SendfileOp {
     }
 }
 
+/// Where one `sendfile_step` left the operation.
 enum Outcome {
+    /// Waiting for writability.
     Pending,
+    /// Finished (all sent, end of file, or the future was cancelled).
     Done(SendfileOp),
+    /// Failed with this error.
     Failed(SendfileOp, PyErr),
 }
 
