@@ -157,9 +157,12 @@ def test_emfile_on_accept_backs_off_and_resumes(loop_kind):
     # Some accepted before the limit hit, the handler was told, and it was
     # told a few times (once per ~1 s retry), not in a busy loop.
     assert 0 < result["before"] < 40, result
-    # (asyncio reports once per remaining backlog slot per retry, oxloop
-    # once per retry.)
-    assert 1 <= result["calls"] <= 4 * 100, result
+    assert result["calls"] >= 1, result
+    if loop_kind == "oxloop":
+        # Once per ~1 s retry. (asyncio reports once per remaining backlog
+        # slot and schedules a retry for each, so its count is not bounded
+        # as tightly; the CPU check below is what rules out a busy loop.)
+        assert result["calls"] <= 4, result
     assert result["cpu"] < 1.0, result
     assert result["other"] == [], result
     # Accepting resumed by itself once fds were available again.
