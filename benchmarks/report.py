@@ -11,6 +11,7 @@ n/a means the loop does not implement that mode.
 """
 
 import os
+import re
 import statistics
 
 CLIENT_BOUND = 90.0  # client CPU % from which a cell is marked as client-bound
@@ -154,26 +155,38 @@ def render(raw):
             rows.append(row)
         A += [md_table(["server mode"] + loops, rows), ""]
     A += noise_section(results, opts, meta)
-    warnings = sorted({f"{r['loop']} {r['kind']} {r.get('transport') or ''} {r['key']}: {r['warning']}"
-                       for r in results if r.get("warning")})
-    if warnings:
-        A += ["## Warnings (not failures)", ""] + [f"- {w}" for w in warnings] + [""]
+    warned = grouped([r for r in results if r.get("warning")], "warning")
+    if warned:
+        A += ["## Warnings (not failures)", ""]
+        A += [f"- **{loop}** {', '.join(where)}: {r['warning']}" for (loop, _), (where, _, r) in warned.items()]
+        A.append("")
     A += ["## FAILURES", ""]
-    fails = [r for r in results if r["status"] == "fail"]
-    if not fails:
+    failed = grouped([r for r in results if r["status"] == "fail"], "error")
+    if not failed:
         A.append("none")
-    seen = set()
-    for r in fails:
-        ident = (r["loop"], r["kind"], r.get("transport"), r["key"], r.get("error"))
-        if ident in seen:
-            continue
-        seen.add(ident)
-        reps = sum(1 for x in fails if (x["loop"], x["kind"], x.get("transport"), x["key"], x.get("error")) == ident)
-        A.append(f"- **{r['loop']}** {r['kind']} {r.get('transport') or ''} {r['key']} ({reps} rep(s)): {r.get('error')}")
+    for (loop, _), (where, n, r) in failed.items():
+        A.append(f"- **{loop}**, {n} run(s) in {', '.join(where)}: {r.get('error')}")
         detail = (r.get("detail") or "").strip()
         if detail:
             A += ["", "  ```"] + ["  " + ln for ln in detail.splitlines()[-15:]] + ["  ```"]
     return "\n".join(A) + "\n"
+
+
+def label(r):
+    return " ".join(x for x in (r["kind"], r.get("transport"), r["key"]) if x)
+
+
+def grouped(runs, field):
+    """{(loop, message with numbers blanked): (places, count, first run)}:
+    the same problem in many cells is listed once."""
+    out = {}
+    for r in runs:
+        ident = (r["loop"], re.sub(r"\d+", "#", str(r.get(field))))
+        where, n, first = out.get(ident, ([], 0, r))
+        if label(r) not in where:
+            where.append(label(r))
+        out[ident] = (where, n + 1, first)
+    return out
 
 
 def noise_section(results, opts, meta):
@@ -186,14 +199,17 @@ def noise_section(results, opts, meta):
            f"budget {opts['retry_budget']:.0f} s); {len(disturbed)} kept runs were still disturbed"
            + (":" if disturbed else ".")]
     for r in disturbed[:20]:
-        out.append(f"- {r['loop']} {r['kind']} {r.get('transport') or ''} {r['key']} rep {r['rep'] + 1}: "
+        out.append(f"- {r['loop']} {label(r)} rep {r['rep'] + 1}: "
                    f"{r['foreign_pct']:.0f}%")
     if len(disturbed) > 20:
         out.append(f"- ... and {len(disturbed) - 20} more")
-    ceil = [r for r in results if r["loop"] == "ceiling" and r["status"] == "ok"]
+    ceil = {}
+    for r in results:
+        if r["loop"] == "ceiling" and r["status"] == "ok":
+            ceil.setdefault(f"{r['transport']} {r['key'].split('/')[1]}", []).append(fmt(r["rps"]))
     if ceil and opts["reps"] > 1:
-        out += ["", "Ceiling req/s per rep (drift of the machine itself): " + "; ".join(
-            f"{r['transport']} {r['key']} rep {r['rep'] + 1}: {fmt(r['rps'])}" for r in ceil)]
+        out += ["", "Ceiling server's req/s in rep 1, 2, ... (drift of the machine itself):"]
+        out += [f"- {k}: {', '.join(v)}" for k, v in ceil.items()]
     return out + [""]
 
 

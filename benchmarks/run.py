@@ -106,11 +106,10 @@ def describe_exit(code):
 
 def read_line(proc, deadline, sel):
     """Next stdout line of ``proc``, or None at EOF or past ``deadline``."""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not sel.select(timeout=left):
-            return None
-        return proc.stdout.readline() or None
+    left = deadline - time.monotonic()
+    if left <= 0 or not sel.select(timeout=left):
+        return None
+    return proc.stdout.readline() or None
 
 
 class Progress:
@@ -289,10 +288,13 @@ def echo_session(args, noise, loop, mode, transport, tmpdir):
     server = Server(args, loop, mode, transport, tmpdir)
     results = []
     try:
+        warm = {"status": "ok"}
         if server.addr and args.server_warmup > 0:
-            run_client(args, server, max(args.size_list), 0, args.server_warmup)
+            warm = run_client(args, server, max(args.size_list), 0, args.server_warmup)
         for size in args.size_list:
-            if server.unsupported:
+            if warm["status"] != "ok":  # wrong bytes count during warm-up too
+                r = {"status": "fail", "error": f"during the server's warm-up: {warm['error']}"}
+            elif server.unsupported:
                 r = {"status": "fail" if loop in loops.REQUIRED else "n/a", "error": server.unsupported}
             elif server.error:
                 r = {"status": "fail", "error": server.error}
