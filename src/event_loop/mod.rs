@@ -38,6 +38,8 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors;
@@ -88,6 +90,17 @@ pub struct LoopCore {
     pub(crate) owner: Mutex<Option<ThreadId>>,
     /// Reusable buffer for the reactor's events.
     pub(crate) events: Mutex<Vec<(usize, crate::reactor::Readiness)>>,
+    /// `set_task_factory()`'s factory.
+    pub(crate) task_factory: Mutex<Option<Py<PyAny>>>,
+}
+
+/// `asyncio.Future` and `asyncio.Task` (the C types when available).
+static FUTURE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static TASK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn asyncio_type<'py>(py: Python<'py>, cell: &PyOnceLock<Py<PyAny>>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || py.import("asyncio")?.getattr(name).map(Bound::unbind))
+        .map(|t| t.bind(py).clone())
 }
 
 /// `selectors`' rule: an int, or an object whose `fileno()` gives one; >= 0.
@@ -297,6 +310,7 @@ impl LoopCore {
             stopping: AtomicBool::new(false),
             owner: Mutex::new(None),
             events: Mutex::new(Vec::with_capacity(256)),
+            task_factory: Mutex::new(None),
         })
     }
 
@@ -370,6 +384,56 @@ impl LoopCore {
         }
         let when: f64 = when.extract()?;
         self.call_at_f64(py, when, callback, args, context, "call_at")
+    }
+
+    /// A new `asyncio.Future` bound to this loop.
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        asyncio_type(py, &FUTURE_TYPE, "Future")?.call((), Some(&kwargs))
+    }
+
+    /// Schedules a coroutine as an `asyncio.Task` (or through the task
+    /// factory). Debug mode and task factories take the Python path.
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: Bound<'py, PyAny>,
+        name: Option<Bound<'py, PyAny>>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug.load(Ordering::Relaxed) || this.task_factory.lock().is_some() {
+            return slf.call_method1(intern!(py, "_create_task_slow"), (coro, name, context));
+        }
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        if let Some(name) = name.filter(|n| !n.is_none()) {
+            kwargs.set_item(intern!(py, "name"), name)?;
+        }
+        if let Some(context) = context.filter(|c| !c.is_none()) {
+            kwargs.set_item(intern!(py, "context"), context)?;
+        }
+        asyncio_type(py, &TASK_TYPE, "Task")?.call((coro,), Some(&kwargs))
+    }
+
+    fn set_task_factory(&self, factory: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let factory = factory.filter(|f| !f.is_none());
+        if let Some(f) = &factory {
+            if !f.is_callable() {
+                return Err(PyTypeError::new_err("task factory must be a callable or None"));
+            }
+        }
+        let old = std::mem::replace(&mut *self.task_factory.lock(), factory.map(Bound::unbind));
+        drop(old);
+        Ok(())
+    }
+
+    fn get_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task_factory.lock().as_ref().map(|f| f.clone_ref(py))
     }
 
     /// Stops the loop after the current iteration.
@@ -483,11 +547,20 @@ impl LoopCore {
         for t in st.timers.iter() {
             visit.call(t)?;
         }
-        st.io.traverse(&visit)
+        st.io.traverse(&visit)?;
+        drop(st);
+        if let Some(guard) = self.task_factory.try_lock() {
+            if let Some(f) = &*guard {
+                visit.call(f)?;
+            }
+        }
+        Ok(())
     }
 
     fn __clear__(&self) {
         self.clear_everything();
+        let factory = self.task_factory.lock().take();
+        drop(factory);
     }
 }
 
