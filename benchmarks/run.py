@@ -2,7 +2,7 @@
 """oxloop benchmark suite: oxloop against the stdlib loop, uvloop and rloop.
 
     python benchmarks/run.py                  # everything, 3 reps (~15 min)
-    python benchmarks/run.py --smoke          # everything, tiny, 1 rep (CI)
+    python benchmarks/run.py --smoke          # everything, tiny, 1 rep (CI, ~15 s)
     python benchmarks/run.py --loops asyncio,uvloop --modes protocol --sizes 1KiB
 
 What is measured (each in processes of its own, never in this one):
@@ -63,13 +63,15 @@ DEFAULTS = {
     "reps": (3, 1),
     "sizes": ("1KiB,10KiB,100KiB", "100KiB"),
     "micro_seconds": (0.5, 0.0),
-    "duration": (1.2, 0.2),
+    "duration": (1.2, 0.1),
     "warmup": (0.3, 0.05),
     "server_warmup": (0.8, 0.0),
     "idle_conns": (10_000, 500),
     "retries": (2, 0),
     "eof_wait": (1.0, 0.3),
     "drain": (5.0, 2.0),
+    "settle": (0.3, 0.05),
+    "timeout": (120.0, 20.0),
 }
 
 
@@ -155,19 +157,33 @@ class Noise:
 # ---------------------------------------------------------------- micro
 
 
-def run_micro(args, loop, bench):
-    cmd = [PY, os.path.join(HERE, "micro.py"), "--loop", loop, "--bench", bench, "--seconds", str(args.micro_seconds)]
+def run_micro(args, loop, benches):
+    """micro.py for ``benches`` (one process) -> {bench: result}."""
+    cmd = [PY, os.path.join(HERE, "micro.py"), "--loop", loop, "--bench", ",".join(benches),
+           "--seconds", str(args.micro_seconds)]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout * len(benches))
     except subprocess.TimeoutExpired as e:
-        return {"status": "fail", "error": f"hung: no result after {args.timeout:.0f} s", "detail": tail(e.stderr)}
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    out = json.loads(lines[-1]) if lines else {}
-    if "error" in out:
-        return {"status": "fail", "error": out["error"], "detail": tail(out.get("traceback", "") + p.stderr)}
-    if p.returncode != 0 or "ops_per_s" not in out:
-        return {"status": "fail", "error": f"micro.py: {describe_exit(p.returncode)}, no result", "detail": tail(p.stderr)}
-    return {"status": "ok", "ops_per_s": out["ops_per_s"], "foreign_pct": out["foreign_pct"], "impl": out["impl"]}
+        stdout, why, detail = e.stdout or "", f"hung: no result after {args.timeout * len(benches):.0f} s", tail(e.stderr)
+    else:
+        stdout, why, detail = p.stdout, f"micro.py: {describe_exit(p.returncode)}, no result", tail(p.stderr)
+    if isinstance(stdout, bytes):
+        stdout = stdout.decode("utf-8", "replace")
+    out = {}
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            out[r["bench"]] = r
+    results = {}
+    for b in benches:
+        r = out.get(b)
+        if r is None:
+            results[b] = {"status": "fail", "error": why, "detail": detail}
+        elif "error" in r:
+            results[b] = {"status": "fail", "error": r["error"], "detail": tail(r.get("traceback", ""))}
+        else:
+            results[b] = {"status": "ok", "ops_per_s": r["ops_per_s"], "foreign_pct": r["foreign_pct"], "impl": r["impl"]}
+    return results
 
 
 # ---------------------------------------------------------------- servers
@@ -320,7 +336,7 @@ def memory_run(args, loop, mode, tmpdir):
     server = Server(args, loop, mode, "tcp", tmpdir)
     r = {"status": "fail", "error": server.error or server.unsupported}
     if server.addr:
-        time.sleep(0.2)
+        time.sleep(args.settle)
         base = sysstat.rss_kib(server.pid)
         n = args.idle_conns
         cl = subprocess.Popen([LOADGEN, "--addr", server.addr, "--idle", str(n), "--hold", "120"],
@@ -330,7 +346,7 @@ def memory_run(args, loop, mode, tmpdir):
         sel.register(cl.stdout, selectors.EVENT_READ)
         line = read_line(cl, time.monotonic() + 120, sel)
         if line and line.startswith("holding"):
-            time.sleep(0.3)
+            time.sleep(args.settle)
             rss, fds = sysstat.rss_kib(server.pid), sysstat.open_fds(server.pid)
             r = {"status": "ok", "rss_mib": rss / 1024, "base_mib": base / 1024,
                  "kib_per_conn": (rss - base) / n, "fds": fds}
@@ -377,7 +393,7 @@ def parse_args(argv=None):
     ap.add_argument("--sizes", help="echo message sizes (1KiB,10KiB,100KiB; smoke 100KiB)")
     ap.add_argument("--transport", default="tcp,unix", help="tcp, unix or both")
     ap.add_argument("--conns", type=int, default=10, help="echo connections")
-    ap.add_argument("--duration", type=float, help="measured seconds per echo run (1.2; smoke 0.2)")
+    ap.add_argument("--duration", type=float, help="measured seconds per echo run (1.2; smoke 0.1)")
     ap.add_argument("--warmup", type=float, help="unmeasured seconds before each echo run (0.3)")
     ap.add_argument("--server-warmup", type=float, help="discarded load for each fresh server (0.8; smoke 0)")
     ap.add_argument("--drain", type=float, help="seconds after the end before a missing echo is an error (5; smoke 2)")
@@ -386,11 +402,12 @@ def parse_args(argv=None):
     ap.add_argument("--no-ceiling", action="store_true", help="skip the pure-Rust ceiling server")
     ap.add_argument("--memory", default=",".join(MEM_MODES), help="server modes for the idle-connection RSS, or 'none'")
     ap.add_argument("--idle-conns", type=int, help="idle connections for the memory benchmark (10000; smoke 500)")
+    ap.add_argument("--settle", type=float, help="seconds a server rests before each RSS reading (0.3; smoke 0.05)")
     ap.add_argument("--pin", default="0,1", help="SERVER_CPU,CLIENT_CPU, or 'none'")
     ap.add_argument("--noise", type=float, default=10.0, help="other processes' CPU (%% of a core) that makes a run disturbed")
     ap.add_argument("--retries", type=int, help="re-runs of a disturbed measurement (2; smoke 0)")
     ap.add_argument("--retry-budget", type=float, default=120.0, help="seconds of re-runs allowed in the whole run")
-    ap.add_argument("--timeout", type=float, default=120.0, help="seconds before a micro benchmark counts as hung")
+    ap.add_argument("--timeout", type=float, help="seconds before a micro benchmark counts as hung (120; smoke 20)")
     ap.add_argument("--out", help="directory for report.md, chart.png, raw.json "
                                   "(benchmarks/results; smoke: benchmarks/results/tmp/smoke)")
     ap.add_argument("--report", metavar="RAW_JSON", help="only rebuild report.md and chart.png from a raw.json")
@@ -456,7 +473,10 @@ def plan(args, loop_names, rep):
     """The measurements of one rep, loops in this rep's rotated order."""
     k = rep % len(loop_names)
     order = loop_names[k:] + loop_names[:k]
-    steps = [("micro", None, b, lp) for b in args.micro_list for lp in order]
+    if args.smoke:  # one process per loop runs every micro benchmark
+        steps = [("micro", None, tuple(args.micro_list), lp) for lp in order] if args.micro_list else []
+    else:
+        steps = [("micro", None, (b,), lp) for b in args.micro_list for lp in order]
     for tr in args.transport_list:
         for mode in args.mode_list:
             steps += [("echo", tr, mode, lp) for lp in order]
@@ -499,7 +519,8 @@ def main(argv=None):
             "load_before": os.getloadavg()}
     opts = {k: v for k, v in vars(args).items() if k not in ("report",)}
     steps = [(rep, s) for rep in range(args.reps) for s in plan(args, loop_names, rep)]
-    total = sum(len(args.size_list) if kind == "echo" else 1 for _, (kind, *_) in steps)
+    total = sum(len(args.size_list) if kind == "echo" else len(key) if kind == "micro" else 1
+                for _, (kind, _, key, _) in steps)
     log(f"{total} measurements: loops {', '.join(loop_names)}; {args.reps} rep(s); "
         f"server on CPU {args.server_cpu}, client on CPU {args.client_cpu}")
     noise, progress, results = Noise(args), Progress(total), []
@@ -508,7 +529,11 @@ def main(argv=None):
     try:
         for rep, (kind, transport, key, loop) in steps:
             if kind == "micro":
-                batch = [(key, noise.run(lambda: run_micro(args, loop, key)))]
+                if len(key) == 1:
+                    batch = [(key[0], noise.run(lambda: run_micro(args, loop, key)[key[0]]))]
+                else:
+                    batch = [(b, dict(r, attempts=1, foreign_pct=r.get("foreign_pct") or 0.0))
+                             for b, r in run_micro(args, loop, key).items()]
             elif kind == "echo":
                 batch = [(f"{key}/{size_label(size)}", r)
                          for size, r in echo_session(args, noise, loop, key, transport, tmpdir)]
