@@ -115,6 +115,44 @@ def echo_sections(t, tr, loops, base, opts):
     return out
 
 
+SUBJECT = "oxloop"
+GROUPS = [  # (title, kind, transport, field, higher is better)
+    ("loop overhead, ops/s", "micro", None, "ops_per_s", True),
+    ("echo TCP, requests/s", "echo", "tcp", "rps", True),
+    ("echo Unix, requests/s", "echo", "unix", "rps", True),
+    ("echo TCP, server CPU per request", "echo", "tcp", "cpu_us_per_req", False),
+    ("echo Unix, server CPU per request", "echo", "unix", "cpu_us_per_req", False),
+    ("memory, RSS with idle connections", "memory", "tcp", "rss_mib", False),
+]
+
+
+def summary(t, loops):
+    """oxloop against uvloop and the stdlib loop: geometric mean of the
+    per-row ratios of each group, written so that above 1 is better."""
+    others = [lp for lp in ("uvloop", "asyncio") if lp in loops]
+    if SUBJECT not in loops or not others:
+        return []
+    rows = []
+    for title, kind, tr, field, higher in GROUPS:
+        keys = [k for k in t.keys(kind, tr) if not k.startswith("ceiling/")]
+        if not keys:
+            continue
+        row = [title]
+        for other in others:
+            ratios = []
+            for k in keys:
+                a, b = t.median(kind, tr, k, SUBJECT, field), t.median(kind, tr, k, other, field)
+                if a and b:
+                    ratios.append(a / b if higher else b / a)
+            gm = statistics.geometric_mean(ratios) if ratios else None
+            row.append(f"{gm:.2f}x ({len(ratios)}/{len(keys)} rows)" if gm else f"- (0/{len(keys)} rows)")
+        rows.append(row)
+    return ["## Summary: oxloop", "",
+            "Geometric mean over the rows of each group of oxloop's advantage (above 1 = oxloop better: "
+            "faster, less CPU or less memory); rows where either loop failed are left out.", "",
+            md_table(["group"] + [f"oxloop vs {o}" for o in others], rows), ""]
+
+
 def render(raw):
     meta, opts, results = raw["meta"], raw["options"], raw["results"]
     loops = meta["loops"]
@@ -132,6 +170,7 @@ def render(raw):
              f"took {meta.get('elapsed_s', '?')} s")
     A.append(f"- ratio in parentheses: loop / {base or 'nothing (baseline not run)'} in this run")
     A.append("")
+    A += summary(t, loops)
     if t.keys("micro"):
         A += ["## Loop overhead (no network): operations/s", ""]
         rows = [[k] + [t.cell("micro", None, k, lp, "ops_per_s", t.median("micro", None, k, base, "ops_per_s") if base else None)
