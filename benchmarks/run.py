@@ -368,7 +368,9 @@ def memory_run(args, loop, mode, tmpdir):
         cl.stderr.close()
         trouble = server_trouble(err, crashed, server.proc)
         if trouble and r["status"] == "ok":
-            r = {"status": "fail", "error": trouble, "detail": tail(err)}
+            r = {"status": "fail", "error": trouble}
+        if r["status"] == "fail":
+            r["detail"] = tail(err)
     else:
         err, _ = server.stop()
         r["detail"] = tail(err)
