@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import PY312, run_briefly
+from helpers import PY311, PY312, run_briefly
 
 VAR = contextvars.ContextVar("VAR", default="default")
 
@@ -541,13 +541,24 @@ def test_call_later_non_number_delay(loop, delay):
         loop.call_later(delay, lambda: None)
 
 
-def test_call_later_none_delay(loop):
-    with pytest.raises(TypeError, match="delay must not be None"):
+def _none_time_error(loop_kind):
+    # asyncio checks for None from 3.11 on; before, 3.9/3.10 fail inside
+    # (TypeError from `time() + None`, or an assert in TimerHandle).
+    # oxloop gives the 3.11 errors on every version.
+    if loop_kind == "asyncio" and not PY311:
+        return (TypeError, AssertionError), None
+    return TypeError, True
+
+
+def test_call_later_none_delay(loop, loop_kind):
+    exc, exact = _none_time_error(loop_kind)
+    with pytest.raises(exc, match="delay must not be None" if exact else None):
         loop.call_later(None, lambda: None)
 
 
-def test_call_at_none_when(loop):
-    with pytest.raises(TypeError, match="when cannot be None"):
+def test_call_at_none_when(loop, loop_kind):
+    exc, exact = _none_time_error(loop_kind)
+    with pytest.raises(exc, match="when cannot be None" if exact else None):
         loop.call_at(None, lambda: None)
 
 
