@@ -207,9 +207,15 @@ def test_huge_deadline_never_fires(loop):
     h.cancel()
 
 
-def test_nan_deadline_fires_at_next_iteration(loop):
+def test_nan_deadline_fires_at_next_iteration(loop, loop_kind, request):
     # asyncio accepts NaN (no validation) and, as every comparison with NaN is
     # false, runs such a timer at the next iteration. Same on both loops.
+    if loop_kind == "asyncio" and sys.version_info >= (3, 13):
+        # 3.13's selectors turn the NaN timeout into ValueError out of
+        # run_forever; oxloop keeps the earlier behaviour.
+        request.applymarker(pytest.mark.xfail(
+            raises=ValueError, strict=True,
+            reason="CPython 3.13 stdlib: NaN timeout breaks the selector"))
     out = []
     h1 = loop.call_later(math.nan, out.append, "later-nan")
     h2 = loop.call_at(math.nan, out.append, "at-nan")
