@@ -8,6 +8,7 @@ pub mod errors;
 pub mod event_loop;
 pub mod handles;
 pub mod reactor;
+pub mod sockops;
 
 use pyo3::prelude::*;
 
@@ -16,5 +17,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<sockops::SockOps>()?;
+    m.add_class::<sockops::SockCoro>()?;
     Ok(())
 }

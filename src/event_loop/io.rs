@@ -200,6 +200,15 @@ impl IoTable {
         }
     }
 
+    /// Re-arms the entry under `token` (level-triggered emulation for a
+    /// native watcher whose attempt did not drain the fd).
+    pub(crate) fn rearm_native(&mut self, reactor: &Reactor, token: usize) -> std::io::Result<()> {
+        match self.entries.get(&token) {
+            Some(e) => reactor.rearm(e.fd, token, e.want),
+            None => Ok(()),
+        }
+    }
+
     /// Removes the entry under `token` (a native watcher going away).
     pub(crate) fn remove(&mut self, reactor: &Reactor, token: usize) -> Option<IoEntry> {
         self.remove_token(reactor, token)

@@ -541,6 +541,14 @@ impl LoopCore {
         result.map(drop).map_err(errors::os_error)
     }
 
+    /// Reports the fd under `token` again at the next poll if it is still
+    /// ready (a watcher that found nothing to do although it was told the fd
+    /// was ready).
+    pub(crate) fn io_rearm(&self, token: usize) -> PyResult<()> {
+        let result = self.state.lock().io.rearm_native(&self.reactor, token);
+        result.map_err(errors::os_error)
+    }
+
     /// Stops watching the fd under `token`.
     pub(crate) fn io_unregister(&self, token: usize) {
         let removed = self.state.lock().io.remove(&self.reactor, token);
