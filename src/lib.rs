@@ -9,6 +9,7 @@ pub mod event_loop;
 pub mod handles;
 pub mod reactor;
 pub mod sockops;
+pub mod udp;
 
 use pyo3::prelude::*;
 
@@ -19,5 +20,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<sockops::SockOps>()?;
     m.add_class::<sockops::SockCoro>()?;
+    m.add_class::<udp::UdpTransport>()?;
     Ok(())
 }

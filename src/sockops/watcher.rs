@@ -28,7 +28,6 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::errors;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::LoopCore;
 use crate::reactor::sockets as sys;
@@ -85,7 +84,7 @@ fn os_outcome(e: std::io::Error) -> Outcome {
     if sys::would_block(&e) {
         Outcome::Pending
     } else {
-        Outcome::Failed(errors::os_error(e))
+        Outcome::Failed(crate::sockops::os_error(e))
     }
 }
 
