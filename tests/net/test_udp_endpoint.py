@@ -1,0 +1,345 @@
+"""create_datagram_endpoint and the datagram transport: echo, connected and
+unconnected sendto, error_received, socket options, argument errors, extra
+info, flow-control limits, pause/resume reading, close/abort."""
+
+import asyncio
+import os
+import socket
+import sys
+import tempfile
+
+import pytest
+
+TIMEOUT = 10
+PY311 = sys.version_info >= (3, 11)
+
+
+def run(loop, coro):
+    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+
+
+class Proto(asyncio.DatagramProtocol):
+    def __init__(self, echo=False):
+        self.echo = echo
+        self.transport = None
+        self.datagrams = asyncio.Queue()
+        self.errors = []
+        self.lost = None
+        self.events = []
+
+    def connection_made(self, transport):
+        self.events.append("made")
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        if self.echo:
+            self.transport.sendto(data.upper(), addr)
+        self.datagrams.put_nowait((data, addr))
+
+    def error_received(self, exc):
+        self.errors.append(exc)
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost = exc
+
+
+def unused_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def close_and_settle(loop, *transports):
+    for t in transports:
+        t.close()
+    loop.run_until_complete(asyncio.sleep(0.01))
+
+
+def test_echo_unconnected_and_connected(loop):
+    async def main():
+        st, sp = await loop.create_datagram_endpoint(
+            lambda: Proto(echo=True), local_addr=("127.0.0.1", 0))
+        server_addr = st.get_extra_info("sockname")
+        # Unconnected client: sendto with an address.
+        ut, up = await loop.create_datagram_endpoint(
+            Proto, local_addr=("127.0.0.1", 0))
+        ut.sendto(b"one", server_addr)
+        assert await up.datagrams.get() == (b"ONE", server_addr)
+        # Connected client: sendto without an address (or the same one).
+        ct, cp = await loop.create_datagram_endpoint(Proto, remote_addr=server_addr)
+        ct.sendto(b"two")
+        ct.sendto(bytearray(b"three"), server_addr)
+        ct.sendto(memoryview(b"four"))
+        got = [await cp.datagrams.get() for _ in range(3)]
+        assert got == [(b"TWO", server_addr), (b"THREE", server_addr), (b"FOUR", server_addr)]
+        assert cp.errors == [] and up.errors == []
+        return st, ut, ct
+
+    transports = run(loop, main())
+    close_and_settle(loop, *transports)
+
+
+def test_transport_is_asyncio_transport_with_extra_info(loop):
+    async def main():
+        tr, pr = await loop.create_datagram_endpoint(
+            Proto, local_addr=("127.0.0.1", 0), remote_addr=("127.0.0.1", unused_udp_port()))
+        return tr, pr
+
+    tr, pr = run(loop, main())
+    assert isinstance(tr, asyncio.BaseTransport)
+    assert isinstance(tr, asyncio.Transport)
+    sock = tr.get_extra_info("socket")
+    assert sock.family == socket.AF_INET and sock.type == socket.SOCK_DGRAM
+    assert tr.get_extra_info("sockname") == sock.getsockname()
+    assert tr.get_extra_info("peername") == sock.getpeername()
+    assert tr.get_extra_info("nonexistent", "dflt") == "dflt"
+    assert tr.get_protocol() is pr
+    assert tr.get_write_buffer_size() == 0
+    assert tr.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+    tr.set_write_buffer_limits(high=1000)
+    assert tr.get_write_buffer_limits() == (250, 1000)
+    with pytest.raises(ValueError):
+        tr.set_write_buffer_limits(high=1, low=2)
+    assert not tr.is_closing()
+    close_and_settle(loop, tr)
+    assert tr.is_closing()
+    assert pr.events == ["made", "lost"]
+
+
+def test_connected_sendto_unreachable_gets_connection_refused(loop):
+    async def main():
+        tr, pr = await loop.create_datagram_endpoint(
+            Proto, remote_addr=("127.0.0.1", unused_udp_port()))
+        tr.sendto(b"x")
+        deadline = loop.time() + 5
+        while not pr.errors and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+            tr.sendto(b"again")
+        return tr, pr
+
+    tr, pr = run(loop, main())
+    assert pr.errors, "error_received was not called"
+    assert all(isinstance(e, ConnectionRefusedError) for e in pr.errors)
+    assert pr.errors[0].errno is not None
+    assert not tr.is_closing()
+    close_and_settle(loop, tr)
+
+
+def test_sendto_wrong_address_on_connected_endpoint(loop):
+    async def main():
+        return await loop.create_datagram_endpoint(
+            Proto, remote_addr=("127.0.0.1", unused_udp_port()))
+
+    tr, pr = run(loop, main())
+    with pytest.raises(ValueError, match="Invalid address"):
+        tr.sendto(b"x", ("127.0.0.1", 1))
+    with pytest.raises(TypeError, match="bytes-like"):
+        tr.sendto("text")
+    close_and_settle(loop, tr)
+
+
+def test_sendto_after_close_is_ignored(loop):
+    async def main():
+        return await loop.create_datagram_endpoint(
+            Proto, remote_addr=("127.0.0.1", unused_udp_port()))
+
+    tr, pr = run(loop, main())
+    close_and_settle(loop, tr)
+    tr.sendto(b"ignored")  # neither raises nor reaches the handler
+    assert pr.events == ["made", "lost"]
+
+
+def test_abort_calls_connection_lost_once(loop):
+    async def main():
+        return await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+
+    tr, pr = run(loop, main())
+    sock = tr.get_extra_info("socket")
+    tr.abort()
+    tr.abort()
+    tr.close()
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert pr.events == ["made", "lost"]
+    assert pr.lost is None
+    assert sock.fileno() == -1
+
+
+def test_pause_and_resume_reading(loop):
+    async def main():
+        rt, rp = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+        st, sp = await loop.create_datagram_endpoint(
+            Proto, remote_addr=rt.get_extra_info("sockname"))
+        assert rt.is_reading()
+        rt.pause_reading()
+        assert not rt.is_reading()
+        st.sendto(b"while paused")
+        await asyncio.sleep(0.05)
+        assert rp.datagrams.empty()
+        rt.resume_reading()
+        assert rt.is_reading()
+        data, _ = await rp.datagrams.get()
+        assert data == b"while paused"
+        return rt, st
+
+    close_and_settle(loop, *run(loop, main()))
+
+
+def test_many_datagrams_all_delivered_in_order(loop):
+    n = 500
+
+    async def main():
+        rt, rp = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+        rt.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        st, sp = await loop.create_datagram_endpoint(
+            Proto, remote_addr=rt.get_extra_info("sockname"))
+        for i in range(n):
+            st.sendto(b"%d" % i)
+        got = [int((await rp.datagrams.get())[0]) for _ in range(n)]
+        return rt, st, got
+
+    rt, st, got = run(loop, main())
+    assert got == list(range(n))
+    close_and_settle(loop, rt, st)
+
+
+def test_allow_broadcast_sets_so_broadcast(loop):
+    async def main():
+        return await loop.create_datagram_endpoint(
+            Proto, local_addr=("127.0.0.1", 0), allow_broadcast=True)
+
+    tr, _ = run(loop, main())
+    sock = tr.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST)
+    close_and_settle(loop, tr)
+
+
+def test_without_broadcast_option_is_off(loop):
+    async def main():
+        return await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+
+    tr, _ = run(loop, main())
+    assert not tr.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST)
+    close_and_settle(loop, tr)
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")
+def test_reuse_port_allows_two_endpoints_on_one_port(loop):
+    async def main():
+        t1, _ = await loop.create_datagram_endpoint(
+            Proto, local_addr=("127.0.0.1", 0), reuse_port=True)
+        port = t1.get_extra_info("sockname")[1]
+        t2, _ = await loop.create_datagram_endpoint(
+            Proto, local_addr=("127.0.0.1", port), reuse_port=True)
+        return t1, t2
+
+    t1, t2 = run(loop, main())
+    for t in (t1, t2):
+        assert t.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+    assert t1.get_extra_info("sockname") == t2.get_extra_info("sockname")
+    close_and_settle(loop, t1, t2)
+
+
+def test_address_in_use_without_reuse_port(loop):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        with pytest.raises(OSError) as info:
+            run(loop, loop.create_datagram_endpoint(Proto, local_addr=taken.getsockname()))
+        assert info.value.errno is not None
+
+
+def test_existing_sock(loop):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+
+    async def main():
+        return await loop.create_datagram_endpoint(Proto, sock=sock)
+
+    tr, pr = run(loop, main())
+    assert sock.gettimeout() == 0
+    assert tr.get_extra_info("socket").fileno() == sock.fileno()
+    close_and_settle(loop, tr)
+    assert sock.fileno() == -1
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({}, ValueError, "unexpected address family"),
+    ({"family": socket.AF_UNIX, "local_addr": ("127.0.0.1", 0)}, TypeError, "string is expected"),
+    ({"local_addr": "127.0.0.1"}, TypeError, "2-tuple is expected"),
+    ({"local_addr": ("127.0.0.1", 0), "family": socket.AF_INET6}, socket.gaierror, None),
+    ({"ssl": True}, TypeError, "ssl"),
+])
+def test_bad_arguments(loop, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        run(loop, loop.create_datagram_endpoint(Proto, **kwargs))
+
+
+@pytest.mark.skipif(not PY311, reason="reuse_address was removed in 3.11")
+def test_reuse_address_is_not_a_parameter(loop):
+    with pytest.raises(TypeError, match="reuse_address"):
+        run(loop, loop.create_datagram_endpoint(
+            Proto, local_addr=("127.0.0.1", 0), reuse_address=True))
+
+
+def test_sock_with_modifiers_is_value_error(loop):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        with pytest.raises(ValueError, match="socket modifier keyword arguments"):
+            run(loop, loop.create_datagram_endpoint(
+                Proto, sock=sock, local_addr=("127.0.0.1", 0)))
+
+
+def test_stream_sock_is_value_error(loop):
+    with socket.socket() as sock:
+        with pytest.raises(ValueError, match="A UDP Socket was expected"):
+            run(loop, loop.create_datagram_endpoint(Proto, sock=sock))
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX")
+def test_unix_datagram_endpoints(loop):
+    tmp = tempfile.mkdtemp()
+    server_path = os.path.join(tmp, "srv.sock")
+    client_path = os.path.join(tmp, "cli.sock")
+
+    async def main():
+        st, sp = await loop.create_datagram_endpoint(
+            lambda: Proto(echo=True), local_addr=server_path, family=socket.AF_UNIX)
+        ct, cp = await loop.create_datagram_endpoint(
+            Proto, local_addr=client_path, remote_addr=server_path, family=socket.AF_UNIX)
+        ct.sendto(b"unix")
+        got_client = await cp.datagrams.get()
+        got_server = await sp.datagrams.get()
+        return st, ct, got_client, got_server
+
+    st, ct, got_client, got_server = run(loop, main())
+    assert got_server == (b"unix", client_path)
+    assert got_client == (b"UNIX", server_path)
+    close_and_settle(loop, st, ct)
+    for p in (server_path, client_path):
+        os.unlink(p)
+    os.rmdir(tmp)
+
+
+def test_ipv6_echo(loop):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+
+    async def main():
+        st, sp = await loop.create_datagram_endpoint(
+            lambda: Proto(echo=True), local_addr=("::1", 0))
+        addr = st.get_extra_info("sockname")
+        ct, cp = await loop.create_datagram_endpoint(Proto, remote_addr=addr[:2])
+        ct.sendto(b"six")
+        data, from_addr = await cp.datagrams.get()
+        server_seen = await sp.datagrams.get()
+        return st, ct, data, from_addr, server_seen
+
+    st, ct, data, from_addr, server_seen = run(loop, main())
+    assert data == b"SIX"
+    assert from_addr == st.get_extra_info("sockname")
+    assert server_seen[1] == ct.get_extra_info("sockname")
+    close_and_settle(loop, st, ct)
