@@ -26,6 +26,7 @@ use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyKeyboardInterrup
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::io::IoWatcher;
@@ -88,8 +89,41 @@ fn os_outcome(e: std::io::Error) -> Outcome {
     }
 }
 
+/// Above this size `recv_bytes` reads into the thread's scratch buffer and
+/// copies what arrived, instead of allocating `n` bytes and shrinking them:
+/// servers ask for 64-256 KiB and mostly get far less, and a would-block
+/// attempt then costs no allocation at all.
+const SCRATCH_MIN: usize = 16 * 1024;
+/// The largest request served from the scratch buffer.
+const SCRATCH_MAX: usize = 4 * 1024 * 1024;
+
+thread_local! {
+    /// The receive scratch buffer of this thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `socket.recv(n)` through the scratch buffer; None if it is in use.
+fn recv_scratch(py: Python<'_>, fd: RawFd, n: usize) -> Option<Outcome> {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.try_borrow_mut().ok()?;
+        if buf.len() < n {
+            buf.resize(n, 0);
+        }
+        // SAFETY: `buf` is writable for at least `n` bytes.
+        Some(match unsafe { sys::recv(fd, buf.as_mut_ptr(), n) } {
+            Ok(got) => Outcome::Done(PyBytes::new(py, &buf[..got]).into_any().unbind()),
+            Err(e) => os_outcome(e),
+        })
+    })
+}
+
 /// `socket.recv(n)` on `fd`: a bytes object of at most `n` bytes.
 fn recv_bytes(py: Python<'_>, fd: RawFd, n: usize) -> Outcome {
+    if (SCRATCH_MIN..=SCRATCH_MAX).contains(&n) {
+        if let Some(outcome) = recv_scratch(py, fd, n) {
+            return outcome;
+        }
+    }
     let Ok(len) = ffi::Py_ssize_t::try_from(n) else {
         return Outcome::Failed(pyo3::exceptions::PyOverflowError::new_err("buffer size too large"));
     };
