@@ -200,11 +200,11 @@ impl IoTable {
         }
     }
 
-    /// Re-arms the entry under `token` (level-triggered emulation for a
-    /// native watcher whose attempt did not drain the fd).
+    /// Re-arms the fd under `token` so that the next poll reports it again
+    /// if it is still ready (a native watcher that stopped reading early).
     pub(crate) fn rearm_native(&mut self, reactor: &Reactor, token: usize) -> std::io::Result<()> {
         match self.entries.get(&token) {
-            Some(e) => reactor.rearm(e.fd, token, e.want),
+            Some(entry) => reactor.rearm(entry.fd, token, entry.want),
             None => Ok(()),
         }
     }

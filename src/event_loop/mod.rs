@@ -541,9 +541,8 @@ impl LoopCore {
         result.map(drop).map_err(errors::os_error)
     }
 
-    /// Reports the fd under `token` again at the next poll if it is still
-    /// ready (a watcher that found nothing to do although it was told the fd
-    /// was ready).
+    /// Asks the reactor to report the fd under `token` again if it is still
+    /// ready (for a watcher that left data unread, for fairness).
     pub(crate) fn io_rearm(&self, token: usize) -> PyResult<()> {
         let result = self.state.lock().io.rearm_native(&self.reactor, token);
         result.map_err(errors::os_error)

@@ -14,8 +14,6 @@
 //!   `WouldBlock` and need no re-arming.
 //! - A `mio::Waker` (an eventfd on Linux) lets any thread interrupt `wait()`.
 
-pub mod sockets;
-
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -178,6 +176,9 @@ impl Reactor {
         self.waker.wake()
     }
 }
+
+/// Socket syscall wrappers for the low-level socket operations and UDP.
+pub mod sockets;
 
 #[cfg(test)]
 mod tests {
