@@ -167,7 +167,19 @@ impl SockOps {
             let id = slot.id;
             replaced = st.slot(write).replace(slot).or(replaced);
             let want = st.desired();
-            if want != st.want {
+            if want == st.want {
+                // Replaced a pending operation of the same direction. The fd
+                // may have been closed and reused since it was registered
+                // (the kernel then forgot it): re-arm, which re-registers.
+                if let Some(t) = st.token {
+                    if let Err(e) = lp.io_rearm(t) {
+                        let mine = st.slot(write);
+                        if mine.as_ref().is_some_and(|s| s.id == id) {
+                            failed = Some((e, mine.take()));
+                        }
+                    }
+                }
+            } else {
                 let want = want.expect("a slot was just filled");
                 let res = match st.token {
                     None => lp
@@ -501,9 +513,8 @@ impl SockCoro {
         }
     }
 
-    fn __clear__(&mut self) {
-        self.sock = None;
-        self.state = CoroState::Done;
+    fn __clear__(&mut self, py: Python<'_>) {
+        self.abandon(py);
     }
 }
 
