@@ -102,6 +102,9 @@ pub(crate) struct UdpInner {
     connected: bool,
     /// Whether `recvfrom` results can be decoded natively.
     native_recv: bool,
+    /// Python 3.13+: empty datagrams are sent, and each buffered datagram
+    /// counts 8 more bytes (its header) in the write buffer size.
+    py313: bool,
     /// Ourselves, to register with the loop.
     me: Weak<UdpInner>,
     /// The loop.
@@ -136,6 +139,15 @@ enum Sent {
 }
 
 impl UdpInner {
+    /// The per-datagram overhead counted in the write buffer size.
+    fn header(&self) -> usize {
+        if self.py313 {
+            8
+        } else {
+            0
+        }
+    }
+
     fn sync(&self, lp: &LoopCore) -> PyResult<()> {
         let mut st = self.state.lock();
         let read = st.started && !st.paused && !st.closing && st.sock.is_some();
@@ -367,13 +379,13 @@ impl UdpInner {
             };
             let Some((data, addr)) = item else { break };
             match self.send_one(py, &data, addr.as_ref()) {
-                Sent::Ok => self.state.lock().buffer_size -= data.len(),
+                Sent::Ok => self.state.lock().buffer_size -= data.len() + self.header(),
                 Sent::WouldBlock => {
                     self.state.lock().buffer.push_front((data, addr));
                     break;
                 }
                 Sent::Error(e) => {
-                    self.state.lock().buffer_size -= data.len();
+                    self.state.lock().buffer_size -= data.len() + self.header();
                     drop((data, addr));
                     if e.is_instance_of::<PyOSError>(py) {
                         self.report_error(py, e, "")?;
@@ -467,7 +479,7 @@ pub struct UdpTransport {
 #[pymethods]
 impl UdpTransport {
     #[new]
-    #[pyo3(signature = (lp, sock, protocol, address, transport, connected))]
+    #[pyo3(signature = (lp, sock, protocol, address, transport, connected, py313=false))]
     fn py_new(
         py: Python<'_>,
         lp: Bound<'_, LoopCore>,
@@ -476,6 +488,7 @@ impl UdpTransport {
         address: Option<Bound<'_, PyAny>>,
         transport: Bound<'_, PyAny>,
         connected: bool,
+        py313: bool,
     ) -> PyResult<Self> {
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         let family: i32 = sock.getattr(intern!(py, "family"))?.extract()?;
@@ -494,6 +507,7 @@ impl UdpTransport {
             fd,
             connected,
             native_recv,
+            py313,
             me: me.clone(),
             lp,
             state: Mutex::new(state),
@@ -516,7 +530,7 @@ impl UdpTransport {
             )));
         }
         let buf = PyUntypedBuffer::get(&data)?;
-        if buf.len_bytes() == 0 {
+        if buf.len_bytes() == 0 && !self.inner.py313 {
             return Ok(());
         }
         if !buf.is_c_contiguous() {
@@ -563,7 +577,7 @@ impl UdpTransport {
         {
             let mut st = inner.state.lock();
             st.buffer.push_back((bytes.to_vec(), addr));
-            st.buffer_size += bytes.len();
+            st.buffer_size += bytes.len() + inner.header();
         }
         inner.sync(inner.lp.get())?;
         inner.maybe_pause_protocol(py)

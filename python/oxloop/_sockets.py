@@ -31,6 +31,7 @@ __all__ = ("SocketsMixin", "ensure_resolved", "ipaddr_info")
 
 _HAS_IPv6 = hasattr(socket, "AF_INET6")
 _PY311 = sys.version_info >= (3, 11)
+_PY313 = sys.version_info >= (3, 13)
 
 try:
     import ssl as _ssl
@@ -222,7 +223,8 @@ class _DatagramTransport(transports.Transport, transports.DatagramTransport):
         self._sock_fd = sock.fileno()
         self._protocol = protocol  # for repr/debugging only; the core decides
         core = _core.UdpTransport(loop, sock, protocol, address, self,
-                                  self._extra["peername"] is not None)
+                                  bool(self._extra["peername"]),
+                                  _PY313)
         self._core = core
         self.sendto = core.sendto  # no Python frame on the hot path
         loop.call_soon(protocol.connection_made, self)

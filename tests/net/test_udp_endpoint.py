@@ -319,6 +319,96 @@ def test_unix_datagram_endpoints(loop):
     os.rmdir(tmp)
 
 
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX")
+def test_flow_control_pause_and_resume_writing(loop):
+    # A Unix datagram receiver that does not read makes sends block, so the
+    # transport buffers, pauses the protocol, and resumes it once drained.
+    tmp = tempfile.mkdtemp()
+    path = os.path.join(tmp, "rcv.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    receiver.setblocking(False)
+    n, size = 3000, 1000
+
+    class Flow(Proto):
+        def pause_writing(self):
+            self.events.append("pause")
+
+        def resume_writing(self):
+            self.events.append("resume")
+
+    async def main():
+        tr, pr = await loop.create_datagram_endpoint(
+            Flow, remote_addr=path, family=socket.AF_UNIX)
+        tr.set_write_buffer_limits(high=8 * size, low=2 * size)
+        for i in range(n):
+            tr.sendto(b"%08d" % i + b"." * (size - 8))
+        assert tr.get_write_buffer_size() > 8 * size
+        assert pr.events == ["made", "pause"]
+        got = []
+        while len(got) < n:
+            try:
+                got.append(int(receiver.recv(size)[:8]))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        assert tr.get_write_buffer_size() == 0
+        return tr, pr, got
+
+    try:
+        tr, pr, got = run(loop, main())
+        assert got == list(range(n))
+        assert pr.events == ["made", "pause", "resume"]
+        assert pr.errors == []
+        close_and_settle(loop, tr)
+    finally:
+        receiver.close()
+        os.unlink(path)
+        os.rmdir(tmp)
+
+
+def test_close_waits_for_buffered_datagrams(loop):
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("no AF_UNIX")
+    tmp = tempfile.mkdtemp()
+    path = os.path.join(tmp, "rcv.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    receiver.setblocking(False)
+    n = 2000
+
+    async def main():
+        tr, pr = await loop.create_datagram_endpoint(
+            Proto, remote_addr=path, family=socket.AF_UNIX)
+        for i in range(n):
+            tr.sendto(b"%08d" % i + b"." * 992)
+        assert tr.get_write_buffer_size() > 0
+        tr.close()
+        assert tr.is_closing()
+        await asyncio.sleep(0.01)
+        assert pr.events == ["made"]  # still draining
+        got = 0
+        while got < n:
+            try:
+                receiver.recv(1000)
+                got += 1
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        for _ in range(100):
+            if "lost" in pr.events:
+                break
+            await asyncio.sleep(0.001)
+        return pr
+
+    try:
+        pr = run(loop, main())
+        assert pr.events == ["made", "lost"]
+        assert pr.lost is None
+    finally:
+        receiver.close()
+        os.unlink(path)
+        os.rmdir(tmp)
+
+
 def test_ipv6_echo(loop):
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
