@@ -433,3 +433,53 @@ def test_ipv6_echo(loop):
     assert from_addr == st.get_extra_info("sockname")
     assert server_seen[1] == ct.get_extra_info("sockname")
     close_and_settle(loop, st, ct)
+
+
+def test_datagram_received_error_goes_to_handler_and_reading_continues(loop, expect_errors):
+    class Failing(Proto):
+        def datagram_received(self, data, addr):
+            if data == b"boom":
+                raise ZeroDivisionError("from datagram_received")
+            super().datagram_received(data, addr)
+
+    async def main():
+        rt, rp = await loop.create_datagram_endpoint(Failing, local_addr=("127.0.0.1", 0))
+        st, sp = await loop.create_datagram_endpoint(
+            Proto, remote_addr=rt.get_extra_info("sockname"))
+        st.sendto(b"boom")
+        st.sendto(b"after")
+        data, _ = await rp.datagrams.get()
+        return rt, st, data
+
+    rt, st, data = run(loop, main())
+    assert data == b"after"
+    errors = expect_errors()
+    assert len(errors) == 1
+    assert isinstance(errors[0]["exception"], ZeroDivisionError)
+    assert not rt.is_closing()
+    close_and_settle(loop, rt, st)
+
+
+def test_loop_and_transport_are_collected(loop_kind):
+    import gc
+    import weakref
+
+    from helpers import make_loop
+
+    gc.collect()
+    loop = make_loop(loop_kind)
+
+    async def main():
+        return await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+
+    tr, pr = loop.run_until_complete(main())
+    tr.sendto(b"to self", tr.get_extra_info("sockname"))
+    loop.run_until_complete(pr.datagrams.get())
+    tr.close()
+    loop.run_until_complete(asyncio.sleep(0.01))
+    refs = [weakref.ref(loop), weakref.ref(tr)]
+    loop.close()
+    del loop, tr, pr
+    for _ in range(3):
+        gc.collect()
+    assert [r() for r in refs] == [None, None]
