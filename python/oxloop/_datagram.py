@@ -17,6 +17,7 @@ from ._resolve import ensure_resolved
 
 __all__ = ("DatagramMixin",)
 
+_PY310 = sys.version_info[:2] == (3, 10)
 _PY311 = sys.version_info >= (3, 11)
 _PY313 = sys.version_info >= (3, 13)
 
@@ -166,16 +167,24 @@ class DatagramMixin:
 
     async def _create_datagram_endpoint(self, protocol_factory, local_addr,
                                         remote_addr, family, proto, flags,
-                                        reuse_port, allow_broadcast, sock):
+                                        reuse_port, allow_broadcast, sock,
+                                        reuse_address=_unset):
+        # asyncio's, with its per-version differences (3.9-3.13).
         if sock is not None:
-            if sock.type != socket.SOCK_DGRAM:
+            if _PY313:
+                if sock.type == socket.SOCK_STREAM:
+                    raise ValueError(
+                        f"A datagram socket was expected, got {sock!r}")
+            elif sock.type != socket.SOCK_DGRAM:
                 raise ValueError(f"A UDP Socket was expected, got {sock!r}")
             if (local_addr or remote_addr or family or proto or flags
                     or reuse_port or allow_broadcast):
                 # Show the problematic kwargs in the message.
                 opts = dict(local_addr=local_addr, remote_addr=remote_addr,
-                            family=family, proto=proto, flags=flags,
-                            reuse_port=reuse_port,
+                            family=family, proto=proto, flags=flags)
+                if not _PY311:
+                    opts["reuse_address"] = reuse_address
+                opts.update(reuse_port=reuse_port,
                             allow_broadcast=allow_broadcast)
                 problems = ", ".join(f"{k}={v}" for k, v in opts.items() if v)
                 raise ValueError(
@@ -209,7 +218,10 @@ class DatagramMixin:
                 addr_infos = {}
                 for idx, addr in ((0, local_addr), (1, remote_addr)):
                     if addr is not None:
-                        if not (isinstance(addr, tuple) and len(addr) == 2):
+                        if _PY310:
+                            assert isinstance(addr, tuple) and len(addr) == 2, (
+                                "2-tuple is expected")
+                        elif not (isinstance(addr, tuple) and len(addr) == 2):
                             raise TypeError("2-tuple is expected")
                         infos = await ensure_resolved(
                             self, addr, family=family, type=socket.SOCK_DGRAM,
@@ -230,6 +242,16 @@ class DatagramMixin:
                     raise ValueError("can not get address information")
 
             exceptions_ = []
+            if not _PY311 and reuse_address is not _unset:  # bpo-37228
+                if reuse_address:
+                    raise ValueError(
+                        "Passing `reuse_address=True` is no longer supported,"
+                        " as the usage of SO_REUSEPORT in UDP poses a "
+                        "significant security concern.")
+                warnings.warn(
+                    "The *reuse_address* parameter has been deprecated as "
+                    "of 3.5.10 and is scheduled for removal in 3.11.",
+                    DeprecationWarning, stacklevel=3)
             for ((family, proto),
                  (local_address, remote_address)) in addr_pairs_info:
                 sock = None
@@ -299,16 +321,6 @@ class DatagramMixin:
                                            reuse_port=None,
                                            allow_broadcast=None, sock=None):
             """Create a datagram endpoint: (transport, protocol)."""
-            if sock is None and reuse_address is not _unset:
-                if reuse_address:
-                    raise ValueError(
-                        "Passing `reuse_address=True` is no longer supported,"
-                        " as the usage of SO_REUSEPORT in UDP poses a "
-                        "significant security concern.")
-                warnings.warn(
-                    "The *reuse_address* parameter has been deprecated as "
-                    "of 3.5.10 and is scheduled for removal in 3.11.",
-                    DeprecationWarning, stacklevel=2)
             return await self._create_datagram_endpoint(
                 protocol_factory, local_addr, remote_addr, family, proto,
-                flags, reuse_port, allow_broadcast, sock)
+                flags, reuse_port, allow_broadcast, sock, reuse_address)

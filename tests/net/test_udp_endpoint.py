@@ -12,6 +12,10 @@ import pytest
 
 TIMEOUT = 10
 PY311 = sys.version_info >= (3, 11)
+# CPython 3.13's _SelectorDatagramTransport adds 8 header bytes per buffered
+# datagram to the write buffer size but never takes them off again, so its
+# size does not return to 0 after draining (oxloop takes them off).
+STDLIB_313_BUFFER_BUG = sys.version_info >= (3, 13)
 
 
 def run(loop, coro):
@@ -265,7 +269,8 @@ def test_existing_sock(loop):
 @pytest.mark.parametrize("kwargs, exc, match", [
     ({}, ValueError, "unexpected address family"),
     ({"family": socket.AF_UNIX, "local_addr": ("127.0.0.1", 0)}, TypeError, "string is expected"),
-    ({"local_addr": "127.0.0.1"}, TypeError, "2-tuple is expected"),
+    ({"local_addr": "127.0.0.1"},
+     AssertionError if sys.version_info[:2] == (3, 10) else TypeError, "2-tuple is expected"),
     ({"local_addr": ("127.0.0.1", 0), "family": socket.AF_INET6}, socket.gaierror, None),
     ({"ssl": True}, TypeError, "ssl"),
 ])
@@ -289,8 +294,10 @@ def test_sock_with_modifiers_is_value_error(loop):
 
 
 def test_stream_sock_is_value_error(loop):
+    expected = ("A datagram socket was expected" if sys.version_info >= (3, 13)
+                else "A UDP Socket was expected")
     with socket.socket() as sock:
-        with pytest.raises(ValueError, match="A UDP Socket was expected"):
+        with pytest.raises(ValueError, match=expected):
             run(loop, loop.create_datagram_endpoint(Proto, sock=sock))
 
 
@@ -320,9 +327,12 @@ def test_unix_datagram_endpoints(loop):
 
 
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX")
-def test_flow_control_pause_and_resume_writing(loop):
+def test_flow_control_pause_and_resume_writing(loop, loop_kind):
     # A Unix datagram receiver that does not read makes sends block, so the
     # transport buffers, pauses the protocol, and resumes it once drained.
+    if loop_kind == "asyncio" and STDLIB_313_BUFFER_BUG:
+        pytest.xfail("CPython 3.13: the buffer size never drops back, "
+                     "so resume_writing is never called")
     tmp = tempfile.mkdtemp()
     path = os.path.join(tmp, "rcv.sock")
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
