@@ -157,53 +157,54 @@ impl SockOps {
     }
 
     /// Parks `slot` in the watcher of `fd` and makes sure the loop watches
-    /// the fd for the slot's direction.
+    /// the fd for the slot's direction. A slot already there (a second
+    /// operation in the same direction) is replaced, as asyncio's
+    /// `add_reader`/`add_writer` replace the callback.
     fn park(&self, py: Python<'_>, lp: &LoopCore, fd: RawFd, write: bool, slot: Slot) -> PyResult<Arc<SockWatcher>> {
         let w = self.watcher_for(fd);
-        let mut replaced = None;
-        let mut failed = None;
-        {
+        let id = slot.id;
+        let (replaced, failed) = {
             let mut st = w.state.lock();
-            let id = slot.id;
-            replaced = st.slot(write).replace(slot).or(replaced);
-            let want = st.desired();
-            if want == st.want {
-                // Replaced a pending operation of the same direction. The fd
-                // may have been closed and reused since it was registered
-                // (the kernel then forgot it): re-arm, which re-registers.
-                if let Some(t) = st.token {
-                    if let Err(e) = lp.io_rearm(t) {
-                        let mine = st.slot(write);
-                        if mine.as_ref().is_some_and(|s| s.id == id) {
-                            failed = Some((e, mine.take()));
-                        }
-                    }
+            let replaced = st.slot(write).replace(slot);
+            let failed = match Self::watch(lp, &w, &mut st) {
+                Ok(()) => None,
+                Err(e) => {
+                    let mine = st.slot(write);
+                    let ours = mine.as_ref().is_some_and(|s| s.id == id);
+                    Some((e, if ours { mine.take() } else { None }))
                 }
-            } else {
-                let want = want.expect("a slot was just filled");
-                let res = match st.token {
-                    None => lp
-                        .io_register(fd, want, w.clone() as Arc<dyn IoWatcher>)
-                        .map(|t| st.token = Some(t)),
-                    Some(t) => lp.io_set_want(t, Some(want)),
-                };
-                match res {
-                    Ok(()) => st.want = Some(want),
-                    Err(e) => {
-                        let mine = st.slot(write);
-                        if mine.as_ref().is_some_and(|s| s.id == id) {
-                            failed = Some((e, mine.take()));
-                        }
-                    }
-                }
-            }
-        }
+            };
+            (replaced, failed)
+        };
         drop(replaced);
         if let Some((e, slot)) = failed {
             drop(slot);
             return Err(Self::busy_error(py, lp, fd, e));
         }
         Ok(w)
+    }
+
+    /// Registers or widens the watcher's registration to what its slots
+    /// want (called with its state locked, after a slot was filled).
+    fn watch(lp: &LoopCore, w: &Arc<SockWatcher>, st: &mut watcher::WState) -> PyResult<()> {
+        let want = st.desired().expect("a slot was just filled");
+        match st.token {
+            // Same directions as before (an operation was replaced). The fd
+            // may have been closed and reused since it was registered, and
+            // the kernel then forgot it: re-arming registers it again.
+            Some(t) if st.want == Some(want) => lp.io_rearm(t),
+            Some(t) => {
+                lp.io_set_want(t, Some(want))?;
+                st.want = Some(want);
+                Ok(())
+            }
+            None => {
+                let t = lp.io_register(w.fd, want, w.clone() as Arc<dyn IoWatcher>)?;
+                st.token = Some(t);
+                st.want = Some(want);
+                Ok(())
+            }
+        }
     }
 
     fn op(slf: &Bound<'_, Self>, sock: Bound<'_, PyAny>, op: Op, write: bool, try_first: bool) -> SockCoro {
@@ -360,7 +361,7 @@ pub struct SockCoro {
 }
 
 /// The exception `throw(typ, val, tb)` raises, as a generator's throw does.
-fn thrown(py: Python<'_>, typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>) -> PyErr {
+fn thrown(typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>) -> PyErr {
     if let Some(v) = val.filter(|v| !v.is_none()) {
         if v.is_instance_of::<PyBaseException>() {
             return PyErr::from_value(v.clone());
@@ -384,7 +385,6 @@ fn thrown(py: Python<'_>, typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>
         }
     }
     let name = typ.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-    let _ = py;
     PyTypeError::new_err(format!(
         "exceptions must be classes or instances deriving from BaseException, not {name}"
     ))
@@ -489,7 +489,7 @@ impl SockCoro {
     ) -> PyResult<Py<PyAny>> {
         let _ = tb;
         self.abandon(py);
-        Err(thrown(py, &typ, val.as_ref()))
+        Err(thrown(&typ, val.as_ref()))
     }
 
     fn close(&mut self, py: Python<'_>) {

@@ -1,30 +1,5 @@
-//! The datagram transport (`create_datagram_endpoint`), in Rust.
-//!
-//! `UdpTransport` is the native core; `python/oxloop/_sockets.py` wraps it in
-//! `_DatagramTransport`, a subclass of `asyncio.DatagramTransport` (a native
-//! class cannot also inherit the stdlib class, whose `__slots__` conflict
-//! with ours), which holds the extra info and forwards every method here.
-//!
-//! Behaviour is asyncio's `_SelectorDatagramTransport`: immediate send when
-//! nothing is buffered, otherwise a FIFO of `(bytes, addr)`; `OSError`s go to
-//! `protocol.error_received`; flow control (`pause_writing` above the high
-//! water mark, `resume_writing` at or below the low one; 64 KiB / 16 KiB by
-//! default); `close` waits for the buffer to drain, `abort` drops it;
-//! `connection_lost` is called once, via `call_soon`, and then the socket is
-//! closed.
-//!
-//! Design:
-//! - `UdpInner` is the `IoWatcher` registered on the socket's fd, for reading
-//!   while started, not paused and not closing, and for writing while the
-//!   buffer is non-empty (`sync`).
-//! - The reactor is edge-triggered: a readable event reads datagrams until
-//!   `EAGAIN`, at most `READ_BATCH` of them, then asks for the fd to be
-//!   reported again so other fds get their turn.
-//! - Reads are native (`recvfrom(2)` into a per-thread 256 KiB buffer, the
-//!   address decoded as the `socket` module does) for AF_INET, AF_INET6 and
-//!   AF_UNIX; other families go through `sock.recvfrom`. Sends are native on
-//!   connected sockets; `sendto` with an address goes through `sock.sendto`
-//!   (so address parsing and errors are the `socket` module's).
+//! The watcher half of the datagram transport: the state, the read and write
+//! paths, flow control and closing (see the parent module for the design).
 //!
 //! Invariant: `state` is never held while Python code runs or a Python object
 //! is dropped; everything Python is cloned out first.
@@ -35,11 +10,10 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use pyo3::buffer::PyUntypedBuffer;
-use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyOSError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::io::IoWatcher;
@@ -48,11 +22,11 @@ use crate::reactor::sockets::{self as sys, Addr};
 use crate::reactor::{Readiness, Want};
 
 /// asyncio's `_SelectorTransport.max_size`: the largest datagram read.
-const MAX_SIZE: usize = 256 * 1024;
+pub(crate) const MAX_SIZE: usize = 256 * 1024;
 /// Datagrams read per readiness event before yielding to other fds.
 const READ_BATCH: usize = 64;
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
-const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+pub(crate) const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 
 thread_local! {
     /// The receive buffer shared by the datagram transports of this thread.
@@ -61,56 +35,56 @@ thread_local! {
 
 /// The transport's mutable part.
 #[derive(Default)]
-struct UState {
+pub(crate) struct UState {
     /// The loop's token while registered.
-    token: Option<usize>,
+    pub(crate) token: Option<usize>,
     /// What the loop watches for.
-    want: Option<Want>,
+    pub(crate) want: Option<Want>,
     /// `connection_made` was scheduled and reading started.
-    started: bool,
+    pub(crate) started: bool,
     /// `pause_reading()` is in effect.
-    paused: bool,
+    pub(crate) paused: bool,
     /// `close()`/`abort()` was called.
-    closing: bool,
+    pub(crate) closing: bool,
     /// Set when `connection_lost` is scheduled; counts writes after it.
-    conn_lost: u32,
+    pub(crate) conn_lost: u32,
     /// `pause_writing()` was called and `resume_writing()` not yet.
-    protocol_paused: bool,
+    pub(crate) protocol_paused: bool,
     /// High water mark.
-    high: usize,
+    pub(crate) high: usize,
     /// Low water mark.
-    low: usize,
+    pub(crate) low: usize,
     /// Datagrams waiting to be sent, with their address.
-    buffer: VecDeque<(Vec<u8>, Option<Py<PyAny>>)>,
+    pub(crate) buffer: VecDeque<(Vec<u8>, Option<Py<PyAny>>)>,
     /// Bytes in `buffer`.
-    buffer_size: usize,
+    pub(crate) buffer_size: usize,
     /// The protocol.
-    protocol: Option<Py<PyAny>>,
+    pub(crate) protocol: Option<Py<PyAny>>,
     /// The Python transport object the protocol sees.
-    transport: Option<Py<PyAny>>,
+    pub(crate) transport: Option<Py<PyAny>>,
     /// The socket object (None once closed).
-    sock: Option<Py<PyAny>>,
+    pub(crate) sock: Option<Py<PyAny>>,
     /// The remote address of a connected endpoint (asyncio's `_address`).
-    address: Option<Py<PyAny>>,
+    pub(crate) address: Option<Py<PyAny>>,
 }
 
 /// The watcher half of the transport.
 pub(crate) struct UdpInner {
     /// The socket's fd.
-    fd: RawFd,
+    pub(crate) fd: RawFd,
     /// Whether the socket is connected (send, not sendto).
-    connected: bool,
+    pub(crate) connected: bool,
     /// Whether `recvfrom` results can be decoded natively.
-    native_recv: bool,
+    pub(crate) native_recv: bool,
     /// Python 3.13+: empty datagrams are sent, and each buffered datagram
     /// counts 8 more bytes (its header) in the write buffer size.
-    py313: bool,
+    pub(crate) py313: bool,
     /// Ourselves, to register with the loop.
-    me: Weak<UdpInner>,
+    pub(crate) me: Weak<UdpInner>,
     /// The loop.
-    lp: Py<LoopCore>,
+    pub(crate) lp: Py<LoopCore>,
     /// Everything else.
-    state: Mutex<UState>,
+    pub(crate) state: Mutex<UState>,
 }
 
 fn addr_to_py(py: Python<'_>, addr: Addr) -> PyResult<Py<PyAny>> {
@@ -127,12 +101,15 @@ fn addr_to_py(py: Python<'_>, addr: Addr) -> PyResult<Py<PyAny>> {
     })
 }
 
-fn would_block_err(py: Python<'_>, e: &PyErr) -> bool {
+pub(crate) fn would_block_err(py: Python<'_>, e: &PyErr) -> bool {
     e.is_instance_of::<PyBlockingIOError>(py) || e.is_instance_of::<PyInterruptedError>(py)
 }
 
+/// A received datagram: `(data, addr)`.
+type Datagram = (Py<PyAny>, Py<PyAny>);
+
 /// The result of one send attempt.
-enum Sent {
+pub(crate) enum Sent {
     Ok,
     WouldBlock,
     Error(PyErr),
@@ -140,7 +117,7 @@ enum Sent {
 
 impl UdpInner {
     /// The per-datagram overhead counted in the write buffer size.
-    fn header(&self) -> usize {
+    pub(crate) fn header(&self) -> usize {
         if self.py313 {
             8
         } else {
@@ -148,7 +125,7 @@ impl UdpInner {
         }
     }
 
-    fn sync(&self, lp: &LoopCore) -> PyResult<()> {
+    pub(crate) fn sync(&self, lp: &LoopCore) -> PyResult<()> {
         let mut st = self.state.lock();
         let read = st.started && !st.paused && !st.closing && st.sock.is_some();
         let write = !st.buffer.is_empty() && st.sock.is_some();
@@ -178,7 +155,7 @@ impl UdpInner {
         }
     }
 
-    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+    pub(crate) fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.state.lock().protocol.as_ref().map(|p| p.clone_ref(py))
     }
 
@@ -187,7 +164,7 @@ impl UdpInner {
     }
 
     /// One send of `data` (to `addr` if not connected).
-    fn send_one(&self, py: Python<'_>, data: &[u8], addr: Option<&Py<PyAny>>) -> Sent {
+    pub(crate) fn send_one(&self, py: Python<'_>, data: &[u8], addr: Option<&Py<PyAny>>) -> Sent {
         if self.connected {
             return match sys::send(self.fd, data) {
                 Ok(_) => Sent::Ok,
@@ -229,7 +206,7 @@ impl UdpInner {
     }
 
     /// `OSError`s go to `error_received`; anything else is fatal.
-    fn report_error(&self, py: Python<'_>, e: PyErr, fatal_message: &str) -> PyResult<()> {
+    pub(crate) fn report_error(&self, py: Python<'_>, e: PyErr, fatal_message: &str) -> PyResult<()> {
         if e.is_instance_of::<PyOSError>(py) {
             if let Some(p) = self.protocol(py) {
                 p.bind(py).call_method1(intern!(py, "error_received"), (e.value(py),))?;
@@ -242,14 +219,14 @@ impl UdpInner {
         }
     }
 
-    fn fatal_error(&self, py: Python<'_>, e: PyErr, message: &str) -> PyResult<()> {
+    pub(crate) fn fatal_error(&self, py: Python<'_>, e: PyErr, message: &str) -> PyResult<()> {
         if !e.is_instance_of::<PyOSError>(py) {
             self.call_exception_handler(py, message, &e)?;
         }
         self.force_close(py, Some(e))
     }
 
-    fn force_close(&self, py: Python<'_>, exc: Option<PyErr>) -> PyResult<()> {
+    pub(crate) fn force_close(&self, py: Python<'_>, exc: Option<PyErr>) -> PyResult<()> {
         let dropped = {
             let mut st = self.state.lock();
             if st.conn_lost > 0 {
@@ -265,7 +242,7 @@ impl UdpInner {
         self.schedule_connection_lost(py, exc)
     }
 
-    fn schedule_connection_lost(&self, py: Python<'_>, exc: Option<PyErr>) -> PyResult<()> {
+    pub(crate) fn schedule_connection_lost(&self, py: Python<'_>, exc: Option<PyErr>) -> PyResult<()> {
         let tr = self.state.lock().transport.as_ref().map(|t| t.clone_ref(py));
         let Some(tr) = tr else { return Ok(()) };
         let func = tr.bind(py).getattr(intern!(py, "_call_connection_lost"))?.unbind();
@@ -278,7 +255,7 @@ impl UdpInner {
         Ok(())
     }
 
-    fn maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {
+    pub(crate) fn maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {
         let proto = {
             let mut st = self.state.lock();
             if st.buffer_size <= st.high || st.protocol_paused {
@@ -318,8 +295,8 @@ impl UdpInner {
         Ok(())
     }
 
-    /// One datagram: Ok(None) when the socket would block.
-    fn recv_one(&self, py: Python<'_>) -> Result<Option<(Py<PyAny>, Py<PyAny>)>, PyErr> {
+    /// One datagram `(data, addr)`: Ok(None) when the socket would block.
+    fn recv_one(&self, py: Python<'_>) -> PyResult<Option<Datagram>> {
         if !self.native_recv {
             let Some(sock) = self.sock(py) else { return Ok(None) };
             return match sock.bind(py).call_method1(intern!(py, "recvfrom"), (MAX_SIZE,)) {
@@ -349,7 +326,7 @@ impl UdpInner {
         for _ in 0..READ_BATCH {
             let proto = {
                 let st = self.state.lock();
-                if !(st.started && !st.paused && !st.closing && st.conn_lost == 0) {
+                if !st.started || st.paused || st.closing || st.conn_lost > 0 {
                     return Ok(true);
                 }
                 st.protocol.as_ref().map(|p| p.clone_ref(py))
@@ -469,263 +446,3 @@ impl IoWatcher for UdpInner {
     }
 }
 
-/// The native datagram transport.
-#[pyclass(frozen, module = "oxloop._core")]
-pub struct UdpTransport {
-    /// The shared state (also registered with the loop).
-    inner: Arc<UdpInner>,
-}
-
-#[pymethods]
-impl UdpTransport {
-    #[new]
-    #[pyo3(signature = (lp, sock, protocol, address, transport, connected, py313=false))]
-    fn py_new(
-        py: Python<'_>,
-        lp: Bound<'_, LoopCore>,
-        sock: Bound<'_, PyAny>,
-        protocol: Bound<'_, PyAny>,
-        address: Option<Bound<'_, PyAny>>,
-        transport: Bound<'_, PyAny>,
-        connected: bool,
-        py313: bool,
-    ) -> PyResult<Self> {
-        let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
-        let family: i32 = sock.getattr(intern!(py, "family"))?.extract()?;
-        let native_recv = matches!(family, libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX);
-        let state = UState {
-            high: 64 * 1024,
-            low: 16 * 1024,
-            protocol: Some(protocol.unbind()),
-            transport: Some(transport.unbind()),
-            sock: Some(sock.unbind()),
-            address: address.filter(|a| !a.is_none()).map(Bound::unbind),
-            ..UState::default()
-        };
-        let lp = lp.unbind();
-        let inner = Arc::new_cyclic(|me| UdpInner {
-            fd,
-            connected,
-            native_recv,
-            py313,
-            me: me.clone(),
-            lp,
-            state: Mutex::new(state),
-        });
-        Ok(Self { inner })
-    }
-
-    /// Starts reading (after `connection_made`).
-    fn _start(&self) -> PyResult<()> {
-        self.inner.state.lock().started = true;
-        self.inner.sync(self.inner.lp.get())
-    }
-
-    #[pyo3(signature = (data, addr=None))]
-    fn sendto(&self, py: Python<'_>, data: Bound<'_, PyAny>, addr: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-        if !(data.is_instance_of::<PyBytes>() || data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()) {
-            return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not '{}'",
-                data.get_type().name()?.to_string()
-            )));
-        }
-        let buf = PyUntypedBuffer::get(&data)?;
-        if buf.len_bytes() == 0 && !self.inner.py313 {
-            return Ok(());
-        }
-        if !buf.is_c_contiguous() {
-            return Err(PyTypeError::new_err("data must be a contiguous buffer"));
-        }
-        let inner = &*self.inner;
-        let address = inner.state.lock().address.as_ref().map(|a| a.clone_ref(py));
-        let mut addr = addr.filter(|a| !a.is_none()).map(Bound::unbind);
-        if let Some(address) = &address {
-            if let Some(a) = &addr {
-                if !a.bind(py).eq(address.bind(py))? {
-                    return Err(PyValueError::new_err(format!(
-                        "Invalid address: must be None or {}",
-                        address.bind(py).str()?
-                    )));
-                }
-            }
-            addr = Some(address.clone_ref(py));
-        }
-        {
-            let mut st = inner.state.lock();
-            if st.conn_lost > 0 && address.is_some() {
-                let warn = st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
-                st.conn_lost += 1;
-                drop(st);
-                if warn {
-                    py.import(intern!(py, "asyncio.log"))?
-                        .getattr(intern!(py, "logger"))?
-                        .call_method1(intern!(py, "warning"), ("socket.send() raised exception.",))?;
-                }
-                return Ok(());
-            }
-        }
-        // SAFETY: a C-contiguous buffer export we hold for this call.
-        let bytes = unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) };
-        let empty = inner.state.lock().buffer.is_empty();
-        if empty {
-            match inner.send_one(py, bytes, addr.as_ref()) {
-                Sent::Ok => return Ok(()),
-                Sent::WouldBlock => {}
-                Sent::Error(e) => return inner.report_error(py, e, "Fatal write error on datagram transport"),
-            }
-        }
-        {
-            let mut st = inner.state.lock();
-            st.buffer.push_back((bytes.to_vec(), addr));
-            st.buffer_size += bytes.len() + inner.header();
-        }
-        inner.sync(inner.lp.get())?;
-        inner.maybe_pause_protocol(py)
-    }
-
-    fn get_write_buffer_size(&self) -> usize {
-        self.inner.state.lock().buffer_size
-    }
-
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let schedule = {
-            let mut st = self.inner.state.lock();
-            if st.closing {
-                return Ok(());
-            }
-            st.closing = true;
-            if st.buffer.is_empty() {
-                st.conn_lost += 1;
-                true
-            } else {
-                false
-            }
-        };
-        self.inner.sync(self.inner.lp.get())?;
-        if schedule {
-            self.inner.schedule_connection_lost(py, None)?;
-        }
-        Ok(())
-    }
-
-    #[pyo3(signature = (exc=None))]
-    fn abort(&self, py: Python<'_>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-        self.inner.force_close(py, exc.map(PyErr::from_value))
-    }
-
-    /// `_fatal_error(exc, message)`.
-    fn _fatal_error(&self, py: Python<'_>, exc: Bound<'_, PyAny>, message: &str) -> PyResult<()> {
-        self.inner.fatal_error(py, PyErr::from_value(exc), message)
-    }
-
-    fn is_closing(&self) -> bool {
-        self.inner.state.lock().closing
-    }
-
-    fn is_reading(&self) -> bool {
-        let st = self.inner.state.lock();
-        !st.closing && !st.paused
-    }
-
-    fn pause_reading(&self) -> PyResult<bool> {
-        {
-            let mut st = self.inner.state.lock();
-            if st.closing || st.paused {
-                return Ok(false);
-            }
-            st.paused = true;
-        }
-        self.inner.sync(self.inner.lp.get())?;
-        Ok(true)
-    }
-
-    fn resume_reading(&self) -> PyResult<bool> {
-        {
-            let mut st = self.inner.state.lock();
-            if st.closing || !st.paused {
-                return Ok(false);
-            }
-            st.paused = false;
-        }
-        self.inner.sync(self.inner.lp.get())?;
-        Ok(true)
-    }
-
-    fn set_protocol(&self, protocol: Bound<'_, PyAny>) {
-        let old = self.inner.state.lock().protocol.replace(protocol.unbind());
-        drop(old);
-    }
-
-    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.protocol(py)
-    }
-
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(&self, py: Python<'_>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
-        let high = match (high, low) {
-            (Some(h), _) => h,
-            (None, None) => 64 * 1024,
-            (None, Some(l)) => 4 * l,
-        };
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
-        {
-            let mut st = self.inner.state.lock();
-            st.high = high as usize;
-            st.low = low as usize;
-        }
-        self.inner.maybe_pause_protocol(py)
-    }
-
-    fn get_write_buffer_limits(&self) -> (usize, usize) {
-        let st = self.inner.state.lock();
-        (st.low, st.high)
-    }
-
-    /// `connection_lost` has run: forget the protocol, the transport and the
-    /// socket (the caller closes it).
-    fn _detach(&self) {
-        let taken = {
-            let mut st = self.inner.state.lock();
-            (st.protocol.take(), st.transport.take(), st.sock.take(), st.address.take())
-        };
-        drop(taken);
-    }
-
-    /// Whether the loop is watching the fd for reading / writing (repr).
-    fn _polling(&self) -> (bool, bool) {
-        let st = self.inner.state.lock();
-        match st.want {
-            None => (false, false),
-            Some(Want::Read) => (true, false),
-            Some(Want::Write) => (false, true),
-            Some(Want::Both) => (true, true),
-        }
-    }
-
-    /// Whether `connection_lost` was scheduled.
-    fn _conn_lost(&self) -> u32 {
-        self.inner.state.lock().conn_lost
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.inner.traverse(&visit)
-    }
-
-    fn __clear__(&self) {
-        let taken = {
-            let mut st = self.inner.state.lock();
-            (
-                st.protocol.take(),
-                st.transport.take(),
-                st.address.take(),
-                std::mem::take(&mut st.buffer),
-            )
-        };
-        drop(taken);
-    }
-}
