@@ -114,16 +114,19 @@ class _DatagramTransport(transports.Transport, transports.DatagramTransport):
     def is_closing(self):
         return self._core.is_closing()
 
-    def is_reading(self):
-        return self._core.is_reading()
+    if _PY311:
+        # Datagram transports can pause reading since 3.11 (before, the
+        # stdlib's raise NotImplementedError, as the base class here does).
+        def is_reading(self):
+            return self._core.is_reading()
 
-    def pause_reading(self):
-        if self._core.pause_reading() and self._loop.get_debug():
-            logger.debug("%r pauses reading", self)
+        def pause_reading(self):
+            if self._core.pause_reading() and self._loop.get_debug():
+                logger.debug("%r pauses reading", self)
 
-    def resume_reading(self):
-        if self._core.resume_reading() and self._loop.get_debug():
-            logger.debug("%r resumes reading", self)
+        def resume_reading(self):
+            if self._core.resume_reading() and self._loop.get_debug():
+                logger.debug("%r resumes reading", self)
 
     def close(self):
         self._core.close()

@@ -169,6 +169,7 @@ def test_abort_calls_connection_lost_once(loop):
     assert sock.fileno() == -1
 
 
+@pytest.mark.skipif(not PY311, reason="datagram transports pause reading since 3.11")
 def test_pause_and_resume_reading(loop):
     async def main():
         rt, rp = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
