@@ -3,7 +3,7 @@
 
 use std::io;
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::PyErr;
 
 /// `RuntimeError('Event loop is closed')`, as asyncio's `_check_closed`.
@@ -11,14 +11,36 @@ pub fn loop_closed() -> PyErr {
     PyRuntimeError::new_err("Event loop is closed")
 }
 
-/// An OS error as the matching `OSError` subclass (`ConnectionResetError`,
-/// `PermissionError`, ...), with its errno.
+/// An OS error as Python builds it: `OSError(errno, strerror)`, which
+/// CPython turns into the matching subclass (`ConnectionResetError`,
+/// `PermissionError`, ...) with `errno` and `strerror` set.
 pub fn os_error(e: io::Error) -> PyErr {
-    PyErr::from(e)
+    match e.raw_os_error() {
+        Some(code) => PyOSError::new_err((code, strerror(code))),
+        None => PyErr::from(e),
+    }
+}
+
+/// The text CPython puts in `strerror` ("Bad file descriptor").
+pub fn strerror(code: i32) -> String {
+    let text = io::Error::from_raw_os_error(code).to_string();
+    // std appends " (os error N)"; Python does not.
+    match text.rfind(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
 }
 
 /// `add_reader`/`add_writer` on an fd a transport owns, as asyncio's
 /// `_ensure_fd_no_transport`.
 pub fn fd_taken(fd: i32, who: &str) -> PyErr {
     PyRuntimeError::new_err(format!("File descriptor {fd} is used by {who}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strerror_has_no_rust_suffix() {
+        assert_eq!(super::strerror(libc::EBADF), "Bad file descriptor");
+    }
 }

@@ -13,6 +13,9 @@
 //!   takes it off the counter.
 //! - No lock here is held while Python code runs or while a Python object is
 //!   dropped.
+//! - No `freelist`: with PyO3 0.30 an object reused from a pyclass freelist
+//!   comes back without GC tracking, so a cycle through a recycled handle
+//!   would never be collected (tests/test_gc.py catches it).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -45,16 +48,23 @@ impl Callback {
 }
 
 /// A callback scheduled with `call_soon` (or registered with `add_reader`).
-#[pyclass(frozen, subclass, weakref, module = "oxloop._core", freelist = 256)]
+#[pyclass(frozen, subclass, weakref, module = "oxloop._core")]
 pub struct Handle {
     /// The callback; `None` once cancelled or cleared by the GC.
     inner: Mutex<Option<Callback>>,
     /// Set by `cancel()`.
     cancelled: AtomicBool,
+    /// In debug mode, where the handle was made (a list of FrameSummary).
+    source_traceback: Option<Py<PyAny>>,
 }
 
 impl Handle {
-    pub(crate) fn new(func: Py<PyAny>, args: Py<PyTuple>, context: Py<PyAny>) -> Self {
+    pub(crate) fn new(
+        func: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Py<PyAny>,
+        source_traceback: Option<Py<PyAny>>,
+    ) -> Self {
         Self {
             inner: Mutex::new(Some(Callback {
                 func,
@@ -62,6 +72,7 @@ impl Handle {
                 context,
             })),
             cancelled: AtomicBool::new(false),
+            source_traceback,
         }
     }
 
@@ -112,13 +123,28 @@ impl Handle {
 
     fn describe(&self, py: Python<'_>) -> PyResult<String> {
         let cb = match &*self.inner.lock() {
-            Some(cb) => cb.clone_ref(py),
-            None => return Ok(String::new()),
+            Some(cb) => Some(cb.clone_ref(py)),
+            None => None,
         };
-        let helpers = py.import("asyncio.format_helpers")?;
-        helpers
-            .call_method1("_format_callback_source", (cb.func, cb.args))?
-            .extract()
+        let mut text = String::new();
+        if let Some(cb) = cb {
+            let helpers = py.import("asyncio.format_helpers")?;
+            text = helpers
+                .call_method1("_format_callback_source", (cb.func, cb.args))?
+                .extract()?;
+        }
+        if let Some(tb) = &self.source_traceback {
+            let tb = tb.bind(py);
+            if let Ok(last) = tb.get_item(tb.len()? - 1) {
+                let file: String = last.getattr("filename")?.extract()?;
+                let line: i64 = last.getattr("lineno")?.extract()?;
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push_str(&format!("created at {file}:{line}"));
+            }
+        }
+        Ok(text)
     }
 }
 
@@ -150,6 +176,12 @@ impl Handle {
         self.inner.lock().as_ref().map(|cb| cb.args.clone_ref(py))
     }
 
+    /// In debug mode, the stack where the handle was made; else None.
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|tb| tb.clone_ref(py))
+    }
+
     /// Runs the callback now, in its context (what the loop does).
     fn _run(&self, py: Python<'_>) -> PyResult<()> {
         self.run(py)
@@ -169,6 +201,9 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(tb) = &self.source_traceback {
+            visit.call(tb)?;
+        }
         if let Some(guard) = self.inner.try_lock() {
             if let Some(cb) = &*guard {
                 visit.call(&cb.func)?;
@@ -186,7 +221,7 @@ impl Handle {
 }
 
 /// A callback scheduled at a point in time (`call_later`, `call_at`).
-#[pyclass(frozen, extends = Handle, module = "oxloop._core", freelist = 256)]
+#[pyclass(frozen, extends = Handle, module = "oxloop._core")]
 pub struct TimerHandle {
     /// The deadline on the loop's clock.
     when: f64,

@@ -14,6 +14,7 @@ recorded contexts and clears them).
 import asyncio
 import gc
 import traceback
+import warnings
 
 import pytest
 
@@ -62,8 +63,11 @@ def _finish_loop(loop):
 
 def _reset_asyncio_state():
     asyncio.events._set_running_loop(None)
-    asyncio.set_event_loop_policy(None)
-    asyncio.set_event_loop(None)
+    with warnings.catch_warnings():
+        # the policy API is deprecated from Python 3.14 on
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop_policy(None)
+        asyncio.set_event_loop(None)
 
 
 @pytest.fixture(params=LOOP_KINDS)

@@ -361,6 +361,21 @@ def test_slow_callback_logged_in_debug_mode(loop, caplog):
     assert slow[0].endswith(" seconds")
 
 
+def test_slow_task_step_logged_in_debug_mode(loop, caplog):
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.05
+
+    async def my_slow_coroutine():
+        time.sleep(0.1)
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        loop.run_until_complete(my_slow_coroutine())
+    slow = [r.getMessage() for r in caplog.records
+            if r.name == "asyncio" and r.getMessage().startswith("Executing ")]
+    assert len(slow) == 1, slow
+    assert "my_slow_coroutine" in slow[0] and "took" in slow[0]
+
+
 def test_fast_callback_not_logged_in_debug_mode(loop, caplog):
     loop.set_debug(True)
     loop.slow_callback_duration = 10.0

@@ -34,11 +34,11 @@ def test_stop_inside_callback_finishes_the_iteration(loop):
 
 def test_stop_keeps_pending_timers(loop):
     out = []
-    loop.call_later(0.02, out.append, "timer")
+    loop.call_later(0.3, out.append, "timer")
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert out == []
-    loop.call_later(0.05, loop.stop)
+    loop.call_later(0.35, loop.stop)
     loop.run_forever()
     assert out == ["timer"]
 

@@ -102,6 +102,30 @@ def test_call_soon_threadsafe_wakes_idle_loop(loop):
     assert time.monotonic() - t0 < WAKE_BOUND
 
 
+def test_other_threads_run_while_loop_waits(loop):
+    # The loop must not hold the GIL while it waits: a pure-Python thread
+    # finishes its work while the loop sleeps on a 1 s timer.
+    finished_at = []
+    go = threading.Event()
+
+    def worker():
+        go.wait(10)
+        total = 0
+        for i in range(200_000):
+            total += i
+        finished_at.append(time.monotonic())
+
+    th = threading.Thread(target=worker)
+    th.start()
+    loop.call_soon(go.set)
+    fired_at = []
+    loop.call_later(1.0, lambda: (fired_at.append(time.monotonic()), loop.stop()))
+    loop.run_forever()
+    th.join(10)
+    assert finished_at and fired_at
+    assert finished_at[0] < fired_at[0]
+
+
 def test_call_soon_threadsafe_result_delivered(loop):
     fut = loop.create_future()
 
@@ -135,8 +159,9 @@ def test_call_soon_threadsafe_closed_loop(loop):
 def test_call_soon_threadsafe_returns_cancellable_handle(loop):
     out = []
     h = loop.call_soon_threadsafe(out.append, 1)
-    assert isinstance(h, asyncio.Handle)
+    assert not h.cancelled()
     h.cancel()
+    assert h.cancelled()
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert out == []

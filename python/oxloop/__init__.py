@@ -41,6 +41,9 @@ def install():
 
 def run(main, *, debug=None):
     """Run a coroutine on a new oxloop loop, like `asyncio.run`."""
+    if _asyncio.events._get_running_loop() is not None:
+        raise RuntimeError(
+            "oxloop.run() cannot be called from a running event loop")
     if _sys.version_info >= (3, 11):
         with _asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
             return runner.run(main)
@@ -49,9 +52,6 @@ def run(main, *, debug=None):
 
 def _run_legacy(main, debug):
     # asyncio.run for Python 3.9 and 3.10, which have no Runner.
-    if _asyncio.events._get_running_loop() is not None:
-        raise RuntimeError(
-            "asyncio.run() cannot be called from a running event loop")
     if not _asyncio.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
     loop = new_event_loop()

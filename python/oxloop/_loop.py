@@ -59,7 +59,6 @@ class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
     def __init__(self):
         super().__init__()
         self.slow_callback_duration = 0.1
-        self._task_factory = None
         self._exception_handler = None
         self._default_executor = None
         self._executor_shutdown_called = False
@@ -167,19 +166,24 @@ class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
         self._coroutine_origin_tracking_enabled = bool(enabled)
 
     def _report_slow_callback(self, handle, seconds):
-        # Called by the core in debug mode.
-        logger.warning("Executing %s took %.3f seconds", handle, seconds)
+        # Called by the core in debug mode. A task's step shows as the task.
+        owner = getattr(handle._callback, "__self__", None)
+        what = repr(owner) if isinstance(owner, tasks.Task) else str(handle)
+        logger.warning("Executing %s took %.3f seconds", what, seconds)
 
     def _report_callback_error(self, handle, exc):
         # Called by the core when a callback raised.
         cb = handle._callback
         what = (format_helpers._format_callback_source(cb, handle._args)
                 if cb is not None else repr(handle))
-        self.call_exception_handler({
+        context = {
             "message": f"Exception in callback {what}",
             "exception": exc,
             "handle": handle,
-        })
+        }
+        if handle._source_traceback:
+            context["source_traceback"] = handle._source_traceback
+        self.call_exception_handler(context)
 
     def _report_io_error(self, exc):
         # Called by the core when a native I/O watcher failed.
@@ -190,12 +194,13 @@ class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
 
     # -- futures and tasks -------------------------------------------------
 
-    def create_future(self):
-        return futures.Future(loop=self)
+    # create_future, create_task, set_task_factory and get_task_factory are
+    # native (LoopCore); create_task comes here in debug mode or when a task
+    # factory is set.
 
-    def create_task(self, coro, *, name=None, context=None):
-        self._check_closed()
-        if self._task_factory is None:
+    def _create_task_slow(self, coro, name, context):
+        factory = self.get_task_factory()
+        if factory is None:
             if context is None:
                 task = tasks.Task(coro, loop=self, name=name)
             else:
@@ -204,9 +209,9 @@ class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
                 del task._source_traceback[-1]
         else:
             if context is None:
-                task = self._task_factory(self, coro)
+                task = factory(self, coro)
             else:
-                task = self._task_factory(self, coro, context=context)
+                task = factory(self, coro, context=context)
             if name is not None:
                 try:
                     set_name = task.set_name
@@ -215,14 +220,6 @@ class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
                 else:
                     set_name(name)
         return task
-
-    def set_task_factory(self, factory):
-        if factory is not None and not callable(factory):
-            raise TypeError("task factory must be a callable or None")
-        self._task_factory = factory
-
-    def get_task_factory(self):
-        return self._task_factory
 
     # -- executors ---------------------------------------------------------
 

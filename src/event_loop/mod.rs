@@ -38,6 +38,8 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors;
@@ -88,6 +90,17 @@ pub struct LoopCore {
     pub(crate) owner: Mutex<Option<ThreadId>>,
     /// Reusable buffer for the reactor's events.
     pub(crate) events: Mutex<Vec<(usize, crate::reactor::Readiness)>>,
+    /// `set_task_factory()`'s factory.
+    pub(crate) task_factory: Mutex<Option<Py<PyAny>>>,
+}
+
+/// `asyncio.Future` and `asyncio.Task` (the C types when available).
+static FUTURE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static TASK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn asyncio_type<'py>(py: Python<'py>, cell: &PyOnceLock<Py<PyAny>>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || py.import("asyncio")?.getattr(name).map(Bound::unbind))
+        .map(|t| t.bind(py).clone())
 }
 
 /// `selectors`' rule: an int, or an object whose `fileno()` gives one; >= 0.
@@ -179,13 +192,27 @@ impl LoopCore {
     }
 
     fn make_handle(
+        &self,
         py: Python<'_>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let ctx = Self::context_for(py, context)?;
-        Py::new(py, Handle::new(callback.unbind(), args.unbind(), ctx))
+        let tb = self.source_traceback(py)?;
+        Py::new(py, Handle::new(callback.unbind(), args.unbind(), ctx, tb))
+    }
+
+    /// In debug mode, where the caller is (asyncio's `_source_traceback`).
+    fn source_traceback(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if !self.debug.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let frame = py.import(intern!(py, "sys"))?.call_method1(intern!(py, "_getframe"), (0,))?;
+        let stack = py
+            .import(intern!(py, "asyncio.format_helpers"))?
+            .call_method1(intern!(py, "extract_stack"), (frame,))?;
+        Ok(Some(stack.unbind()))
     }
 
     /// Queues `handle` and wakes the reactor if the loop is blocked in it.
@@ -215,7 +242,8 @@ impl LoopCore {
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
         let ctx = Self::context_for(py, context)?;
-        let init = PyClassInitializer::from(Handle::new(callback.unbind(), args.unbind(), ctx))
+        let tb = self.source_traceback(py)?;
+        let init = PyClassInitializer::from(Handle::new(callback.unbind(), args.unbind(), ctx, tb))
             .add_subclass(TimerHandle::new(when, self.cancelled_timers.clone()));
         let timer = Py::new(py, init)?;
         self.state.lock().timers.push(when, timer.clone_ref(py));
@@ -235,7 +263,7 @@ impl LoopCore {
         if self.debug.load(Ordering::Relaxed) {
             Self::check_callback(py, &callback, if write { "add_writer" } else { "add_reader" })?;
         }
-        let handle = Self::make_handle(py, callback, args, None)?;
+        let handle = self.make_handle(py, callback, args, None)?;
         let result = self.state.lock().io.set_callback(py, &self.reactor, fd, write, handle);
         match result {
             Ok(old) => {
@@ -282,6 +310,7 @@ impl LoopCore {
             stopping: AtomicBool::new(false),
             owner: Mutex::new(None),
             events: Mutex::new(Vec::with_capacity(256)),
+            task_factory: Mutex::new(None),
         })
     }
 
@@ -303,7 +332,7 @@ impl LoopCore {
             self.check_thread()?;
             Self::check_callback(py, &callback, "call_soon")?;
         }
-        let handle = Self::make_handle(py, callback, args, context)?;
+        let handle = self.make_handle(py, callback, args, context)?;
         self.push_ready(handle.clone_ref(py), false)?;
         Ok(handle)
     }
@@ -320,7 +349,7 @@ impl LoopCore {
         if self.debug.load(Ordering::Relaxed) {
             Self::check_callback(py, &callback, "call_soon_threadsafe")?;
         }
-        let handle = Self::make_handle(py, callback, args, context)?;
+        let handle = self.make_handle(py, callback, args, context)?;
         self.push_ready(handle.clone_ref(py), true)?;
         Ok(handle)
     }
@@ -350,8 +379,61 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
         let when: f64 = when.extract()?;
         self.call_at_f64(py, when, callback, args, context, "call_at")
+    }
+
+    /// A new `asyncio.Future` bound to this loop.
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        asyncio_type(py, &FUTURE_TYPE, "Future")?.call((), Some(&kwargs))
+    }
+
+    /// Schedules a coroutine as an `asyncio.Task` (or through the task
+    /// factory). Debug mode and task factories take the Python path.
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: Bound<'py, PyAny>,
+        name: Option<Bound<'py, PyAny>>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug.load(Ordering::Relaxed) || this.task_factory.lock().is_some() {
+            return slf.call_method1(intern!(py, "_create_task_slow"), (coro, name, context));
+        }
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        if let Some(name) = name.filter(|n| !n.is_none()) {
+            kwargs.set_item(intern!(py, "name"), name)?;
+        }
+        if let Some(context) = context.filter(|c| !c.is_none()) {
+            kwargs.set_item(intern!(py, "context"), context)?;
+        }
+        asyncio_type(py, &TASK_TYPE, "Task")?.call((coro,), Some(&kwargs))
+    }
+
+    fn set_task_factory(&self, factory: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let factory = factory.filter(|f| !f.is_none());
+        if let Some(f) = &factory {
+            if !f.is_callable() {
+                return Err(PyTypeError::new_err("task factory must be a callable or None"));
+            }
+        }
+        let old = std::mem::replace(&mut *self.task_factory.lock(), factory.map(Bound::unbind));
+        drop(old);
+        Ok(())
+    }
+
+    fn get_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task_factory.lock().as_ref().map(|f| f.clone_ref(py))
     }
 
     /// Stops the loop after the current iteration.
@@ -465,11 +547,20 @@ impl LoopCore {
         for t in st.timers.iter() {
             visit.call(t)?;
         }
-        st.io.traverse(&visit)
+        st.io.traverse(&visit)?;
+        drop(st);
+        if let Some(guard) = self.task_factory.try_lock() {
+            if let Some(f) = &*guard {
+                visit.call(f)?;
+            }
+        }
+        Ok(())
     }
 
     fn __clear__(&self) {
         self.clear_everything();
+        let factory = self.task_factory.lock().take();
+        drop(factory);
     }
 }
 
@@ -563,7 +654,7 @@ impl LoopCore {
     pub(crate) fn soon(&self, py: Python<'_>, func: Py<PyAny>, args: Py<PyTuple>) -> PyResult<Py<Handle>> {
         self.check_closed()?;
         let ctx = Self::context_for(py, None)?;
-        let handle = Py::new(py, Handle::new(func, args, ctx))?;
+        let handle = Py::new(py, Handle::new(func, args, ctx, None))?;
         self.push_ready(handle.clone_ref(py), false)?;
         Ok(handle)
     }

@@ -14,6 +14,8 @@
 //!   `WouldBlock` and need no re-arming.
 //! - A `mio::Waker` (an eventfd on Linux) lets any thread interrupt `wait()`.
 
+pub mod clock;
+
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;

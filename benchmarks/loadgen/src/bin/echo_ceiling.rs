@@ -9,7 +9,8 @@
 //!
 //!     echo-ceiling --addr 127.0.0.1:25000     (or --addr unix:/tmp/x.sock)
 //!
-//! Prints `READY <addr>` once listening; runs until killed.
+//! Prints `READY <addr>` once listening (port 0 picks a free port, and the
+//! line shows it); runs until killed.
 
 use loadgen::{die, raise_nofile, Endpoint, Opts, Sock};
 use mio::unix::SourceFd;
@@ -63,7 +64,11 @@ fn main() {
     poll.registry()
         .register(&mut SourceFd(&listener.as_raw_fd()), LISTENER, Interest::READABLE)
         .expect("epoll_ctl");
-    println!("READY {ep}");
+    match &listener {
+        // The port may have been 0: say which one the kernel chose.
+        loadgen::Listener::Tcp(l) => println!("READY {}", l.local_addr().expect("local_addr")),
+        loadgen::Listener::Unix(_) => println!("READY {ep}"),
+    }
     let _ = std::io::stdout().flush();
 
     // Slot vector: a token is an index; closed slots are reused.

@@ -5,7 +5,9 @@
 //! its bytes have come back; then the next one is sent.  The run has three
 //! phases: `--warmup` seconds unmeasured, `--duration` seconds measured, then
 //! each connection finishes its request in flight, half-closes, and must see
-//! a clean EOF with no byte beyond what it sent (within `--drain` seconds).
+//! a clean EOF with no byte beyond what it sent.  Echoes still missing
+//! `--drain` seconds after the end are errors; a server that has not closed
+//! `--eof-wait` seconds after the last echo is counted in `no_eof`.
 //! Stdout gets `measure-start` and `measure-end` lines at the edges of the
 //! measured window (the driver samples the server's CPU time there), then one
 //! JSON object.  Exit status 1 on any error or wrong byte.
@@ -32,7 +34,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: loadgen --addr HOST:PORT|unix:PATH [--conns 10] [--size 1KiB] [--warmup 0.5]
-               [--duration 2] [--drain 5] [--verify sample|all|none]
+               [--duration 2] [--drain 5] [--eof-wait 1] [--verify sample|all|none]
        loadgen --addr ... --idle N [--hold 60]";
 
 #[derive(PartialEq)]
@@ -186,13 +188,14 @@ impl Conn {
     }
 }
 
-/// Connect, retrying refusals for up to 5 s while the server starts.
+/// Connect, retrying refusals for up to 1 s (the server said READY first,
+/// so a longer refusal means it is gone).
 fn connect(ep: &Endpoint) -> Sock {
     let t0 = Instant::now();
     loop {
         match ep.connect() {
             Ok(s) => return s,
-            Err(e) if t0.elapsed() > Duration::from_secs(5) => {
+            Err(e) if t0.elapsed() > Duration::from_secs(1) => {
                 println!("{{\"error\": {}}}", json_str(&format!("connect to {ep}: {e}")));
                 std::process::exit(1)
             }
@@ -221,6 +224,7 @@ fn echo_mode(ep: &Endpoint, o: &Opts) -> i32 {
     let warmup = Duration::from_secs_f64(o.num("warmup", 0.5f64));
     let duration = Duration::from_secs_f64(o.num("duration", 2.0f64));
     let drain = Duration::from_secs_f64(o.num("drain", 5.0f64));
+    let eof_wait = Duration::from_secs_f64(o.num("eof-wait", 1.0f64));
     let verify = o.get("verify").unwrap_or("sample").to_string();
     if !["all", "sample", "none"].contains(&verify.as_str()) {
         die(USAGE);
@@ -241,7 +245,8 @@ fn echo_mode(ep: &Endpoint, o: &Opts) -> i32 {
     }
     let t0 = Instant::now();
     let run = Run { size, verify, start: t0 + warmup, end: t0 + warmup + duration };
-    let deadline = run.end + drain;
+    let mut deadline = run.end + drain;
+    let mut eof_deadline_set = false;
     let cpu0 = cpu_seconds();
     let mut t = Tally::default();
     let mut scratch = vec![0u8; size.max(64 * 1024)];
@@ -273,6 +278,11 @@ fn echo_mode(ep: &Endpoint, o: &Opts) -> i32 {
         let live = conns.iter().filter(|c| c.phase != Phase::Done).count();
         if (live == 0 && ended) || now >= deadline {
             break;
+        }
+        if ended && !eof_deadline_set && conns.iter().all(|c| c.phase != Phase::Echoing) {
+            // Every echo is in: give the server a bounded time to close.
+            eof_deadline_set = true;
+            deadline = deadline.min(now + eof_wait);
         }
         let next_edge = if !started { run.start } else if !ended { run.end } else { deadline };
         let timeout = next_edge.saturating_duration_since(now).min(Duration::from_millis(50));
@@ -388,7 +398,7 @@ fn idle_mode(ep: &Endpoint, n: usize, o: &Opts) -> i32 {
 }
 
 fn main() {
-    let o = Opts::from_args(&["addr", "conns", "size", "warmup", "duration", "drain", "verify", "idle", "hold"], USAGE);
+    let o = Opts::from_args(&["addr", "conns", "size", "warmup", "duration", "drain", "eof-wait", "verify", "idle", "hold"], USAGE);
     let ep = Endpoint::parse(o.get("addr").unwrap_or_else(|| die(USAGE))).unwrap_or_else(|e| die(&e));
     let code = match o.get("idle") {
         Some(_) => idle_mode(&ep, o.num("idle", 10_000usize), &o),

@@ -1,0 +1,93 @@
+"""Check that the harness catches what it must: wrong echoed bytes, a server
+that dies mid-run, a loop that computes a wrong result.  Prints one line per
+check and exits 1 if the harness missed something.
+
+    python benchmarks/selftest.py          (about 10 s)
+
+It also serves as a broken loop for itself: ``selftest:SloppyTimersLoop``
+is the stdlib loop with timers that cannot be cancelled.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+class _StickyTimer(asyncio.TimerHandle):
+    __slots__ = ()
+
+    def cancel(self):  # the bug: forget to cancel
+        pass
+
+
+class SloppyTimersLoop(asyncio.SelectorEventLoop):
+    def call_at(self, when, callback, *args, context=None):
+        timer = super().call_at(when, callback, *args, context=context)
+        timer.__class__ = _StickyTimer
+        return timer
+
+
+def main():
+    import measure
+    import run
+
+    args = run.parse_args(["--smoke", "--pin", "none"])
+    run.build_native()
+    tmp = tempfile.mkdtemp(prefix="oxbench-selftest-")
+    missed = []
+
+    def expect(name, ok, detail):
+        print(f"{'ok    ' if ok else 'MISSED'} {name}: {detail}", flush=True)
+        if not ok:
+            missed.append(name)
+
+    for transport, mode in (("tcp", "protocol"), ("unix", "sockets")):
+        srv = measure.Server(args, "asyncio", mode, transport, tmp, extra=["--corrupt-every", "7"])
+        r = measure.run_client(args, srv, 10 * 1024, 0.3, 0.0)
+        srv.stop()
+        expect(f"wrong bytes, {transport} {mode}", r["status"] == "fail" and "WRONG BYTES" in (r["error"] or ""),
+               r.get("error"))
+
+    srv = measure.Server(args, "asyncio", "protocol", "tcp", tmp)
+    threading.Timer(0.3, lambda: os.kill(srv.pid, signal.SIGKILL)).start()
+    r = measure.run_client(args, srv, 1024, 1.0, 0.0)
+    srv.stop()
+    expect("server killed mid-run", r["status"] == "fail", r.get("error"))
+
+    srv = measure.Server(args, "asyncio", "protocol", "tcp", tmp)
+    r = measure.run_client(args, srv, 100 * 1024, 0.3, 0.0)
+    srv.stop()
+    expect("healthy server passes", r["status"] == "ok", r.get("error") or f"{r['rps']:.0f} req/s")
+
+    out = os.path.join(tmp, "out")
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        code = run.main(["--smoke", "--loops", "asyncio,selftest:SloppyTimersLoop", "--micro", "call_later",
+                         "--modes", "none", "--memory", "none", "--out", out])
+    with open(os.path.join(out, "raw.json")) as f:
+        errors = [r.get("error") for r in json.load(f)["results"] if r["status"] == "fail"]
+    expect("wrong micro result fails the run", code == 1 and len(errors) == 1 and "WrongResult" in errors[0],
+           f"run.py exit status {code}; {errors}")
+
+    for name in os.listdir(tmp):
+        path = os.path.join(tmp, name)
+        if os.path.isdir(path):
+            for f in os.listdir(path):
+                os.unlink(os.path.join(path, f))
+            os.rmdir(path)
+        else:
+            os.unlink(path)
+    os.rmdir(tmp)
+    print("self-test:", "FAILED: " + ", ".join(missed) if missed else "all checks passed")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
