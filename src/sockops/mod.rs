@@ -62,21 +62,6 @@ pub struct SockOps {
     next_id: AtomicU64,
 }
 
-/// An OS error as `OSError(errno, strerror)`, which Python turns into the
-/// matching subclass (`ConnectionRefusedError`, ...) with `errno` and
-/// `strerror` set, exactly as the `socket` module raises it.
-pub(crate) fn os_error(e: std::io::Error) -> PyErr {
-    match e.raw_os_error() {
-        Some(code) => {
-            let text = std::io::Error::from_raw_os_error(code).to_string();
-            let suffix = format!(" (os error {code})");
-            let msg = text.strip_suffix(&suffix).unwrap_or(&text).to_string();
-            pyo3::exceptions::PyOSError::new_err((code, msg))
-        }
-        None => crate::errors::os_error(e),
-    }
-}
-
 /// `StopIteration(value)`: how a coroutine returns `value`.
 pub(crate) fn stop_iteration(py: Python<'_>, value: Py<PyAny>) -> PyErr {
     match py.get_type::<PyStopIteration>().call1((value,)) {

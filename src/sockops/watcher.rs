@@ -85,7 +85,7 @@ fn os_outcome(e: std::io::Error) -> Outcome {
     if sys::would_block(&e) {
         Outcome::Pending
     } else {
-        Outcome::Failed(crate::sockops::os_error(e))
+        Outcome::Failed(crate::errors::os_error(e))
     }
 }
 

@@ -169,7 +169,7 @@ impl UdpInner {
             return match sys::send(self.fd, data) {
                 Ok(_) => Sent::Ok,
                 Err(e) if sys::would_block(&e) => Sent::WouldBlock,
-                Err(e) => Sent::Error(crate::sockops::os_error(e)),
+                Err(e) => Sent::Error(crate::errors::os_error(e)),
             };
         }
         let Some(sock) = self.sock(py) else {
@@ -318,7 +318,7 @@ impl UdpInner {
         match got {
             Ok((data, addr)) => Ok(Some((data, addr_to_py(py, sys::decode(&addr))?))),
             Err(e) if sys::would_block(&e) => Ok(None),
-            Err(e) => Err(crate::sockops::os_error(e)),
+            Err(e) => Err(crate::errors::os_error(e)),
         }
     }
 
