@@ -3,9 +3,11 @@ sock_sendall, sock_sendto, sock_connect, sock_accept) on real loopback
 sockets, each behaviour run on oxloop and on the stdlib selector loop."""
 
 import asyncio
+import errno
 import gc
 import socket
 import ssl
+import struct
 import weakref
 
 import sys
@@ -401,3 +403,50 @@ def test_loop_with_pending_sock_recv_is_collected(loop_kind, pair):
     for _ in range(3):
         gc.collect()
     assert ref() is None
+
+
+def test_sock_recv_on_closed_socket_is_bad_fd(loop):
+    sock = socket.socket()
+    sock.setblocking(False)
+    sock.close()
+    with pytest.raises(OSError) as info:
+        run(loop, loop.sock_recv(sock, 10))
+    assert info.value.errno == errno.EBADF
+
+
+def test_sock_sendall_to_closed_peer_is_broken_pipe(loop, tcp_pair):
+    client, server = tcp_pair
+    server.close()
+
+    async def main():
+        # The first send may still succeed (the peer's RST comes back later).
+        for _ in range(100):
+            await loop.sock_sendall(client, b"x" * 65536)
+            await asyncio.sleep(0.001)
+
+    with pytest.raises((BrokenPipeError, ConnectionResetError)) as info:
+        run(loop, main())
+    assert info.value.errno in (errno.EPIPE, errno.ECONNRESET)
+
+
+def test_sock_recv_after_peer_reset(loop, tcp_pair):
+    client, server = tcp_pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    server.close()  # RST
+    with pytest.raises(ConnectionResetError):
+        run(loop, loop.sock_recv(client, 10))
+
+
+def test_sock_accept_on_non_listening_socket(loop):
+    with socket.socket() as sock:
+        sock.setblocking(False)
+        with pytest.raises(OSError) as info:
+            run(loop, loop.sock_accept(sock))
+        assert info.value.errno == errno.EINVAL
+
+
+def test_sock_connect_already_connected(loop, tcp_pair):
+    client, server = tcp_pair
+    with pytest.raises(OSError) as info:
+        run(loop, loop.sock_connect(client, server.getsockname()))
+    assert info.value.errno == errno.EISCONN
