@@ -159,22 +159,24 @@ class SocketsMixin(DatagramMixin):
     def sock_recvfrom(self, sock, bufsize):
         """Receive a datagram: (data, address) (a coroutine)."""
         return self._sockops.wait_call(
-            sock, False, lambda: sock.recvfrom(bufsize))
+            sock, False, lambda: sock.recvfrom(bufsize), name="sock_recvfrom")
 
     def sock_recvfrom_into(self, sock, buf, nbytes=0):
         """Receive a datagram into buf: (nbytes, address) (a coroutine)."""
         def attempt():
             return sock.recvfrom_into(buf, nbytes or len(buf))
-        return self._sockops.wait_call(sock, False, attempt)
+        return self._sockops.wait_call(sock, False, attempt,
+                                       name="sock_recvfrom_into")
 
     def sock_sendto(self, sock, data, address):
         """Send a datagram to address; return the bytes sent (a coroutine)."""
         return self._sockops.wait_call(
-            sock, True, lambda: sock.sendto(data, address))
+            sock, True, lambda: sock.sendto(data, address), name="sock_sendto")
 
     def sock_accept(self, sock):
         """Accept a connection: (conn, address), conn non-blocking."""
-        return self._sockops.wait_call(sock, False, lambda: _accept(sock))
+        return self._sockops.wait_call(sock, False, lambda: _accept(sock),
+                                       name="sock_accept")
 
     async def sock_connect(self, sock, address):
         """Connect the socket to address, resolving it like asyncio."""
@@ -188,7 +190,7 @@ class SocketsMixin(DatagramMixin):
                 proto=sock.proto)
             _, _, _, _, address = resolved[0]
         return await self._sockops.wait_call(
-            sock, True, _Connect(sock, address))
+            sock, True, _Connect(sock, address), name="sock_connect")
 
     async def sock_sendfile(self, sock, file, offset=0, count=None, *,
                             fallback=True):
@@ -243,7 +245,8 @@ class SocketsMixin(DatagramMixin):
             return 0  # empty file
         op = _Sendfile(sock.fileno(), fileno, offset, count, blocksize)
         try:
-            return await self._sockops.wait_call(sock, True, op)
+            return await self._sockops.wait_call(sock, True, op,
+                                                 name="sock_sendfile")
         finally:
             op.update_filepos()
 

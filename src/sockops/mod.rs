@@ -192,8 +192,9 @@ impl SockOps {
         }
     }
 
-    fn op(slf: &Bound<'_, Self>, sock: Bound<'_, PyAny>, op: Op, write: bool, try_first: bool) -> SockCoro {
+    fn op(slf: &Bound<'_, Self>, sock: Bound<'_, PyAny>, op: Op, write: bool, try_first: bool, name: Py<PyString>) -> SockCoro {
         SockCoro {
+            name,
             ops: slf.clone().unbind(),
             sock: Some(sock.unbind()),
             state: CoroState::Init { op, write, try_first },
@@ -226,7 +227,8 @@ impl SockOps {
         if n < 0 {
             return Err(PyValueError::new_err("negative buffersize in recv"));
         }
-        Ok(Self::op(slf, sock, Op::Recv { n: n as usize }, false, true))
+        let name = intern!(slf.py(), "sock_recv").clone().unbind();
+        Ok(Self::op(slf, sock, Op::Recv { n: n as usize }, false, true, name))
     }
 
     /// `loop.sock_recv_into(sock, buf)`.
@@ -235,7 +237,8 @@ impl SockOps {
             obj: buf.unbind(),
             buf: None,
         };
-        Self::op(slf, sock, op, false, true)
+        let name = intern!(slf.py(), "sock_recv_into").clone().unbind();
+        Self::op(slf, sock, op, false, true, name)
     }
 
     /// `loop.sock_sendall(sock, data)`.
@@ -245,24 +248,28 @@ impl SockOps {
             buf: None,
             pos: 0,
         };
-        Self::op(slf, sock, op, true, true)
+        let name = intern!(slf.py(), "sock_sendall").clone().unbind();
+        Self::op(slf, sock, op, true, true, name)
     }
 
     /// A coroutine that calls `attempt()` (at once if `try_first`, else
     /// first when the fd is ready for `write`/read) until it stops raising
-    /// `BlockingIOError`/`InterruptedError`, and returns its result.
-    #[pyo3(signature = (sock, write, attempt, try_first=true))]
+    /// `BlockingIOError`/`InterruptedError`, and returns its result. `name`
+    /// is the coroutine's `__name__` (task reprs show it).
+    #[pyo3(signature = (sock, write, attempt, try_first=true, name=None))]
     fn wait_call(
         slf: &Bound<'_, Self>,
         sock: Bound<'_, PyAny>,
         write: bool,
         attempt: Bound<'_, PyAny>,
         try_first: bool,
+        name: Option<Bound<'_, PyString>>,
     ) -> SockCoro {
+        let name = name.unwrap_or_else(|| intern!(slf.py(), "sock_op").clone()).unbind();
         let op = Op::Call {
             attempt: attempt.unbind(),
         };
-        Self::op(slf, sock, op, write, try_first)
+        Self::op(slf, sock, op, write, try_first, name)
     }
 
     /// The number of fds with a pending operation (for tests).
@@ -337,6 +344,8 @@ enum CoroState {
 /// A pending low-level socket operation: a native coroutine.
 #[pyclass(module = "oxloop._core", name = "SockOp")]
 pub struct SockCoro {
+    /// The operation's name (`sock_recv`, ...), for reprs.
+    name: Py<PyString>,
     /// The loop's `SockOps`.
     ops: Py<SockOps>,
     /// The socket, until the operation starts.
@@ -482,8 +491,22 @@ impl SockCoro {
     }
 
     #[getter]
-    fn __name__(&self) -> &'static str {
-        "sock_op"
+    fn __name__(&self, py: Python<'_>) -> Py<PyString> {
+        self.name.clone_ref(py)
+    }
+
+    #[getter]
+    fn __qualname__(&self, py: Python<'_>) -> Py<PyString> {
+        self.name.clone_ref(py)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let state = match self.state {
+            CoroState::Init { .. } => "created",
+            CoroState::Waiting { .. } => "waiting",
+            CoroState::Done => "done",
+        };
+        format!("<oxloop {} coroutine {}>", self.name.bind(py), state)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
