@@ -81,6 +81,71 @@ pub fn recvfrom(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, RawAddr)> {
     }
 }
 
+/// `sendto(2)` of `data` to `addr`.
+pub fn sendto(fd: RawFd, data: &[u8], addr: &RawAddr) -> io::Result<usize> {
+    // SAFETY: `data` is valid for reads of its length; `addr` holds `len`
+    // initialised bytes of a sockaddr.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            SEND_FLAGS,
+            (&addr.storage as *const libc::sockaddr_storage).cast(),
+            addr.len,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Encodes a numeric IPv4/IPv6 address (what `socket.sendto` does for a
+/// `(host, port[, flowinfo, scope_id])` tuple whose host `inet_pton`
+/// accepts). None if `host` is not numeric for `family`.
+pub fn inet_addr(family: libc::c_int, host: &str, port: u16, flowinfo: u32, scope_id: u32) -> Option<RawAddr> {
+    let chost = std::ffi::CString::new(host).ok()?;
+    // SAFETY: an all-zero sockaddr_storage is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let base = (&mut storage as *mut libc::sockaddr_storage).cast::<u8>();
+    let len = match family {
+        libc::AF_INET => {
+            // SAFETY: storage is large and aligned enough for a sockaddr_in.
+            let sin = unsafe { &mut *(base as *mut libc::sockaddr_in) };
+            // SAFETY: `chost` is NUL-terminated; `sin_addr` is a writable
+            // in_addr, what inet_pton(AF_INET) fills.
+            let ok = unsafe { inet_pton(libc::AF_INET, chost.as_ptr(), (&mut sin.sin_addr as *mut libc::in_addr).cast()) };
+            if ok != 1 {
+                return None;
+            }
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = port.to_be();
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &mut *(base as *mut libc::sockaddr_in6) };
+            // SAFETY: as above; `sin6_addr` is a writable in6_addr.
+            let ok = unsafe { inet_pton(libc::AF_INET6, chost.as_ptr(), (&mut sin6.sin6_addr as *mut libc::in6_addr).cast()) };
+            if ok != 1 {
+                return None;
+            }
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = port.to_be();
+            sin6.sin6_flowinfo = flowinfo.to_be();
+            sin6.sin6_scope_id = scope_id;
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+        _ => return None,
+    };
+    Some(RawAddr {
+        storage,
+        len: len as libc::socklen_t,
+    })
+}
+
 /// A decoded socket address, in the shapes Python's `socket` module uses.
 pub enum Addr {
     /// No address (e.g. an unbound Unix datagram peer).
@@ -98,6 +163,8 @@ pub enum Addr {
 }
 
 extern "C" {
+    /// POSIX `inet_pton(3)` (not bound by the `libc` crate).
+    fn inet_pton(af: libc::c_int, src: *const libc::c_char, dst: *mut libc::c_void) -> libc::c_int;
     /// POSIX `inet_ntop(3)` (not bound by the `libc` crate).
     fn inet_ntop(
         af: libc::c_int,
@@ -218,5 +285,23 @@ mod tests {
             _ => panic!("not v4"),
         }
         assert_eq!(take_error(b.as_raw_fd()).unwrap(), 0);
+    }
+
+    #[test]
+    fn inet_addr_round_trips_and_rejects_names() {
+        let a = inet_addr(libc::AF_INET, "127.0.0.1", 8080, 0, 0).unwrap();
+        match decode(&a) {
+            Addr::V4(h, p) => assert_eq!((h.as_str(), p), ("127.0.0.1", 8080)),
+            _ => panic!("not v4"),
+        }
+        let a = inet_addr(libc::AF_INET6, "::1", 53, 7, 0).unwrap();
+        match decode(&a) {
+            Addr::V6(h, p, f, s) => assert_eq!((h.as_str(), p, f, s), ("::1", 53, 7, 0)),
+            _ => panic!("not v6"),
+        }
+        assert!(inet_addr(libc::AF_INET, "localhost", 1, 0, 0).is_none());
+        assert!(inet_addr(libc::AF_INET6, "127.0.0.1", 1, 0, 0).is_none());
+        assert!(inet_addr(libc::AF_INET6, "fe80::1%lo", 1, 0, 0).is_none());
+        assert!(inet_addr(libc::AF_INET, "1.2.3", 1, 0, 0).is_none());
     }
 }

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyOSError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::io::IoWatcher;
@@ -74,6 +74,8 @@ pub(crate) struct UdpInner {
     pub(crate) fd: RawFd,
     /// Whether the socket is connected (send, not sendto).
     pub(crate) connected: bool,
+    /// The socket's address family.
+    pub(crate) family: i32,
     /// Whether `recvfrom` results can be decoded natively.
     pub(crate) native_recv: bool,
     /// Python 3.13+: empty datagrams are sent, and each buffered datagram
@@ -164,9 +166,47 @@ impl UdpInner {
     }
 
     /// One send of `data` (to `addr` if not connected).
+    /// The sockaddr of a numeric `(host, port[, flowinfo, scope_id])` tuple
+    /// for this socket's family; None when only the `socket` module can
+    /// tell (names, out-of-range values, other families, odd types), so that
+    /// its parsing and errors stay the reference.
+    fn native_addr(&self, addr: &Bound<'_, PyAny>) -> Option<sys::RawAddr> {
+        let t = addr.cast_exact::<PyTuple>().ok()?;
+        let n = t.len();
+        let ok_len = match self.family {
+            libc::AF_INET => n == 2,
+            libc::AF_INET6 => (2..=4).contains(&n),
+            _ => false,
+        };
+        if !ok_len {
+            return None;
+        }
+        let item = |i: usize| t.get_item(i).ok();
+        let host_obj = item(0)?;
+        let host = host_obj.cast_exact::<PyString>().ok()?.to_str().ok()?;
+        let int = |i: usize| -> Option<i64> {
+            if i >= n {
+                return Some(0);
+            }
+            let v = item(i)?;
+            v.cast_exact::<PyInt>().ok()?.extract::<i64>().ok()
+        };
+        let port = u16::try_from(int(1)?).ok()?;
+        let flowinfo = u32::try_from(int(2)?).ok().filter(|f| *f <= 0xfffff)?;
+        let scope_id = u32::try_from(int(3)?).ok()?;
+        sys::inet_addr(self.family, host, port, flowinfo, scope_id)
+    }
+
     pub(crate) fn send_one(&self, py: Python<'_>, data: &[u8], addr: Option<&Py<PyAny>>) -> Sent {
         if self.connected {
             return match sys::send(self.fd, data) {
+                Ok(_) => Sent::Ok,
+                Err(e) if sys::would_block(&e) => Sent::WouldBlock,
+                Err(e) => Sent::Error(crate::errors::os_error(e)),
+            };
+        }
+        if let Some(raw) = addr.and_then(|a| self.native_addr(a.bind(py))) {
+            return match sys::sendto(self.fd, data, &raw) {
                 Ok(_) => Sent::Ok,
                 Err(e) if sys::would_block(&e) => Sent::WouldBlock,
                 Err(e) => Sent::Error(crate::errors::os_error(e)),

@@ -23,8 +23,9 @@
 //! - Reads are native (`recvfrom(2)` into a per-thread 256 KiB buffer, the
 //!   address decoded as the `socket` module does) for AF_INET, AF_INET6 and
 //!   AF_UNIX; other families go through `sock.recvfrom`. Sends are native on
-//!   connected sockets; `sendto` with an address goes through `sock.sendto`
-//!   (so address parsing and errors are the `socket` module's).
+//!   connected sockets and to numeric IPv4/IPv6 tuples; any other address
+//!   (names, Unix paths, bad values) goes through `sock.sendto`, so its
+//!   parsing and errors stay the `socket` module's.
 //!
 //! Invariant: `state` is never held while Python code runs or a Python object
 //! is dropped; everything Python is cloned out first.
@@ -85,6 +86,7 @@ impl UdpTransport {
         let inner = Arc::new_cyclic(|me| UdpInner {
             fd,
             connected,
+            family,
             native_recv,
             py313,
             me: me.clone(),

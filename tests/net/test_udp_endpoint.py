@@ -494,3 +494,36 @@ def test_loop_and_transport_are_collected(loop_kind):
     for _ in range(3):
         gc.collect()
     assert [r() for r in refs] == [None, None]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_unconnected_sendto_numeric_and_named_hosts(loop, host):
+    async def main():
+        rt, rp = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+        port = rt.get_extra_info("sockname")[1]
+        st, sp = await loop.create_datagram_endpoint(
+            Proto, local_addr=("127.0.0.1", 0), family=socket.AF_INET)
+        st.sendto(b"hi", (host, port))
+        data, addr = await rp.datagrams.get()
+        return rt, st, data, addr
+
+    rt, st, data, addr = run(loop, main())
+    assert data == b"hi"
+    assert addr == st.get_extra_info("sockname")
+    close_and_settle(loop, rt, st)
+
+
+def test_sendto_bad_port_is_a_fatal_error(loop, expect_errors):
+    async def main():
+        return await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+
+    tr, pr = run(loop, main())
+    tr.sendto(b"x", ("127.0.0.1", 70000))
+    loop.run_until_complete(asyncio.sleep(0.01))
+    errors = expect_errors()
+    assert len(errors) == 1
+    assert isinstance(errors[0]["exception"], OverflowError)
+    assert errors[0]["message"] == "Fatal write error on datagram transport"
+    assert tr.is_closing()
+    assert pr.events == ["made", "lost"]
+    assert isinstance(pr.lost, OverflowError)
