@@ -477,12 +477,10 @@ impl IoWatcher for UdpInner {
         Ok(())
     }
 
-    fn describe(&self, py: Python<'_>) -> String {
-        let tr = self.state.lock().transport.as_ref().map(|t| t.clone_ref(py));
-        match tr {
-            Some(t) => format!("transport {}", t.bind(py).repr().map(|r| r.to_string()).unwrap_or_default()),
-            None => format!("a datagram transport (fd {})", self.fd),
-        }
+    fn describe(&self, _py: Python<'_>) -> String {
+        // No repr(): the loop may ask while holding its own lock, where no
+        // Python code may run.
+        format!("transport <_DatagramTransport fd={}>", self.fd)
     }
 }
 

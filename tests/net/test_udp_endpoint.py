@@ -527,3 +527,16 @@ def test_sendto_bad_port_is_a_fatal_error(loop, expect_errors):
     assert tr.is_closing()
     assert pr.events == ["made", "lost"]
     assert isinstance(pr.lost, OverflowError)
+
+
+def test_add_reader_on_transport_fd_is_refused(loop):
+    async def main():
+        return await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+
+    tr, pr = run(loop, main())
+    fd = tr.get_extra_info("socket").fileno()
+    with pytest.raises(RuntimeError, match=f"File descriptor {fd} is used by transport"):
+        loop.add_reader(fd, lambda: None)
+    with pytest.raises(RuntimeError, match="is used by transport"):
+        loop.add_writer(fd, lambda: None)
+    close_and_settle(loop, tr)
