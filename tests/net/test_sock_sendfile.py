@@ -139,3 +139,23 @@ def test_sendfile_datagram_socket_is_value_error(loop, datafile):
         sock.setblocking(False)
         with pytest.raises(ValueError, match="SOCK_STREAM"):
             loop.run_until_complete(loop.sock_sendfile(sock, datafile))
+
+
+def test_regular_file_goes_through_os_sendfile(loop, tcp_pair, datafile, monkeypatch):
+    import os
+
+    calls = []
+    real = os.sendfile
+
+    def counting(*args):
+        calls.append(args[3])
+        return real(*args)
+
+    monkeypatch.setattr(os, "sendfile", counting)
+    client, server = tcp_pair
+    sent, got = send_and_collect(loop, client, server, datafile, _expected=len(DATA))
+    assert got == DATA
+    assert calls, "the zero-copy path was not used"
+    calls.clear()
+    send_and_collect(loop, client, server, io.BytesIO(b"abc"), _expected=3)
+    assert calls == []
