@@ -200,6 +200,15 @@ impl IoTable {
         }
     }
 
+    /// Re-arms the fd under `token` so that the next poll reports it again
+    /// if it is still ready (a native watcher that stopped reading early).
+    pub(crate) fn rearm_native(&mut self, reactor: &Reactor, token: usize) -> std::io::Result<()> {
+        match self.entries.get(&token) {
+            Some(entry) => reactor.rearm(entry.fd, token, entry.want),
+            None => Ok(()),
+        }
+    }
+
     /// Removes the entry under `token` (a native watcher going away).
     pub(crate) fn remove(&mut self, reactor: &Reactor, token: usize) -> Option<IoEntry> {
         self.remove_token(reactor, token)

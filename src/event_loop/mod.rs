@@ -632,6 +632,13 @@ impl LoopCore {
         result.map(drop).map_err(errors::os_error)
     }
 
+    /// Asks the reactor to report the fd under `token` again if it is still
+    /// ready (for a watcher that left data unread, for fairness).
+    pub(crate) fn io_rearm(&self, token: usize) -> PyResult<()> {
+        let result = self.state.lock().io.rearm_native(&self.reactor, token);
+        result.map_err(errors::os_error)
+    }
+
     /// Stops watching the fd under `token`.
     pub(crate) fn io_unregister(&self, token: usize) {
         let removed = self.state.lock().io.remove(&self.reactor, token);
