@@ -608,3 +608,21 @@ def test_context_must_be_a_context_when_run(loop, expect_errors):
 
 if sys.version_info < (3, 9):  # pragma: no cover
     raise RuntimeError("oxloop targets CPython 3.9+")
+
+
+def test_repr_of_handle_in_its_own_args(loop, loop_kind):
+    # repr() must terminate (and quickly) when a handle's arguments contain
+    # the handle itself. The stdlib loop may end in RecursionError; oxloop
+    # shows the inner occurrence as "...", like reprlib.
+    box = []
+    h = loop.call_soon(box.append, box)
+    box.append(h)
+    try:
+        text = repr(h)
+    except RecursionError:
+        text = None
+    if loop_kind == "oxloop":
+        assert text is not None and "<Handle ...>" in text
+    if text is not None:
+        assert "append" in text
+    h.cancel()

@@ -22,6 +22,7 @@
 //!   exactly the callbacks that were ready at that point, in FIFO order.
 
 mod clock;
+pub(crate) mod custody;
 pub(crate) mod io;
 mod run;
 pub(crate) mod timers;
@@ -58,7 +59,7 @@ pub(crate) struct State {
     /// An empty queue kept for its allocation (swapped with `ready`).
     pub(crate) spare: VecDeque<Py<Handle>>,
     /// Scheduled timers.
-    pub(crate) timers: TimerHeap<Py<TimerHandle>>,
+    pub(crate) timers: TimerHeap<Py<Handle>>,
     /// Watched fds.
     pub(crate) io: IoTable,
     /// The loop is (about to be) blocked in the reactor.
@@ -191,16 +192,23 @@ impl LoopCore {
         }
     }
 
+    /// A handle; a one-shot one (not an `add_reader` one) is left to the
+    /// loop's custody (see `custody`).
     fn make_handle(
         &self,
         py: Python<'_>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
+        one_shot: bool,
     ) -> PyResult<Py<Handle>> {
         let ctx = Self::context_for(py, context)?;
         let tb = self.source_traceback(py)?;
-        Py::new(py, Handle::new(callback.unbind(), args.unbind(), ctx, tb))
+        let handle = Py::new(py, Handle::new(callback.unbind(), args.unbind(), ctx, tb))?;
+        if one_shot {
+            custody::adopt(py, &handle);
+        }
+        Ok(handle)
     }
 
     /// In debug mode, where the caller is (asyncio's `_source_traceback`).
@@ -243,11 +251,19 @@ impl LoopCore {
     ) -> PyResult<Py<TimerHandle>> {
         let ctx = Self::context_for(py, context)?;
         let tb = self.source_traceback(py)?;
-        let init = PyClassInitializer::from(Handle::new(callback.unbind(), args.unbind(), ctx, tb))
-            .add_subclass(TimerHandle::new(when, self.cancelled_timers.clone()));
-        let timer = Py::new(py, init)?;
-        self.state.lock().timers.push(when, timer.clone_ref(py));
-        Ok(timer)
+        let base = Handle::new_timer(
+            callback.unbind(),
+            args.unbind(),
+            ctx,
+            tb,
+            when,
+            self.cancelled_timers.clone(),
+        );
+        let timer = Bound::new(py, PyClassInitializer::from(base).add_subclass(TimerHandle))?;
+        custody::adopt(py, timer.as_unbound());
+        let as_handle = timer.as_super().clone().unbind();
+        self.state.lock().timers.push(when, as_handle);
+        Ok(timer.unbind())
     }
 
     fn set_io_callback(
@@ -263,7 +279,7 @@ impl LoopCore {
         if self.debug.load(Ordering::Relaxed) {
             Self::check_callback(py, &callback, if write { "add_writer" } else { "add_reader" })?;
         }
-        let handle = self.make_handle(py, callback, args, None)?;
+        let handle = self.make_handle(py, callback, args, None, false)?;
         let result = self.state.lock().io.set_callback(py, &self.reactor, fd, write, handle);
         match result {
             Ok(old) => {
@@ -332,7 +348,7 @@ impl LoopCore {
             self.check_thread()?;
             Self::check_callback(py, &callback, "call_soon")?;
         }
-        let handle = self.make_handle(py, callback, args, context)?;
+        let handle = self.make_handle(py, callback, args, context, true)?;
         self.push_ready(handle.clone_ref(py), false)?;
         Ok(handle)
     }
@@ -349,7 +365,7 @@ impl LoopCore {
         if self.debug.load(Ordering::Relaxed) {
             Self::check_callback(py, &callback, "call_soon_threadsafe")?;
         }
-        let handle = self.make_handle(py, callback, args, context)?;
+        let handle = self.make_handle(py, callback, args, context, true)?;
         self.push_ready(handle.clone_ref(py), true)?;
         Ok(handle)
     }
@@ -541,11 +557,8 @@ impl LoopCore {
         let Some(st) = self.state.try_lock() else {
             return Ok(());
         };
-        for h in st.ready.iter().chain(st.spare.iter()) {
-            visit.call(h)?;
-        }
-        for t in st.timers.iter() {
-            visit.call(t)?;
+        for h in st.ready.iter().chain(st.spare.iter()).chain(st.timers.iter()) {
+            custody::visit(h, &visit)?;
         }
         st.io.traverse(&visit)?;
         drop(st);
@@ -585,7 +598,7 @@ impl LoopCore {
     /// Empties every queue and the fd table; the objects are dropped after
     /// the lock is released.
     fn clear_everything(&self) {
-        let (ready, spare, mut timers, io) = {
+        let (ready, spare, timers, io) = {
             let mut st = self.state.lock();
             let mut timers = Vec::new();
             st.timers.drain_into(&mut timers);
@@ -598,13 +611,15 @@ impl LoopCore {
             )
         };
         Python::attach(|py| {
-            for t in &timers {
-                let b = t.bind(py);
-                b.get().unschedule(b.as_super().get());
+            for t in timers {
+                t.get().unschedule();
+                custody::release(py, t);
+            }
+            for h in ready.into_iter().chain(spare) {
+                custody::release(py, h);
             }
         });
-        timers.clear();
-        drop((ready, spare, io));
+        drop(io);
     }
 }
 
@@ -655,6 +670,7 @@ impl LoopCore {
         self.check_closed()?;
         let ctx = Self::context_for(py, None)?;
         let handle = Py::new(py, Handle::new(func, args, ctx, None))?;
+        custody::adopt(py, &handle);
         self.push_ready(handle.clone_ref(py), false)?;
         Ok(handle)
     }

@@ -10,7 +10,8 @@ use pyo3::prelude::*;
 use super::io::Dispatch;
 use super::LoopCore;
 use crate::errors;
-use crate::handles::{Handle, TimerHandle};
+use super::custody;
+use crate::handles::Handle;
 
 /// asyncio's cap on one wait (`MAXIMUM_SELECT_TIMEOUT`).
 const MAX_WAIT_SECS: f64 = 24.0 * 3600.0;
@@ -25,8 +26,8 @@ fn must_propagate(py: Python<'_>, e: &PyErr) -> bool {
     e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
 }
 
-fn timer_cancelled(py: Python<'_>, t: &Py<TimerHandle>) -> bool {
-    t.bind(py).as_super().get().is_cancelled()
+fn timer_cancelled(t: &Py<Handle>) -> bool {
+    t.get().is_cancelled()
 }
 
 impl LoopCore {
@@ -34,16 +35,16 @@ impl LoopCore {
     pub(crate) fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let mut dead_timers: Vec<Py<TimerHandle>> = Vec::new();
+        let mut dead_timers: Vec<Py<Handle>> = Vec::new();
 
         // 1. Sweep cancelled timers; decide how long to wait.
         let (timeout, skip_poll) = {
             let mut st = this.state.lock();
             let n = st.timers.len();
             if n > MIN_SWEEP_TIMERS && this.cancelled_timers.load(Ordering::Acquire) * 2 > n {
-                st.timers.retain_into(|t| !timer_cancelled(py, t), &mut dead_timers);
+                st.timers.retain_into(|t| !timer_cancelled(t), &mut dead_timers);
             } else {
-                while st.timers.peek().is_some_and(|t| timer_cancelled(py, t)) {
+                while st.timers.peek().is_some_and(timer_cancelled) {
                     dead_timers.extend(st.timers.pop());
                 }
             }
@@ -65,11 +66,10 @@ impl LoopCore {
             }
             (timeout, skip)
         };
-        for t in &dead_timers {
-            let b = t.bind(py);
-            b.get().unschedule(b.as_super().get());
+        for t in dead_timers.drain(..) {
+            t.get().unschedule();
+            custody::release(py, t);
         }
-        dead_timers.clear();
 
         // 2. Wait for I/O with the GIL released; queue what is ready.
         if !skip_poll {
@@ -96,17 +96,18 @@ impl LoopCore {
             let end = this.clock.now() + CLOCK_RESOLUTION;
             let mut st = this.state.lock();
             while let Some(t) = st.timers.pop_due(end) {
-                let b = t.bind(py);
-                let base = b.as_super().get();
-                b.get().unschedule(base);
-                if base.is_cancelled() {
+                let h = t.get();
+                h.unschedule();
+                if h.is_cancelled() {
                     dead_timers.push(t);
                 } else {
-                    st.ready.push_back(b.clone().into_super().unbind());
+                    st.ready.push_back(t);
                 }
             }
         }
-        drop(dead_timers);
+        for t in dead_timers {
+            custody::release(py, t);
+        }
 
         // 4. Run the callbacks that are ready now; later ones wait a turn.
         Self::run_ready(slf)
@@ -160,6 +161,7 @@ impl LoopCore {
         while let Some(handle) = batch.pop_front() {
             let h = handle.get();
             if h.is_cancelled() {
+                custody::release(py, handle);
                 continue;
             }
             let started = if debug { this.clock.now() } else { 0.0 };
@@ -180,6 +182,7 @@ impl LoopCore {
                         .map(drop);
                 }
             }
+            custody::release(py, handle);
             if let Err(e) = outcome {
                 // Leave the rest of this batch at the front of the queue, as
                 // asyncio does when an exception escapes `_run_once`.
