@@ -1,6 +1,7 @@
 """Loop-overhead micro benchmarks: no network, only the loop's own machinery.
 
-    python micro.py --loop uvloop --bench call_soon --seconds 0.7
+    python micro.py --loop uvloop --bench call_soon --seconds 0.5
+    python micro.py --loop oxloop --bench call_soon,lock --seconds 0
     python micro.py --list
 
 Each benchmark is a *round* of fixed size (e.g. a chain of 10,000
@@ -18,8 +19,10 @@ CPU time at both ends of the timed window; the difference is CPU used by
 other processes meanwhile (``foreign_pct``, % of one core), which the driver
 uses to decide whether to run the benchmark again.
 
-Prints one JSON line: the result, or ``{"error": ..., "traceback": ...}``
-(exit status 1).
+Prints one JSON line per benchmark: the result, or ``{"error": ...,
+"traceback": ...}`` (then the exit status is 1).  The driver runs one
+benchmark per process, except with --smoke, where one process per loop runs
+them all (a fresh loop each) to save start-up time.
 """
 
 import argparse
@@ -245,20 +248,26 @@ def measure(loop_name, name, seconds):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--loop", default="asyncio")
-    ap.add_argument("--bench", default="call_soon", choices=sorted(BENCHES))
-    ap.add_argument("--seconds", type=float, default=0.7, help="timed duration (0: one round)")
+    ap.add_argument("--bench", default="call_soon", help="name, or comma list run one after another")
+    ap.add_argument("--seconds", type=float, default=0.5, help="timed duration (0: one round)")
     ap.add_argument("--list", action="store_true", help="describe the benchmarks")
     args = ap.parse_args()
     if args.list:
         for name, (_, ops, text) in BENCHES.items():
             print(f"{name:22} {text} ({ops:,} ops per round)")
         return
-    try:
-        result = measure(args.loop, args.bench, args.seconds)
-    except BaseException as e:
-        print(json.dumps({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}), flush=True)
-        sys.exit(1)
-    print(json.dumps(result), flush=True)
+    names = args.bench.split(",")
+    if set(names) - set(BENCHES):
+        ap.error(f"unknown benchmark; known: {', '.join(BENCHES)}")
+    failed = False
+    for name in names:  # each on a fresh loop
+        try:
+            result = measure(args.loop, name, args.seconds)
+        except BaseException as e:
+            failed = True
+            result = {"bench": name, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        print(json.dumps(result), flush=True)
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ n/a means the loop does not implement that mode.
 """
 
 import os
+import re
 import statistics
 
 CLIENT_BOUND = 90.0  # client CPU % from which a cell is marked as client-bound
@@ -114,6 +115,44 @@ def echo_sections(t, tr, loops, base, opts):
     return out
 
 
+SUBJECT = "oxloop"
+GROUPS = [  # (title, kind, transport, field, higher is better)
+    ("loop overhead, ops/s", "micro", None, "ops_per_s", True),
+    ("echo TCP, requests/s", "echo", "tcp", "rps", True),
+    ("echo Unix, requests/s", "echo", "unix", "rps", True),
+    ("echo TCP, server CPU per request", "echo", "tcp", "cpu_us_per_req", False),
+    ("echo Unix, server CPU per request", "echo", "unix", "cpu_us_per_req", False),
+    ("memory, RSS with idle connections", "memory", "tcp", "rss_mib", False),
+]
+
+
+def summary(t, loops):
+    """oxloop against uvloop and the stdlib loop: geometric mean of the
+    per-row ratios of each group, written so that above 1 is better."""
+    others = [lp for lp in ("uvloop", "asyncio") if lp in loops]
+    if SUBJECT not in loops or not others:
+        return []
+    rows = []
+    for title, kind, tr, field, higher in GROUPS:
+        keys = [k for k in t.keys(kind, tr) if not k.startswith("ceiling/")]
+        if not keys:
+            continue
+        row = [title]
+        for other in others:
+            ratios = []
+            for k in keys:
+                a, b = t.median(kind, tr, k, SUBJECT, field), t.median(kind, tr, k, other, field)
+                if a and b:
+                    ratios.append(a / b if higher else b / a)
+            gm = statistics.geometric_mean(ratios) if ratios else None
+            row.append(f"{gm:.2f}x ({len(ratios)}/{len(keys)} rows)" if gm else f"- (0/{len(keys)} rows)")
+        rows.append(row)
+    return ["## Summary: oxloop", "",
+            "Geometric mean over the rows of each group of oxloop's advantage (above 1 = oxloop better: "
+            "faster, less CPU or less memory); rows where either loop failed are left out.", "",
+            md_table(["group"] + [f"oxloop vs {o}" for o in others], rows), ""]
+
+
 def render(raw):
     meta, opts, results = raw["meta"], raw["options"], raw["results"]
     loops = meta["loops"]
@@ -131,6 +170,7 @@ def render(raw):
              f"took {meta.get('elapsed_s', '?')} s")
     A.append(f"- ratio in parentheses: loop / {base or 'nothing (baseline not run)'} in this run")
     A.append("")
+    A += summary(t, loops)
     if t.keys("micro"):
         A += ["## Loop overhead (no network): operations/s", ""]
         rows = [[k] + [t.cell("micro", None, k, lp, "ops_per_s", t.median("micro", None, k, base, "ops_per_s") if base else None)
@@ -154,26 +194,38 @@ def render(raw):
             rows.append(row)
         A += [md_table(["server mode"] + loops, rows), ""]
     A += noise_section(results, opts, meta)
-    warnings = sorted({f"{r['loop']} {r['kind']} {r.get('transport') or ''} {r['key']}: {r['warning']}"
-                       for r in results if r.get("warning")})
-    if warnings:
-        A += ["## Warnings (not failures)", ""] + [f"- {w}" for w in warnings] + [""]
+    warned = grouped([r for r in results if r.get("warning")], "warning")
+    if warned:
+        A += ["## Warnings (not failures)", ""]
+        A += [f"- **{loop}** {', '.join(where)}: {r['warning']}" for (loop, _), (where, _, r) in warned.items()]
+        A.append("")
     A += ["## FAILURES", ""]
-    fails = [r for r in results if r["status"] == "fail"]
-    if not fails:
+    failed = grouped([r for r in results if r["status"] == "fail"], "error")
+    if not failed:
         A.append("none")
-    seen = set()
-    for r in fails:
-        ident = (r["loop"], r["kind"], r.get("transport"), r["key"], r.get("error"))
-        if ident in seen:
-            continue
-        seen.add(ident)
-        reps = sum(1 for x in fails if (x["loop"], x["kind"], x.get("transport"), x["key"], x.get("error")) == ident)
-        A.append(f"- **{r['loop']}** {r['kind']} {r.get('transport') or ''} {r['key']} ({reps} rep(s)): {r.get('error')}")
+    for (loop, _), (where, n, r) in failed.items():
+        A.append(f"- **{loop}**, {n} run(s) in {', '.join(where)}: {r.get('error')}")
         detail = (r.get("detail") or "").strip()
         if detail:
             A += ["", "  ```"] + ["  " + ln for ln in detail.splitlines()[-15:]] + ["  ```"]
     return "\n".join(A) + "\n"
+
+
+def label(r):
+    return " ".join(x for x in (r["kind"], r.get("transport"), r["key"]) if x)
+
+
+def grouped(runs, field):
+    """{(loop, message with numbers blanked): (places, count, first run)}:
+    the same problem in many cells is listed once."""
+    out = {}
+    for r in runs:
+        ident = (r["loop"], re.sub(r"\d+", "#", str(r.get(field))))
+        where, n, first = out.get(ident, ([], 0, r))
+        if label(r) not in where:
+            where.append(label(r))
+        out[ident] = (where, n + 1, first)
+    return out
 
 
 def noise_section(results, opts, meta):
@@ -186,14 +238,17 @@ def noise_section(results, opts, meta):
            f"budget {opts['retry_budget']:.0f} s); {len(disturbed)} kept runs were still disturbed"
            + (":" if disturbed else ".")]
     for r in disturbed[:20]:
-        out.append(f"- {r['loop']} {r['kind']} {r.get('transport') or ''} {r['key']} rep {r['rep'] + 1}: "
+        out.append(f"- {r['loop']} {label(r)} rep {r['rep'] + 1}: "
                    f"{r['foreign_pct']:.0f}%")
     if len(disturbed) > 20:
         out.append(f"- ... and {len(disturbed) - 20} more")
-    ceil = [r for r in results if r["loop"] == "ceiling" and r["status"] == "ok"]
+    ceil = {}
+    for r in results:
+        if r["loop"] == "ceiling" and r["status"] == "ok":
+            ceil.setdefault(f"{r['transport']} {r['key'].split('/')[1]}", []).append(fmt(r["rps"]))
     if ceil and opts["reps"] > 1:
-        out += ["", "Ceiling req/s per rep (drift of the machine itself): " + "; ".join(
-            f"{r['transport']} {r['key']} rep {r['rep'] + 1}: {fmt(r['rps'])}" for r in ceil)]
+        out += ["", "Ceiling server's req/s in rep 1, 2, ... (drift of the machine itself):"]
+        out += [f"- {k}: {', '.join(v)}" for k, v in ceil.items()]
     return out + [""]
 
 

@@ -3,7 +3,7 @@
 # the suite.  Every argument goes to run.py:
 #
 #   benchmarks/run.sh                 # full run, 3 reps (~15 min)
-#   benchmarks/run.sh --smoke         # everything, tiny, 1 rep (CI; ~30 s)
+#   benchmarks/run.sh --smoke         # everything, tiny, 1 rep (CI; ~15-20 s)
 #   benchmarks/run.sh --loops asyncio,uvloop,oxloop --modes protocol --sizes 1KiB
 #
 # Set-up: a venv at <repo>/.venv-bench with uvloop, rloop and matplotlib;

@@ -36,6 +36,7 @@ class SloppyTimersLoop(asyncio.SelectorEventLoop):
 
 
 def main():
+    import measure
     import run
 
     args = run.parse_args(["--smoke", "--pin", "none"])
@@ -49,20 +50,20 @@ def main():
             missed.append(name)
 
     for transport, mode in (("tcp", "protocol"), ("unix", "sockets")):
-        srv = run.Server(args, "asyncio", mode, transport, tmp, extra=["--corrupt-every", "7"])
-        r = run.run_client(args, srv, 10 * 1024, 0.3, 0.0)
+        srv = measure.Server(args, "asyncio", mode, transport, tmp, extra=["--corrupt-every", "7"])
+        r = measure.run_client(args, srv, 10 * 1024, 0.3, 0.0)
         srv.stop()
         expect(f"wrong bytes, {transport} {mode}", r["status"] == "fail" and "WRONG BYTES" in (r["error"] or ""),
                r.get("error"))
 
-    srv = run.Server(args, "asyncio", "protocol", "tcp", tmp)
+    srv = measure.Server(args, "asyncio", "protocol", "tcp", tmp)
     threading.Timer(0.3, lambda: os.kill(srv.pid, signal.SIGKILL)).start()
-    r = run.run_client(args, srv, 1024, 1.0, 0.0)
+    r = measure.run_client(args, srv, 1024, 1.0, 0.0)
     srv.stop()
     expect("server killed mid-run", r["status"] == "fail", r.get("error"))
 
-    srv = run.Server(args, "asyncio", "protocol", "tcp", tmp)
-    r = run.run_client(args, srv, 100 * 1024, 0.3, 0.0)
+    srv = measure.Server(args, "asyncio", "protocol", "tcp", tmp)
+    r = measure.run_client(args, srv, 100 * 1024, 0.3, 0.0)
     srv.stop()
     expect("healthy server passes", r["status"] == "ok", r.get("error") or f"{r['rps']:.0f} req/s")
 

@@ -6,18 +6,26 @@
 //! - `cancel()` is idempotent; it drops the callback and its arguments at
 //!   once (as asyncio does), so a cancelled far-away timer holds no memory
 //!   but its own.
-//! - A `TimerHandle` is `scheduled` while it sits in the loop's timer heap.
+//! - A timer is `SCHEDULED` while it sits in the loop's timer heap.
 //!   Cancelling a scheduled timer bumps the loop's cancelled-timer counter,
 //!   which the loop uses to decide when to sweep the heap; whoever takes a
-//!   timer out of the heap clears `scheduled` and, if it was cancelled,
-//!   takes it off the counter.
+//!   timer out of the heap clears `SCHEDULED` and, if it was cancelled,
+//!   takes it off the counter. Both bits live in one atomic, changed by
+//!   fetch_or/fetch_and, so a cancel racing the removal counts exactly once.
+//! - The timer state lives in the base `Handle` (`timer`), so the loop keeps
+//!   every handle, timers included, as a `Py<Handle>`; `TimerHandle` is the
+//!   Python-facing subclass that adds `when()` and ordering.
+//! - One-shot handles (not `add_reader`/`add_writer` ones) are kept out of
+//!   the garbage collector's lists while only the loop holds them; see
+//!   `event_loop::custody`. `traverse_contents` lets the loop report what
+//!   such a handle references.
 //! - No lock here is held while Python code runs or while a Python object is
 //!   dropped.
 //! - No `freelist`: with PyO3 0.30 an object reused from a pyclass freelist
 //!   comes back without GC tracking, so a cycle through a recycled handle
 //!   would never be collected (tests/test_gc.py catches it).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -47,15 +55,58 @@ impl Callback {
     }
 }
 
+thread_local! {
+    /// Handles whose repr is being built on this thread.
+    static IN_REPR: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Marks a handle as being repr'd on this thread until dropped.
+struct ReprGuard(usize);
+
+impl ReprGuard {
+    fn enter(id: usize) -> Option<Self> {
+        IN_REPR.with(|v| {
+            let mut v = v.borrow_mut();
+            if v.contains(&id) {
+                None
+            } else {
+                v.push(id);
+                Some(ReprGuard(id))
+            }
+        })
+    }
+}
+
+impl Drop for ReprGuard {
+    fn drop(&mut self) {
+        IN_REPR.with(|v| v.borrow_mut().retain(|&x| x != self.0));
+    }
+}
+
+/// `Handle::flags`: `cancel()` was called.
+const CANCELLED: u8 = 1;
+/// `Handle::flags`: the timer sits in the loop's heap.
+const SCHEDULED: u8 = 2;
+
+/// What only timers have.
+pub(crate) struct TimerState {
+    /// The deadline on the loop's clock.
+    when: f64,
+    /// The loop's count of cancelled timers still in its heap.
+    cancelled_in_heap: Arc<AtomicUsize>,
+}
+
 /// A callback scheduled with `call_soon` (or registered with `add_reader`).
 #[pyclass(frozen, subclass, weakref, module = "oxloop._core")]
 pub struct Handle {
     /// The callback; `None` once cancelled or cleared by the GC.
     inner: Mutex<Option<Callback>>,
-    /// Set by `cancel()`.
-    cancelled: AtomicBool,
+    /// `CANCELLED` and `SCHEDULED` bits.
+    flags: AtomicU8,
     /// In debug mode, where the handle was made (a list of FrameSummary).
     source_traceback: Option<Py<PyAny>>,
+    /// Deadline and heap accounting, for timers.
+    timer: Option<TimerState>,
 }
 
 impl Handle {
@@ -71,25 +122,83 @@ impl Handle {
                 args,
                 context,
             })),
-            cancelled: AtomicBool::new(false),
+            flags: AtomicU8::new(0),
             source_traceback,
+            timer: None,
         }
+    }
+
+    /// A timer at `when`, counted in `cancelled_in_heap` if cancelled while
+    /// scheduled. It starts out scheduled: the caller puts it in the heap.
+    pub(crate) fn new_timer(
+        func: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Py<PyAny>,
+        source_traceback: Option<Py<PyAny>>,
+        when: f64,
+        cancelled_in_heap: Arc<AtomicUsize>,
+    ) -> Self {
+        let mut h = Self::new(func, args, context, source_traceback);
+        h.flags = AtomicU8::new(SCHEDULED);
+        h.timer = Some(TimerState {
+            when,
+            cancelled_in_heap,
+        });
+        h
     }
 
     #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        self.flags.load(Ordering::Relaxed) & CANCELLED != 0
+    }
+
+    /// The deadline, for timers.
+    #[inline]
+    pub(crate) fn when(&self) -> Option<f64> {
+        self.timer.as_ref().map(|t| t.when)
     }
 
     /// Marks the handle cancelled and releases its callback. Returns whether
     /// this call did it (false if it was cancelled already).
     pub(crate) fn cancel_inner(&self) -> bool {
-        if self.cancelled.swap(true, Ordering::AcqRel) {
+        let before = self.flags.fetch_or(CANCELLED, Ordering::AcqRel);
+        if before & CANCELLED != 0 {
             return false;
+        }
+        if before & SCHEDULED != 0 {
+            if let Some(t) = &self.timer {
+                t.cancelled_in_heap.fetch_add(1, Ordering::AcqRel);
+            }
         }
         let taken = self.inner.lock().take();
         drop(taken); // outside the lock: dropping may run Python code
         true
+    }
+
+    /// Called by whoever takes this timer out of the loop's heap.
+    pub(crate) fn unschedule(&self) {
+        let before = self.flags.fetch_and(!SCHEDULED, Ordering::AcqRel);
+        if before & SCHEDULED != 0 && before & CANCELLED != 0 {
+            if let Some(t) = &self.timer {
+                t.cancelled_in_heap.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Reports what the handle references, for a loop that holds it while
+    /// the handle itself is not tracked by the garbage collector.
+    pub(crate) fn traverse_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(tb) = &self.source_traceback {
+            visit.call(tb)?;
+        }
+        if let Some(guard) = self.inner.try_lock() {
+            if let Some(cb) = &*guard {
+                visit.call(&cb.func)?;
+                visit.call(&cb.args)?;
+                visit.call(&cb.context)?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs the callback in its context. A cancelled handle does nothing.
@@ -122,6 +231,11 @@ impl Handle {
     }
 
     fn describe(&self, py: Python<'_>) -> PyResult<String> {
+        // A handle whose arguments contain the handle would recurse through
+        // repr(); show it as "..." the second time, as reprlib does.
+        let Some(_guard) = ReprGuard::enter(self as *const Self as usize) else {
+            return Ok("...".into());
+        };
         let cb = match &*self.inner.lock() {
             Some(cb) => Some(cb.clone_ref(py)),
             None => None,
@@ -201,17 +315,7 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(tb) = &self.source_traceback {
-            visit.call(tb)?;
-        }
-        if let Some(guard) = self.inner.try_lock() {
-            if let Some(cb) = &*guard {
-                visit.call(&cb.func)?;
-                visit.call(&cb.args)?;
-                visit.call(&cb.context)?;
-            }
-        }
-        Ok(())
+        self.traverse_contents(&visit)
     }
 
     fn __clear__(&self) {
@@ -220,52 +324,20 @@ impl Handle {
     }
 }
 
-/// A callback scheduled at a point in time (`call_later`, `call_at`).
+/// A callback scheduled at a point in time (`call_later`, `call_at`); the
+/// timer state itself is in the base `Handle`.
 #[pyclass(frozen, extends = Handle, module = "oxloop._core")]
-pub struct TimerHandle {
-    /// The deadline on the loop's clock.
-    when: f64,
-    /// True while the handle sits in the loop's timer heap.
-    scheduled: AtomicBool,
-    /// The loop's count of cancelled timers still in its heap.
-    cancelled_in_heap: Arc<AtomicUsize>,
-}
+pub struct TimerHandle;
 
-impl TimerHandle {
-    pub(crate) fn new(when: f64, cancelled_in_heap: Arc<AtomicUsize>) -> Self {
-        Self {
-            when,
-            scheduled: AtomicBool::new(true),
-            cancelled_in_heap,
-        }
-    }
-
-    #[inline]
-    pub(crate) fn when_secs(&self) -> f64 {
-        self.when
-    }
-
-    /// Called by whoever takes this timer out of the heap.
-    pub(crate) fn unschedule(&self, base: &Handle) {
-        if self.scheduled.swap(false, Ordering::AcqRel) && base.is_cancelled() {
-            self.cancelled_in_heap.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
+fn when_of(slf: &Bound<'_, TimerHandle>) -> f64 {
+    slf.as_super().get().when().unwrap_or(f64::NAN)
 }
 
 #[pymethods]
 impl TimerHandle {
-    fn cancel(slf: &Bound<'_, Self>) {
-        let this = slf.get();
-        let base: &Handle = slf.as_super().get();
-        if base.cancel_inner() && this.scheduled.load(Ordering::Acquire) {
-            this.cancelled_in_heap.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-
     /// The absolute time, on `loop.time()`'s clock, when the callback runs.
-    fn when(&self) -> f64 {
-        self.when
+    fn when(slf: &Bound<'_, Self>) -> f64 {
+        when_of(slf)
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
@@ -274,7 +346,7 @@ impl TimerHandle {
         if base.is_cancelled() {
             parts.push("cancelled".into());
         }
-        parts.push(format!("when={}", slf.get().when));
+        parts.push(format!("when={}", when_of(slf)));
         let src = base.describe(slf.py())?;
         if !src.is_empty() {
             parts.push(src);
@@ -282,17 +354,18 @@ impl TimerHandle {
         Ok(format!("<{}>", parts.join(" ")))
     }
 
-    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> Py<PyAny> {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: CompareOp) -> Py<PyAny> {
         let py = other.py();
         let other = match other.cast::<TimerHandle>() {
-            Ok(t) => t.get().when,
+            Ok(t) => when_of(t),
             Err(_) => return py.NotImplemented(),
         };
+        let mine = when_of(slf);
         let answer = match op {
-            CompareOp::Lt => self.when < other,
-            CompareOp::Le => self.when <= other,
-            CompareOp::Gt => self.when > other,
-            CompareOp::Ge => self.when >= other,
+            CompareOp::Lt => mine < other,
+            CompareOp::Le => mine <= other,
+            CompareOp::Gt => mine > other,
+            CompareOp::Ge => mine >= other,
             // Equality stays identity, so handles remain hashable.
             CompareOp::Eq | CompareOp::Ne => return py.NotImplemented(),
         };

@@ -5,6 +5,8 @@
 //! `asyncio.AbstractEventLoop`. See DEVELOPERS.md for the design.
 
 pub mod errors;
+pub mod sockops;
+pub mod udp;
 pub mod event_loop;
 pub mod handles;
 pub mod reactor;
@@ -16,6 +18,9 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
+    m.add_class::<sockops::SockOps>()?;
+    m.add_class::<sockops::SockCoro>()?;
+    m.add_class::<udp::UdpTransport>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<transports::stream::StreamTransport>()?;

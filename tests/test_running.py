@@ -275,7 +275,15 @@ def test_run_until_complete_inside_running_loop(loop):
     assert not loop.is_running()
 
 
-def test_other_loop_cannot_run_inside_running_loop(loop, loop_factory):
+def test_other_loop_cannot_run_inside_running_loop(loop, loop_factory, loop_kind, request):
+    if loop_kind == "asyncio" and sys.version_info >= (3, 13):
+        # CPython 3.13's run_forever runs its cleanup even when the
+        # "another loop is running" check fails, which unregisters the outer
+        # running loop: the stdlib half then hangs. oxloop keeps 3.11's
+        # behaviour, which this test pins.
+        request.applymarker(pytest.mark.xfail(
+            run=False, reason="CPython 3.13 stdlib: failed nested run_forever "
+                              "clears the running loop"))
     other = loop_factory()
 
     async def outer():

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import PY312, run_briefly
+from helpers import PY311, PY312, run_briefly
 
 VAR = contextvars.ContextVar("VAR", default="default")
 
@@ -207,9 +207,15 @@ def test_huge_deadline_never_fires(loop):
     h.cancel()
 
 
-def test_nan_deadline_fires_at_next_iteration(loop):
+def test_nan_deadline_fires_at_next_iteration(loop, loop_kind, request):
     # asyncio accepts NaN (no validation) and, as every comparison with NaN is
     # false, runs such a timer at the next iteration. Same on both loops.
+    if loop_kind == "asyncio" and sys.version_info >= (3, 13):
+        # 3.13's selectors turn the NaN timeout into ValueError out of
+        # run_forever; oxloop keeps the earlier behaviour.
+        request.applymarker(pytest.mark.xfail(
+            raises=ValueError, strict=True,
+            reason="CPython 3.13 stdlib: NaN timeout breaks the selector"))
     out = []
     h1 = loop.call_later(math.nan, out.append, "later-nan")
     h2 = loop.call_at(math.nan, out.append, "at-nan")
@@ -541,13 +547,24 @@ def test_call_later_non_number_delay(loop, delay):
         loop.call_later(delay, lambda: None)
 
 
-def test_call_later_none_delay(loop):
-    with pytest.raises(TypeError, match="delay must not be None"):
+def _none_time_error(loop_kind):
+    # asyncio checks for None from 3.11 on; before, 3.9/3.10 fail inside
+    # (TypeError from `time() + None`, or an assert in TimerHandle).
+    # oxloop gives the 3.11 errors on every version.
+    if loop_kind == "asyncio" and not PY311:
+        return (TypeError, AssertionError), None
+    return TypeError, True
+
+
+def test_call_later_none_delay(loop, loop_kind):
+    exc, exact = _none_time_error(loop_kind)
+    with pytest.raises(exc, match="delay must not be None" if exact else None):
         loop.call_later(None, lambda: None)
 
 
-def test_call_at_none_when(loop):
-    with pytest.raises(TypeError, match="when cannot be None"):
+def test_call_at_none_when(loop, loop_kind):
+    exc, exact = _none_time_error(loop_kind)
+    with pytest.raises(exc, match="when cannot be None" if exact else None):
         loop.call_at(None, lambda: None)
 
 
@@ -591,3 +608,21 @@ def test_context_must_be_a_context_when_run(loop, expect_errors):
 
 if sys.version_info < (3, 9):  # pragma: no cover
     raise RuntimeError("oxloop targets CPython 3.9+")
+
+
+def test_repr_of_handle_in_its_own_args(loop, loop_kind):
+    # repr() must terminate (and quickly) when a handle's arguments contain
+    # the handle itself. The stdlib loop may end in RecursionError; oxloop
+    # shows the inner occurrence as "...", like reprlib.
+    box = []
+    h = loop.call_soon(box.append, box)
+    box.append(h)
+    try:
+        text = repr(h)
+    except RecursionError:
+        text = None
+    if loop_kind == "oxloop":
+        assert text is not None and "<Handle ...>" in text
+    if text is not None:
+        assert "append" in text
+    h.cancel()

@@ -59,7 +59,6 @@ class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
     def __init__(self):
         super().__init__()
         self.slow_callback_duration = 0.1
-        self._task_factory = None
         self._exception_handler = None
         self._default_executor = None
         self._executor_shutdown_called = False
@@ -195,12 +194,13 @@ class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
 
     # -- futures and tasks -------------------------------------------------
 
-    def create_future(self):
-        return futures.Future(loop=self)
+    # create_future, create_task, set_task_factory and get_task_factory are
+    # native (LoopCore); create_task comes here in debug mode or when a task
+    # factory is set.
 
-    def create_task(self, coro, *, name=None, context=None):
-        self._check_closed()
-        if self._task_factory is None:
+    def _create_task_slow(self, coro, name, context):
+        factory = self.get_task_factory()
+        if factory is None:
             if context is None:
                 task = tasks.Task(coro, loop=self, name=name)
             else:
@@ -209,9 +209,9 @@ class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
                 del task._source_traceback[-1]
         else:
             if context is None:
-                task = self._task_factory(self, coro)
+                task = factory(self, coro)
             else:
-                task = self._task_factory(self, coro, context=context)
+                task = factory(self, coro, context=context)
             if name is not None:
                 try:
                     set_name = task.set_name
@@ -220,14 +220,6 @@ class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
                 else:
                     set_name(name)
         return task
-
-    def set_task_factory(self, factory):
-        if factory is not None and not callable(factory):
-            raise TypeError("task factory must be a callable or None")
-        self._task_factory = factory
-
-    def get_task_factory(self):
-        return self._task_factory
 
     # -- executors ---------------------------------------------------------
 

@@ -22,6 +22,7 @@
 //!   exactly the callbacks that were ready at that point, in FIFO order.
 
 mod clock;
+pub(crate) mod custody;
 pub(crate) mod io;
 mod run;
 pub(crate) mod timers;
@@ -38,6 +39,8 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors;
@@ -56,7 +59,7 @@ pub(crate) struct State {
     /// An empty queue kept for its allocation (swapped with `ready`).
     pub(crate) spare: VecDeque<Py<Handle>>,
     /// Scheduled timers.
-    pub(crate) timers: TimerHeap<Py<TimerHandle>>,
+    pub(crate) timers: TimerHeap<Py<Handle>>,
     /// Watched fds.
     pub(crate) io: IoTable,
     /// The loop is (about to be) blocked in the reactor.
@@ -88,6 +91,17 @@ pub struct LoopCore {
     pub(crate) owner: Mutex<Option<ThreadId>>,
     /// Reusable buffer for the reactor's events.
     pub(crate) events: Mutex<Vec<(usize, crate::reactor::Readiness)>>,
+    /// `set_task_factory()`'s factory.
+    pub(crate) task_factory: Mutex<Option<Py<PyAny>>>,
+}
+
+/// `asyncio.Future` and `asyncio.Task` (the C types when available).
+static FUTURE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static TASK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn asyncio_type<'py>(py: Python<'py>, cell: &PyOnceLock<Py<PyAny>>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || py.import("asyncio")?.getattr(name).map(Bound::unbind))
+        .map(|t| t.bind(py).clone())
 }
 
 /// `selectors`' rule: an int, or an object whose `fileno()` gives one; >= 0.
@@ -178,16 +192,23 @@ impl LoopCore {
         }
     }
 
+    /// A handle; a one-shot one (not an `add_reader` one) is left to the
+    /// loop's custody (see `custody`).
     fn make_handle(
         &self,
         py: Python<'_>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
+        one_shot: bool,
     ) -> PyResult<Py<Handle>> {
         let ctx = Self::context_for(py, context)?;
         let tb = self.source_traceback(py)?;
-        Py::new(py, Handle::new(callback.unbind(), args.unbind(), ctx, tb))
+        let handle = Py::new(py, Handle::new(callback.unbind(), args.unbind(), ctx, tb))?;
+        if one_shot {
+            custody::adopt(py, &handle);
+        }
+        Ok(handle)
     }
 
     /// In debug mode, where the caller is (asyncio's `_source_traceback`).
@@ -230,11 +251,19 @@ impl LoopCore {
     ) -> PyResult<Py<TimerHandle>> {
         let ctx = Self::context_for(py, context)?;
         let tb = self.source_traceback(py)?;
-        let init = PyClassInitializer::from(Handle::new(callback.unbind(), args.unbind(), ctx, tb))
-            .add_subclass(TimerHandle::new(when, self.cancelled_timers.clone()));
-        let timer = Py::new(py, init)?;
-        self.state.lock().timers.push(when, timer.clone_ref(py));
-        Ok(timer)
+        let base = Handle::new_timer(
+            callback.unbind(),
+            args.unbind(),
+            ctx,
+            tb,
+            when,
+            self.cancelled_timers.clone(),
+        );
+        let timer = Bound::new(py, PyClassInitializer::from(base).add_subclass(TimerHandle))?;
+        custody::adopt(py, timer.as_unbound());
+        let as_handle = timer.as_super().clone().unbind();
+        self.state.lock().timers.push(when, as_handle);
+        Ok(timer.unbind())
     }
 
     fn set_io_callback(
@@ -250,7 +279,7 @@ impl LoopCore {
         if self.debug.load(Ordering::Relaxed) {
             Self::check_callback(py, &callback, if write { "add_writer" } else { "add_reader" })?;
         }
-        let handle = self.make_handle(py, callback, args, None)?;
+        let handle = self.make_handle(py, callback, args, None, false)?;
         let result = self.state.lock().io.set_callback(py, &self.reactor, fd, write, handle);
         match result {
             Ok(old) => {
@@ -297,6 +326,7 @@ impl LoopCore {
             stopping: AtomicBool::new(false),
             owner: Mutex::new(None),
             events: Mutex::new(Vec::with_capacity(256)),
+            task_factory: Mutex::new(None),
         })
     }
 
@@ -318,7 +348,7 @@ impl LoopCore {
             self.check_thread()?;
             Self::check_callback(py, &callback, "call_soon")?;
         }
-        let handle = self.make_handle(py, callback, args, context)?;
+        let handle = self.make_handle(py, callback, args, context, true)?;
         self.push_ready(handle.clone_ref(py), false)?;
         Ok(handle)
     }
@@ -335,7 +365,7 @@ impl LoopCore {
         if self.debug.load(Ordering::Relaxed) {
             Self::check_callback(py, &callback, "call_soon_threadsafe")?;
         }
-        let handle = self.make_handle(py, callback, args, context)?;
+        let handle = self.make_handle(py, callback, args, context, true)?;
         self.push_ready(handle.clone_ref(py), true)?;
         Ok(handle)
     }
@@ -370,6 +400,56 @@ impl LoopCore {
         }
         let when: f64 = when.extract()?;
         self.call_at_f64(py, when, callback, args, context, "call_at")
+    }
+
+    /// A new `asyncio.Future` bound to this loop.
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        asyncio_type(py, &FUTURE_TYPE, "Future")?.call((), Some(&kwargs))
+    }
+
+    /// Schedules a coroutine as an `asyncio.Task` (or through the task
+    /// factory). Debug mode and task factories take the Python path.
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: Bound<'py, PyAny>,
+        name: Option<Bound<'py, PyAny>>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug.load(Ordering::Relaxed) || this.task_factory.lock().is_some() {
+            return slf.call_method1(intern!(py, "_create_task_slow"), (coro, name, context));
+        }
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        if let Some(name) = name.filter(|n| !n.is_none()) {
+            kwargs.set_item(intern!(py, "name"), name)?;
+        }
+        if let Some(context) = context.filter(|c| !c.is_none()) {
+            kwargs.set_item(intern!(py, "context"), context)?;
+        }
+        asyncio_type(py, &TASK_TYPE, "Task")?.call((coro,), Some(&kwargs))
+    }
+
+    fn set_task_factory(&self, factory: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let factory = factory.filter(|f| !f.is_none());
+        if let Some(f) = &factory {
+            if !f.is_callable() {
+                return Err(PyTypeError::new_err("task factory must be a callable or None"));
+            }
+        }
+        let old = std::mem::replace(&mut *self.task_factory.lock(), factory.map(Bound::unbind));
+        drop(old);
+        Ok(())
+    }
+
+    fn get_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task_factory.lock().as_ref().map(|f| f.clone_ref(py))
     }
 
     /// Stops the loop after the current iteration.
@@ -477,17 +557,23 @@ impl LoopCore {
         let Some(st) = self.state.try_lock() else {
             return Ok(());
         };
-        for h in st.ready.iter().chain(st.spare.iter()) {
-            visit.call(h)?;
+        for h in st.ready.iter().chain(st.spare.iter()).chain(st.timers.iter()) {
+            custody::visit(h, &visit)?;
         }
-        for t in st.timers.iter() {
-            visit.call(t)?;
+        st.io.traverse(&visit)?;
+        drop(st);
+        if let Some(guard) = self.task_factory.try_lock() {
+            if let Some(f) = &*guard {
+                visit.call(f)?;
+            }
         }
-        st.io.traverse(&visit)
+        Ok(())
     }
 
     fn __clear__(&self) {
         self.clear_everything();
+        let factory = self.task_factory.lock().take();
+        drop(factory);
     }
 }
 
@@ -512,7 +598,7 @@ impl LoopCore {
     /// Empties every queue and the fd table; the objects are dropped after
     /// the lock is released.
     fn clear_everything(&self) {
-        let (ready, spare, mut timers, io) = {
+        let (ready, spare, timers, io) = {
             let mut st = self.state.lock();
             let mut timers = Vec::new();
             st.timers.drain_into(&mut timers);
@@ -525,13 +611,15 @@ impl LoopCore {
             )
         };
         Python::attach(|py| {
-            for t in &timers {
-                let b = t.bind(py);
-                b.get().unschedule(b.as_super().get());
+            for t in timers {
+                t.get().unschedule();
+                custody::release(py, t);
+            }
+            for h in ready.into_iter().chain(spare) {
+                custody::release(py, h);
             }
         });
-        timers.clear();
-        drop((ready, spare, io));
+        drop(io);
     }
 }
 
@@ -582,6 +670,7 @@ impl LoopCore {
         self.check_closed()?;
         let ctx = Self::context_for(py, None)?;
         let handle = Py::new(py, Handle::new(func, args, ctx, None))?;
+        custody::adopt(py, &handle);
         self.push_ready(handle.clone_ref(py), false)?;
         Ok(handle)
     }

@@ -10,7 +10,8 @@ use pyo3::prelude::*;
 use super::io::{Dispatch, IoWatcher};
 use super::LoopCore;
 use crate::errors;
-use crate::handles::{Handle, TimerHandle};
+use super::custody;
+use crate::handles::Handle;
 
 /// A native watcher to call: its token, itself and what its fd is ready for.
 type NativeCall = (usize, std::sync::Arc<dyn IoWatcher>, crate::reactor::Readiness);
@@ -28,8 +29,8 @@ fn must_propagate(py: Python<'_>, e: &PyErr) -> bool {
     e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
 }
 
-fn timer_cancelled(py: Python<'_>, t: &Py<TimerHandle>) -> bool {
-    t.bind(py).as_super().get().is_cancelled()
+fn timer_cancelled(t: &Py<Handle>) -> bool {
+    t.get().is_cancelled()
 }
 
 impl LoopCore {
@@ -37,16 +38,16 @@ impl LoopCore {
     pub(crate) fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let mut dead_timers: Vec<Py<TimerHandle>> = Vec::new();
+        let mut dead_timers: Vec<Py<Handle>> = Vec::new();
 
         // 1. Sweep cancelled timers; decide how long to wait.
         let (timeout, skip_poll) = {
             let mut st = this.state.lock();
             let n = st.timers.len();
             if n > MIN_SWEEP_TIMERS && this.cancelled_timers.load(Ordering::Acquire) * 2 > n {
-                st.timers.retain_into(|t| !timer_cancelled(py, t), &mut dead_timers);
+                st.timers.retain_into(|t| !timer_cancelled(t), &mut dead_timers);
             } else {
-                while st.timers.peek().is_some_and(|t| timer_cancelled(py, t)) {
+                while st.timers.peek().is_some_and(timer_cancelled) {
                     dead_timers.extend(st.timers.pop());
                 }
             }
@@ -68,11 +69,10 @@ impl LoopCore {
             }
             (timeout, skip)
         };
-        for t in &dead_timers {
-            let b = t.bind(py);
-            b.get().unschedule(b.as_super().get());
+        for t in dead_timers.drain(..) {
+            t.get().unschedule();
+            custody::release(py, t);
         }
-        dead_timers.clear();
 
         // 2. Wait for I/O with the GIL released; queue what is ready.
         // Native watchers are called in step 4, at the place asyncio would
@@ -103,17 +103,18 @@ impl LoopCore {
             let end = this.clock.now() + CLOCK_RESOLUTION;
             let mut st = this.state.lock();
             while let Some(t) = st.timers.pop_due(end) {
-                let b = t.bind(py);
-                let base = b.as_super().get();
-                b.get().unschedule(base);
-                if base.is_cancelled() {
+                let h = t.get();
+                h.unschedule();
+                if h.is_cancelled() {
                     dead_timers.push(t);
                 } else {
-                    st.ready.push_back(b.clone().into_super().unbind());
+                    st.ready.push_back(t);
                 }
             }
         }
-        drop(dead_timers);
+        for t in dead_timers {
+            custody::release(py, t);
+        }
 
         // 4. Run the callbacks that are ready now; later ones wait a turn.
         Self::run_ready(slf, io_split, natives)
@@ -209,6 +210,7 @@ impl LoopCore {
             done += 1;
             let h = handle.get();
             if h.is_cancelled() {
+                custody::release(py, handle);
                 continue;
             }
             let started = if debug { this.clock.now() } else { 0.0 };
@@ -229,6 +231,7 @@ impl LoopCore {
                         .map(drop);
                 }
             }
+            custody::release(py, handle);
             if let Err(e) = outcome {
                 // Leave the rest of this batch at the front of the queue, as
                 // asyncio does when an exception escapes `_run_once`; native

@@ -180,6 +180,9 @@ impl Reactor {
     }
 }
 
+/// Socket syscall wrappers for the low-level socket operations and UDP.
+pub mod sockets;
+
 #[cfg(test)]
 mod tests {
     use super::*;

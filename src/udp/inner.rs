@@ -1,0 +1,486 @@
+//! The watcher half of the datagram transport: the state, the read and write
+//! paths, flow control and closing (see the parent module for the design).
+//!
+//! Invariant: `state` is never held while Python code runs or a Python object
+//! is dropped; everything Python is cloned out first.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyOSError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::event_loop::io::IoWatcher;
+use crate::event_loop::LoopCore;
+use crate::reactor::sockets::{self as sys, Addr};
+use crate::reactor::{Readiness, Want};
+
+/// asyncio's `_SelectorTransport.max_size`: the largest datagram read.
+pub(crate) const MAX_SIZE: usize = 256 * 1024;
+/// Datagrams read per readiness event before yielding to other fds.
+const READ_BATCH: usize = 64;
+/// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
+pub(crate) const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+
+thread_local! {
+    /// The receive buffer shared by the datagram transports of this thread.
+    static RECV_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The transport's mutable part.
+#[derive(Default)]
+pub(crate) struct UState {
+    /// The loop's token while registered.
+    pub(crate) token: Option<usize>,
+    /// What the loop watches for.
+    pub(crate) want: Option<Want>,
+    /// `connection_made` was scheduled and reading started.
+    pub(crate) started: bool,
+    /// `pause_reading()` is in effect.
+    pub(crate) paused: bool,
+    /// `close()`/`abort()` was called.
+    pub(crate) closing: bool,
+    /// Set when `connection_lost` is scheduled; counts writes after it.
+    pub(crate) conn_lost: u32,
+    /// `pause_writing()` was called and `resume_writing()` not yet.
+    pub(crate) protocol_paused: bool,
+    /// High water mark.
+    pub(crate) high: usize,
+    /// Low water mark.
+    pub(crate) low: usize,
+    /// Datagrams waiting to be sent, with their address.
+    pub(crate) buffer: VecDeque<(Vec<u8>, Option<Py<PyAny>>)>,
+    /// Bytes in `buffer`.
+    pub(crate) buffer_size: usize,
+    /// The protocol.
+    pub(crate) protocol: Option<Py<PyAny>>,
+    /// The Python transport object the protocol sees.
+    pub(crate) transport: Option<Py<PyAny>>,
+    /// The socket object (None once closed).
+    pub(crate) sock: Option<Py<PyAny>>,
+    /// The remote address of a connected endpoint (asyncio's `_address`).
+    pub(crate) address: Option<Py<PyAny>>,
+}
+
+/// The watcher half of the transport.
+pub(crate) struct UdpInner {
+    /// The socket's fd.
+    pub(crate) fd: RawFd,
+    /// Whether the socket is connected (send, not sendto).
+    pub(crate) connected: bool,
+    /// The socket's address family.
+    pub(crate) family: i32,
+    /// Whether `recvfrom` results can be decoded natively.
+    pub(crate) native_recv: bool,
+    /// Python 3.13+: empty datagrams are sent, and each buffered datagram
+    /// counts 8 more bytes (its header) in the write buffer size.
+    pub(crate) py313: bool,
+    /// Ourselves, to register with the loop.
+    pub(crate) me: Weak<UdpInner>,
+    /// The loop.
+    pub(crate) lp: Py<LoopCore>,
+    /// Everything else.
+    pub(crate) state: Mutex<UState>,
+}
+
+fn addr_to_py(py: Python<'_>, addr: Addr) -> PyResult<Py<PyAny>> {
+    Ok(match addr {
+        Addr::None | Addr::Other => py.None(),
+        Addr::V4(h, p) => (h, p).into_pyobject(py)?.into_any().unbind(),
+        Addr::V6(h, p, f, s) => (h, p, f, s).into_pyobject(py)?.into_any().unbind(),
+        Addr::UnixAbstract(b) => PyBytes::new(py, &b).into_any().unbind(),
+        Addr::UnixPath(b) => {
+            // PyUnicode_DecodeFSDefault, as socket.recvfrom.
+            let os = py.import(intern!(py, "os"))?;
+            os.call_method1(intern!(py, "fsdecode"), (PyBytes::new(py, &b),))?.unbind()
+        }
+    })
+}
+
+pub(crate) fn would_block_err(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PyBlockingIOError>(py) || e.is_instance_of::<PyInterruptedError>(py)
+}
+
+/// A received datagram: `(data, addr)`.
+type Datagram = (Py<PyAny>, Py<PyAny>);
+
+/// The result of one send attempt.
+pub(crate) enum Sent {
+    Ok,
+    WouldBlock,
+    Error(PyErr),
+}
+
+impl UdpInner {
+    /// The per-datagram overhead counted in the write buffer size.
+    pub(crate) fn header(&self) -> usize {
+        if self.py313 {
+            8
+        } else {
+            0
+        }
+    }
+
+    pub(crate) fn sync(&self, lp: &LoopCore) -> PyResult<()> {
+        let mut st = self.state.lock();
+        let read = st.started && !st.paused && !st.closing && st.sock.is_some();
+        let write = !st.buffer.is_empty() && st.sock.is_some();
+        let want = Want::from_flags(read, write);
+        if want == st.want {
+            return Ok(());
+        }
+        match (st.token, want) {
+            (Some(t), None) => {
+                st.token = None;
+                st.want = None;
+                drop(st);
+                lp.io_set_want(t, None)
+            }
+            (Some(t), Some(w)) => {
+                st.want = want;
+                lp.io_set_want(t, Some(w))
+            }
+            (None, Some(w)) => {
+                let me = self.me.upgrade().expect("alive while called") as Arc<dyn IoWatcher>;
+                let t = lp.io_register(self.fd, w, me)?;
+                st.token = Some(t);
+                st.want = want;
+                Ok(())
+            }
+            (None, None) => Ok(()),
+        }
+    }
+
+    pub(crate) fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state.lock().protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    fn sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state.lock().sock.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    /// One send of `data` (to `addr` if not connected).
+    /// The sockaddr of a numeric `(host, port[, flowinfo, scope_id])` tuple
+    /// for this socket's family; None when only the `socket` module can
+    /// tell (names, out-of-range values, other families, odd types), so that
+    /// its parsing and errors stay the reference.
+    fn native_addr(&self, addr: &Bound<'_, PyAny>) -> Option<sys::RawAddr> {
+        let t = addr.cast_exact::<PyTuple>().ok()?;
+        let n = t.len();
+        let ok_len = match self.family {
+            libc::AF_INET => n == 2,
+            libc::AF_INET6 => (2..=4).contains(&n),
+            _ => false,
+        };
+        if !ok_len {
+            return None;
+        }
+        let item = |i: usize| t.get_item(i).ok();
+        let host_obj = item(0)?;
+        let host = host_obj.cast_exact::<PyString>().ok()?.to_str().ok()?;
+        let int = |i: usize| -> Option<i64> {
+            if i >= n {
+                return Some(0);
+            }
+            let v = item(i)?;
+            v.cast_exact::<PyInt>().ok()?.extract::<i64>().ok()
+        };
+        let port = u16::try_from(int(1)?).ok()?;
+        let flowinfo = u32::try_from(int(2)?).ok().filter(|f| *f <= 0xfffff)?;
+        let scope_id = u32::try_from(int(3)?).ok()?;
+        sys::inet_addr(self.family, host, port, flowinfo, scope_id)
+    }
+
+    pub(crate) fn send_one(&self, py: Python<'_>, data: &[u8], addr: Option<&Py<PyAny>>) -> Sent {
+        if self.connected {
+            return match sys::send(self.fd, data) {
+                Ok(_) => Sent::Ok,
+                Err(e) if sys::would_block(&e) => Sent::WouldBlock,
+                Err(e) => Sent::Error(crate::errors::os_error(e)),
+            };
+        }
+        if let Some(raw) = addr.and_then(|a| self.native_addr(a.bind(py))) {
+            return match sys::sendto(self.fd, data, &raw) {
+                Ok(_) => Sent::Ok,
+                Err(e) if sys::would_block(&e) => Sent::WouldBlock,
+                Err(e) => Sent::Error(crate::errors::os_error(e)),
+            };
+        }
+        let Some(sock) = self.sock(py) else {
+            return Sent::Error(PyOSError::new_err("socket is closed"));
+        };
+        let addr = addr.map(|a| a.clone_ref(py)).unwrap_or_else(|| py.None());
+        match sock
+            .bind(py)
+            .call_method1(intern!(py, "sendto"), (PyBytes::new(py, data), addr))
+        {
+            Ok(_) => Sent::Ok,
+            Err(e) if would_block_err(py, &e) => Sent::WouldBlock,
+            Err(e) => Sent::Error(e),
+        }
+    }
+
+    fn call_exception_handler(&self, py: Python<'_>, message: &str, exc: &PyErr) -> PyResult<()> {
+        let ctx = PyDict::new(py);
+        ctx.set_item("message", message)?;
+        ctx.set_item("exception", exc.value(py))?;
+        let (tr, pr) = {
+            let st = self.state.lock();
+            (
+                st.transport.as_ref().map(|t| t.clone_ref(py)),
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+            )
+        };
+        ctx.set_item("transport", tr)?;
+        ctx.set_item("protocol", pr)?;
+        self.lp
+            .bind(py)
+            .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+        Ok(())
+    }
+
+    /// `OSError`s go to `error_received`; anything else is fatal.
+    pub(crate) fn report_error(&self, py: Python<'_>, e: PyErr, fatal_message: &str) -> PyResult<()> {
+        if e.is_instance_of::<PyOSError>(py) {
+            if let Some(p) = self.protocol(py) {
+                p.bind(py).call_method1(intern!(py, "error_received"), (e.value(py),))?;
+            }
+            Ok(())
+        } else if e.is_instance_of::<pyo3::exceptions::PyException>(py) {
+            self.fatal_error(py, e, fatal_message)
+        } else {
+            Err(e)
+        }
+    }
+
+    pub(crate) fn fatal_error(&self, py: Python<'_>, e: PyErr, message: &str) -> PyResult<()> {
+        if !e.is_instance_of::<PyOSError>(py) {
+            self.call_exception_handler(py, message, &e)?;
+        }
+        self.force_close(py, Some(e))
+    }
+
+    pub(crate) fn force_close(&self, py: Python<'_>, exc: Option<PyErr>) -> PyResult<()> {
+        let dropped = {
+            let mut st = self.state.lock();
+            if st.conn_lost > 0 {
+                return Ok(());
+            }
+            st.closing = true;
+            st.conn_lost += 1;
+            st.buffer_size = 0;
+            std::mem::take(&mut st.buffer)
+        };
+        drop(dropped);
+        self.sync(self.lp.get())?;
+        self.schedule_connection_lost(py, exc)
+    }
+
+    pub(crate) fn schedule_connection_lost(&self, py: Python<'_>, exc: Option<PyErr>) -> PyResult<()> {
+        let tr = self.state.lock().transport.as_ref().map(|t| t.clone_ref(py));
+        let Some(tr) = tr else { return Ok(()) };
+        let func = tr.bind(py).getattr(intern!(py, "_call_connection_lost"))?.unbind();
+        let arg = match exc {
+            Some(e) => e.value(py).clone().into_any().unbind(),
+            None => py.None(),
+        };
+        let args = PyTuple::new(py, [arg])?.unbind();
+        self.lp.get().soon(py, func, args)?;
+        Ok(())
+    }
+
+    pub(crate) fn maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {
+        let proto = {
+            let mut st = self.state.lock();
+            if st.buffer_size <= st.high || st.protocol_paused {
+                return Ok(());
+            }
+            st.protocol_paused = true;
+            st.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        if let Some(p) = proto {
+            if let Err(e) = p.bind(py).call_method0(intern!(py, "pause_writing")) {
+                if !e.is_instance_of::<pyo3::exceptions::PyException>(py) && !is_plain_base(py, &e) {
+                    return Err(e);
+                }
+                self.call_exception_handler(py, "protocol.pause_writing() failed", &e)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_resume_protocol(&self, py: Python<'_>) -> PyResult<()> {
+        let proto = {
+            let mut st = self.state.lock();
+            if !(st.protocol_paused && st.buffer_size <= st.low) {
+                return Ok(());
+            }
+            st.protocol_paused = false;
+            st.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        if let Some(p) = proto {
+            if let Err(e) = p.bind(py).call_method0(intern!(py, "resume_writing")) {
+                if !e.is_instance_of::<pyo3::exceptions::PyException>(py) && !is_plain_base(py, &e) {
+                    return Err(e);
+                }
+                self.call_exception_handler(py, "protocol.resume_writing() failed", &e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One datagram `(data, addr)`: Ok(None) when the socket would block.
+    fn recv_one(&self, py: Python<'_>) -> PyResult<Option<Datagram>> {
+        if !self.native_recv {
+            let Some(sock) = self.sock(py) else { return Ok(None) };
+            return match sock.bind(py).call_method1(intern!(py, "recvfrom"), (MAX_SIZE,)) {
+                Ok(r) => {
+                    let (d, a): (Py<PyAny>, Py<PyAny>) = r.extract()?;
+                    Ok(Some((d, a)))
+                }
+                Err(e) if would_block_err(py, &e) => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        let got = RECV_BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            if b.len() < MAX_SIZE {
+                b.resize(MAX_SIZE, 0);
+            }
+            sys::recvfrom(self.fd, &mut b[..]).map(|(n, addr)| (PyBytes::new(py, &b[..n]).into_any().unbind(), addr))
+        });
+        match got {
+            Ok((data, addr)) => Ok(Some((data, addr_to_py(py, sys::decode(&addr))?))),
+            Err(e) if sys::would_block(&e) => Ok(None),
+            Err(e) => Err(crate::errors::os_error(e)),
+        }
+    }
+
+    fn read_ready(&self, py: Python<'_>) -> PyResult<bool> {
+        for _ in 0..READ_BATCH {
+            let proto = {
+                let st = self.state.lock();
+                if !st.started || st.paused || st.closing || st.conn_lost > 0 {
+                    return Ok(true);
+                }
+                st.protocol.as_ref().map(|p| p.clone_ref(py))
+            };
+            let Some(proto) = proto else { return Ok(true) };
+            match self.recv_one(py) {
+                Ok(Some((data, addr))) => {
+                    proto
+                        .bind(py)
+                        .call_method1(intern!(py, "datagram_received"), (data, addr))?;
+                }
+                Ok(None) => return Ok(true),
+                Err(e) => self.report_error(py, e, "Fatal read error on datagram transport")?,
+            }
+        }
+        Ok(false)
+    }
+
+    fn write_ready(&self, py: Python<'_>) -> PyResult<()> {
+        loop {
+            let item = {
+                let mut st = self.state.lock();
+                if st.conn_lost > 0 && !st.closing {
+                    break;
+                }
+                st.buffer.pop_front()
+            };
+            let Some((data, addr)) = item else { break };
+            match self.send_one(py, &data, addr.as_ref()) {
+                Sent::Ok => self.state.lock().buffer_size -= data.len() + self.header(),
+                Sent::WouldBlock => {
+                    self.state.lock().buffer.push_front((data, addr));
+                    break;
+                }
+                Sent::Error(e) => {
+                    self.state.lock().buffer_size -= data.len() + self.header();
+                    drop((data, addr));
+                    if e.is_instance_of::<PyOSError>(py) {
+                        self.report_error(py, e, "")?;
+                    } else {
+                        return self.report_error(py, e, "Fatal write error on datagram transport");
+                    }
+                }
+            }
+        }
+        self.maybe_resume_protocol(py)?;
+        let (empty, closing) = {
+            let st = self.state.lock();
+            (st.buffer.is_empty(), st.closing)
+        };
+        self.sync(self.lp.get())?;
+        if empty && closing {
+            let tr = self.state.lock().transport.as_ref().map(|t| t.clone_ref(py));
+            if let Some(tr) = tr {
+                tr.bind(py).call_method1(intern!(py, "_call_connection_lost"), (py.None(),))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// BaseException subclasses that are neither Exception nor the two the loop
+/// propagates are reported, as asyncio's `except BaseException` does.
+fn is_plain_base(py: Python<'_>, e: &PyErr) -> bool {
+    !(e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+        || e.is_instance_of::<pyo3::exceptions::PySystemExit>(py))
+}
+
+impl IoWatcher for UdpInner {
+    fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
+        let mut drained = true;
+        let mut result = Ok(());
+        if ready.for_reader() {
+            match self.read_ready(py) {
+                Ok(d) => drained = d,
+                Err(e) => {
+                    drained = false;
+                    result = Err(e);
+                }
+            }
+        }
+        if ready.for_writer() && result.is_ok() {
+            result = self.write_ready(py);
+        }
+        self.sync(lp.get())?;
+        if !drained {
+            let token = self.state.lock().token;
+            if let Some(t) = token {
+                lp.get().io_rearm(t)?;
+            }
+        }
+        result
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.lp)?;
+        let Some(st) = self.state.try_lock() else {
+            return Ok(());
+        };
+        for o in [&st.protocol, &st.transport, &st.sock, &st.address].into_iter().flatten() {
+            visit.call(o)?;
+        }
+        for (_, a) in st.buffer.iter() {
+            if let Some(a) = a {
+                visit.call(a)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn describe(&self, _py: Python<'_>) -> String {
+        // No repr(): the loop may ask while holding its own lock, where no
+        // Python code may run.
+        format!("transport <_DatagramTransport fd={}>", self.fd)
+    }
+}
+
