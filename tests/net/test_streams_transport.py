@@ -428,3 +428,21 @@ def test_streams_api_unchanged(loop):
         await server.wait_closed()
 
     loop.run_until_complete(main())
+
+
+def test_add_reader_on_transport_fd_is_refused(loop):
+    async def main():
+        server, port = await serve(loop, lambda: RecordingProtocol(loop))
+        tr, client = await loop.create_connection(
+            lambda: RecordingProtocol(loop), "127.0.0.1", port)
+        fd = tr.get_extra_info("socket").fileno()
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            loop.add_reader(fd, lambda: None)
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            loop.add_writer(fd, lambda: None)
+        tr.close()
+        await wait_for(client.lost)
+        server.close()
+        await server.wait_closed()
+
+    loop.run_until_complete(main())
