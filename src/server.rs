@@ -108,7 +108,6 @@ impl StreamListener {
     }
 
     fn accept_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>) -> PyResult<()> {
-        let py = slf.py();
         let (fd, backlog) = {
             let st = slf.get().st.lock();
             if st.closed || st.token.is_none() {
@@ -136,7 +135,6 @@ impl StreamListener {
         if let Some(token) = token {
             lp.get().io_rearm(token)?;
         }
-        let _ = py;
         Ok(())
     }
 

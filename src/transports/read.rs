@@ -113,7 +113,6 @@ impl StreamTransport {
 
     /// `get_buffer` + `recv_into` + `buffer_updated`.
     pub(crate) fn read_buffered(slf: &Bound<'_, Self>, fd: RawFd, get_buffer: &Bound<'_, PyAny>, updated: &Bound<'_, PyAny>) -> PyResult<Option<bool>> {
-        let py = slf.py();
         let buf = match get_buffer.call1((-1,)) {
             Ok(b) => b,
             Err(e) => {
@@ -151,7 +150,6 @@ impl StreamTransport {
             },
             Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
             Err(e) => {
-                let _ = py;
                 Self::fatal_error(slf, errors::os_error(e), "Fatal read error on socket transport").map(|()| None)
             }
         }

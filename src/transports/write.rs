@@ -159,7 +159,6 @@ impl StreamTransport {
     }
 
     pub(crate) fn write_impl(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
         let bytes = data.cast::<PyBytes>().ok();
         let view;
         let slice: &[u8] = match bytes {
@@ -204,12 +203,10 @@ impl StreamTransport {
             Some(b) => st.wbuf.push_bytes(b, sent),
             None => st.wbuf.push_copy(&slice[sent..]),
         }
-        let _ = py;
         Self::after_buffering(slf, st)
     }
 
     pub(crate) fn writelines_impl(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
         let mut items = Vec::new();
         for item in list_of_data.try_iter()? {
             let item = item?;
@@ -266,7 +263,6 @@ impl StreamTransport {
             }
             skip = 0;
         }
-        let _ = py;
         Self::after_buffering(slf, st)
     }
 }
