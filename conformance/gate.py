@@ -83,6 +83,10 @@ def main():
     ap.add_argument("--no-run", action="store_true",
                     help="judge the results already in --out")
     args = ap.parse_args()
+    # The harness runs from its own folder: make paths absolute (but keep
+    # symlinks, or a venv's python would lose its venv).
+    args.python = os.path.abspath(args.python)
+    args.out = os.path.abspath(args.out)
 
     expected, problems = load_expected(args.expected)
     if problems:
