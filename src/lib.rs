@@ -10,6 +10,8 @@ pub mod udp;
 pub mod event_loop;
 pub mod handles;
 pub mod reactor;
+pub mod server;
+pub mod transports;
 
 use pyo3::prelude::*;
 
@@ -21,5 +23,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<udp::UdpTransport>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<transports::stream::StreamTransport>()?;
+    m.add_class::<server::StreamListener>()?;
     Ok(())
 }

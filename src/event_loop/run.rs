@@ -7,11 +7,14 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use super::io::Dispatch;
+use super::io::{Dispatch, IoWatcher};
 use super::LoopCore;
 use crate::errors;
 use super::custody;
 use crate::handles::Handle;
+
+/// A native watcher to call: its token, itself and what its fd is ready for.
+type NativeCall = (usize, std::sync::Arc<dyn IoWatcher>, crate::reactor::Readiness);
 
 /// asyncio's cap on one wait (`MAXIMUM_SELECT_TIMEOUT`).
 const MAX_WAIT_SECS: f64 = 24.0 * 3600.0;
@@ -72,6 +75,10 @@ impl LoopCore {
         }
 
         // 2. Wait for I/O with the GIL released; queue what is ready.
+        // Native watchers are called in step 4, at the place asyncio would
+        // run their callbacks: after the callbacks that were ready before
+        // the poll (and the add_reader/add_writer ones), before the timers.
+        let mut natives: Vec<NativeCall> = Vec::new();
         if !skip_poll {
             let mut events = std::mem::take(&mut *this.events.lock());
             let waited = py.detach(|| this.reactor.wait(timeout, &mut events));
@@ -85,11 +92,11 @@ impl LoopCore {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
                 Err(e) => return Err(errors::os_error(e)),
             }
-            let result = Self::dispatch_events(slf, &mut events);
+            Self::dispatch_events(slf, &mut events, &mut natives);
             events.clear();
             *this.events.lock() = events;
-            result?;
         }
+        let io_split = this.state.lock().ready.len();
 
         // 3. Move due timers to the ready queue.
         {
@@ -110,13 +117,14 @@ impl LoopCore {
         }
 
         // 4. Run the callbacks that are ready now; later ones wait a turn.
-        Self::run_ready(slf)
+        Self::run_ready(slf, io_split, natives)
     }
 
     fn dispatch_events(
         slf: &Bound<'_, Self>,
         events: &mut Vec<(usize, crate::reactor::Readiness)>,
-    ) -> PyResult<()> {
+        natives: &mut Vec<NativeCall>,
+    ) {
         let py = slf.py();
         let this = slf.get();
         let mut garbage: Vec<Py<Handle>> = Vec::new();
@@ -128,19 +136,38 @@ impl LoopCore {
                     .dispatch(py, &this.reactor, token, ready, &mut st.ready, &mut garbage)
             };
             if let Dispatch::Native(watcher) = dispatch {
-                if let Err(e) = watcher.on_ready(py, slf, ready) {
-                    if must_propagate(py, &e) {
-                        return Err(e);
-                    }
-                    slf.call_method1(intern!(py, "_report_io_error"), (e.value(py),))?;
-                }
+                natives.push((token, watcher, ready));
             }
         }
         drop(garbage);
+    }
+
+    /// Calls native watchers; an error that must leave the loop re-arms the
+    /// fds of the watchers not called yet (their edge would be lost).
+    fn run_natives(slf: &Bound<'_, Self>, natives: &mut Vec<NativeCall>) -> PyResult<()> {
+        let py = slf.py();
+        let mut calls = std::mem::take(natives).into_iter();
+        while let Some((_, watcher, ready)) = calls.next() {
+            if let Err(e) = watcher.on_ready(py, slf, ready) {
+                let e = if must_propagate(py, &e) {
+                    Err(e)
+                } else {
+                    slf.call_method1(intern!(py, "_report_io_error"), (e.value(py),)).map(drop)
+                };
+                if let Err(e) = e {
+                    let this = slf.get();
+                    let mut st = this.state.lock();
+                    for (token, _, _) in calls {
+                        let _ = st.io.rearm_native(&this.reactor, token);
+                    }
+                    return Err(e);
+                }
+            }
+        }
         Ok(())
     }
 
-    fn run_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn run_ready(slf: &Bound<'_, Self>, io_split: usize, mut natives: Vec<NativeCall>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let mut batch = {
@@ -150,15 +177,37 @@ impl LoopCore {
         };
         if batch.is_empty() {
             this.state.lock().spare = batch;
-            return Ok(());
+            return Self::run_natives(slf, &mut natives);
         }
         let debug = this.debug.load(Ordering::Relaxed);
         let slow: f64 = if debug {
-            slf.getattr(intern!(py, "slow_callback_duration"))?.extract()?
+            slf.getattr(intern!(py, "slow_callback_duration"))
+                .and_then(|v| v.extract())
+                .unwrap_or(0.1)
         } else {
             0.0
         };
-        while let Some(handle) = batch.pop_front() {
+        let mut done = 0usize;
+        loop {
+            let mut outcome = Ok(());
+            if done == io_split && !natives.is_empty() {
+                outcome = Self::run_natives(slf, &mut natives);
+            }
+            let handle = match outcome {
+                Ok(()) => match batch.pop_front() {
+                    Some(h) => h,
+                    None => break,
+                },
+                Err(e) => {
+                    let mut st = this.state.lock();
+                    while let Some(rest) = batch.pop_back() {
+                        st.ready.push_front(rest);
+                    }
+                    st.spare = batch;
+                    return Err(e);
+                }
+            };
+            done += 1;
             let h = handle.get();
             if h.is_cancelled() {
                 custody::release(py, handle);
@@ -185,8 +234,12 @@ impl LoopCore {
             custody::release(py, handle);
             if let Err(e) = outcome {
                 // Leave the rest of this batch at the front of the queue, as
-                // asyncio does when an exception escapes `_run_once`.
+                // asyncio does when an exception escapes `_run_once`; native
+                // watchers not called yet get their fds re-armed.
                 let mut st = this.state.lock();
+                for (token, _, _) in natives.drain(..) {
+                    let _ = st.io.rearm_native(&this.reactor, token);
+                }
                 while let Some(rest) = batch.pop_back() {
                     st.ready.push_front(rest);
                 }

@@ -1,0 +1,262 @@
+"""The stream transport and server classes of oxloop (see `_streams`).
+
+`TCPTransport`/`UnixTransport` are thin `asyncio.Transport` subclasses over a
+native `oxloop._core.StreamTransport`; the core's hot methods are bound onto
+each instance, so a `write` is one native call. `Server` is asyncio's
+`Server` with a native accept loop (`oxloop._core.StreamListener`) per
+listening socket.
+"""
+
+import functools
+import os
+import socket
+import sys
+import warnings
+
+from asyncio import constants, events, exceptions, tasks, transports, trsock
+
+from . import _core
+
+__all__ = ("Server", "TCPTransport", "UnixTransport")
+
+_PY3121 = sys.version_info >= (3, 12, 1)
+
+
+def wants_nodelay(sock):
+    """asyncio's `_set_nodelay` rule."""
+    return (sock.family in (socket.AF_INET, socket.AF_INET6)
+            and sock.type == socket.SOCK_STREAM
+            and sock.proto == socket.IPPROTO_TCP)
+
+
+class _SocketTransport(transports.Transport):
+    """A stream transport over a native `StreamTransport` core."""
+
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    def __init__(self, core):
+        # BaseTransport.__init__ is skipped: extra info lives in the core.
+        self._extra = None
+        self._core = core
+        # The hot methods are the core's, bound (one native call each).
+        self.write = core.write
+        self.writelines = core.writelines
+        self.is_closing = core.is_closing
+        self.get_extra_info = core.get_extra_info
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self._core._repr_info()}>"
+
+    def __del__(self, _warn=warnings.warn):
+        core = self.__dict__.get("_core")
+        if core is not None and core._is_open():
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            core._dispose()
+
+    def close(self):
+        self._core.close()
+
+    def abort(self):
+        self._core.abort()
+
+    def _force_close(self, exc):
+        self._core._force_close(exc)
+
+    def write_eof(self):
+        self._core.write_eof()
+
+    def can_write_eof(self):
+        return True
+
+    def is_reading(self):
+        return self._core.is_reading()
+
+    def pause_reading(self):
+        self._core.pause_reading()
+
+    def resume_reading(self):
+        self._core.resume_reading()
+
+    def set_protocol(self, protocol):
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def get_write_buffer_size(self):
+        return self._core.get_write_buffer_size()
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self._core.set_write_buffer_limits(high, low)
+
+    @property
+    def _loop(self):
+        return self._core._loop
+
+    @property
+    def _protocol_paused(self):
+        return self._core._protocol_paused
+
+    @property
+    def _sock_fd(self):
+        return self._core._sock_fd
+
+
+class TCPTransport(_SocketTransport):
+    """A TCP stream transport."""
+
+
+class UnixTransport(_SocketTransport):
+    """A Unix-domain stream transport."""
+
+
+def transport_class(family):
+    return UnixTransport if family == getattr(socket, "AF_UNIX", None) \
+        else TCPTransport
+
+
+class Server(events.AbstractServer):
+    """What `create_server()` returns (asyncio's `Server` semantics)."""
+
+    def __init__(self, loop, sockets, protocol_factory, ssl_context, backlog,
+                 ssl_handshake_timeout, ssl_shutdown_timeout=None):
+        self._loop = loop
+        self._sockets = sockets
+        self._active_count = 0
+        self._waiters = []
+        self._protocol_factory = protocol_factory
+        self._backlog = backlog
+        self._ssl_context = ssl_context
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
+        self._serving = False
+        self._serving_forever_fut = None
+        self._listeners = []
+        self._clients = set()
+        self._unix_cleanup = []
+
+    def __repr__(self):
+        return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
+
+    def _attach(self, transport):
+        assert self._sockets is not None
+        self._active_count += 1
+        self._clients.add(transport)
+
+    def _detach(self, transport):
+        assert self._active_count > 0
+        self._active_count -= 1
+        self._clients.discard(transport)
+        if self._active_count == 0 and self._sockets is None:
+            self._wakeup()
+
+    def _wakeup(self):
+        waiters = self._waiters
+        self._waiters = None
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(waiter)
+
+    def _protocol_factory_for_listener(self):
+        if self._ssl_context is None:
+            return self._protocol_factory
+        return functools.partial(
+            self._loop._stream_ssl_protocol, self._protocol_factory,
+            self._ssl_context, self._ssl_handshake_timeout,
+            self._ssl_shutdown_timeout)
+
+    def _start_serving(self):
+        if self._serving:
+            return
+        self._serving = True
+        factory = self._protocol_factory_for_listener()
+        for sock in self._sockets:
+            sock.listen(self._backlog)
+            listener = _core.StreamListener(
+                self._loop, sock, factory, self, transport_class(sock.family),
+                self._backlog, wants_nodelay(sock))
+            listener.start()
+            self._listeners.append(listener)
+
+    def get_loop(self):
+        return self._loop
+
+    def is_serving(self):
+        return self._serving
+
+    @property
+    def sockets(self):
+        if self._sockets is None:
+            return ()
+        return tuple(trsock.TransportSocket(s) for s in self._sockets)
+
+    def close(self):
+        sockets = self._sockets
+        if sockets is None:
+            return
+        self._sockets = None
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener.close()
+        for sock in sockets:
+            sock.close()
+        for path, ino in self._unix_cleanup:
+            try:
+                if os.stat(path).st_ino == ino:
+                    os.unlink(path)
+            except OSError:
+                pass
+        self._unix_cleanup = []
+        self._serving = False
+        if (self._serving_forever_fut is not None
+                and not self._serving_forever_fut.done()):
+            self._serving_forever_fut.cancel()
+            self._serving_forever_fut = None
+        if self._active_count == 0:
+            self._wakeup()
+
+    def close_clients(self):
+        for transport in list(self._clients):
+            transport.close()
+
+    def abort_clients(self):
+        for transport in list(self._clients):
+            transport.abort()
+
+    async def start_serving(self):
+        self._start_serving()
+        # One iteration, as asyncio does.
+        await tasks.sleep(0)
+
+    async def serve_forever(self):
+        if self._serving_forever_fut is not None:
+            raise RuntimeError(
+                f"server {self!r} is already being awaited on serve_forever()")
+        if self._sockets is None:
+            raise RuntimeError(f"server {self!r} is closed")
+        self._start_serving()
+        self._serving_forever_fut = self._loop.create_future()
+        try:
+            await self._serving_forever_fut
+        except exceptions.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever_fut = None
+
+    async def wait_closed(self):
+        if _PY3121:
+            if self._waiters is None:
+                return
+        elif self._sockets is None or self._waiters is None:
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter

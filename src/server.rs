@@ -1,0 +1,307 @@
+//! `StreamListener`: the native accept loop of one listening socket of a
+//! `Server` (`python/oxloop/_streams.py` holds the `Server` object itself).
+//!
+//! Design:
+//! - On readability, accept up to `backlog` connections (asyncio's rule),
+//!   each as a non-blocking close-on-exec fd (`accept4`), and build its
+//!   transport natively: `protocol_factory()`, the `StreamTransport` core, the
+//!   Python transport object (`transport_class(core)`), then the usual
+//!   `connection_made`/start-reading callbacks. No Python socket object is
+//!   made per connection (`get_extra_info('socket')` makes one on demand).
+//! - mio is edge-triggered: stopping at the `backlog` cap with connections
+//!   still pending re-arms the fd so the next poll reports it again.
+//! - Out of fds (EMFILE/ENFILE/ENOBUFS/ENOMEM): like asyncio, report to the
+//!   exception handler ('socket.accept() out of system resource'), stop
+//!   watching the socket and try again after `ACCEPT_RETRY_DELAY` (1 s):
+//!   no busy loop, and the pending connections stay in the kernel's queue.
+//!
+//! Invariants: the listener never closes the listening socket (the `Server`
+//! owns it and closes it after `close()` deregistered the listener); no lock
+//! is held while Python code runs.
+
+use std::io::ErrorKind;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::errors;
+use crate::event_loop::io::IoWatcher;
+use crate::event_loop::LoopCore;
+use crate::reactor::{net, Readiness, Want};
+use crate::transports::must_propagate;
+use crate::transports::stream::StreamTransport;
+
+/// asyncio's `constants.ACCEPT_RETRY_DELAY`, in seconds.
+const ACCEPT_RETRY_DELAY: f64 = 1.0;
+
+/// A listener's state.
+struct LSt {
+    /// The listening fd.
+    fd: RawFd,
+    /// The loop (None once closed).
+    lp: Option<Py<LoopCore>>,
+    /// The listening `socket.socket` (for error contexts).
+    sock: Option<Py<PyAny>>,
+    /// Makes a protocol per connection.
+    protocol_factory: Option<Py<PyAny>>,
+    /// The `Server` (attached/detached by each transport).
+    server: Option<Py<PyAny>>,
+    /// The Python transport class to wrap each core in.
+    transport_class: Option<Py<PyAny>>,
+    /// Connections accepted per readiness event at most.
+    backlog: usize,
+    /// Set `TCP_NODELAY` on accepted sockets.
+    nodelay: bool,
+    /// The reactor token while watching.
+    token: Option<usize>,
+    /// The timer that resumes accepting after EMFILE.
+    retry: Option<Py<PyAny>>,
+    /// `close()` was called.
+    closed: bool,
+}
+
+/// The accept loop of one listening socket.
+#[pyclass(frozen, module = "oxloop._core")]
+pub struct StreamListener {
+    /// See `LSt`.
+    st: Mutex<LSt>,
+}
+
+/// The loop's handle on a listener.
+struct Watch(Py<StreamListener>);
+
+impl IoWatcher for Watch {
+    fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
+        if ready.for_reader() {
+            StreamListener::accept_ready(self.0.bind(py), lp)?;
+        }
+        Ok(())
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.0)
+    }
+
+    fn describe(&self, _py: Python<'_>) -> String {
+        match self.0.get().st.try_lock() {
+            Some(st) => format!("server <listening socket fd={}>", st.fd),
+            None => "server".into(),
+        }
+    }
+}
+
+impl StreamListener {
+    fn watch(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let mut st = slf.get().st.lock();
+        if st.closed || st.token.is_some() {
+            return Ok(());
+        }
+        let Some(lp) = st.lp.as_ref().map(|l| l.bind(py).clone()) else { return Ok(()) };
+        let watcher: Arc<dyn IoWatcher> = Arc::new(Watch(slf.clone().unbind()));
+        st.token = Some(lp.get().io_register(st.fd, Want::Read, watcher)?);
+        Ok(())
+    }
+
+    fn accept_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>) -> PyResult<()> {
+        let py = slf.py();
+        let (fd, backlog) = {
+            let st = slf.get().st.lock();
+            if st.closed || st.token.is_none() {
+                return Ok(());
+            }
+            (st.fd, st.backlog.max(1))
+        };
+        for _ in 0..backlog {
+            match net::accept(fd) {
+                Ok((conn, addr)) => {
+                    Self::new_connection(slf, lp, conn, addr)?;
+                    if slf.get().st.lock().token.is_none() {
+                        return Ok(()); // closed by a callback
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::ConnectionAborted) => return Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
+                    return Self::out_of_resources(slf, lp, errors::os_error(e));
+                }
+                Err(e) => return Err(errors::os_error(e)),
+            }
+        }
+        // Connections may still be pending: have the next poll report them.
+        let token = slf.get().st.lock().token;
+        if let Some(token) = token {
+            lp.get().io_rearm(token)?;
+        }
+        let _ = py;
+        Ok(())
+    }
+
+    fn new_connection(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>, conn: std::os::fd::OwnedFd, addr: socket2::SockAddr) -> PyResult<()> {
+        let py = slf.py();
+        let (factory, server, class, nodelay) = {
+            let st = slf.get().st.lock();
+            match (&st.protocol_factory, &st.server, &st.transport_class) {
+                (Some(f), Some(s), Some(c)) => (f.clone_ref(py), s.clone_ref(py), c.clone_ref(py), st.nodelay),
+                _ => return Ok(()),
+            }
+        };
+        let mut protocol = None;
+        let mut transport = None;
+        let result = (|| -> PyResult<()> {
+            let proto = factory.bind(py).call0()?;
+            protocol = Some(proto.clone());
+            let core = StreamTransport::accepted(py, lp.clone().unbind(), conn, addr, nodelay)?;
+            let wrapper = class.bind(py).call1((core.clone_ref(py),))?;
+            transport = Some(wrapper.clone());
+            StreamTransport::start(core.bind(py), &wrapper, &proto, None, Some(server.bind(py)))
+        })();
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if must_propagate(py, &e) => Err(e),
+            Err(e) => {
+                if let Some(t) = &transport {
+                    let _ = t.call_method0("close");
+                }
+                if lp.get().debug_enabled() {
+                    let ctx = PyDict::new(py);
+                    ctx.set_item("message", "Error on transport creation for incoming connection")?;
+                    ctx.set_item("exception", e.value(py))?;
+                    if let Some(p) = protocol {
+                        ctx.set_item("protocol", p)?;
+                    }
+                    if let Some(t) = transport {
+                        ctx.set_item("transport", t)?;
+                    }
+                    lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn out_of_resources(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>, err: PyErr) -> PyResult<()> {
+        let py = slf.py();
+        let (token, sock) = {
+            let mut st = slf.get().st.lock();
+            (st.token.take(), st.sock.as_ref().map(|s| s.clone_ref(py)))
+        };
+        if let Some(token) = token {
+            lp.get().io_unregister(token);
+        }
+        let ctx = PyDict::new(py);
+        ctx.set_item("message", "socket.accept() out of system resource")?;
+        ctx.set_item("exception", err.value(py))?;
+        if let Some(sock) = sock {
+            let ts = py.import("asyncio.trsock")?.getattr("TransportSocket")?.call1((sock,))?;
+            ctx.set_item("socket", ts)?;
+        }
+        lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+        let resume = slf.getattr(intern!(py, "_resume"))?;
+        let timer = lp.call_method1(intern!(py, "call_later"), (ACCEPT_RETRY_DELAY, resume))?;
+        let old = {
+            let mut st = slf.get().st.lock();
+            if st.closed {
+                Some(timer.unbind())
+            } else {
+                st.retry.replace(timer.unbind())
+            }
+        };
+        if let Some(t) = old {
+            t.bind(py).call_method0("cancel")?;
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl StreamListener {
+    #[new]
+    #[pyo3(signature = (lp, sock, protocol_factory, server, transport_class, backlog, nodelay))]
+    fn py_new(
+        py: Python<'_>,
+        lp: Bound<'_, LoopCore>,
+        sock: Bound<'_, PyAny>,
+        protocol_factory: Bound<'_, PyAny>,
+        server: Bound<'_, PyAny>,
+        transport_class: Bound<'_, PyAny>,
+        backlog: i64,
+        nodelay: bool,
+    ) -> PyResult<Self> {
+        let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+        Ok(Self {
+            st: Mutex::new(LSt {
+                fd,
+                lp: Some(lp.unbind()),
+                sock: Some(sock.unbind()),
+                protocol_factory: Some(protocol_factory.unbind()),
+                server: Some(server.unbind()),
+                transport_class: Some(transport_class.unbind()),
+                backlog: backlog.clamp(1, 65535) as usize,
+                nodelay,
+                token: None,
+                retry: None,
+                closed: false,
+            }),
+        })
+    }
+
+    /// Starts accepting.
+    fn start(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::watch(slf)
+    }
+
+    /// Resumes accepting after an out-of-resources pause.
+    fn _resume(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let old = slf.get().st.lock().retry.take();
+        drop(old);
+        Self::watch(slf)
+    }
+
+    /// Stops accepting for good and drops the references (the `Server`
+    /// closes the socket).
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let taken = {
+            let mut st = slf.get().st.lock();
+            st.closed = true;
+            (st.token.take(), st.lp.take(), st.retry.take(), st.protocol_factory.take(), st.server.take(), st.transport_class.take(), st.sock.take())
+        };
+        let (token, lp, retry, ..) = &taken;
+        if let (Some(token), Some(lp)) = (token, lp) {
+            lp.get().io_unregister(*token);
+        }
+        if let Some(t) = retry {
+            t.bind(py).call_method0("cancel")?;
+        }
+        drop(taken);
+        Ok(())
+    }
+
+    /// Whether the listener is accepting now (false while backing off).
+    fn is_accepting(&self) -> bool {
+        self.st.lock().token.is_some()
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(st) = self.st.try_lock() else { return Ok(()) };
+        if let Some(l) = &st.lp {
+            visit.call(l)?;
+        }
+        for o in [&st.sock, &st.protocol_factory, &st.server, &st.transport_class, &st.retry].into_iter().flatten() {
+            visit.call(o)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let taken = {
+            let mut st = self.st.lock();
+            (st.lp.take(), st.sock.take(), st.protocol_factory.take(), st.server.take(), st.transport_class.take(), st.retry.take())
+        };
+        drop(taken);
+    }
+}

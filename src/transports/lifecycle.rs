@@ -1,0 +1,217 @@
+//! The life cycle of `StreamTransport`: start (`connection_made`, then
+//! reading, then the waiter), `close()`, `abort()`, fatal errors (reported
+//! like asyncio's `_fatal_error`) and `connection_lost`, called exactly
+//! once, after which the socket is closed and every reference dropped.
+
+use std::os::fd::{AsRawFd, IntoRawFd};
+
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::intern;
+
+use super::stream::*;
+use super::{logger, must_propagate};
+use crate::errors;
+use crate::event_loop::LoopCore;
+
+impl StreamTransport {
+    /// asyncio's `_fatal_error`: report (unless it is an OSError) and
+    /// force-close. Returns an error only for KeyboardInterrupt/SystemExit.
+    pub(crate) fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if must_propagate(py, &err) {
+            return Err(err);
+        }
+        let exc = err.into_value(py).into_bound(py);
+        let (lp, wrapper, proto) = {
+            let st = slf.get().st.lock();
+            (st.lp(py), st.wrapper.as_ref().map(|w| w.clone_ref(py)), st.protocol.as_ref().map(|p| p.clone_ref(py)))
+        };
+        if let Some(lp) = lp {
+            if exc.is_instance_of::<PyOSError>() {
+                if lp.get().debug_enabled() {
+                    let kw = PyDict::new(py);
+                    kw.set_item("exc_info", &exc)?;
+                    logger(py)?.call_method("debug", ("%r: %s", &wrapper, message), Some(&kw))?;
+                }
+            } else {
+                let ctx = PyDict::new(py);
+                ctx.set_item("message", message)?;
+                ctx.set_item("exception", &exc)?;
+                ctx.set_item("transport", &wrapper)?;
+                ctx.set_item("protocol", &proto)?;
+                lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+            }
+        }
+        Self::force_close(slf, Some(exc.into_any()))
+    }
+
+    /// asyncio's `_force_close`: drop buffered data, stop I/O and schedule
+    /// `connection_lost(exc)` (once).
+    pub(crate) fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let mut released = Vec::new();
+        let lp = {
+            let mut st = slf.get().st.lock();
+            if st.conn_lost > 0 {
+                return Ok(());
+            }
+            st.wbuf.clear(&mut released);
+            st.closing = true;
+            st.conn_lost += 1;
+            Self::sync_interest(slf, &mut st)?;
+            st.lp(py)
+        };
+        drop(released);
+        Self::schedule_connection_lost(slf, lp, exc)
+    }
+
+    pub(crate) fn schedule_connection_lost(slf: &Bound<'_, Self>, lp: Option<Bound<'_, LoopCore>>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let Some(lp) = lp else { return Ok(()) };
+        let cb = slf.getattr(intern!(py, "_call_connection_lost"))?.unbind();
+        let arg = exc.map(Bound::unbind).unwrap_or_else(|| py.None());
+        lp.get().soon(py, cb, PyTuple::new(py, [arg])?.unbind()).map(drop)
+    }
+
+    /// `close()`.
+    pub(crate) fn do_close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let lp = {
+            let mut st = slf.get().st.lock();
+            if st.closing {
+                return Ok(());
+            }
+            st.closing = true;
+            let idle = st.wbuf.is_empty() && st.sendfile.is_none();
+            if idle {
+                st.conn_lost += 1;
+            }
+            Self::sync_interest(slf, &mut st)?;
+            if !idle {
+                return Ok(());
+            }
+            st.lp(py)
+        };
+        Self::schedule_connection_lost(slf, lp, None)
+    }
+
+    pub(crate) fn call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let proto = {
+            let st = slf.get().st.lock();
+            if matches!(st.sock, Sock::Closed) {
+                return Ok(());
+            }
+            st.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        let result = match proto {
+            Some(p) => p.bind(py).call_method1(intern!(py, "connection_lost"), (exc,)).map(drop),
+            None => Ok(()),
+        };
+        let (lp, token, sock, wrapper, protocol, kind, server, waiter, sendfile) = {
+            let mut st = slf.get().st.lock();
+            st.fd = -1;
+            (
+                st.lp.take(),
+                st.token.take(),
+                std::mem::replace(&mut st.sock, Sock::Closed),
+                st.wrapper.take(),
+                st.protocol.take(),
+                st.kind.take(),
+                st.server.take(),
+                st.empty_waiter.take(),
+                st.sendfile.take(),
+            )
+        };
+        if let (Some(lp), Some(token)) = (&lp, token) {
+            lp.get().io_unregister(token);
+        }
+        let closed = close_sock(py, sock);
+        if let Some(server) = server {
+            server.bind(py).call_method1(intern!(py, "_detach"), (&wrapper,))?;
+        }
+        if let Some(w) = waiter {
+            let e = pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
+            set_exception_unless_done(w.bind(py), e.value(py))?;
+        }
+        if let Some(op) = sendfile {
+            op.abandon(py, lp.as_ref().map(|l| l.bind(py)))?;
+        }
+        drop((protocol, kind, wrapper, lp));
+        result.and(closed)
+    }
+
+    pub(crate) fn start(slf: &Bound<'_, Self>, wrapper: &Bound<'_, PyAny>, protocol: &Bound<'_, PyAny>, waiter: Option<&Bound<'_, PyAny>>, server: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let lp = {
+            let mut st = slf.get().st.lock();
+            st.wrapper = Some(wrapper.clone().unbind());
+            st.server = server.map(|s| s.clone().unbind());
+            Self::set_protocol_locked(py, &mut st, protocol)?;
+            st.lp(py).ok_or_else(errors::loop_closed)?
+        };
+        if let Some(server) = server {
+            server.call_method1(intern!(py, "_attach"), (wrapper,))?;
+        }
+        let core = lp.get();
+        core.soon(py, protocol.getattr(intern!(py, "connection_made"))?.unbind(), PyTuple::new(py, [wrapper])?.unbind())?;
+        core.soon(py, slf.getattr(intern!(py, "_start_reading"))?.unbind(), PyTuple::empty(py).unbind())?;
+        if let Some(w) = waiter {
+            let f = cached(py, &SET_RESULT_UNLESS_CANCELLED, "asyncio.futures", "_set_result_unless_cancelled")?;
+            core.soon(py, f.unbind(), PyTuple::new(py, [w.clone(), py.None().into_bound(py)])?.unbind())?;
+        }
+        Ok(())
+    }
+
+    /// `get_extra_info('socket')`: a `TransportSocket` over a `socket.socket`
+    /// that takes over the fd.
+    pub(crate) fn make_extra_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let fd = {
+            let st = slf.get().st.lock();
+            match &st.sock {
+                Sock::Rust(fd) => fd.as_raw_fd(),
+                _ => return Ok(py.None()),
+            }
+        };
+        let kw = PyDict::new(py);
+        kw.set_item("fileno", fd)?;
+        let pysock = py.import("socket")?.getattr("socket")?.call((), Some(&kw))?;
+        let wrapped = cached(py, &TRANSPORT_SOCKET, "asyncio.trsock", "TransportSocket")?.call1((&pysock,))?;
+        let mut st = slf.get().st.lock();
+        if let Sock::Rust(owned) = std::mem::replace(&mut st.sock, Sock::Python(pysock.unbind())) {
+            // The Python socket owns the fd now.
+            let _ = owned.into_raw_fd();
+        }
+        st.extra_socket = Some(wrapped.clone().unbind());
+        Ok(wrapped.unbind())
+    }
+}
+
+/// Closes a socket, whoever owns it.
+pub(crate) fn close_sock(py: Python<'_>, sock: Sock) -> PyResult<()> {
+    match sock {
+        Sock::Rust(fd) => {
+            drop(fd);
+            Ok(())
+        }
+        Sock::Python(s) => s.bind(py).call_method0(intern!(py, "close")).map(drop),
+        Sock::Closed => Ok(()),
+    }
+}
+
+pub(crate) fn set_result_unless_done(fut: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    if !fut.call_method0(intern!(fut.py(), "done"))?.is_truthy()? {
+        fut.call_method1(intern!(fut.py(), "set_result"), (value,))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn set_exception_unless_done(fut: &Bound<'_, PyAny>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+    if !fut.call_method0(intern!(fut.py(), "done"))?.is_truthy()? {
+        fut.call_method1(intern!(fut.py(), "set_exception"), (exc,))?;
+    }
+    Ok(())
+}

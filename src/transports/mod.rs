@@ -1,0 +1,190 @@
+//! Stream transports (TCP and Unix sockets) in Rust.
+//!
+//! Design:
+//! - `StreamTransport` is the native core of one connection: its state and
+//!   Python methods in `stream.rs`, the read path in `read.rs`, the write
+//!   path in `write.rs` (buffer and thresholds in `flow.rs`), start/close/
+//!   `connection_lost` in `lifecycle.rs`, `loop.sendfile` in `sendfile.rs`. It
+//!   owns the socket (a Rust `OwnedFd`, or the user's `socket.socket` when
+//!   one was passed in), the write buffer (`flow.rs`) and the protocol. The
+//!   object user code sees is a thin Python subclass of
+//!   `asyncio.Transport` (`python/oxloop/_streams.py`) that holds the core and
+//!   binds its hot methods (`write`, `writelines`, ...) straight onto itself,
+//!   so `isinstance(t, asyncio.Transport)` holds and a `write` costs one
+//!   native call.
+//! - The loop calls the core through an `IoWatcher` when its fd is ready.
+//!   mio is edge-triggered: reads go on until `WouldBlock`, a short read (a
+//!   stream socket's queue was drained; later data raises a new edge) or a
+//!   fairness cap (then the fd is re-armed); writes go on until the buffer is
+//!   empty or `WouldBlock`.
+//! - Reads land in one reusable per-thread buffer (`READ_BUF_SIZE`) and
+//!   become one `bytes` per `data_received`; a `BufferedProtocol` gets the
+//!   bytes straight into the buffer its `get_buffer()` returned. The protocol
+//!   methods on the hot path are looked up once per `set_protocol`.
+//! - `write()` tries the socket at once and buffers only what the kernel did
+//!   not take; buffered chunks go out with one gathered `sendmsg`.
+//!
+//! Invariants:
+//! - The transport's own mutex is held only for Python-free sections: it is
+//!   released before any protocol method, exception handler or other Python
+//!   code runs (protocol callbacks re-enter the transport).
+//! - The fd is deregistered from the loop before it is closed.
+//! - `connection_lost` is scheduled at most once (`conn_lost` counts it),
+//!   after which the transport drops its protocol, wrapper, loop and server.
+//! - Callback order is asyncio's: `connection_made` is scheduled with
+//!   `call_soon`, reading starts in the callback after it, and the waiter of
+//!   `create_connection` is resolved after both.
+
+pub mod flow;
+pub mod lifecycle;
+pub mod read;
+pub mod sendfile;
+pub mod stream;
+pub mod write;
+
+use std::cell::RefCell;
+use std::net::Ipv4Addr;
+
+use pyo3::exceptions::PyKeyboardInterrupt;
+use pyo3::exceptions::PySystemExit;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+use socket2::SockAddr;
+
+/// The size of the per-thread read buffer (asyncio's `max_size`).
+pub const READ_BUF_SIZE: usize = 256 * 1024;
+
+/// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
+pub const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+
+thread_local! {
+    /// The reusable read buffer of the loop running on this thread.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's read buffer (allocated on first use). A
+/// re-entrant call gets a temporary buffer.
+pub fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.is_empty() {
+                buf.resize(READ_BUF_SIZE, 0);
+            }
+            f(&mut buf)
+        }
+        Err(_) => f(&mut vec![0u8; READ_BUF_SIZE]),
+    })
+}
+
+/// KeyboardInterrupt and SystemExit leave the loop; other errors are handled.
+pub fn must_propagate(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
+}
+
+static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The `asyncio` logger.
+pub fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    LOGGER
+        .get_or_try_init(py, || {
+            py.import("logging")?.call_method1("getLogger", ("asyncio",)).map(Bound::unbind)
+        })
+        .map(|l| l.bind(py))
+}
+
+/// A socket address as Python's `socket` module shows it.
+pub fn sockaddr_to_py<'py>(py: Python<'py>, addr: &SockAddr) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(v4) = addr.as_socket_ipv4() {
+        let ip: Ipv4Addr = *v4.ip();
+        return Ok(PyTuple::new(py, [ip.to_string().into_pyobject(py)?.into_any(), v4.port().into_pyobject(py)?.into_any()])?.into_any());
+    }
+    if let Some(v6) = addr.as_socket_ipv6() {
+        let text = ipv6_text(&v6.ip().octets());
+        return Ok(PyTuple::new(
+            py,
+            [
+                text.into_pyobject(py)?.into_any(),
+                v6.port().into_pyobject(py)?.into_any(),
+                v6.flowinfo().into_pyobject(py)?.into_any(),
+                v6.scope_id().into_pyobject(py)?.into_any(),
+            ],
+        )?
+        .into_any());
+    }
+    if addr.is_unix() {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(name) = addr.as_abstract_namespace() {
+            let mut raw = Vec::with_capacity(name.len() + 1);
+            raw.push(0u8);
+            raw.extend_from_slice(name);
+            return Ok(PyBytes::new(py, &raw).into_any());
+        }
+        if let Some(path) = addr.as_pathname() {
+            return Ok(path.as_os_str().into_pyobject(py)?.into_any());
+        }
+        return Ok(PyString::new(py, "").into_any());
+    }
+    Ok(py.None().into_bound(py))
+}
+
+/// An IPv6 address as text (RFC 5952, as `inet_ntop` prints it).
+fn ipv6_text(octets: &[u8; 16]) -> String {
+    std::net::Ipv6Addr::from(*octets).to_string()
+}
+
+/// A contiguous view of a Python object's bytes (the buffer protocol),
+/// released on drop. `writable` asks for a writable buffer.
+pub struct BufView {
+    /// The filled-in `Py_buffer`.
+    view: Box<ffi::Py_buffer>,
+}
+
+impl BufView {
+    pub fn get(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<Self> {
+        // SAFETY: a zeroed Py_buffer is the documented initial state.
+        let mut view: Box<ffi::Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
+        let flags = if writable { ffi::PyBUF_WRITABLE } else { ffi::PyBUF_SIMPLE };
+        // SAFETY: `obj` is live (GIL held); `view` is valid storage that
+        // PyObject_GetBuffer fills in or leaves untouched on error.
+        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, flags) } != 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        Ok(Self { view })
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.view.len as usize
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.view.buf.cast()
+    }
+
+    /// The bytes (valid while `self` lives and the GIL is held).
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        if self.is_empty() {
+            return &[];
+        }
+        // SAFETY: the exporter guarantees `buf` holds `len` contiguous bytes
+        // (PyBUF_SIMPLE/WRITABLE) until the view is released.
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len()) }
+    }
+}
+
+impl Drop for BufView {
+    fn drop(&mut self) {
+        // SAFETY: releasing a view obtained by PyObject_GetBuffer; the GIL
+        // is held wherever views are used (they never leave a GIL scope).
+        unsafe { ffi::PyBuffer_Release(&mut *self.view) }
+    }
+}

@@ -1,0 +1,504 @@
+//! `StreamTransport`: the native core of one TCP or Unix stream connection
+//! (asyncio's `_SelectorSocketTransport`). See the module docs of
+//! `transports` for the design and invariants.
+//!
+//! Interest in the reactor follows the state: `Read` while reading,
+//! `Write` while data is buffered, `Both` for both; a registered transport
+//! that wants neither stays registered for `Write` (which stays quiet on an
+//! idle socket), so the fd is claimed until `connection_lost`.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyString;
+use pyo3::{intern, PyTraverseError, PyVisit};
+use socket2::SockAddr;
+
+use super::flow::{FlowControl, WriteBuffer};
+pub(crate) use super::lifecycle::{close_sock, set_exception_unless_done, set_result_unless_done};
+use super::sockaddr_to_py;
+use crate::errors;
+use crate::event_loop::io::IoWatcher;
+use crate::event_loop::LoopCore;
+use crate::reactor::net::{self};
+use crate::reactor::{Readiness, Want};
+
+/// Who owns the socket.
+pub(crate) enum Sock {
+    /// The transport (an accepted connection).
+    Rust(OwnedFd),
+    /// A `socket.socket` (passed in, or made for `get_extra_info`).
+    Python(Py<PyAny>),
+    /// Closed.
+    Closed,
+}
+
+/// How data reaches the protocol; methods looked up once per protocol.
+pub(crate) enum ProtoKind {
+    /// `Protocol.data_received`.
+    Plain(Py<PyAny>),
+    /// `BufferedProtocol.get_buffer` and `buffer_updated`.
+    Buffered(Py<PyAny>, Py<PyAny>),
+    /// The methods were missing at `set_protocol`; look them up each time
+    /// (the lookup raises the error asyncio would). `true`: buffered.
+    Lazy(bool),
+}
+
+/// The mutable state of a transport.
+pub(crate) struct St {
+    /// The socket's fd (-1 once closed).
+    pub(crate) fd: RawFd,
+    /// The socket's owner.
+    pub(crate) sock: Sock,
+    /// The loop (None after `connection_lost`).
+    pub(crate) lp: Option<Py<LoopCore>>,
+    /// The Python transport object user code sees.
+    pub(crate) wrapper: Option<Py<PyAny>>,
+    /// The protocol.
+    pub(crate) protocol: Option<Py<PyAny>>,
+    /// Its cached methods.
+    pub(crate) kind: Option<ProtoKind>,
+    /// The `Server` that accepted the connection.
+    pub(crate) server: Option<Py<PyAny>>,
+    /// The reactor token while registered.
+    pub(crate) token: Option<usize>,
+    /// What the reactor watches for.
+    pub(crate) want: Option<Want>,
+    /// Reading was started (after `connection_made`).
+    pub(crate) started: bool,
+    /// `pause_reading()`.
+    pub(crate) paused: bool,
+    /// EOF received and the protocol kept the transport half-open.
+    pub(crate) read_eof: bool,
+    /// `close()` was called (or the transport is being force-closed).
+    pub(crate) closing: bool,
+    /// `write_eof()` was called.
+    pub(crate) eof: bool,
+    /// `connection_lost` scheduled (then counts writes after that).
+    pub(crate) conn_lost: u32,
+    /// Unsent data.
+    pub(crate) wbuf: WriteBuffer,
+    /// Write-buffer limits.
+    pub(crate) flow: FlowControl,
+    /// `get_extra_info('sockname')`.
+    pub(crate) sockname: Option<Py<PyAny>>,
+    /// `get_extra_info('peername')`.
+    pub(crate) peername: Option<Py<PyAny>>,
+    /// `get_extra_info('socket')`, made on first use.
+    pub(crate) extra_socket: Option<Py<PyAny>>,
+    /// Resolved when the write buffer is empty (used by `sendfile`).
+    pub(crate) empty_waiter: Option<Py<PyAny>>,
+    /// The `sendfile` in progress.
+    pub(crate) sendfile: Option<super::sendfile::SendfileOp>,
+    /// The class name shown in reprs.
+    pub(crate) name: &'static str,
+}
+
+impl St {
+    #[inline]
+    pub(crate) fn reading_active(&self) -> bool {
+        self.started && !self.paused && !self.closing && !self.read_eof && self.conn_lost == 0
+    }
+
+    pub(crate) fn lp<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
+        self.lp.as_ref().map(|l| l.bind(py).clone())
+    }
+}
+
+/// The native core of a stream transport.
+#[pyclass(frozen, module = "oxloop._core")]
+pub struct StreamTransport {
+    /// Everything; see `St`.
+    pub(crate) st: Mutex<St>,
+}
+
+/// The loop's handle on a transport.
+struct Watch(Py<StreamTransport>);
+
+impl IoWatcher for Watch {
+    fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
+        let slf = self.0.bind(py);
+        if ready.for_reader() {
+            StreamTransport::handle_read(slf, lp, ready)?;
+        }
+        if ready.for_writer() {
+            StreamTransport::handle_write(slf)?;
+        }
+        Ok(())
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.0)
+    }
+
+    fn describe(&self, _py: Python<'_>) -> String {
+        match self.0.get().st.try_lock() {
+            Some(st) => format!("transport <{} fd={}>", st.name, st.fd),
+            None => "transport".into(),
+        }
+    }
+}
+
+pub(crate) static SET_RESULT_UNLESS_CANCELLED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+pub(crate) static BUFFERED_PROTOCOL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+pub(crate) static TRANSPORT_SOCKET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+pub(crate) fn cached<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyAny>>, module: &str, attr: &str) -> PyResult<Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || py.import(module)?.getattr(attr).map(Bound::unbind))
+        .map(|o| o.bind(py).clone())
+}
+
+fn addr_or_none(py: Python<'_>, addr: std::io::Result<SockAddr>) -> Option<Py<PyAny>> {
+    addr.ok().and_then(|a| sockaddr_to_py(py, &a).ok()).map(Bound::unbind)
+}
+
+impl StreamTransport {
+    pub(crate) fn new_state(py: Python<'_>, lp: Py<LoopCore>, fd: RawFd, sock: Sock, peer: Option<SockAddr>, name: &'static str) -> St {
+        let sockname = addr_or_none(py, net::local_addr(fd));
+        let peername = match peer {
+            Some(a) => addr_or_none(py, Ok(a)),
+            None => addr_or_none(py, net::peer_addr(fd)),
+        };
+        St {
+            fd,
+            sock,
+            lp: Some(lp),
+            wrapper: None,
+            protocol: None,
+            kind: None,
+            server: None,
+            token: None,
+            want: None,
+            started: false,
+            paused: false,
+            read_eof: false,
+            closing: false,
+            eof: false,
+            conn_lost: 0,
+            wbuf: WriteBuffer::default(),
+            flow: FlowControl::default(),
+            sockname,
+            peername,
+            extra_socket: None,
+            empty_waiter: None,
+            sendfile: None,
+            name,
+        }
+    }
+
+    /// A transport for a connection accepted by a server.
+    pub(crate) fn accepted(py: Python<'_>, lp: Py<LoopCore>, fd: OwnedFd, peer: SockAddr, nodelay: bool) -> PyResult<Py<Self>> {
+        let raw = fd.as_raw_fd();
+        if nodelay {
+            let _ = net::set_nodelay(raw);
+        }
+        let name = if peer.is_unix() { "UnixTransport" } else { "TCPTransport" };
+        let st = Self::new_state(py, lp, raw, Sock::Rust(fd), Some(peer), name);
+        Py::new(py, Self { st: Mutex::new(st) })
+    }
+
+    pub(crate) fn set_protocol_locked(py: Python<'_>, st: &mut St, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let buffered = protocol.is_instance(&cached(py, &BUFFERED_PROTOCOL, "asyncio.protocols", "BufferedProtocol")?)?;
+        let kind = if buffered {
+            match (protocol.getattr(intern!(py, "get_buffer")), protocol.getattr(intern!(py, "buffer_updated"))) {
+                (Ok(g), Ok(u)) => ProtoKind::Buffered(g.unbind(), u.unbind()),
+                _ => ProtoKind::Lazy(true),
+            }
+        } else {
+            match protocol.getattr(intern!(py, "data_received")) {
+                Ok(d) => ProtoKind::Plain(d.unbind()),
+                Err(_) => ProtoKind::Lazy(false),
+            }
+        };
+        st.protocol = Some(protocol.clone().unbind());
+        st.kind = Some(kind);
+        Ok(())
+    }
+
+    /// Makes the reactor watch what the state needs.
+    pub(crate) fn sync_interest(slf: &Bound<'_, Self>, st: &mut St) -> PyResult<()> {
+        let py = slf.py();
+        if matches!(st.sock, Sock::Closed) {
+            return Ok(());
+        }
+        let read = st.reading_active();
+        let write = !st.wbuf.is_empty() || st.sendfile.is_some();
+        let want = match Want::from_flags(read, write) {
+            Some(w) => w,
+            None if st.token.is_some() => Want::Write,
+            None => return Ok(()),
+        };
+        let Some(lp) = st.lp(py) else { return Ok(()) };
+        match st.token {
+            Some(token) => {
+                if st.want != Some(want) {
+                    lp.get().io_set_want(token, Some(want))?;
+                    st.want = Some(want);
+                }
+            }
+            None => {
+                let watcher: Arc<dyn IoWatcher> = Arc::new(Watch(slf.clone().unbind()));
+                st.token = Some(lp.get().io_register(st.fd, want, watcher)?);
+                st.want = Some(want);
+            }
+        }
+        Ok(())
+    }
+
+}
+
+#[pymethods]
+impl StreamTransport {
+    /// A transport over a connected `socket.socket` (which it then owns).
+    #[new]
+    #[pyo3(signature = (lp, sock, name = "TCPTransport", nodelay = false))]
+    fn py_new(py: Python<'_>, lp: Bound<'_, LoopCore>, sock: Bound<'_, PyAny>, name: &str, nodelay: bool) -> PyResult<Self> {
+        let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+        if fd < 0 {
+            return Err(PyValueError::new_err("the socket is closed"));
+        }
+        if nodelay {
+            net::set_nodelay(fd).map_err(errors::os_error)?;
+        }
+        let name = if name == "UnixTransport" { "UnixTransport" } else { "TCPTransport" };
+        let st = Self::new_state(py, lp.unbind(), fd, Sock::Python(sock.clone().unbind()), None, name);
+        let mut st = st;
+        st.extra_socket = Some(cached(py, &TRANSPORT_SOCKET, "asyncio.trsock", "TransportSocket")?.call1((sock,))?.unbind());
+        Ok(Self { st: Mutex::new(st) })
+    }
+
+    /// Sets the protocol and the Python transport object, attaches to the
+    /// server, and schedules `connection_made`, the start of reading and the
+    /// waiter, in asyncio's order.
+    #[pyo3(signature = (wrapper, protocol, waiter = None, server = None))]
+    fn _start(slf: &Bound<'_, Self>, wrapper: Bound<'_, PyAny>, protocol: Bound<'_, PyAny>, waiter: Option<Bound<'_, PyAny>>, server: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        Self::start(slf, &wrapper, &protocol, waiter.as_ref(), server.as_ref())
+    }
+
+    /// Starts reading (scheduled after `connection_made`).
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let mut st = slf.get().st.lock();
+        st.started = true;
+        Self::sync_interest(slf, &mut st)
+    }
+
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        Self::call_connection_lost(slf, &exc)
+    }
+
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::write_impl(slf, data)
+    }
+
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::writelines_impl(slf, list_of_data)
+    }
+
+    fn write_eof(&self) -> PyResult<()> {
+        let mut st = self.st.lock();
+        if st.closing || st.eof {
+            return Ok(());
+        }
+        st.eof = true;
+        if st.wbuf.is_empty() && st.sendfile.is_none() && st.fd >= 0 {
+            net::shutdown_write(st.fd).map_err(errors::os_error)?;
+        }
+        Ok(())
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::do_close(slf)
+    }
+
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::force_close(slf, None)
+    }
+
+    /// asyncio's `_force_close(exc)` (used by `sslproto`).
+    fn _force_close(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let exc = if exc.is_none() { None } else { Some(exc) };
+        Self::force_close(slf, exc)
+    }
+
+    fn is_closing(&self) -> bool {
+        self.st.lock().closing
+    }
+
+    fn is_reading(&self) -> bool {
+        let st = self.st.lock();
+        !st.closing && !st.paused
+    }
+
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let mut st = slf.get().st.lock();
+        if st.closing || st.paused {
+            return Ok(());
+        }
+        st.paused = true;
+        Self::sync_interest(slf, &mut st)
+    }
+
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let mut st = slf.get().st.lock();
+        if st.closing || !st.paused {
+            return Ok(());
+        }
+        st.paused = false;
+        Self::sync_interest(slf, &mut st)
+    }
+
+    fn set_protocol(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
+        let mut st = self.st.lock();
+        let (old_p, old_k) = (st.protocol.take(), st.kind.take());
+        let r = Self::set_protocol_locked(py, &mut st, &protocol);
+        drop(st);
+        drop((old_p, old_k));
+        r
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.st.lock().protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.st.lock().wbuf.len()
+    }
+
+    fn get_write_buffer_limits(&self) -> (usize, usize) {
+        let st = self.st.lock();
+        (st.flow.low, st.flow.high)
+    }
+
+    #[pyo3(signature = (high = None, low = None))]
+    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
+        slf.get().st.lock().flow.set_limits(high, low).map_err(PyValueError::new_err)?;
+        Self::maybe_pause_protocol(slf)
+    }
+
+    #[pyo3(signature = (name, default = None))]
+    fn get_extra_info(slf: &Bound<'_, Self>, name: &Bound<'_, PyAny>, default: Option<Py<PyAny>>) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        let Ok(name) = name.cast::<PyString>() else { return Ok(default) };
+        let st = slf.get().st.lock();
+        Ok(match name.to_str()? {
+            "peername" => st.peername.as_ref().map(|p| p.clone_ref(py)),
+            "sockname" => st.sockname.as_ref().map(|p| p.clone_ref(py)),
+            "socket" => {
+                if let Some(s) = &st.extra_socket {
+                    return Ok(Some(s.clone_ref(py)));
+                }
+                drop(st);
+                return Self::make_extra_socket(slf).map(Some);
+            }
+            _ => default,
+        })
+    }
+
+    /// "fd=N read=polling write=<idle, bufsize=0>" for the wrapper's repr.
+    fn _repr_info(&self) -> String {
+        let st = self.st.lock();
+        let mut info = Vec::new();
+        if matches!(st.sock, Sock::Closed) {
+            info.push("closed".to_string());
+        } else if st.closing {
+            info.push("closing".to_string());
+        }
+        info.push(format!("fd={}", st.fd));
+        if !matches!(st.sock, Sock::Closed) {
+            let read = st.token.is_some() && matches!(st.want, Some(Want::Read | Want::Both));
+            let write = st.token.is_some() && !st.wbuf.is_empty();
+            info.push(format!("read={}", if read { "polling" } else { "idle" }));
+            info.push(format!("write=<{}, bufsize={}>", if write { "polling" } else { "idle" }, st.wbuf.len()));
+        }
+        info.join(" ")
+    }
+
+    /// Whether the socket is still open (the wrapper's `__del__` asks).
+    fn _is_open(&self) -> bool {
+        !matches!(self.st.lock().sock, Sock::Closed)
+    }
+
+    /// Closes the socket without callbacks (`__del__` of an unclosed
+    /// transport, after it warned).
+    fn _dispose(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (lp, token, sock) = {
+            let mut st = slf.get().st.lock();
+            st.fd = -1;
+            (st.lp.take(), st.token.take(), std::mem::replace(&mut st.sock, Sock::Closed))
+        };
+        if let (Some(lp), Some(token)) = (&lp, token) {
+            lp.get().io_unregister(token);
+        }
+        close_sock(py, sock)
+    }
+
+    fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::make_empty_waiter(slf)
+    }
+
+    fn _reset_empty_waiter(&self) {
+        self.reset_empty_waiter()
+    }
+
+    fn _sendfile_start(slf: &Bound<'_, Self>, in_fd: RawFd, offset: i64, count: u64, fut: Bound<'_, PyAny>) -> PyResult<()> {
+        Self::sendfile_start(slf, in_fd, offset, count, fut)
+    }
+
+    /// The fd (-1 once closed).
+    #[getter]
+    fn _sock_fd(&self) -> RawFd {
+        self.st.lock().fd
+    }
+
+    /// The loop (None after `connection_lost`).
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
+        self.st.lock().lp.as_ref().map(|l| l.clone_ref(py))
+    }
+
+    /// Whether the protocol is paused for writing.
+    #[getter]
+    fn _protocol_paused(&self) -> bool {
+        self.st.lock().flow.paused
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(st) = self.st.try_lock() else { return Ok(()) };
+        for o in [&st.lp.as_ref().map(|l| l.as_any()), &st.wrapper.as_ref(), &st.protocol.as_ref(), &st.server.as_ref(), &st.sockname.as_ref(), &st.peername.as_ref(), &st.extra_socket.as_ref(), &st.empty_waiter.as_ref()].into_iter().flatten() {
+            visit.call(*o)?;
+        }
+        if let Sock::Python(s) = &st.sock {
+            visit.call(s)?;
+        }
+        match &st.kind {
+            Some(ProtoKind::Plain(f)) => visit.call(f)?,
+            Some(ProtoKind::Buffered(g, u)) => {
+                visit.call(g)?;
+                visit.call(u)?;
+            }
+            _ => {}
+        }
+        if let Some(op) = &st.sendfile {
+            op.traverse(&visit)?;
+        }
+        st.wbuf.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        let taken = {
+            let mut st = self.st.lock();
+            (st.lp.take(), st.wrapper.take(), st.protocol.take(), st.kind.take(), st.server.take(), st.extra_socket.take(), st.empty_waiter.take(), st.sendfile.take())
+        };
+        drop(taken);
+    }
+}
+

@@ -1,0 +1,272 @@
+//! The write side of `StreamTransport`: `write`/`writelines` try the socket
+//! at once and buffer the rest; writability drains the buffer with gathered
+//! sends; flow control calls `pause_writing`/`resume_writing` at the
+//! thresholds; a drained buffer completes `close()` and `write_eof()`.
+
+use std::io::{ErrorKind, IoSlice};
+
+use parking_lot::MutexGuard;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
+use pyo3::intern;
+
+use super::stream::*;
+use super::{logger, must_propagate, BufView, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
+use crate::errors;
+use crate::reactor::net::{self, MAX_IOV};
+
+impl StreamTransport {
+    pub(crate) fn handle_write(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut released = Vec::new();
+        {
+            let mut st = this.st.lock();
+            if st.conn_lost > 0 {
+                return Ok(());
+            }
+            if st.wbuf.is_empty() {
+                let sending = st.sendfile.is_some();
+                drop(st);
+                return if sending { Self::sendfile_step(slf) } else { Ok(()) };
+            }
+            loop {
+                let r = {
+                    let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                    let (n, offered) = st.wbuf.fill_iov(py, &mut iov);
+                    net::send_vectored(st.fd, &iov[..n]).map(|sent| (sent, offered))
+                };
+                match r {
+                    Ok((sent, offered)) => {
+                        st.wbuf.consume(sent, &mut released);
+                        if st.wbuf.is_empty() || sent < offered {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        st.wbuf.clear(&mut released);
+                        Self::sync_interest(slf, &mut st)?;
+                        let waiter = st.empty_waiter.as_ref().map(|w| w.clone_ref(py));
+                        drop(st);
+                        drop(released);
+                        let err = errors::os_error(e);
+                        let exc = err.value(py).clone();
+                        Self::fatal_error(slf, err, "Fatal write error on socket transport")?;
+                        if let Some(w) = waiter {
+                            set_exception_unless_done(w.bind(py), &exc)?;
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        drop(released);
+        Self::maybe_resume_protocol(slf)?;
+        Self::after_drain(slf)
+    }
+
+    /// What happens when the write buffer may have become empty.
+    pub(crate) fn after_drain(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (waiter, closing, eof, fd) = {
+            let mut st = slf.get().st.lock();
+            if !st.wbuf.is_empty() || st.sendfile.is_some() || st.conn_lost > 0 {
+                return Ok(());
+            }
+            Self::sync_interest(slf, &mut st)?;
+            let closing = st.closing;
+            if closing {
+                st.conn_lost += 1;
+            }
+            (st.empty_waiter.as_ref().map(|w| w.clone_ref(py)), closing, st.eof, st.fd)
+        };
+        if let Some(w) = waiter {
+            set_result_unless_done(w.bind(py), py.None().bind(py))?;
+        }
+        if closing {
+            Self::call_connection_lost(slf, py.None().bind(py))?;
+        } else if eof {
+            net::shutdown_write(fd).map_err(errors::os_error)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::flow_callback(slf, true)
+    }
+
+    pub(crate) fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::flow_callback(slf, false)
+    }
+
+    pub(crate) fn flow_callback(slf: &Bound<'_, Self>, pause: bool) -> PyResult<()> {
+        let py = slf.py();
+        let (proto, wrapper, lp) = {
+            let mut st = slf.get().st.lock();
+            let size = st.wbuf.len();
+            let go = if pause { st.flow.should_pause(size) } else { st.flow.should_resume(size) };
+            if !go {
+                return Ok(());
+            }
+            st.flow.paused = pause;
+            (st.protocol.as_ref().map(|p| p.clone_ref(py)), st.wrapper.as_ref().map(|w| w.clone_ref(py)), st.lp(py))
+        };
+        let Some(proto) = proto else { return Ok(()) };
+        let (method, message) = if pause {
+            (intern!(py, "pause_writing"), "protocol.pause_writing() failed")
+        } else {
+            (intern!(py, "resume_writing"), "protocol.resume_writing() failed")
+        };
+        if let Err(e) = proto.bind(py).call_method0(method) {
+            if must_propagate(py, &e) {
+                return Err(e);
+            }
+            if let Some(lp) = lp {
+                let ctx = PyDict::new(py);
+                ctx.set_item("message", message)?;
+                ctx.set_item("exception", e.value(py))?;
+                ctx.set_item("transport", wrapper)?;
+                ctx.set_item("protocol", proto)?;
+                lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `write`/`writelines` after `connection_lost` was scheduled: count
+    /// the write and warn past asyncio's threshold. `Ok(false)`: drop it.
+    pub(crate) fn write_checks(slf: &Bound<'_, Self>, st: &mut MutexGuard<'_, St>) -> PyResult<bool> {
+        let py = slf.py();
+        if st.conn_lost > 0 || matches!(st.sock, Sock::Closed) {
+            let warn = st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
+            st.conn_lost += 1;
+            if warn {
+                MutexGuard::unlocked(st, || logger(py)?.call_method1("warning", ("socket.send() raised exception.",)).map(drop))?;
+            }
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Buffers what is left, watches for writability, pauses the protocol
+    /// if needed.
+    pub(crate) fn after_buffering(slf: &Bound<'_, Self>, mut st: MutexGuard<'_, St>) -> PyResult<()> {
+        Self::sync_interest(slf, &mut st)?;
+        drop(st);
+        Self::maybe_pause_protocol(slf)
+    }
+
+    pub(crate) fn write_impl(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let bytes = data.cast::<PyBytes>().ok();
+        let view;
+        let slice: &[u8] = match bytes {
+            Some(b) => b.as_bytes(),
+            None => {
+                if !(data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()) {
+                    return Err(PyTypeError::new_err(format!(
+                        "data argument must be a bytes-like object, not {}",
+                        data.get_type().name()?.repr()?
+                    )));
+                }
+                view = BufView::get(data, false)?;
+                view.as_slice()
+            }
+        };
+        let mut st = slf.get().st.lock();
+        if st.eof {
+            return Err(PyRuntimeError::new_err("Cannot call write() after write_eof()"));
+        }
+        if st.empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err("unable to write; sendfile is in progress"));
+        }
+        if slice.is_empty() {
+            return Ok(());
+        }
+        if !Self::write_checks(slf, &mut st)? {
+            return Ok(());
+        }
+        let mut sent = 0;
+        if st.wbuf.is_empty() {
+            match net::send(st.fd, slice) {
+                Ok(n) if n == slice.len() => return Ok(()),
+                Ok(n) => sent = n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    drop(st);
+                    return Self::fatal_error(slf, errors::os_error(e), "Fatal write error on socket transport");
+                }
+            }
+        }
+        match bytes {
+            Some(b) => st.wbuf.push_bytes(b, sent),
+            None => st.wbuf.push_copy(&slice[sent..]),
+        }
+        let _ = py;
+        Self::after_buffering(slf, st)
+    }
+
+    pub(crate) fn writelines_impl(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let mut items = Vec::new();
+        for item in list_of_data.try_iter()? {
+            let item = item?;
+            let view = BufView::get(&item, false).map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "data argument must be a bytes-like object, not {}",
+                    item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                ))
+            })?;
+            if !view.is_empty() {
+                items.push((item, view));
+            }
+        }
+        let mut st = slf.get().st.lock();
+        if st.eof {
+            return Err(PyRuntimeError::new_err("Cannot call writelines() after write_eof()"));
+        }
+        if st.empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err("unable to writelines; sendfile is in progress"));
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        if !Self::write_checks(slf, &mut st)? {
+            return Ok(());
+        }
+        let mut skip = 0;
+        if st.wbuf.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let n = items.len().min(MAX_IOV);
+            for (i, (_, v)) in items.iter().take(n).enumerate() {
+                iov[i] = IoSlice::new(v.as_slice());
+            }
+            let total: usize = items.iter().map(|(_, v)| v.len()).sum();
+            match net::send_vectored(st.fd, &iov[..n]) {
+                Ok(s) if s == total => return Ok(()),
+                Ok(s) => skip = s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    drop(st);
+                    return Self::fatal_error(slf, errors::os_error(e), "Fatal write error on socket transport");
+                }
+            }
+        }
+        for (item, view) in &items {
+            let len = view.len();
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            match item.cast::<PyBytes>() {
+                Ok(b) => st.wbuf.push_bytes(b, skip),
+                Err(_) => st.wbuf.push_copy(&view.as_slice()[skip..]),
+            }
+            skip = 0;
+        }
+        let _ = py;
+        Self::after_buffering(slf, st)
+    }
+}

@@ -1,0 +1,151 @@
+"""loop.sendfile() over stream transports, on both loops."""
+
+import asyncio
+import io
+import os
+import tempfile
+
+import pytest
+
+from netutil import RecordingProtocol, serve, wait_for
+
+DATA = os.urandom(3 * 1024 * 1024 + 123)
+
+
+@pytest.fixture
+def datafile():
+    with tempfile.TemporaryFile() as f:
+        f.write(DATA)
+        f.seek(0)
+        yield f
+
+
+def _run(loop, body):
+    async def main():
+        protos = []
+
+        def factory():
+            p = RecordingProtocol(loop)
+            protos.append(p)
+            return p
+
+        server, port = await serve(loop, factory)
+        tr, client = await loop.create_connection(
+            lambda: RecordingProtocol(loop), "127.0.0.1", port)
+        result = await body(tr)
+        tr.close()
+        await wait_for(client.lost)
+        while not protos or not protos[0].lost.done():
+            await asyncio.sleep(0.01)
+        server.close()
+        await server.wait_closed()
+        return result, bytes(protos[0].data)
+
+    return loop.run_until_complete(main())
+
+
+def test_sendfile_whole_file(loop, datafile):
+    async def body(tr):
+        tr.write(b"head:")
+        sent = await loop.sendfile(tr, datafile)
+        tr.write(b":tail")
+        return sent
+
+    sent, received = _run(loop, body)
+    assert sent == len(DATA)
+    assert received == b"head:" + DATA + b":tail"
+    assert datafile.tell() == len(DATA)
+
+
+def test_sendfile_offset_and_count(loop, datafile):
+    async def body(tr):
+        return await loop.sendfile(tr, datafile, offset=1000, count=50_000)
+
+    sent, received = _run(loop, body)
+    assert sent == 50_000
+    assert received == DATA[1000:51_000]
+    assert datafile.tell() == 51_000
+
+
+def test_sendfile_fallback_for_non_regular_file(loop):
+    buf = io.BytesIO(DATA[:100_000])
+
+    async def body(tr):
+        with pytest.raises(asyncio.SendfileNotAvailableError):
+            await loop.sendfile(tr, buf, fallback=False)
+        return await loop.sendfile(tr, buf)
+
+    sent, received = _run(loop, body)
+    assert sent == 100_000
+    assert received == DATA[:100_000]
+
+
+def test_write_during_sendfile_raises(loop):
+    # More than the socket buffers of both ends hold, so it cannot finish
+    # while the peer does not read.
+    big = DATA * 11
+    datafile = tempfile.TemporaryFile()
+    datafile.write(big)
+    datafile.seek(0)
+
+    class Paused(RecordingProtocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.pause_reading()  # the peer does not read for now
+
+    async def main():
+        protos = []
+
+        def factory():
+            p = Paused(loop)
+            protos.append(p)
+            return p
+
+        server, port = await serve(loop, factory)
+        tr, client = await loop.create_connection(
+            lambda: RecordingProtocol(loop), "127.0.0.1", port)
+        task = asyncio.ensure_future(loop.sendfile(tr, datafile))
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        with pytest.raises(RuntimeError, match="sendfile is in progress"):
+            tr.write(b"no")
+        protos[0].transport.resume_reading()
+        assert await wait_for(task) == len(big)
+        tr.write(b"after")
+        tr.close()
+        await wait_for(client.lost)
+        await wait_for(protos[0].lost)
+        assert bytes(protos[0].data) == big + b"after"
+        server.close()
+        await server.wait_closed()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        datafile.close()
+
+
+def test_sendfile_argument_errors(loop, datafile):
+    async def body(tr):
+        with pytest.raises(ValueError, match="offset"):
+            await loop.sendfile(tr, datafile, offset=-1)
+        with pytest.raises(ValueError, match="count"):
+            await loop.sendfile(tr, datafile, count=0)
+        with pytest.raises(TypeError, match="count"):
+            await loop.sendfile(tr, datafile, count="10")
+        return None
+
+    _run(loop, body)
+
+    async def closing():
+        server, port = await serve(loop, lambda: RecordingProtocol(loop))
+        tr, client = await loop.create_connection(
+            lambda: RecordingProtocol(loop), "127.0.0.1", port)
+        tr.close()
+        with pytest.raises(RuntimeError, match="is closing"):
+            await loop.sendfile(tr, datafile)
+        await wait_for(client.lost)
+        server.close()
+        await server.wait_closed()
+
+    loop.run_until_complete(closing())
