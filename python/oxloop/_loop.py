@@ -21,6 +21,7 @@ import weakref
 from asyncio import events, format_helpers, futures, tasks
 
 from . import _core
+from ._signals import SignalsMixin
 from ._sockets import SocketsMixin
 from ._streams import StreamsMixin
 
@@ -52,7 +53,8 @@ def _stop_loop_when_done(fut):
     futures._get_loop(fut).stop()
 
 
-class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
+class Loop(StreamsMixin, SocketsMixin, SignalsMixin, _core.LoopCore,
+          
            asyncio.AbstractEventLoop):
     """An asyncio event loop whose core is written in Rust."""
 
@@ -140,6 +142,7 @@ class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
         if self.get_debug():
             logger.debug("Close %r", self)
         self._close_native()
+        self._sig_close()
         executor = self._default_executor
         if executor is not None:
             self._default_executor = None
