@@ -21,6 +21,7 @@ import weakref
 from asyncio import events, format_helpers, futures, tasks
 
 from . import _core
+from ._pipes import PipesMixin
 from ._signals import SignalsMixin
 from ._sockets import SocketsMixin
 from ._streams import StreamsMixin
@@ -53,7 +54,7 @@ def _stop_loop_when_done(fut):
     futures._get_loop(fut).stop()
 
 
-class Loop(StreamsMixin, SocketsMixin, SignalsMixin, _core.LoopCore,
+class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin, _core.LoopCore,
           
            asyncio.AbstractEventLoop):
     """An asyncio event loop whose core is written in Rust."""
