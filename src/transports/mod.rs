@@ -37,6 +37,7 @@
 
 pub mod flow;
 pub mod lifecycle;
+pub mod pipe;
 pub mod read;
 pub mod sendfile;
 pub mod stream;

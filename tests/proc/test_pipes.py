@@ -231,13 +231,55 @@ def test_unclosed_pipe_transport_warns(loop):
     async def main():
         pipe = open(rfd, "rb", buffering=0)
         tr, _ = await loop.connect_read_pipe(asyncio.Protocol, pipe)
+        tr.pause_reading()  # now the loop holds no reference to it
         return tr
 
     tr = run(loop, main())
-    loop.remove_reader(rfd)  # what the loop watched; the pipe closes below
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         del tr
         gc.collect()
     os.close(wfd)
     assert any(issubclass(w.category, ResourceWarning) for w in caught)
+
+
+def test_closed_pipe_transports_are_collected(loop):
+    import weakref
+
+    rfd, wfd = os.pipe()
+
+    async def main():
+        rtr, rproto = await loop.connect_read_pipe(
+            lambda: ReadProto(loop), open(rfd, "rb", buffering=0))
+        wtr, wproto = await loop.connect_write_pipe(
+            lambda: WriteProto(loop), open(wfd, "wb", buffering=0))
+        wtr.write(b"bye")
+        wtr.close()
+        await wproto.lost
+        await rproto.done
+        assert rproto.data == b"bye"
+        return weakref.ref(rtr), weakref.ref(wtr)
+
+    refs = run(loop, main())
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
+
+
+def test_write_rejects_non_bytes(loop):
+    rfd, wfd = os.pipe()
+
+    async def main():
+        tr, proto = await loop.connect_write_pipe(
+            lambda: WriteProto(loop), open(wfd, "wb", buffering=0))
+        with pytest.raises((TypeError, AssertionError)):
+            tr.write("text")
+        tr.write(bytearray(b"ab"))
+        tr.writelines([b"c", memoryview(b"d")])
+        assert os.read(rfd, 10) == b"abcd"
+        tr.close()
+        await proto.lost
+
+    try:
+        run(loop, main())
+    finally:
+        os.close(rfd)
