@@ -176,6 +176,18 @@ class SubprocessMixin:
             raise
         return transp
 
+    # asyncio's PidfdChildWatcher (Python < 3.12) drives its pidfds through
+    # the loop's private readiness API.
+
+    def _add_reader(self, fd, callback, *args):
+        self._check_closed()
+        self.add_reader(fd, callback, *args)
+
+    def _remove_reader(self, fd):
+        if self.is_closed():
+            return False
+        return self.remove_reader(fd)
+
     def _child_watcher_callback(self, pid, returncode, transp):
         # Called by an installed child watcher, maybe from another thread.
         self.call_soon_threadsafe(self.call_soon, transp._process_exited,

@@ -242,3 +242,43 @@ def test_close_loop_with_running_child(loop_factory):
         warnings.simplefilter("ignore", ResourceWarning)
         del proc
         gc.collect()
+
+
+WATCHERS = ["SafeChildWatcher", "FastChildWatcher", "PidfdChildWatcher",
+            "ThreadedChildWatcher", "MultiLoopChildWatcher"]
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12),
+                    reason="child watchers are deprecated from 3.12 on")
+@pytest.mark.parametrize("name", WATCHERS)
+def test_installed_child_watcher_is_used(loop, name):
+    if name == "PidfdChildWatcher" and not hasattr(os, "pidfd_open"):
+        pytest.skip("no pidfd_open")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        watcher = getattr(asyncio, name)()
+        asyncio.set_event_loop(loop)
+        watcher.attach_loop(loop)
+        asyncio.get_event_loop_policy().set_child_watcher(watcher)
+    added = []
+    orig = watcher.add_child_handler
+
+    def spy(pid, callback, *args):
+        added.append(pid)
+        return orig(pid, callback, *args)
+
+    watcher.add_child_handler = spy
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-c", "import sys; sys.exit(3)")
+        assert await proc.wait() == 3
+        assert added == [proc.pid]
+
+    try:
+        run(loop, main())
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.get_event_loop_policy().set_child_watcher(None)
+            watcher.close()
