@@ -283,3 +283,79 @@ def test_write_rejects_non_bytes(loop):
         run(loop, main())
     finally:
         os.close(rfd)
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs os.openpty()")
+def test_pty_read_and_write(loop):
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)  # no echo, no line discipline
+
+    async def main():
+        rtr, rproto = await loop.connect_read_pipe(
+            lambda: ReadProto(loop), open(master, "rb", buffering=0))
+        wtr, wproto = await loop.connect_write_pipe(
+            lambda: WriteProto(loop), open(slave, "wb", buffering=0))
+        assert not rtr.is_closing()
+        wtr.write(b"1" * 5000)
+        while len(rproto.data) < 5000:
+            await asyncio.sleep(0.001)
+        assert bytes(rproto.data) == b"1" * 5000
+        wtr.close()  # closing the slave: the master reads EIO, reported
+        await wproto.lost  # quietly as a close (asyncio's rule for EIO)
+        await rproto.done
+        assert rproto.events[-1][0] == "lost"
+
+    run(loop, main())
+
+
+def test_data_received_error_is_reported_and_reading_goes_on(loop,
+                                                             expect_errors):
+    rfd, wfd = os.pipe()
+
+    class Proto(ReadProto):
+        def data_received(self, data):
+            super().data_received(data)
+            if data == b"boom":
+                raise ZeroDivisionError
+
+    async def main():
+        tr, proto = await loop.connect_read_pipe(
+            lambda: Proto(loop), open(rfd, "rb", buffering=0))
+        os.write(wfd, b"boom")
+        while bytes(proto.data) != b"boom":
+            await asyncio.sleep(0.001)
+        os.write(wfd, b"more")
+        os.close(wfd)
+        await proto.done
+        assert bytes(proto.data) == b"boommore"
+
+    run(loop, main())
+    errors = expect_errors()
+    assert len(errors) == 1
+    assert isinstance(errors[0]["exception"], ZeroDivisionError)
+
+
+def test_pause_writing_error_is_reported(loop, expect_errors):
+    rfd, wfd = os.pipe()
+
+    class Proto(WriteProto):
+        def pause_writing(self):
+            raise ZeroDivisionError
+
+    async def main():
+        tr, proto = await loop.connect_write_pipe(
+            lambda: Proto(loop), open(wfd, "wb", buffering=0))
+        tr.write(b"x" * (1024 * 1024))
+        assert tr.get_write_buffer_size() > 0
+        tr.abort()
+        await proto.lost
+
+    try:
+        run(loop, main())
+    finally:
+        os.close(rfd)
+    errors = expect_errors()
+    assert [e["message"] for e in errors] == ["protocol.pause_writing() failed"]
+    assert errors[0]["protocol"] is not None
