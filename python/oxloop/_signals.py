@@ -87,6 +87,13 @@ class SignalsMixin:
                 raise RuntimeError(str(exc))
             self.__dict__["_sig_socks"] = (rsock, wsock, prev)
             self.add_reader(rsock.fileno(), self._sig_read)
+        else:
+            # As asyncio: (re)install the wakeup fd each time, which also
+            # refuses a call from another thread.
+            try:
+                signal.set_wakeup_fd(self.__dict__["_sig_socks"][1].fileno())
+            except (ValueError, OSError) as exc:
+                raise RuntimeError(str(exc))
         handlers[sig] = (callback, args, contextvars.copy_context())
         try:
             signal.signal(sig, _sighandler_noop)

@@ -150,8 +150,11 @@ def test_errors(loop):
     assert loop.remove_signal_handler(signal.SIGKILL) is False
 
 
-def test_not_main_thread(loop):
+@pytest.mark.parametrize("first", [True, False])
+def test_not_main_thread(loop, first):
     errors = []
+    if not first:
+        loop.add_signal_handler(signal.SIGUSR2, lambda: None)
 
     def worker():
         try:
@@ -164,6 +167,24 @@ def test_not_main_thread(loop):
     t.join()
     assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+    if not first:
+        assert loop.remove_signal_handler(signal.SIGUSR2)
+
+
+def test_signal_before_run_is_handled_on_next_run(loop):
+    got = []
+    loop.add_signal_handler(signal.SIGUSR1, got.append, "late")
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)  # the loop is not running
+
+        async def main():
+            while not got:
+                await asyncio.sleep(0.001)
+
+        run(loop, main())
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR1)
+    assert got == ["late"]
 
 
 def test_closed_loop(loop_factory):
