@@ -52,8 +52,8 @@ def _exitcode(status):
 
 
 def _reap_blocking(pid):
-    """Block until `pid` exits; its exit code (255 if it was reaped
-    elsewhere)."""
+    """Block until `pid` exits; its exit code, or None if it was reaped
+    elsewhere (e.g. by `Popen.poll()`)."""
     try:
         _, status = os.waitpid(pid, 0)
     except ChildProcessError:
