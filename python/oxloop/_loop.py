@@ -21,8 +21,11 @@ import weakref
 from asyncio import events, format_helpers, futures, tasks
 
 from . import _core
+from ._pipes import PipesMixin
+from ._signals import SignalsMixin
 from ._sockets import SocketsMixin
 from ._streams import StreamsMixin
+from ._subprocess import SubprocessMixin
 
 __all__ = ("Loop",)
 
@@ -52,7 +55,8 @@ def _stop_loop_when_done(fut):
     futures._get_loop(fut).stop()
 
 
-class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
+class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
+           SubprocessMixin, _core.LoopCore,
            asyncio.AbstractEventLoop):
     """An asyncio event loop whose core is written in Rust."""
 
@@ -139,7 +143,9 @@ class Loop(StreamsMixin, SocketsMixin, _core.LoopCore,
             return
         if self.get_debug():
             logger.debug("Close %r", self)
+        self._proc_close()
         self._close_native()
+        self._sig_close()
         executor = self._default_executor
         if executor is not None:
             self._default_executor = None

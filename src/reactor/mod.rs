@@ -16,6 +16,7 @@
 
 pub mod clock;
 pub mod net;
+pub mod pipes;
 
 use std::io;
 use std::os::fd::RawFd;

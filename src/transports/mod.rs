@@ -24,6 +24,12 @@
 //! - `write()` tries the socket at once and buffers only what the kernel did
 //!   not take; buffered chunks go out with one gathered `sendmsg`.
 //!
+//! - `PipeTransport` (`pipe.rs`, I/O paths in `pipe_io.rs`) is the core of
+//!   the read and write pipe transports (`connect_read_pipe`,
+//!   `connect_write_pipe`, subprocess pipes); it shares the write buffer,
+//!   flow control and the per-thread read buffer with the stream transports
+//!   and makes `read`/`write`/`writev` calls instead of socket calls.
+//!
 //! Invariants:
 //! - The transport's own mutex is held only for Python-free sections: it is
 //!   released before any protocol method, exception handler or other Python
@@ -37,6 +43,8 @@
 
 pub mod flow;
 pub mod lifecycle;
+pub mod pipe;
+pub mod pipe_io;
 pub mod read;
 pub mod sendfile;
 pub mod stream;

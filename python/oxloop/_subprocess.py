@@ -1,0 +1,258 @@
+"""Subprocesses for oxloop (`subprocess_exec`, `subprocess_shell`).
+
+`SubprocessMixin` is one of `oxloop.Loop`'s bases; `asyncio.
+create_subprocess_exec/shell` reach it through the public loop API.
+
+Design:
+- The transport is asyncio's `unix_events._UnixSubprocessTransport` (a
+  `base_subprocess.BaseSubprocessTransport` over `subprocess.Popen`),
+  imported at runtime. It needs only public loop API (`create_future`,
+  `create_task`, `call_soon`, `connect_read_pipe`/`connect_write_pipe`, ...),
+  so its pipes are oxloop's pipe transports, and it gives asyncio's
+  callback order: `connection_made`, the pipes' `pipe_data_received`/
+  `pipe_connection_lost`, `process_exited`, then `connection_lost` once
+  the process has exited and every pipe is closed.
+- Reaping never blocks the loop. On Linux ≥ 5.3 the child's pidfd
+  (`os.pidfd_open`) is watched with `add_reader`; it becomes readable when
+  the child exits and `waitpid(WNOHANG)` collects the status. Where pidfds
+  are missing, a daemon thread per child blocks in `waitpid` and hands the
+  status back with `call_soon_threadsafe` (asyncio's ThreadedChildWatcher
+  strategy). On Python < 3.12 a child watcher that a program installed
+  explicitly in the policy (`asyncio.set_child_watcher`) is honoured as the
+  stdlib loop does.
+- The status reaches the transport one iteration later
+  (`call_soon(transp._process_exited, rc)`), as asyncio's watcher callback
+  does, so pipe data already read is delivered first.
+
+Invariants:
+- Every child this loop started is reaped exactly once: by its pidfd
+  watcher, its waiter thread, the installed child watcher, or, when the
+  loop closes with the child still running, by a waiter thread started at
+  close (the transport is then never told: the loop is gone). No zombie
+  is left behind.
+- A status that `Popen.poll()` collected first (`ChildProcessError` from
+  `waitpid`) is taken from `Popen.returncode`.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import warnings
+
+from asyncio import events, unix_events
+
+__all__ = ("SubprocessMixin",)
+
+_PY312 = sys.version_info >= (3, 12)
+
+
+def _exitcode(status):
+    return os.waitstatus_to_exitcode(status)
+
+
+def _reap_blocking(pid):
+    """Block until `pid` exits; its exit code, or None if it was reaped
+    elsewhere (e.g. by `Popen.poll()`)."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return None
+    return _exitcode(status)
+
+
+def _installed_watcher():
+    """The child watcher a program set in the policy (Python < 3.12), or
+    None."""
+    if _PY312:
+        return None
+    policy = events.get_event_loop_policy()
+    watcher = getattr(policy, "_watcher", None)
+    if watcher is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return events.get_child_watcher()
+
+
+class SubprocessMixin:
+    """subprocess_exec and subprocess_shell (Unix only)."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def _proc_check_rest(bufsize, text, encoding, errors):
+        if bufsize != 0:
+            raise ValueError("bufsize must be 0")
+        if text:
+            raise ValueError("text must be False")
+        if encoding is not None:
+            raise ValueError("encoding must be None")
+        if errors is not None:
+            raise ValueError("errors must be None")
+
+    async def subprocess_shell(self, protocol_factory, cmd, *,
+                               stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE,
+                               universal_newlines=False, shell=True,
+                               bufsize=0, encoding=None, errors=None,
+                               text=None, **kwargs):
+        """Run `cmd` through the shell; return (transport, protocol)."""
+        if not isinstance(cmd, (bytes, str)):
+            raise ValueError("cmd must be a string")
+        if universal_newlines:
+            raise ValueError("universal_newlines must be False")
+        if not shell:
+            raise ValueError("shell must be True")
+        self._proc_check_rest(bufsize, text, encoding, errors)
+        protocol = protocol_factory()
+        transport = await self._proc_make_transport(
+            protocol, cmd, True, stdin, stdout, stderr, bufsize, **kwargs)
+        return transport, protocol
+
+    async def subprocess_exec(self, protocol_factory, program, *args,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE,
+                              universal_newlines=False, shell=False,
+                              bufsize=0, encoding=None, errors=None,
+                              text=None, **kwargs):
+        """Run `program` with `args`; return (transport, protocol)."""
+        if universal_newlines:
+            raise ValueError("universal_newlines must be False")
+        if shell:
+            raise ValueError("shell must be False")
+        self._proc_check_rest(bufsize, text, encoding, errors)
+        protocol = protocol_factory()
+        transport = await self._proc_make_transport(
+            protocol, (program,) + args, False, stdin, stdout, stderr,
+            bufsize, **kwargs)
+        return transport, protocol
+
+    # -- transport and reaping ---------------------------------------------
+
+    def _proc_children(self):
+        try:
+            return self.__dict__["_proc_watched"]
+        except KeyError:
+            children = self.__dict__["_proc_watched"] = {}
+            return children
+
+    async def _proc_make_transport(self, protocol, args, shell, stdin,
+                                   stdout, stderr, bufsize, extra=None,
+                                   **kwargs):
+        installed = _installed_watcher()
+        if installed is not None:
+            with installed as watcher:
+                if not watcher.is_active():
+                    raise RuntimeError(
+                        "asyncio.get_child_watcher() is not activated, "
+                        "subprocess support is not installed.")
+                return await self._proc_start(
+                    watcher, protocol, args, shell, stdin, stdout, stderr,
+                    bufsize, extra, kwargs)
+        return await self._proc_start(None, protocol, args, shell, stdin,
+                                      stdout, stderr, bufsize, extra, kwargs)
+
+    async def _proc_start(self, watcher, protocol, args, shell, stdin,
+                          stdout, stderr, bufsize, extra, kwargs):
+        waiter = self.create_future()
+        transp = unix_events._UnixSubprocessTransport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+            waiter=waiter, extra=extra, **kwargs)
+        pid = transp.get_pid()
+        if watcher is not None:
+            watcher.add_child_handler(pid, self._child_watcher_callback,
+                                      transp)
+        else:
+            self._proc_watch(pid, transp)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp
+
+    # asyncio's PidfdChildWatcher (Python < 3.12) drives its pidfds through
+    # the loop's private readiness API.
+
+    def _add_reader(self, fd, callback, *args):
+        self._check_closed()
+        self.add_reader(fd, callback, *args)
+
+    def _remove_reader(self, fd):
+        if self.is_closed():
+            return False
+        return self.remove_reader(fd)
+
+    def _child_watcher_callback(self, pid, returncode, transp):
+        # Called by an installed child watcher, maybe from another thread.
+        self.call_soon_threadsafe(self.call_soon, transp._process_exited,
+                                  returncode)
+
+    def _proc_watch(self, pid, transp):
+        pidfd = -1
+        if hasattr(os, "pidfd_open"):
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                pidfd = -1
+        if pidfd >= 0:
+            self._proc_children()[pid] = (pidfd, transp)
+            self.add_reader(pidfd, self._proc_pidfd_ready, pid)
+            return
+        thread = threading.Thread(target=self._proc_wait_thread,
+                                  args=(pid, transp), daemon=True,
+                                  name=f"oxloop-waitpid-{pid}")
+        thread.start()
+
+    def _proc_pidfd_ready(self, pid):
+        entry = self._proc_children().get(pid)
+        if entry is None:
+            return
+        pidfd, transp = entry
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            got, status = pid, None
+        if got == 0:
+            return  # not exited yet (spurious wake-up)
+        del self._proc_children()[pid]
+        self.remove_reader(pidfd)
+        os.close(pidfd)
+        if status is None:
+            returncode = transp._proc.returncode
+            if returncode is None:
+                returncode = 255
+        else:
+            returncode = _exitcode(status)
+        self.call_soon(transp._process_exited, returncode)
+
+    def _proc_wait_thread(self, pid, transp):
+        returncode = _reap_blocking(pid)
+        if returncode is None:
+            returncode = transp._proc.returncode
+            if returncode is None:
+                returncode = 255
+        try:
+            self.call_soon_threadsafe(self._proc_exited_soon, transp,
+                                      returncode)
+        except RuntimeError:
+            pass  # the loop was closed meanwhile
+
+    def _proc_exited_soon(self, transp, returncode):
+        self.call_soon(transp._process_exited, returncode)
+
+    def _proc_close(self):
+        """Called by `Loop.close()`: children still running are handed to
+        waiter threads so that they are reaped once they exit."""
+        children = self._proc_children()
+        while children:
+            pid, (pidfd, _transp) = children.popitem()
+            self.remove_reader(pidfd)
+            os.close(pidfd)
+            threading.Thread(target=_reap_blocking, args=(pid,), daemon=True,
+                             name=f"oxloop-waitpid-{pid}").start()

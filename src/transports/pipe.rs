@@ -1,0 +1,423 @@
+//! `PipeTransport`: the native core of a pipe transport (asyncio's
+//! `_UnixReadPipeTransport` / `_UnixWritePipeTransport`), for
+//! `loop.connect_read_pipe` / `loop.connect_write_pipe` and the pipes of
+//! subprocesses.
+//!
+//! Design:
+//! - One class, two directions (`writable`). The Python object user code
+//!   sees is a thin `asyncio.ReadTransport`/`WriteTransport` subclass
+//!   (`python/oxloop/_pipes.py`) that checks the fd type, holds
+//!   `get_extra_info('pipe')` and binds the core's methods onto itself.
+//! - Shared with the stream transports: the write buffer and flow control
+//!   (`flow.rs`), the per-thread read buffer (`with_read_buf`), the loop's
+//!   native watcher API (`IoWatcher`, `io_register`/`io_set_want`/
+//!   `io_rearm`). The syscalls are `read`/`write`/`writev`
+//!   (`reactor::pipes`), which also work on sockets and character devices.
+//! - Read side: one `read` per readiness event, then the fd is re-armed
+//!   (a tty returns a line per read, so a short read does not prove the fd
+//!   drained). EOF schedules `eof_received` and then `connection_lost(None)`
+//!   (a pipe has no half-open state).
+//! - Write side: `write()` tries the fd at once and buffers the rest;
+//!   buffered chunks go out with `writev` until `WouldBlock` (mio is
+//!   edge-triggered). A write pipe over a FIFO or socket is also watched for
+//!   readability, which on a write end means the reader went away: the
+//!   transport closes, with `BrokenPipeError()` if data was still buffered
+//!   (asyncio's rule).
+//!
+//! Invariants:
+//! - The mutex is never held while Python code runs (protocol callbacks
+//!   re-enter the transport).
+//! - The fd is deregistered before the pipe object is closed, and is closed
+//!   only by `_call_connection_lost` (or `_dispose` for an unclosed
+//!   transport being collected).
+//! - `connection_lost` is scheduled at most once (`lost_scheduled`); after
+//!   it ran the core drops its loop, wrapper, protocol and pipe.
+
+use std::os::fd::RawFd;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use super::flow::{FlowControl, WriteBuffer};
+use super::BufView;
+use crate::errors;
+use crate::event_loop::io::IoWatcher;
+use crate::event_loop::LoopCore;
+use crate::reactor::pipes;
+use crate::reactor::{Readiness, Want};
+
+/// The mutable state of a pipe transport.
+pub(super) struct PipeSt {
+    /// The pipe's fd (-1 once closed).
+    pub(super) fd: RawFd,
+    /// The pipe object (`get_extra_info('pipe')`), closed with the transport.
+    pub(super) pipe: Option<Py<PyAny>>,
+    /// The loop (None after `connection_lost`).
+    pub(super) lp: Option<Py<LoopCore>>,
+    /// The Python transport object user code sees.
+    pub(super) wrapper: Option<Py<PyAny>>,
+    /// The protocol.
+    pub(super) protocol: Option<Py<PyAny>>,
+    /// Write pipe (else read pipe).
+    pub(super) writable: bool,
+    /// Write pipe: watch the fd for readability to see the reader go away.
+    pub(super) watch_close: bool,
+    /// I/O was started (after `connection_made`).
+    pub(super) started: bool,
+    /// `pause_reading()` (read pipe).
+    pub(super) paused: bool,
+    /// `close()`/`write_eof()` was called, or the transport is closing.
+    pub(super) closing: bool,
+    /// `connection_lost` was scheduled or called.
+    pub(super) lost_scheduled: bool,
+    /// Writes after the connection was lost (asyncio's `_conn_lost`).
+    pub(super) conn_lost: u32,
+    /// The reactor token while registered.
+    pub(super) token: Option<usize>,
+    /// What the reactor watches for.
+    pub(super) want: Option<Want>,
+    /// Unsent data (write pipe).
+    pub(super) wbuf: WriteBuffer,
+    /// Write-buffer limits (write pipe).
+    pub(super) flow: FlowControl,
+}
+
+impl PipeSt {
+    pub(super) fn lp<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
+        self.lp.as_ref().map(|l| l.bind(py).clone())
+    }
+
+    /// What the reactor should watch for now.
+    pub(super) fn wanted(&self) -> Option<Want> {
+        if self.fd < 0 || self.lost_scheduled || !self.started {
+            return None;
+        }
+        if self.writable {
+            Want::from_flags(self.watch_close, !self.wbuf.is_empty())
+        } else if !self.paused && !self.closing {
+            Some(Want::Read)
+        } else {
+            None
+        }
+    }
+}
+
+/// The native core of a pipe transport.
+#[pyclass(frozen, module = "oxloop._core")]
+pub struct PipeTransport {
+    /// Everything; see `PipeSt`.
+    pub(super) st: Mutex<PipeSt>,
+}
+
+/// The loop's handle on a pipe transport.
+pub(super) struct Watch(pub(super) Py<PipeTransport>);
+
+impl IoWatcher for Watch {
+    fn on_ready(&self, py: Python<'_>, _lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
+        let slf = self.0.bind(py);
+        let (writable, watch_close) = {
+            let st = slf.get().st.lock();
+            (st.writable, st.watch_close)
+        };
+        if !writable {
+            if ready.for_reader() {
+                PipeTransport::read_ready(slf)?;
+            }
+            return Ok(());
+        }
+        if watch_close && ready.for_reader() {
+            // Readable on a write end: the reader went away.
+            return PipeTransport::peer_closed(slf);
+        }
+        if ready.for_writer() {
+            PipeTransport::write_ready(slf)?;
+        }
+        Ok(())
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.0)
+    }
+
+    fn describe(&self, _py: Python<'_>) -> String {
+        match self.0.get().st.try_lock() {
+            Some(st) => format!("pipe transport <fd={}>", st.fd),
+            None => "pipe transport".into(),
+        }
+    }
+}
+
+#[pymethods]
+impl PipeTransport {
+    /// A transport over `pipe` (whose fd is `fd`, already non-blocking).
+    #[new]
+    fn py_new(lp: Bound<'_, LoopCore>, pipe: Bound<'_, PyAny>, fd: RawFd, writable: bool, watch_close: bool) -> PyResult<Self> {
+        if fd < 0 {
+            return Err(PyValueError::new_err("the pipe is closed"));
+        }
+        Ok(Self {
+            st: Mutex::new(PipeSt {
+                fd,
+                pipe: Some(pipe.unbind()),
+                lp: Some(lp.unbind()),
+                wrapper: None,
+                protocol: None,
+                writable,
+                watch_close: writable && watch_close,
+                started: false,
+                paused: false,
+                closing: false,
+                lost_scheduled: false,
+                conn_lost: 0,
+                token: None,
+                want: None,
+                wbuf: WriteBuffer::default(),
+                flow: FlowControl::default(),
+            }),
+        })
+    }
+
+    /// Sets the wrapper and protocol, and schedules `connection_made`, the
+    /// start of I/O and the waiter, in asyncio's order.
+    #[pyo3(signature = (wrapper, protocol, waiter = None))]
+    fn _start(slf: &Bound<'_, Self>, wrapper: Bound<'_, PyAny>, protocol: Bound<'_, PyAny>, waiter: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let lp = {
+            let mut st = slf.get().st.lock();
+            st.wrapper = Some(wrapper.clone().unbind());
+            st.protocol = Some(protocol.clone().unbind());
+            st.lp(py)
+        };
+        Self::soon(py, &lp, protocol.getattr(intern!(py, "connection_made"))?, PyTuple::new(py, [wrapper])?)?;
+        Self::soon(py, &lp, slf.getattr(intern!(py, "_start_io"))?, PyTuple::empty(py))?;
+        if let Some(waiter) = waiter {
+            let setter = super::stream::cached(py, &super::stream::SET_RESULT_UNLESS_CANCELLED, "asyncio.futures", "_set_result_unless_cancelled")?;
+            Self::soon(py, &lp, setter, PyTuple::new(py, [waiter.into_any(), py.None().into_bound(py)])?)?;
+        }
+        Ok(())
+    }
+
+    /// Starts watching the fd (scheduled after `connection_made`).
+    fn _start_io(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let mut st = slf.get().st.lock();
+        st.started = true;
+        Self::sync_interest(slf, &mut st)
+    }
+
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        Self::call_connection_lost(slf, &exc)
+    }
+
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if !(data.is_instance_of::<PyBytes>() || data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()) {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {:?}",
+                data.get_type().name()?.to_string()
+            )));
+        }
+        let view = BufView::get(data, false)?;
+        let bytes = view.as_slice();
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut st = slf.get().st.lock();
+        if !Self::write_allowed(slf, &mut st)? {
+            return Ok(());
+        }
+        let mut start = 0;
+        if st.wbuf.is_empty() && st.fd >= 0 {
+            match pipes::write(st.fd, bytes) {
+                Ok(n) if n == bytes.len() => return Ok(()),
+                Ok(n) => start = n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    st.conn_lost += 1;
+                    drop(st);
+                    drop(view);
+                    return Self::fatal_error(slf, errors::os_error(e), "Fatal write error on pipe transport");
+                }
+            }
+        }
+        match data.cast::<PyBytes>() {
+            Ok(b) => st.wbuf.push_bytes(b, start),
+            Err(_) => st.wbuf.push_copy(&bytes[start..]),
+        }
+        drop(view);
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        r?;
+        let _ = py;
+        Self::flow_callback(slf, true)
+    }
+
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let joined = PyBytes::new(py, b"").call_method1(intern!(py, "join"), (list_of_data,))?;
+        Self::write(slf, &joined)
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let lp = {
+            let mut st = slf.get().st.lock();
+            if st.closing {
+                return Ok(());
+            }
+            st.closing = true;
+            if !st.wbuf.is_empty() || st.lost_scheduled {
+                return Ok(());
+            }
+            st.lost_scheduled = true;
+            Self::sync_interest(slf, &mut st)?;
+            st.lp(py)
+        };
+        let none = py.None().into_bound(py);
+        Self::soon(py, &lp, slf.getattr(intern!(py, "_call_connection_lost"))?, PyTuple::new(py, [none])?)
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let (writable, open, closing) = {
+            let st = slf.get().st.lock();
+            (st.writable, st.pipe.is_some(), st.closing)
+        };
+        if closing {
+            return Ok(());
+        }
+        if writable {
+            if open {
+                Self::write_eof(slf)?;
+            }
+            Ok(())
+        } else {
+            Self::close_with(slf, None)
+        }
+    }
+
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::close_with(slf, None)
+    }
+
+    fn is_closing(&self) -> bool {
+        self.st.lock().closing
+    }
+
+    fn is_reading(&self) -> bool {
+        let st = self.st.lock();
+        !st.paused && !st.closing
+    }
+
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let mut st = slf.get().st.lock();
+        if st.closing || st.paused {
+            return Ok(());
+        }
+        st.paused = true;
+        Self::sync_interest(slf, &mut st)
+    }
+
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let mut st = slf.get().st.lock();
+        if st.closing || !st.paused {
+            return Ok(());
+        }
+        st.paused = false;
+        Self::sync_interest(slf, &mut st)
+    }
+
+    fn set_protocol(&self, protocol: Py<PyAny>) {
+        let old = self.st.lock().protocol.replace(protocol);
+        drop(old);
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.st.lock().protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.st.lock().wbuf.len()
+    }
+
+    fn get_write_buffer_limits(&self) -> (usize, usize) {
+        let st = self.st.lock();
+        (st.flow.low, st.flow.high)
+    }
+
+    #[pyo3(signature = (high = None, low = None))]
+    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
+        slf.get().st.lock().flow.set_limits(high, low).map_err(PyValueError::new_err)?;
+        Self::flow_callback(slf, true)
+    }
+
+    /// "fd=N polling" and the like, for the wrapper's repr (asyncio's
+    /// format: "open" once the loop is closed).
+    fn _repr_info(&self, py: Python<'_>) -> PyResult<String> {
+        let (lp, closed_pipe, closing, fd, polling, writable, buffered) = {
+            let st = self.st.lock();
+            (st.lp(py), st.pipe.is_none(), st.closing, st.fd, st.token.is_some(), st.writable, st.wbuf.len())
+        };
+        let mut info = Vec::new();
+        if closed_pipe {
+            info.push("closed".to_string());
+        } else if closing {
+            info.push("closing".to_string());
+        }
+        info.push(format!("fd={fd}"));
+        let loop_open = match &lp {
+            Some(lp) => !lp.call_method0(intern!(py, "is_closed"))?.is_truthy()?,
+            None => false,
+        };
+        if !closed_pipe && loop_open {
+            let active = polling && (!writable || buffered > 0);
+            info.push(if active { "polling".into() } else { "idle".into() });
+            if writable {
+                info.push(format!("bufsize={buffered}"));
+            }
+        } else if !closed_pipe {
+            info.push("open".into());
+        } else {
+            info.push("closed".into());
+        }
+        Ok(info.join(" "))
+    }
+
+    /// Whether the pipe is still open (the wrapper's `__del__` asks).
+    fn _is_open(&self) -> bool {
+        self.st.lock().pipe.is_some()
+    }
+
+    /// Closes the pipe without callbacks (`__del__` of an unclosed
+    /// transport, after it warned).
+    fn _dispose(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::release(slf)
+    }
+
+    /// Whether the protocol is paused for writing.
+    #[getter]
+    fn _protocol_paused(&self) -> bool {
+        self.st.lock().flow.paused
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(st) = self.st.try_lock() else { return Ok(()) };
+        for o in [&st.lp.as_ref().map(|l| l.as_any()), &st.wrapper.as_ref(), &st.protocol.as_ref(), &st.pipe.as_ref()].into_iter().flatten() {
+            visit.call(*o)?;
+        }
+        st.wbuf.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        let taken = {
+            let mut st = self.st.lock();
+            (st.lp.take(), st.wrapper.take(), st.protocol.take())
+        };
+        drop(taken);
+    }
+}
