@@ -21,24 +21,24 @@
 //!   queue the I/O callbacks, move due timers to the ready queue, then run
 //!   exactly the callbacks that were ready at that point, in FIFO order.
 
+mod callbacks;
 mod clock;
 pub(crate) mod custody;
 pub(crate) mod io;
+mod native;
 mod run;
 pub(crate) mod timers;
 
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::ThreadId;
 
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
-use pyo3::ffi;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyInt, PyTuple};
+use pyo3::types::PyTuple;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 use pyo3::{PyTraverseError, PyVisit};
@@ -47,7 +47,7 @@ use crate::errors;
 use crate::handles::{Handle, TimerHandle};
 use crate::reactor::Reactor;
 use clock::Clock;
-use io::{IoTable, SetError};
+use io::IoTable;
 use timers::TimerHeap;
 
 /// The loop state that is touched on the loop's thread (and, for the ready
@@ -102,212 +102,6 @@ static TASK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 fn asyncio_type<'py>(py: Python<'py>, cell: &PyOnceLock<Py<PyAny>>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     cell.get_or_try_init(py, || py.import("asyncio")?.getattr(name).map(Bound::unbind))
         .map(|t| t.bind(py).clone())
-}
-
-/// `selectors`' rule: an int, or an object whose `fileno()` gives one; >= 0.
-pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
-    let fd: i64 = if obj.is_instance_of::<PyInt>() {
-        obj.extract()?
-    } else {
-        let bad = || PyValueError::new_err(format!("Invalid file object: {}", repr_of(obj)));
-        match obj.call_method0(intern!(obj.py(), "fileno")) {
-            Ok(v) => v.call_method0("__int__").and_then(|v| v.extract()).map_err(|_| bad())?,
-            Err(e)
-                if e.is_instance_of::<PyTypeError>(obj.py())
-                    || e.is_instance_of::<PyValueError>(obj.py())
-                    || e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) =>
-            {
-                return Err(bad())
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    if fd < 0 {
-        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
-    }
-    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
-}
-
-fn repr_of(obj: &Bound<'_, PyAny>) -> String {
-    obj.repr().map(|r| r.to_string()).unwrap_or_else(|_| "<object>".into())
-}
-
-impl LoopCore {
-    #[inline]
-    fn check_closed(&self) -> PyResult<()> {
-        if self.closed.load(Ordering::Relaxed) {
-            Err(errors::loop_closed())
-        } else {
-            Ok(())
-        }
-    }
-
-    fn check_thread(&self) -> PyResult<()> {
-        if let Some(owner) = *self.owner.lock() {
-            if owner != std::thread::current().id() {
-                return Err(PyRuntimeError::new_err(
-                    "Non-thread-safe operation invoked on an event loop other than the current one",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Debug mode's checks on a callback (asyncio runs them only then).
-    fn check_callback(py: Python<'_>, callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
-        let coroutines = py.import(intern!(py, "asyncio.coroutines"))?;
-        if coroutines.call_method1("iscoroutine", (callback,))?.is_truthy()?
-            || coroutines.call_method1("iscoroutinefunction", (callback,))?.is_truthy()?
-        {
-            return Err(PyTypeError::new_err(format!("coroutines cannot be used with {method}()")));
-        }
-        if !callback.is_callable() {
-            return Err(PyTypeError::new_err(format!(
-                "a callable object was expected by {method}(), got {}",
-                repr_of(callback)
-            )));
-        }
-        Ok(())
-    }
-
-    /// The context a callback runs in: the given one, or a copy of the
-    /// current one.
-    fn context_for(py: Python<'_>, context: Option<Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-        match context {
-            Some(ctx) if !ctx.is_none() => {
-                // SAFETY: a type check on a live object, GIL held.
-                if unsafe { ffi::PyContext_CheckExact(ctx.as_ptr()) } == 0 {
-                    return Err(PyTypeError::new_err(format!(
-                        "context must be a contextvars.Context, got {}",
-                        repr_of(&ctx)
-                    )));
-                }
-                Ok(ctx.unbind())
-            }
-            _ => {
-                // SAFETY: returns a new reference or NULL with an exception
-                // set; GIL held.
-                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }.map(Bound::unbind)
-            }
-        }
-    }
-
-    /// A handle; a one-shot one (not an `add_reader` one) is left to the
-    /// loop's custody (see `custody`).
-    fn make_handle(
-        &self,
-        py: Python<'_>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-        one_shot: bool,
-    ) -> PyResult<Py<Handle>> {
-        let ctx = Self::context_for(py, context)?;
-        let tb = self.source_traceback(py)?;
-        let handle = Py::new(py, Handle::new(callback.unbind(), args.unbind(), ctx, tb))?;
-        if one_shot {
-            custody::adopt(py, &handle);
-        }
-        Ok(handle)
-    }
-
-    /// In debug mode, where the caller is (asyncio's `_source_traceback`).
-    fn source_traceback(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        if !self.debug.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        let frame = py.import(intern!(py, "sys"))?.call_method1(intern!(py, "_getframe"), (0,))?;
-        let stack = py
-            .import(intern!(py, "asyncio.format_helpers"))?
-            .call_method1(intern!(py, "extract_stack"), (frame,))?;
-        Ok(Some(stack.unbind()))
-    }
-
-    /// Queues `handle` and wakes the reactor if the loop is blocked in it.
-    fn push_ready(&self, handle: Py<Handle>, wake: bool) -> PyResult<()> {
-        let must_wake = {
-            let mut st = self.state.lock();
-            st.ready.push_back(handle);
-            if wake && st.polling && !st.wake_pending {
-                st.wake_pending = true;
-                true
-            } else {
-                false
-            }
-        };
-        if must_wake {
-            self.reactor.wake().map_err(errors::os_error)?;
-        }
-        Ok(())
-    }
-
-    fn schedule_at(
-        &self,
-        py: Python<'_>,
-        when: f64,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        let ctx = Self::context_for(py, context)?;
-        let tb = self.source_traceback(py)?;
-        let base = Handle::new_timer(
-            callback.unbind(),
-            args.unbind(),
-            ctx,
-            tb,
-            when,
-            self.cancelled_timers.clone(),
-        );
-        let timer = Bound::new(py, PyClassInitializer::from(base).add_subclass(TimerHandle))?;
-        custody::adopt(py, timer.as_unbound());
-        let as_handle = timer.as_super().clone().unbind();
-        self.state.lock().timers.push(when, as_handle);
-        Ok(timer.unbind())
-    }
-
-    fn set_io_callback(
-        &self,
-        py: Python<'_>,
-        fd: &Bound<'_, PyAny>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        write: bool,
-    ) -> PyResult<()> {
-        self.check_closed()?;
-        let fd = fileobj_to_fd(fd)?;
-        if self.debug.load(Ordering::Relaxed) {
-            Self::check_callback(py, &callback, if write { "add_writer" } else { "add_reader" })?;
-        }
-        let handle = self.make_handle(py, callback, args, None, false)?;
-        let result = self.state.lock().io.set_callback(py, &self.reactor, fd, write, handle);
-        match result {
-            Ok(old) => {
-                if let Some(old) = old {
-                    old.get().cancel_inner();
-                }
-                Ok(())
-            }
-            Err(SetError::Taken(who)) => Err(errors::fd_taken(fd, &who)),
-            Err(SetError::Os(e)) => Err(errors::os_error(e)),
-        }
-    }
-
-    fn remove_io_callback(&self, py: Python<'_>, fd: &Bound<'_, PyAny>, write: bool) -> PyResult<bool> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Ok(false);
-        }
-        let fd = fileobj_to_fd(fd)?;
-        let result = self.state.lock().io.remove_callback(py, &self.reactor, fd, write);
-        match result {
-            Ok(Some(old)) => {
-                old.get().cancel_inner();
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(who) => Err(errors::fd_taken(fd, &who)),
-        }
-    }
 }
 
 #[pymethods]
@@ -574,109 +368,5 @@ impl LoopCore {
         self.clear_everything();
         let factory = self.task_factory.lock().take();
         drop(factory);
-    }
-}
-
-impl LoopCore {
-    fn call_at_f64(
-        &self,
-        py: Python<'_>,
-        when: f64,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-        method: &str,
-    ) -> PyResult<Py<TimerHandle>> {
-        self.check_closed()?;
-        if self.debug.load(Ordering::Relaxed) {
-            self.check_thread()?;
-            Self::check_callback(py, &callback, method)?;
-        }
-        self.schedule_at(py, when, callback, args, context)
-    }
-
-    /// Empties every queue and the fd table; the objects are dropped after
-    /// the lock is released.
-    fn clear_everything(&self) {
-        let (ready, spare, timers, io) = {
-            let mut st = self.state.lock();
-            let mut timers = Vec::new();
-            st.timers.drain_into(&mut timers);
-            let io = st.io.drain(&self.reactor);
-            (
-                std::mem::take(&mut st.ready),
-                std::mem::take(&mut st.spare),
-                timers,
-                io,
-            )
-        };
-        Python::attach(|py| {
-            for t in timers {
-                t.get().unschedule();
-                custody::release(py, t);
-            }
-            for h in ready.into_iter().chain(spare) {
-                custody::release(py, h);
-            }
-        });
-        drop(io);
-    }
-}
-
-/// The API native I/O code (transports, servers, socket operations) uses to
-/// talk to the loop. All of it is called on the loop's thread with the GIL.
-impl LoopCore {
-    /// Watches `fd` for `want` and calls `watcher` when it is ready. Fails
-    /// with `FileExistsError` if the fd is watched already.
-    pub(crate) fn io_register(
-        &self,
-        fd: RawFd,
-        want: crate::reactor::Want,
-        watcher: Arc<dyn io::IoWatcher>,
-    ) -> PyResult<usize> {
-        self.check_closed()?;
-        let result = self.state.lock().io.add_native(&self.reactor, fd, want, watcher);
-        result.map_err(errors::os_error)
-    }
-
-    /// Changes what a native watcher waits for; `None` stops watching (the
-    /// token is then dead).
-    pub(crate) fn io_set_want(&self, token: usize, want: Option<crate::reactor::Want>) -> PyResult<()> {
-        let result = self.state.lock().io.set_native_want(&self.reactor, token, want);
-        // The removed entry (if any) is dropped here, after the lock.
-        result.map(drop).map_err(errors::os_error)
-    }
-
-    /// Asks the reactor to report the fd under `token` again if it is still
-    /// ready (for a watcher that left data unread, for fairness).
-    pub(crate) fn io_rearm(&self, token: usize) -> PyResult<()> {
-        let result = self.state.lock().io.rearm_native(&self.reactor, token);
-        result.map_err(errors::os_error)
-    }
-
-    /// Stops watching the fd under `token`.
-    pub(crate) fn io_unregister(&self, token: usize) {
-        let removed = self.state.lock().io.remove(&self.reactor, token);
-        drop(removed);
-    }
-
-    /// Whether `fd` is watched by anyone (callbacks or a native watcher).
-    pub(crate) fn io_is_watched(&self, fd: RawFd) -> bool {
-        self.state.lock().io.entry_for_fd(fd).is_some()
-    }
-
-    /// `call_soon(func, *args)` in the current context, from Rust.
-    pub(crate) fn soon(&self, py: Python<'_>, func: Py<PyAny>, args: Py<PyTuple>) -> PyResult<Py<Handle>> {
-        self.check_closed()?;
-        let ctx = Self::context_for(py, None)?;
-        let handle = Py::new(py, Handle::new(func, args, ctx, None))?;
-        custody::adopt(py, &handle);
-        self.push_ready(handle.clone_ref(py), false)?;
-        Ok(handle)
-    }
-
-    /// Whether debug mode is on.
-    pub(crate) fn debug_enabled(&self) -> bool {
-        self.debug.load(Ordering::Relaxed)
     }
 }

@@ -108,11 +108,6 @@ impl<T> TimerHeap<T> {
         self.heap.len()
     }
 
-    /// Whether nothing is scheduled.
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-
     /// Keeps the items for which `keep` is true; the others are appended to
     /// `removed` (so the caller can drop them outside any lock).
     pub fn retain_into(&mut self, mut keep: impl FnMut(&T) -> bool, removed: &mut Vec<T>) {

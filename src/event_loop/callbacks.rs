@@ -1,0 +1,244 @@
+//! Scheduling callbacks and fd callbacks: the checks asyncio makes, the
+//! context a callback runs in, making handles and queueing them.
+//!
+//! Invariant (as everywhere in the loop): the state lock is held only for
+//! Python-free sections; handles are made before it is taken.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyInt, PyTuple};
+
+use super::io::SetError;
+use super::{custody, LoopCore};
+use crate::errors;
+use crate::handles::{Handle, TimerHandle};
+
+/// `selectors`' rule: an int, or an object whose `fileno()` gives one; >= 0.
+pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let fd: i64 = if obj.is_instance_of::<PyInt>() {
+        obj.extract()?
+    } else {
+        let bad = || PyValueError::new_err(format!("Invalid file object: {}", repr_of(obj)));
+        match obj.call_method0(intern!(obj.py(), "fileno")) {
+            Ok(v) => v.call_method0("__int__").and_then(|v| v.extract()).map_err(|_| bad())?,
+            Err(e)
+                if e.is_instance_of::<PyTypeError>(obj.py())
+                    || e.is_instance_of::<PyValueError>(obj.py())
+                    || e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) =>
+            {
+                return Err(bad())
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+    }
+    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+}
+
+pub(super) fn repr_of(obj: &Bound<'_, PyAny>) -> String {
+    obj.repr().map(|r| r.to_string()).unwrap_or_else(|_| "<object>".into())
+}
+
+impl LoopCore {
+    #[inline]
+    pub(super) fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            Err(errors::loop_closed())
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(super) fn check_thread(&self) -> PyResult<()> {
+        if let Some(owner) = *self.owner.lock() {
+            if owner != std::thread::current().id() {
+                return Err(PyRuntimeError::new_err(
+                    "Non-thread-safe operation invoked on an event loop other than the current one",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Debug mode's checks on a callback (asyncio runs them only then).
+    pub(super) fn check_callback(py: Python<'_>, callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
+        let coroutines = py.import(intern!(py, "asyncio.coroutines"))?;
+        if coroutines.call_method1("iscoroutine", (callback,))?.is_truthy()?
+            || coroutines.call_method1("iscoroutinefunction", (callback,))?.is_truthy()?
+        {
+            return Err(PyTypeError::new_err(format!("coroutines cannot be used with {method}()")));
+        }
+        if !callback.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "a callable object was expected by {method}(), got {}",
+                repr_of(callback)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The context a callback runs in: the given one, or a copy of the
+    /// current one.
+    pub(super) fn context_for(py: Python<'_>, context: Option<Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        match context {
+            Some(ctx) if !ctx.is_none() => {
+                // SAFETY: a type check on a live object, GIL held.
+                if unsafe { ffi::PyContext_CheckExact(ctx.as_ptr()) } == 0 {
+                    return Err(PyTypeError::new_err(format!(
+                        "context must be a contextvars.Context, got {}",
+                        repr_of(&ctx)
+                    )));
+                }
+                Ok(ctx.unbind())
+            }
+            _ => {
+                // SAFETY: returns a new reference or NULL with an exception
+                // set; GIL held.
+                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }.map(Bound::unbind)
+            }
+        }
+    }
+
+    /// A handle; a one-shot one (not an `add_reader` one) is left to the
+    /// loop's custody (see `custody`).
+    pub(super) fn make_handle(
+        &self,
+        py: Python<'_>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        one_shot: bool,
+    ) -> PyResult<Py<Handle>> {
+        let ctx = Self::context_for(py, context)?;
+        let tb = self.source_traceback(py)?;
+        let handle = Py::new(py, Handle::new(callback.unbind(), args.unbind(), ctx, tb))?;
+        if one_shot {
+            custody::adopt(py, &handle);
+        }
+        Ok(handle)
+    }
+
+    /// In debug mode, where the caller is (asyncio's `_source_traceback`).
+    pub(super) fn source_traceback(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if !self.debug.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let frame = py.import(intern!(py, "sys"))?.call_method1(intern!(py, "_getframe"), (0,))?;
+        let stack = py
+            .import(intern!(py, "asyncio.format_helpers"))?
+            .call_method1(intern!(py, "extract_stack"), (frame,))?;
+        Ok(Some(stack.unbind()))
+    }
+
+    /// Queues `handle` and wakes the reactor if the loop is blocked in it.
+    pub(super) fn push_ready(&self, handle: Py<Handle>, wake: bool) -> PyResult<()> {
+        let must_wake = {
+            let mut st = self.state.lock();
+            st.ready.push_back(handle);
+            if wake && st.polling && !st.wake_pending {
+                st.wake_pending = true;
+                true
+            } else {
+                false
+            }
+        };
+        if must_wake {
+            self.reactor.wake().map_err(errors::os_error)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn schedule_at(
+        &self,
+        py: Python<'_>,
+        when: f64,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let ctx = Self::context_for(py, context)?;
+        let tb = self.source_traceback(py)?;
+        let base = Handle::new_timer(
+            callback.unbind(),
+            args.unbind(),
+            ctx,
+            tb,
+            when,
+            self.cancelled_timers.clone(),
+        );
+        let timer = Bound::new(py, PyClassInitializer::from(base).add_subclass(TimerHandle))?;
+        custody::adopt(py, timer.as_unbound());
+        let as_handle = timer.as_super().clone().unbind();
+        self.state.lock().timers.push(when, as_handle);
+        Ok(timer.unbind())
+    }
+
+    pub(super) fn set_io_callback(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        write: bool,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        let fd = fileobj_to_fd(fd)?;
+        if self.debug.load(Ordering::Relaxed) {
+            Self::check_callback(py, &callback, if write { "add_writer" } else { "add_reader" })?;
+        }
+        let handle = self.make_handle(py, callback, args, None, false)?;
+        let result = self.state.lock().io.set_callback(py, &self.reactor, fd, write, handle);
+        match result {
+            Ok(old) => {
+                if let Some(old) = old {
+                    old.get().cancel_inner();
+                }
+                Ok(())
+            }
+            Err(SetError::Taken(who)) => Err(errors::fd_taken(fd, &who)),
+            Err(SetError::Os(e)) => Err(errors::os_error(e)),
+        }
+    }
+
+    pub(super) fn remove_io_callback(&self, py: Python<'_>, fd: &Bound<'_, PyAny>, write: bool) -> PyResult<bool> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let fd = fileobj_to_fd(fd)?;
+        let result = self.state.lock().io.remove_callback(py, &self.reactor, fd, write);
+        match result {
+            Ok(Some(old)) => {
+                old.get().cancel_inner();
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(who) => Err(errors::fd_taken(fd, &who)),
+        }
+    }
+}
+
+impl LoopCore {
+    pub(super) fn call_at_f64(
+        &self,
+        py: Python<'_>,
+        when: f64,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        method: &str,
+    ) -> PyResult<Py<TimerHandle>> {
+        self.check_closed()?;
+        if self.debug.load(Ordering::Relaxed) {
+            self.check_thread()?;
+            Self::check_callback(py, &callback, method)?;
+        }
+        self.schedule_at(py, when, callback, args, context)
+    }
+}
