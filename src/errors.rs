@@ -3,8 +3,8 @@
 
 use std::io;
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError};
-use pyo3::PyErr;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit};
+use pyo3::{PyErr, Python};
 
 /// `RuntimeError('Event loop is closed')`, as asyncio's `_check_closed`.
 pub fn loop_closed() -> PyErr {
@@ -29,6 +29,12 @@ pub fn strerror(code: i32) -> String {
         Some(at) => text[..at].to_string(),
         None => text,
     }
+}
+
+/// KeyboardInterrupt and SystemExit leave the loop (as in asyncio); every
+/// other exception from a callback goes to the exception handler.
+pub fn must_propagate(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
 }
 
 /// `add_reader`/`add_writer` on an fd a transport owns, as asyncio's

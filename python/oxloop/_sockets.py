@@ -26,6 +26,7 @@ from asyncio import constants, exceptions, log
 from . import _core
 from ._datagram import DatagramMixin
 from ._resolve import ensure_resolved, ipaddr_info
+from ._streams_sendfile import check_sendfile_params
 
 __all__ = ("SocketsMixin", "ensure_resolved", "ipaddr_info")
 
@@ -199,34 +200,13 @@ class SocketsMixin(DatagramMixin):
         if self.get_debug() and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
         _check_ssl_socket(sock)
-        self._check_sendfile_params(sock, file, offset, count)
+        check_sendfile_params(file, offset, count, sock=sock)
         try:
             return await self._sock_sendfile_native(sock, file, offset, count)
         except exceptions.SendfileNotAvailableError:
             if not fallback:
                 raise
         return await self._sock_sendfile_fallback(sock, file, offset, count)
-
-    def _check_sendfile_params(self, sock, file, offset, count):
-        if "b" not in getattr(file, "mode", "b"):
-            raise ValueError("file should be opened in binary mode")
-        if not sock.type == socket.SOCK_STREAM:
-            raise ValueError("only SOCK_STREAM type sockets are supported")
-        if count is not None:
-            if not isinstance(count, int):
-                raise TypeError(
-                    "count must be a positive integer (got {!r})".format(count))
-            if count <= 0:
-                raise ValueError(
-                    "count must be a positive integer (got {!r})".format(count))
-        if not isinstance(offset, int):
-            raise TypeError(
-                "offset must be a non-negative integer (got {!r})".format(
-                    offset))
-        if offset < 0:
-            raise ValueError(
-                "offset must be a non-negative integer (got {!r})".format(
-                    offset))
 
     async def _sock_sendfile_native(self, sock, file, offset, count):
         if not hasattr(os, "sendfile"):

@@ -9,6 +9,7 @@ asyncio's flow control.
 
 import io
 import os
+import socket
 
 from asyncio import constants, exceptions, protocols
 
@@ -99,9 +100,13 @@ async def sendfile(loop, transport, file, offset=0, count=None, *,
             f"supported for transport {transport!r}")
     return await sendfile_fallback(loop, transport, file, offset, count)
 
-def check_sendfile_params(file, offset, count):
+def check_sendfile_params(file, offset, count, sock=None):
+    """asyncio's argument checks for sendfile and (with `sock`) sock_sendfile,
+    in asyncio's order."""
     if "b" not in getattr(file, "mode", "b"):
         raise ValueError("file should be opened in binary mode")
+    if sock is not None and sock.type != socket.SOCK_STREAM:
+        raise ValueError("only SOCK_STREAM type sockets are supported")
     if count is not None:
         if not isinstance(count, int):
             raise TypeError(

@@ -3,13 +3,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::io::{Dispatch, IoWatcher};
 use super::LoopCore;
-use crate::errors;
+use crate::errors::{self, must_propagate};
 use super::custody;
 use crate::handles::Handle;
 
@@ -22,12 +21,6 @@ const MAX_WAIT_SECS: f64 = 24.0 * 3600.0;
 const MIN_SWEEP_TIMERS: usize = 100;
 /// `time.get_clock_info('monotonic').resolution` on the platforms we run on.
 const CLOCK_RESOLUTION: f64 = 1e-9;
-
-/// KeyboardInterrupt and SystemExit leave the loop; everything else goes to
-/// the exception handler.
-fn must_propagate(py: Python<'_>, e: &PyErr) -> bool {
-    e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
-}
 
 fn timer_cancelled(t: &Py<Handle>) -> bool {
     t.get().is_cancelled()

@@ -22,7 +22,9 @@ use std::os::fd::RawFd;
 
 use parking_lot::Mutex;
 use pyo3::buffer::PyUntypedBuffer;
-use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PySystemExit};
+use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError};
+
+use crate::errors::must_propagate;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -288,10 +290,6 @@ pub(crate) struct SockWatcher {
 /// `fut.done()`.
 pub(crate) fn future_done(fut: &Bound<'_, PyAny>) -> PyResult<bool> {
     fut.call_method0(intern!(fut.py(), "done"))?.is_truthy()
-}
-
-fn must_propagate(py: Python<'_>, e: &PyErr) -> bool {
-    e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
 }
 
 impl SockWatcher {

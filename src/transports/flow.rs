@@ -252,3 +252,36 @@ mod tests {
         assert!(b.is_empty() && b.chunks.is_empty() && released.is_empty());
     }
 }
+
+/// Tells the protocol to pause (`pause`) or resume writing. As in asyncio, an
+/// exception from it goes to the loop's exception handler (with the
+/// transport and protocol in the context); KeyboardInterrupt and SystemExit
+/// propagate.
+pub fn notify_protocol(
+    py: Python<'_>,
+    pause: bool,
+    protocol: Py<PyAny>,
+    transport: Option<Py<PyAny>>,
+    lp: Option<Bound<'_, crate::event_loop::LoopCore>>,
+) -> PyResult<()> {
+    let (method, message) = if pause {
+        (pyo3::intern!(py, "pause_writing"), "protocol.pause_writing() failed")
+    } else {
+        (pyo3::intern!(py, "resume_writing"), "protocol.resume_writing() failed")
+    };
+    let Err(e) = protocol.bind(py).call_method0(method) else {
+        return Ok(());
+    };
+    if crate::errors::must_propagate(py, &e) {
+        return Err(e);
+    }
+    if let Some(lp) = lp {
+        let ctx = pyo3::types::PyDict::new(py);
+        ctx.set_item("message", message)?;
+        ctx.set_item("exception", e.value(py))?;
+        ctx.set_item("transport", transport)?;
+        ctx.set_item("protocol", protocol)?;
+        lp.call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))?;
+    }
+    Ok(())
+}

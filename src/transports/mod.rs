@@ -53,8 +53,6 @@ pub mod write;
 use std::cell::RefCell;
 use std::net::Ipv4Addr;
 
-use pyo3::exceptions::PyKeyboardInterrupt;
-use pyo3::exceptions::PySystemExit;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -86,10 +84,7 @@ pub fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     })
 }
 
-/// KeyboardInterrupt and SystemExit leave the loop; other errors are handled.
-pub fn must_propagate(py: Python<'_>, e: &PyErr) -> bool {
-    e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
-}
+pub use crate::errors::must_propagate;
 
 static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 

@@ -256,25 +256,7 @@ impl PipeTransport {
             (st.protocol.as_ref().map(|p| p.clone_ref(py)), st.wrapper.as_ref().map(|w| w.clone_ref(py)), st.lp(py))
         };
         let Some(proto) = proto else { return Ok(()) };
-        let (method, message) = if pause {
-            (intern!(py, "pause_writing"), "protocol.pause_writing() failed")
-        } else {
-            (intern!(py, "resume_writing"), "protocol.resume_writing() failed")
-        };
-        if let Err(e) = proto.bind(py).call_method0(method) {
-            if must_propagate(py, &e) {
-                return Err(e);
-            }
-            if let Some(lp) = lp {
-                let ctx = PyDict::new(py);
-                ctx.set_item("message", message)?;
-                ctx.set_item("exception", e.value(py))?;
-                ctx.set_item("transport", wrapper)?;
-                ctx.set_item("protocol", proto)?;
-                lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-            }
-        }
-        Ok(())
+        super::flow::notify_protocol(py, pause, proto, wrapper, lp)
     }
 
     /// A write after the connection was lost or while closing: count it and

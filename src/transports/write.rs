@@ -8,11 +8,11 @@ use std::io::{ErrorKind, IoSlice};
 use parking_lot::MutexGuard;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
-use pyo3::intern;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+
 
 use super::stream::*;
-use super::{logger, must_propagate, BufView, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
+use super::{logger, BufView, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
 use crate::errors;
 use crate::reactor::net::{self, MAX_IOV};
 
@@ -114,25 +114,7 @@ impl StreamTransport {
             (st.protocol.as_ref().map(|p| p.clone_ref(py)), st.wrapper.as_ref().map(|w| w.clone_ref(py)), st.lp(py))
         };
         let Some(proto) = proto else { return Ok(()) };
-        let (method, message) = if pause {
-            (intern!(py, "pause_writing"), "protocol.pause_writing() failed")
-        } else {
-            (intern!(py, "resume_writing"), "protocol.resume_writing() failed")
-        };
-        if let Err(e) = proto.bind(py).call_method0(method) {
-            if must_propagate(py, &e) {
-                return Err(e);
-            }
-            if let Some(lp) = lp {
-                let ctx = PyDict::new(py);
-                ctx.set_item("message", message)?;
-                ctx.set_item("exception", e.value(py))?;
-                ctx.set_item("transport", wrapper)?;
-                ctx.set_item("protocol", proto)?;
-                lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-            }
-        }
-        Ok(())
+        super::flow::notify_protocol(py, pause, proto, wrapper, lp)
     }
 
     /// `write`/`writelines` after `connection_lost` was scheduled: count
