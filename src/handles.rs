@@ -275,7 +275,10 @@ impl Handle {
 
     /// The `contextvars.Context` the callback runs in.
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.lock().as_ref().map(|cb| cb.context.clone_ref(py))
+        self.inner
+            .lock()
+            .as_ref()
+            .map(|cb| cb.context.clone_ref(py))
     }
 
     /// The callback (None once cancelled); read-only, as in asyncio.
@@ -369,6 +372,11 @@ impl TimerHandle {
             // Equality stays identity, so handles remain hashable.
             CompareOp::Eq | CompareOp::Ne => return py.NotImplemented(),
         };
-        answer.into_pyobject(py).unwrap().to_owned().into_any().unbind()
+        answer
+            .into_pyobject(py)
+            .unwrap()
+            .to_owned()
+            .into_any()
+            .unbind()
     }
 }

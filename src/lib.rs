@@ -5,13 +5,13 @@
 //! `asyncio.AbstractEventLoop`. See DEVELOPERS.md for the design.
 
 pub mod errors;
-pub mod sockops;
-pub mod udp;
 pub mod event_loop;
 pub mod handles;
 pub mod reactor;
 pub mod server;
+pub mod sockops;
 pub mod transports;
+pub mod udp;
 
 use pyo3::prelude::*;
 

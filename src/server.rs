@@ -101,7 +101,9 @@ impl StreamListener {
         if st.closed || st.token.is_some() {
             return Ok(());
         }
-        let Some(lp) = st.lp.as_ref().map(|l| l.bind(py).clone()) else { return Ok(()) };
+        let Some(lp) = st.lp.as_ref().map(|l| l.bind(py).clone()) else {
+            return Ok(());
+        };
         let watcher: Arc<dyn IoWatcher> = Arc::new(Watch(slf.clone().unbind()));
         st.token = Some(lp.get().io_register(st.fd, Want::Read, watcher)?);
         Ok(())
@@ -123,8 +125,20 @@ impl StreamListener {
                         return Ok(()); // closed by a callback
                     }
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::ConnectionAborted) => return Ok(()),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    return Ok(())
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
                     return Self::out_of_resources(slf, lp, errors::os_error(e));
                 }
                 Err(e) => return Err(errors::os_error(e)),
@@ -138,12 +152,22 @@ impl StreamListener {
         Ok(())
     }
 
-    fn new_connection(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>, conn: std::os::fd::OwnedFd, addr: socket2::SockAddr) -> PyResult<()> {
+    fn new_connection(
+        slf: &Bound<'_, Self>,
+        lp: &Bound<'_, LoopCore>,
+        conn: std::os::fd::OwnedFd,
+        addr: socket2::SockAddr,
+    ) -> PyResult<()> {
         let py = slf.py();
         let (factory, server, class, nodelay) = {
             let st = slf.get().st.lock();
             match (&st.protocol_factory, &st.server, &st.transport_class) {
-                (Some(f), Some(s), Some(c)) => (f.clone_ref(py), s.clone_ref(py), c.clone_ref(py), st.nodelay),
+                (Some(f), Some(s), Some(c)) => (
+                    f.clone_ref(py),
+                    s.clone_ref(py),
+                    c.clone_ref(py),
+                    st.nodelay,
+                ),
                 _ => return Ok(()),
             }
         };
@@ -166,7 +190,10 @@ impl StreamListener {
                 }
                 if lp.get().debug_enabled() {
                     let ctx = PyDict::new(py);
-                    ctx.set_item("message", "Error on transport creation for incoming connection")?;
+                    ctx.set_item(
+                        "message",
+                        "Error on transport creation for incoming connection",
+                    )?;
                     ctx.set_item("exception", e.value(py))?;
                     if let Some(p) = protocol {
                         ctx.set_item("protocol", p)?;
@@ -181,7 +208,11 @@ impl StreamListener {
         }
     }
 
-    fn out_of_resources(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>, err: PyErr) -> PyResult<()> {
+    fn out_of_resources(
+        slf: &Bound<'_, Self>,
+        lp: &Bound<'_, LoopCore>,
+        err: PyErr,
+    ) -> PyResult<()> {
         let py = slf.py();
         let (token, sock) = {
             let mut st = slf.get().st.lock();
@@ -194,7 +225,10 @@ impl StreamListener {
         ctx.set_item("message", "socket.accept() out of system resource")?;
         ctx.set_item("exception", err.value(py))?;
         if let Some(sock) = sock {
-            let ts = py.import("asyncio.trsock")?.getattr("TransportSocket")?.call1((sock,))?;
+            let ts = py
+                .import("asyncio.trsock")?
+                .getattr("TransportSocket")?
+                .call1((sock,))?;
             ctx.set_item("socket", ts)?;
         }
         lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
@@ -266,7 +300,15 @@ impl StreamListener {
         let taken = {
             let mut st = slf.get().st.lock();
             st.closed = true;
-            (st.token.take(), st.lp.take(), st.retry.take(), st.protocol_factory.take(), st.server.take(), st.transport_class.take(), st.sock.take())
+            (
+                st.token.take(),
+                st.lp.take(),
+                st.retry.take(),
+                st.protocol_factory.take(),
+                st.server.take(),
+                st.transport_class.take(),
+                st.sock.take(),
+            )
         };
         let (token, lp, retry, ..) = &taken;
         if let (Some(token), Some(lp)) = (token, lp) {
@@ -285,11 +327,22 @@ impl StreamListener {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        let Some(st) = self.st.try_lock() else { return Ok(()) };
+        let Some(st) = self.st.try_lock() else {
+            return Ok(());
+        };
         if let Some(l) = &st.lp {
             visit.call(l)?;
         }
-        for o in [&st.sock, &st.protocol_factory, &st.server, &st.transport_class, &st.retry].into_iter().flatten() {
+        for o in [
+            &st.sock,
+            &st.protocol_factory,
+            &st.server,
+            &st.transport_class,
+            &st.retry,
+        ]
+        .into_iter()
+        .flatten()
+        {
             visit.call(o)?;
         }
         Ok(())
@@ -298,7 +351,14 @@ impl StreamListener {
     fn __clear__(&self) {
         let taken = {
             let mut st = self.st.lock();
-            (st.lp.take(), st.sock.take(), st.protocol_factory.take(), st.server.take(), st.transport_class.take(), st.retry.take())
+            (
+                st.lp.take(),
+                st.sock.take(),
+                st.protocol_factory.take(),
+                st.server.take(),
+                st.transport_class.take(),
+                st.retry.take(),
+            )
         };
         drop(taken);
     }

@@ -25,7 +25,10 @@ pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     } else {
         let bad = || PyValueError::new_err(format!("Invalid file object: {}", repr_of(obj)));
         match obj.call_method0(intern!(obj.py(), "fileno")) {
-            Ok(v) => v.call_method0("__int__").and_then(|v| v.extract()).map_err(|_| bad())?,
+            Ok(v) => v
+                .call_method0("__int__")
+                .and_then(|v| v.extract())
+                .map_err(|_| bad())?,
             Err(e)
                 if e.is_instance_of::<PyTypeError>(obj.py())
                     || e.is_instance_of::<PyValueError>(obj.py())
@@ -37,13 +40,17 @@ pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
         }
     };
     if fd < 0 {
-        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
     }
     RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
 }
 
 pub(super) fn repr_of(obj: &Bound<'_, PyAny>) -> String {
-    obj.repr().map(|r| r.to_string()).unwrap_or_else(|_| "<object>".into())
+    obj.repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "<object>".into())
 }
 
 impl LoopCore {
@@ -68,12 +75,22 @@ impl LoopCore {
     }
 
     /// Debug mode's checks on a callback (asyncio runs them only then).
-    pub(super) fn check_callback(py: Python<'_>, callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
+    pub(super) fn check_callback(
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+    ) -> PyResult<()> {
         let coroutines = py.import(intern!(py, "asyncio.coroutines"))?;
-        if coroutines.call_method1("iscoroutine", (callback,))?.is_truthy()?
-            || coroutines.call_method1("iscoroutinefunction", (callback,))?.is_truthy()?
+        if coroutines
+            .call_method1("iscoroutine", (callback,))?
+            .is_truthy()?
+            || coroutines
+                .call_method1("iscoroutinefunction", (callback,))?
+                .is_truthy()?
         {
-            return Err(PyTypeError::new_err(format!("coroutines cannot be used with {method}()")));
+            return Err(PyTypeError::new_err(format!(
+                "coroutines cannot be used with {method}()"
+            )));
         }
         if !callback.is_callable() {
             return Err(PyTypeError::new_err(format!(
@@ -86,7 +103,10 @@ impl LoopCore {
 
     /// The context a callback runs in: the given one, or a copy of the
     /// current one.
-    pub(super) fn context_for(py: Python<'_>, context: Option<Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    pub(super) fn context_for(
+        py: Python<'_>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         match context {
             Some(ctx) if !ctx.is_none() => {
                 // SAFETY: a type check on a live object, GIL held.
@@ -101,7 +121,8 @@ impl LoopCore {
             _ => {
                 // SAFETY: returns a new reference or NULL with an exception
                 // set; GIL held.
-                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }.map(Bound::unbind)
+                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }
+                    .map(Bound::unbind)
             }
         }
     }
@@ -130,7 +151,9 @@ impl LoopCore {
         if !self.debug.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let frame = py.import(intern!(py, "sys"))?.call_method1(intern!(py, "_getframe"), (0,))?;
+        let frame = py
+            .import(intern!(py, "sys"))?
+            .call_method1(intern!(py, "_getframe"), (0,))?;
         let stack = py
             .import(intern!(py, "asyncio.format_helpers"))?
             .call_method1(intern!(py, "extract_stack"), (frame,))?;
@@ -191,10 +214,18 @@ impl LoopCore {
         self.check_closed()?;
         let fd = fileobj_to_fd(fd)?;
         if self.debug.load(Ordering::Relaxed) {
-            Self::check_callback(py, &callback, if write { "add_writer" } else { "add_reader" })?;
+            Self::check_callback(
+                py,
+                &callback,
+                if write { "add_writer" } else { "add_reader" },
+            )?;
         }
         let handle = self.make_handle(py, callback, args, None, false)?;
-        let result = self.state.lock().io.set_callback(py, &self.reactor, fd, write, handle);
+        let result = self
+            .state
+            .lock()
+            .io
+            .set_callback(py, &self.reactor, fd, write, handle);
         match result {
             Ok(old) => {
                 if let Some(old) = old {
@@ -207,12 +238,21 @@ impl LoopCore {
         }
     }
 
-    pub(super) fn remove_io_callback(&self, py: Python<'_>, fd: &Bound<'_, PyAny>, write: bool) -> PyResult<bool> {
+    pub(super) fn remove_io_callback(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+        write: bool,
+    ) -> PyResult<bool> {
         if self.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
         let fd = fileobj_to_fd(fd)?;
-        let result = self.state.lock().io.remove_callback(py, &self.reactor, fd, write);
+        let result = self
+            .state
+            .lock()
+            .io
+            .remove_callback(py, &self.reactor, fd, write);
         match result {
             Ok(Some(old)) => {
                 old.get().cancel_inner();

@@ -81,7 +81,13 @@ impl IoTable {
         self.by_fd.get(&fd).and_then(|t| self.entries.get(t))
     }
 
-    fn insert(&mut self, reactor: &Reactor, fd: RawFd, want: Want, kind: IoKind) -> std::io::Result<usize> {
+    fn insert(
+        &mut self,
+        reactor: &Reactor,
+        fd: RawFd,
+        want: Want,
+        kind: IoKind,
+    ) -> std::io::Result<usize> {
         let token = self.next_token;
         reactor.register(fd, token, want)?;
         self.next_token += 1;
@@ -109,7 +115,10 @@ impl IoTable {
         handle: Py<Handle>,
     ) -> Result<Option<Py<Handle>>, SetError> {
         if let Some(&token) = self.by_fd.get(&fd) {
-            let entry = self.entries.get_mut(&token).expect("by_fd and entries agree");
+            let entry = self
+                .entries
+                .get_mut(&token)
+                .expect("by_fd and entries agree");
             let (reader, writer) = match &mut entry.kind {
                 IoKind::Callbacks { reader, writer } => (reader, writer),
                 IoKind::Native(w) => return Err(SetError::Taken(w.describe(py))),
@@ -119,7 +128,8 @@ impl IoTable {
             } else {
                 reader.replace(handle)
             };
-            let want = Want::from_flags(reader.is_some(), writer.is_some()).expect("one was just set");
+            let want =
+                Want::from_flags(reader.is_some(), writer.is_some()).expect("one was just set");
             entry.want = want;
             reactor.rearm(fd, token, want).map_err(SetError::Os)?;
             return Ok(old);
@@ -146,7 +156,10 @@ impl IoTable {
         let Some(&token) = self.by_fd.get(&fd) else {
             return Ok(None);
         };
-        let entry = self.entries.get_mut(&token).expect("by_fd and entries agree");
+        let entry = self
+            .entries
+            .get_mut(&token)
+            .expect("by_fd and entries agree");
         let (reader, writer) = match &mut entry.kind {
             IoKind::Callbacks { reader, writer } => (reader, writer),
             IoKind::Native(w) => return Err(w.describe(py)),
@@ -185,7 +198,12 @@ impl IoTable {
     /// Changes the directions a native watcher waits for (`None`: stop
     /// watching but keep the entry... which the table does not allow, so
     /// `None` removes it).
-    pub(crate) fn set_native_want(&mut self, reactor: &Reactor, token: usize, want: Option<Want>) -> std::io::Result<Option<IoEntry>> {
+    pub(crate) fn set_native_want(
+        &mut self,
+        reactor: &Reactor,
+        token: usize,
+        want: Option<Want>,
+    ) -> std::io::Result<Option<IoEntry>> {
         match want {
             None => Ok(self.remove_token(reactor, token)),
             Some(want) => {

@@ -38,9 +38,9 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
+use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors;
@@ -99,9 +99,15 @@ pub struct LoopCore {
 static FUTURE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static TASK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-fn asyncio_type<'py>(py: Python<'py>, cell: &PyOnceLock<Py<PyAny>>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-    cell.get_or_try_init(py, || py.import("asyncio")?.getattr(name).map(Bound::unbind))
-        .map(|t| t.bind(py).clone())
+fn asyncio_type<'py>(
+    py: Python<'py>,
+    cell: &PyOnceLock<Py<PyAny>>,
+    name: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || {
+        py.import("asyncio")?.getattr(name).map(Bound::unbind)
+    })
+    .map(|t| t.bind(py).clone())
 }
 
 #[pymethods]
@@ -177,7 +183,14 @@ impl LoopCore {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
         let delay: f64 = delay.extract()?;
-        self.call_at_f64(py, self.clock.now() + delay, callback, args, context, "call_later")
+        self.call_at_f64(
+            py,
+            self.clock.now() + delay,
+            callback,
+            args,
+            context,
+            "call_later",
+        )
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
@@ -234,7 +247,9 @@ impl LoopCore {
         let factory = factory.filter(|f| !f.is_none());
         if let Some(f) = &factory {
             if !f.is_callable() {
-                return Err(PyTypeError::new_err("task factory must be a callable or None"));
+                return Err(PyTypeError::new_err(
+                    "task factory must be a callable or None",
+                ));
             }
         }
         let old = std::mem::replace(&mut *self.task_factory.lock(), factory.map(Bound::unbind));
@@ -308,7 +323,9 @@ impl LoopCore {
     fn _run_forever_native(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
         if this.running.swap(true, Ordering::AcqRel) {
-            return Err(PyRuntimeError::new_err("This event loop is already running"));
+            return Err(PyRuntimeError::new_err(
+                "This event loop is already running",
+            ));
         }
         *this.owner.lock() = Some(std::thread::current().id());
         let result = loop {
@@ -351,7 +368,12 @@ impl LoopCore {
         let Some(st) = self.state.try_lock() else {
             return Ok(());
         };
-        for h in st.ready.iter().chain(st.spare.iter()).chain(st.timers.iter()) {
+        for h in st
+            .ready
+            .iter()
+            .chain(st.spare.iter())
+            .chain(st.timers.iter())
+        {
             custody::visit(h, &visit)?;
         }
         st.io.traverse(&visit)?;

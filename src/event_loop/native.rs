@@ -53,14 +53,26 @@ impl LoopCore {
         watcher: Arc<dyn io::IoWatcher>,
     ) -> PyResult<usize> {
         self.check_closed()?;
-        let result = self.state.lock().io.add_native(&self.reactor, fd, want, watcher);
+        let result = self
+            .state
+            .lock()
+            .io
+            .add_native(&self.reactor, fd, want, watcher);
         result.map_err(errors::os_error)
     }
 
     /// Changes what a native watcher waits for; `None` stops watching (the
     /// token is then dead).
-    pub(crate) fn io_set_want(&self, token: usize, want: Option<crate::reactor::Want>) -> PyResult<()> {
-        let result = self.state.lock().io.set_native_want(&self.reactor, token, want);
+    pub(crate) fn io_set_want(
+        &self,
+        token: usize,
+        want: Option<crate::reactor::Want>,
+    ) -> PyResult<()> {
+        let result = self
+            .state
+            .lock()
+            .io
+            .set_native_want(&self.reactor, token, want);
         // The removed entry (if any) is dropped here, after the lock.
         result.map(drop).map_err(errors::os_error)
     }
@@ -79,7 +91,12 @@ impl LoopCore {
     }
 
     /// `call_soon(func, *args)` in the current context, from Rust.
-    pub(crate) fn soon(&self, py: Python<'_>, func: Py<PyAny>, args: Py<PyTuple>) -> PyResult<Py<Handle>> {
+    pub(crate) fn soon(
+        &self,
+        py: Python<'_>,
+        func: Py<PyAny>,
+        args: Py<PyTuple>,
+    ) -> PyResult<Py<Handle>> {
         self.check_closed()?;
         let ctx = Self::context_for(py, None)?;
         let handle = Py::new(py, Handle::new(func, args, ctx, None))?;

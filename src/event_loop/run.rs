@@ -6,14 +6,18 @@ use std::time::Duration;
 use pyo3::intern;
 use pyo3::prelude::*;
 
+use super::custody;
 use super::io::{Dispatch, IoWatcher};
 use super::LoopCore;
 use crate::errors::{self, must_propagate};
-use super::custody;
 use crate::handles::Handle;
 
 /// A native watcher to call: its token, itself and what its fd is ready for.
-type NativeCall = (usize, std::sync::Arc<dyn IoWatcher>, crate::reactor::Readiness);
+type NativeCall = (
+    usize,
+    std::sync::Arc<dyn IoWatcher>,
+    crate::reactor::Readiness,
+);
 
 /// asyncio's cap on one wait (`MAXIMUM_SELECT_TIMEOUT`).
 const MAX_WAIT_SECS: f64 = 24.0 * 3600.0;
@@ -38,7 +42,8 @@ impl LoopCore {
             let mut st = this.state.lock();
             let n = st.timers.len();
             if n > MIN_SWEEP_TIMERS && this.cancelled_timers.load(Ordering::Acquire) * 2 > n {
-                st.timers.retain_into(|t| !timer_cancelled(t), &mut dead_timers);
+                st.timers
+                    .retain_into(|t| !timer_cancelled(t), &mut dead_timers);
             } else {
                 while st.timers.peek().is_some_and(timer_cancelled) {
                     dead_timers.extend(st.timers.pop());
@@ -145,7 +150,8 @@ impl LoopCore {
                 let e = if must_propagate(py, &e) {
                     Err(e)
                 } else {
-                    slf.call_method1(intern!(py, "_report_io_error"), (e.value(py),)).map(drop)
+                    slf.call_method1(intern!(py, "_report_io_error"), (e.value(py),))
+                        .map(drop)
                 };
                 if let Err(e) = e {
                     let this = slf.get();
@@ -160,7 +166,11 @@ impl LoopCore {
         Ok(())
     }
 
-    fn run_ready(slf: &Bound<'_, Self>, io_split: usize, mut natives: Vec<NativeCall>) -> PyResult<()> {
+    fn run_ready(
+        slf: &Bound<'_, Self>,
+        io_split: usize,
+        mut natives: Vec<NativeCall>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let mut batch = {
@@ -212,8 +222,11 @@ impl LoopCore {
                 outcome = if must_propagate(py, &e) {
                     Err(e)
                 } else {
-                    slf.call_method1(intern!(py, "_report_callback_error"), (&handle, e.value(py)))
-                        .map(drop)
+                    slf.call_method1(
+                        intern!(py, "_report_callback_error"),
+                        (&handle, e.value(py)),
+                    )
+                    .map(drop)
                 };
             }
             if outcome.is_ok() && debug {

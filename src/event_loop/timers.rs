@@ -125,7 +125,12 @@ impl<T> TimerHeap<T> {
 
     /// Removes every item, appending them to `out`.
     pub fn drain_into(&mut self, out: &mut Vec<T>) {
-        out.extend(std::mem::take(&mut self.heap).into_vec().into_iter().map(|e| e.item));
+        out.extend(
+            std::mem::take(&mut self.heap)
+                .into_vec()
+                .into_iter()
+                .map(|e| e.item),
+        );
     }
 
     /// Visits every item (for the garbage collector).

@@ -10,7 +10,10 @@ pub fn monotonic() -> f64 {
     const CLOCK: libc::clockid_t = libc::CLOCK_UPTIME_RAW;
     #[cfg(not(target_vendor = "apple"))]
     const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; the clock id is supported
     // on every platform this branch compiles for, so the call cannot fail.
     unsafe { libc::clock_gettime(CLOCK, &mut ts) };

@@ -120,7 +120,11 @@ impl Reactor {
     /// Waits up to `timeout` (forever if None) and appends `(token,
     /// readiness)` for each ready fd to `out`. Wake-ups are not reported.
     /// Call with the GIL released.
-    pub fn wait(&self, timeout: Option<Duration>, out: &mut Vec<(usize, Readiness)>) -> io::Result<()> {
+    pub fn wait(
+        &self,
+        timeout: Option<Duration>,
+        out: &mut Vec<(usize, Readiness)>,
+    ) -> io::Result<()> {
         let mut guard = self.poll.lock();
         let (poll, events) = &mut *guard;
         poll.poll(events, timeout)?;
@@ -187,9 +191,9 @@ pub mod sockets;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
-    use std::io::Write;
 
     #[test]
     fn readable_is_reported_and_rearm_is_level_triggered() {

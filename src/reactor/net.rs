@@ -81,24 +81,22 @@ pub fn accept(fd: RawFd) -> io::Result<(OwnedFd, SockAddr)> {
     // SAFETY: `SockAddr::try_init` hands us zeroed storage and its length
     // for the kernel to fill in; the returned fd is new and ours.
     let (new_fd, addr) = unsafe {
-        SockAddr::try_init(|storage, len| {
-            loop {
-                #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-                let r = libc::accept4(
-                    fd,
-                    storage.cast(),
-                    len,
-                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                );
-                #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-                let r = libc::accept(fd, storage.cast(), len);
-                if r >= 0 {
-                    return Ok(r);
-                }
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
+        SockAddr::try_init(|storage, len| loop {
+            #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+            let r = libc::accept4(
+                fd,
+                storage.cast(),
+                len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            );
+            #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+            let r = libc::accept(fd, storage.cast(), len);
+            if r >= 0 {
+                return Ok(r);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
             }
         })?
     };
@@ -125,7 +123,12 @@ pub fn sendfile(out_fd: RawFd, in_fd: RawFd, offset: &mut i64, count: usize) -> 
 
 /// `sendfile` is only wired up on Linux; elsewhere the caller falls back.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub fn sendfile(_out_fd: RawFd, _in_fd: RawFd, _offset: &mut i64, _count: usize) -> io::Result<usize> {
+pub fn sendfile(
+    _out_fd: RawFd,
+    _in_fd: RawFd,
+    _offset: &mut i64,
+    _count: usize,
+) -> io::Result<usize> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
@@ -174,7 +177,13 @@ pub fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `err`/`len` are live locals of the sizes we pass.
     let r = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut libc::c_int).cast(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
     };
     if r != 0 {
         return Err(io::Error::last_os_error());

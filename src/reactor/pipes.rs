@@ -60,11 +60,17 @@ mod tests {
         let (r, w) = (fds[0], fds[1]);
         // SAFETY: plain fcntl on fds we own.
         unsafe { libc::fcntl(r, libc::F_SETFL, libc::O_NONBLOCK) };
-        assert_eq!(write_vectored(w, &[IoSlice::new(b"ab"), IoSlice::new(b"cd")]).unwrap(), 4);
+        assert_eq!(
+            write_vectored(w, &[IoSlice::new(b"ab"), IoSlice::new(b"cd")]).unwrap(),
+            4
+        );
         let mut buf = [0u8; 8];
         assert_eq!(read(r, &mut buf).unwrap(), 4);
         assert_eq!(&buf[..4], b"abcd");
-        assert_eq!(read(r, &mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            read(r, &mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
         // SAFETY: closing fds we own, once.
         unsafe {
             libc::close(w);

@@ -105,7 +105,13 @@ pub fn sendto(fd: RawFd, data: &[u8], addr: &RawAddr) -> io::Result<usize> {
 /// Encodes a numeric IPv4/IPv6 address (what `socket.sendto` does for a
 /// `(host, port[, flowinfo, scope_id])` tuple whose host `inet_pton`
 /// accepts). None if `host` is not numeric for `family`.
-pub fn inet_addr(family: libc::c_int, host: &str, port: u16, flowinfo: u32, scope_id: u32) -> Option<RawAddr> {
+pub fn inet_addr(
+    family: libc::c_int,
+    host: &str,
+    port: u16,
+    flowinfo: u32,
+    scope_id: u32,
+) -> Option<RawAddr> {
     let chost = std::ffi::CString::new(host).ok()?;
     // SAFETY: an all-zero sockaddr_storage is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
@@ -116,7 +122,13 @@ pub fn inet_addr(family: libc::c_int, host: &str, port: u16, flowinfo: u32, scop
             let sin = unsafe { &mut *(base as *mut libc::sockaddr_in) };
             // SAFETY: `chost` is NUL-terminated; `sin_addr` is a writable
             // in_addr, what inet_pton(AF_INET) fills.
-            let ok = unsafe { inet_pton(libc::AF_INET, chost.as_ptr(), (&mut sin.sin_addr as *mut libc::in_addr).cast()) };
+            let ok = unsafe {
+                inet_pton(
+                    libc::AF_INET,
+                    chost.as_ptr(),
+                    (&mut sin.sin_addr as *mut libc::in_addr).cast(),
+                )
+            };
             if ok != 1 {
                 return None;
             }
@@ -128,7 +140,13 @@ pub fn inet_addr(family: libc::c_int, host: &str, port: u16, flowinfo: u32, scop
             // SAFETY: as above, for sockaddr_in6.
             let sin6 = unsafe { &mut *(base as *mut libc::sockaddr_in6) };
             // SAFETY: as above; `sin6_addr` is a writable in6_addr.
-            let ok = unsafe { inet_pton(libc::AF_INET6, chost.as_ptr(), (&mut sin6.sin6_addr as *mut libc::in6_addr).cast()) };
+            let ok = unsafe {
+                inet_pton(
+                    libc::AF_INET6,
+                    chost.as_ptr(),
+                    (&mut sin6.sin6_addr as *mut libc::in6_addr).cast(),
+                )
+            };
             if ok != 1 {
                 return None;
             }
@@ -201,13 +219,19 @@ pub fn decode(addr: &RawAddr) -> Addr {
             // SAFETY: the kernel filled a sockaddr_in for AF_INET; storage is
             // large and aligned enough for it.
             let sin = unsafe { &*(base as *const libc::sockaddr_in) };
-            let host = ntop(libc::AF_INET, (&sin.sin_addr as *const libc::in_addr).cast());
+            let host = ntop(
+                libc::AF_INET,
+                (&sin.sin_addr as *const libc::in_addr).cast(),
+            );
             Addr::V4(host, u16::from_be(sin.sin_port))
         }
         libc::AF_INET6 => {
             // SAFETY: as above, for sockaddr_in6.
             let sin6 = unsafe { &*(base as *const libc::sockaddr_in6) };
-            let host = ntop(libc::AF_INET6, (&sin6.sin6_addr as *const libc::in6_addr).cast());
+            let host = ntop(
+                libc::AF_INET6,
+                (&sin6.sin6_addr as *const libc::in6_addr).cast(),
+            );
             Addr::V6(
                 host,
                 u16::from_be(sin6.sin6_port),
@@ -238,7 +262,13 @@ pub fn take_error(fd: RawFd) -> io::Result<i32> {
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `err`/`len` describe a writable int.
     let rc = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut libc::c_int).cast(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
     };
     if rc < 0 {
         Err(io::Error::last_os_error())

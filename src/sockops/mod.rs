@@ -34,7 +34,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyBaseException, PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyBaseException, PyRuntimeError, PyStopIteration, PyTypeError, PyValueError,
+};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -80,7 +82,11 @@ impl SockOps {
     }
 
     /// `asyncio.Future(loop=lp)` through one vectorcall.
-    fn new_future<'py>(&self, py: Python<'py>, lp: &Bound<'py, LoopCore>) -> PyResult<Bound<'py, PyAny>> {
+    fn new_future<'py>(
+        &self,
+        py: Python<'py>,
+        lp: &Bound<'py, LoopCore>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let mut args = [std::ptr::null_mut(), lp.as_ptr()];
         // SAFETY: `args[1..]` holds one borrowed keyword value matching the
         // one name in `kw_loop`; slot 0 is scratch space that
@@ -145,7 +151,14 @@ impl SockOps {
     /// the fd for the slot's direction. A slot already there (a second
     /// operation in the same direction) is replaced, as asyncio's
     /// `add_reader`/`add_writer` replace the callback.
-    fn park(&self, py: Python<'_>, lp: &LoopCore, fd: RawFd, write: bool, slot: Slot) -> PyResult<Arc<SockWatcher>> {
+    fn park(
+        &self,
+        py: Python<'_>,
+        lp: &LoopCore,
+        fd: RawFd,
+        write: bool,
+        slot: Slot,
+    ) -> PyResult<Arc<SockWatcher>> {
         let w = self.watcher_for(fd);
         let id = slot.id;
         let (replaced, failed) = {
@@ -192,12 +205,23 @@ impl SockOps {
         }
     }
 
-    fn op(slf: &Bound<'_, Self>, sock: Bound<'_, PyAny>, op: Op, write: bool, try_first: bool, name: Py<PyString>) -> SockCoro {
+    fn op(
+        slf: &Bound<'_, Self>,
+        sock: Bound<'_, PyAny>,
+        op: Op,
+        write: bool,
+        try_first: bool,
+        name: Py<PyString>,
+    ) -> SockCoro {
         SockCoro {
             name,
             ops: slf.clone().unbind(),
             sock: Some(sock.unbind()),
-            state: CoroState::Init { op, write, try_first },
+            state: CoroState::Init {
+                op,
+                write,
+                try_first,
+            },
         }
     }
 }
@@ -228,11 +252,22 @@ impl SockOps {
             return Err(PyValueError::new_err("negative buffersize in recv"));
         }
         let name = intern!(slf.py(), "sock_recv").clone().unbind();
-        Ok(Self::op(slf, sock, Op::Recv { n: n as usize }, false, true, name))
+        Ok(Self::op(
+            slf,
+            sock,
+            Op::Recv { n: n as usize },
+            false,
+            true,
+            name,
+        ))
     }
 
     /// `loop.sock_recv_into(sock, buf)`.
-    fn sock_recv_into(slf: &Bound<'_, Self>, sock: Bound<'_, PyAny>, buf: Bound<'_, PyAny>) -> SockCoro {
+    fn sock_recv_into(
+        slf: &Bound<'_, Self>,
+        sock: Bound<'_, PyAny>,
+        buf: Bound<'_, PyAny>,
+    ) -> SockCoro {
         let op = Op::RecvInto {
             obj: buf.unbind(),
             buf: None,
@@ -242,7 +277,11 @@ impl SockOps {
     }
 
     /// `loop.sock_sendall(sock, data)`.
-    fn sock_sendall(slf: &Bound<'_, Self>, sock: Bound<'_, PyAny>, data: Bound<'_, PyAny>) -> SockCoro {
+    fn sock_sendall(
+        slf: &Bound<'_, Self>,
+        sock: Bound<'_, PyAny>,
+        data: Bound<'_, PyAny>,
+    ) -> SockCoro {
         let op = Op::SendAll {
             obj: data.unbind(),
             buf: None,
@@ -265,7 +304,9 @@ impl SockOps {
         try_first: bool,
         name: Option<Bound<'_, PyString>>,
     ) -> SockCoro {
-        let name = name.unwrap_or_else(|| intern!(slf.py(), "sock_op").clone()).unbind();
+        let name = name
+            .unwrap_or_else(|| intern!(slf.py(), "sock_op").clone())
+            .unbind();
         let op = Op::Call {
             attempt: attempt.unbind(),
         };
@@ -378,14 +419,24 @@ fn thrown(typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>) -> PyErr {
             };
         }
     }
-    let name = typ.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+    let name = typ
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
     PyTypeError::new_err(format!(
         "exceptions must be classes or instances deriving from BaseException, not {name}"
     ))
 }
 
 impl SockCoro {
-    fn start(&mut self, py: Python<'_>, mut op: Op, write: bool, try_first: bool) -> PyResult<Option<Py<PyAny>>> {
+    fn start(
+        &mut self,
+        py: Python<'_>,
+        mut op: Op,
+        write: bool,
+        try_first: bool,
+    ) -> PyResult<Option<Py<PyAny>>> {
         let ops_obj = self.ops.clone_ref(py);
         let ops = ops_obj.get();
         let lp = ops.loop_ref(py)?;
@@ -423,18 +474,34 @@ impl SockCoro {
 
     fn step(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         match std::mem::replace(&mut self.state, CoroState::Done) {
-            CoroState::Init { op, write, try_first } => self.start(py, op, write, try_first),
-            CoroState::Waiting { fut, watcher, id, write } => {
+            CoroState::Init {
+                op,
+                write,
+                try_first,
+            } => self.start(py, op, write, try_first),
+            CoroState::Waiting {
+                fut,
+                watcher,
+                id,
+                write,
+            } => {
                 let f = fut.bind(py);
                 if !future_done(f)? {
-                    self.state = CoroState::Waiting { fut, watcher, id, write };
+                    self.state = CoroState::Waiting {
+                        fut,
+                        watcher,
+                        id,
+                        write,
+                    };
                     return Err(PyRuntimeError::new_err("await wasn't used with future"));
                 }
                 self.release(py, &watcher, id, write);
                 let value = f.call_method0(intern!(py, "result"))?;
                 Err(stop_iteration(py, value.unbind()))
             }
-            CoroState::Done => Err(PyRuntimeError::new_err("cannot reuse already awaited coroutine")),
+            CoroState::Done => Err(PyRuntimeError::new_err(
+                "cannot reuse already awaited coroutine",
+            )),
         }
     }
 
@@ -445,7 +512,10 @@ impl SockCoro {
 
     /// Gives up a pending operation: its slot goes, the fd is released.
     fn abandon(&mut self, py: Python<'_>) {
-        if let CoroState::Waiting { watcher, id, write, .. } = std::mem::replace(&mut self.state, CoroState::Done) {
+        if let CoroState::Waiting {
+            watcher, id, write, ..
+        } = std::mem::replace(&mut self.state, CoroState::Done)
+        {
             self.release(py, &watcher, id, write);
         }
         self.sock = None;

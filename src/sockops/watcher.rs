@@ -39,7 +39,10 @@ use crate::reactor::{Readiness, Want};
 extern "C" {
     /// CPython's `_PyBytes_Resize` (exported since 2.x; pyo3 keeps it
     /// private). Shrinks a fresh bytes object in place, as `socket.recv` does.
-    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> std::os::raw::c_int;
+    fn _PyBytes_Resize(
+        bytes: *mut *mut ffi::PyObject,
+        newsize: ffi::Py_ssize_t,
+    ) -> std::os::raw::c_int;
 }
 
 /// One socket operation.
@@ -127,7 +130,9 @@ fn recv_bytes(py: Python<'_>, fd: RawFd, n: usize) -> Outcome {
         }
     }
     let Ok(len) = ffi::Py_ssize_t::try_from(n) else {
-        return Outcome::Failed(pyo3::exceptions::PyOverflowError::new_err("buffer size too large"));
+        return Outcome::Failed(pyo3::exceptions::PyOverflowError::new_err(
+            "buffer size too large",
+        ));
     };
     // SAFETY: with a NULL source, PyBytes_FromStringAndSize allocates an
     // uninitialised bytes object of `len` bytes (new reference or NULL); GIL
@@ -163,7 +168,9 @@ impl Op {
         match self {
             Op::RecvInto { obj, buf } if buf.is_none() => {
                 let b = obj.bind(py);
-                let taken = PyUntypedBuffer::get(b).ok().filter(|x| !x.readonly() && x.is_c_contiguous());
+                let taken = PyUntypedBuffer::get(b)
+                    .ok()
+                    .filter(|x| !x.readonly() && x.is_c_contiguous());
                 match taken {
                     Some(x) => *buf = Some(x),
                     None => {
@@ -208,7 +215,9 @@ impl Op {
             Op::SendAll { buf, pos, .. } => {
                 let buf = buf.as_ref().expect("prepared");
                 // SAFETY: a C-contiguous buffer export we hold; read only.
-                let data = unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) };
+                let data = unsafe {
+                    std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes())
+                };
                 loop {
                     match sys::send(fd, &data[*pos..]) {
                         Ok(n) => {
@@ -224,7 +233,8 @@ impl Op {
             Op::Call { attempt } => match attempt.bind(py).call0() {
                 Ok(v) => Outcome::Done(v.unbind()),
                 Err(e)
-                    if e.is_instance_of::<PyBlockingIOError>(py) || e.is_instance_of::<PyInterruptedError>(py) =>
+                    if e.is_instance_of::<PyBlockingIOError>(py)
+                        || e.is_instance_of::<PyInterruptedError>(py) =>
                 {
                     Outcome::Pending
                 }
@@ -309,7 +319,11 @@ impl SockWatcher {
                 return;
             }
             st.want = want;
-            let token = if want.is_none() { st.token.take() } else { st.token };
+            let token = if want.is_none() {
+                st.token.take()
+            } else {
+                st.token
+            };
             (token, want)
         };
         if let Some(t) = token {

@@ -62,7 +62,11 @@ impl WriteBuffer {
         let single = self.chunks.len() == 1;
         if let Some(Chunk::Owned(last)) = self.chunks.back_mut() {
             // The front chunk may be partly sent; appending is still fine.
-            let used = if single { last.len() - self.head } else { last.len() };
+            let used = if single {
+                last.len() - self.head
+            } else {
+                last.len()
+            };
             if used + data.len() <= BLOCK {
                 last.extend_from_slice(data);
                 return;
@@ -80,12 +84,17 @@ impl WriteBuffer {
             return;
         }
         self.len += bytes.len();
-        self.chunks.push_back(Chunk::Shared(data.clone().unbind(), start));
+        self.chunks
+            .push_back(Chunk::Shared(data.clone().unbind(), start));
     }
 
     /// Fills `iov` with the queued bytes (at most `MAX_IOV` slices); returns
     /// the number of slices and of bytes offered.
-    pub fn fill_iov<'a>(&'a self, py: Python<'a>, iov: &mut [IoSlice<'a>; MAX_IOV]) -> (usize, usize) {
+    pub fn fill_iov<'a>(
+        &'a self,
+        py: Python<'a>,
+        iov: &mut [IoSlice<'a>; MAX_IOV],
+    ) -> (usize, usize) {
         let mut n = 0;
         let mut total = 0;
         for (i, chunk) in self.chunks.iter().enumerate() {
@@ -114,7 +123,9 @@ impl WriteBuffer {
     pub fn consume(&mut self, mut n: usize, released: &mut Vec<Py<PyBytes>>) {
         self.len -= n;
         while n > 0 {
-            let Some(front) = self.chunks.front_mut() else { break };
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
             let avail = match front {
                 Chunk::Owned(v) => v.len() - self.head,
                 Chunk::Shared(b, start) => b_len(b) - *start,
@@ -265,9 +276,15 @@ pub fn notify_protocol(
     lp: Option<Bound<'_, crate::event_loop::LoopCore>>,
 ) -> PyResult<()> {
     let (method, message) = if pause {
-        (pyo3::intern!(py, "pause_writing"), "protocol.pause_writing() failed")
+        (
+            pyo3::intern!(py, "pause_writing"),
+            "protocol.pause_writing() failed",
+        )
     } else {
-        (pyo3::intern!(py, "resume_writing"), "protocol.resume_writing() failed")
+        (
+            pyo3::intern!(py, "resume_writing"),
+            "protocol.resume_writing() failed",
+        )
     };
     let Err(e) = protocol.bind(py).call_method0(method) else {
         return Ok(());

@@ -6,9 +6,9 @@
 use std::os::fd::{AsRawFd, IntoRawFd};
 
 use pyo3::exceptions::PyOSError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use pyo3::intern;
 
 use super::stream::*;
 use super::{logger, must_propagate};
@@ -26,7 +26,11 @@ impl StreamTransport {
         let exc = err.into_value(py).into_bound(py);
         let (lp, wrapper, proto) = {
             let st = slf.get().st.lock();
-            (st.lp(py), st.wrapper.as_ref().map(|w| w.clone_ref(py)), st.protocol.as_ref().map(|p| p.clone_ref(py)))
+            (
+                st.lp(py),
+                st.wrapper.as_ref().map(|w| w.clone_ref(py)),
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+            )
         };
         if let Some(lp) = lp {
             if exc.is_instance_of::<PyOSError>() {
@@ -49,7 +53,10 @@ impl StreamTransport {
 
     /// asyncio's `_force_close`: drop buffered data, stop I/O and schedule
     /// `connection_lost(exc)` (once).
-    pub(crate) fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+    pub(crate) fn force_close(
+        slf: &Bound<'_, Self>,
+        exc: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let mut released = Vec::new();
         let lp = {
@@ -67,12 +74,18 @@ impl StreamTransport {
         Self::schedule_connection_lost(slf, lp, exc)
     }
 
-    pub(crate) fn schedule_connection_lost(slf: &Bound<'_, Self>, lp: Option<Bound<'_, LoopCore>>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+    pub(crate) fn schedule_connection_lost(
+        slf: &Bound<'_, Self>,
+        lp: Option<Bound<'_, LoopCore>>,
+        exc: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let Some(lp) = lp else { return Ok(()) };
         let cb = slf.getattr(intern!(py, "_call_connection_lost"))?.unbind();
         let arg = exc.map(Bound::unbind).unwrap_or_else(|| py.None());
-        lp.get().soon(py, cb, PyTuple::new(py, [arg])?.unbind()).map(drop)
+        lp.get()
+            .soon(py, cb, PyTuple::new(py, [arg])?.unbind())
+            .map(drop)
     }
 
     /// `close()`.
@@ -97,7 +110,10 @@ impl StreamTransport {
         Self::schedule_connection_lost(slf, lp, None)
     }
 
-    pub(crate) fn call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn call_connection_lost(
+        slf: &Bound<'_, Self>,
+        exc: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let proto = {
             let st = slf.get().st.lock();
@@ -107,7 +123,10 @@ impl StreamTransport {
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let result = match proto {
-            Some(p) => p.bind(py).call_method1(intern!(py, "connection_lost"), (exc,)).map(drop),
+            Some(p) => p
+                .bind(py)
+                .call_method1(intern!(py, "connection_lost"), (exc,))
+                .map(drop),
             None => Ok(()),
         };
         let (lp, token, sock, wrapper, protocol, kind, server, waiter, sendfile) = {
@@ -130,7 +149,9 @@ impl StreamTransport {
         }
         let closed = close_sock(py, sock);
         if let Some(server) = server {
-            server.bind(py).call_method1(intern!(py, "_detach"), (&wrapper,))?;
+            server
+                .bind(py)
+                .call_method1(intern!(py, "_detach"), (&wrapper,))?;
         }
         if let Some(w) = waiter {
             let e = pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
@@ -143,7 +164,13 @@ impl StreamTransport {
         result.and(closed)
     }
 
-    pub(crate) fn start(slf: &Bound<'_, Self>, wrapper: &Bound<'_, PyAny>, protocol: &Bound<'_, PyAny>, waiter: Option<&Bound<'_, PyAny>>, server: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    pub(crate) fn start(
+        slf: &Bound<'_, Self>,
+        wrapper: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        waiter: Option<&Bound<'_, PyAny>>,
+        server: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let lp = {
             let mut st = slf.get().st.lock();
@@ -156,11 +183,28 @@ impl StreamTransport {
             server.call_method1(intern!(py, "_attach"), (wrapper,))?;
         }
         let core = lp.get();
-        core.soon(py, protocol.getattr(intern!(py, "connection_made"))?.unbind(), PyTuple::new(py, [wrapper])?.unbind())?;
-        core.soon(py, slf.getattr(intern!(py, "_start_reading"))?.unbind(), PyTuple::empty(py).unbind())?;
+        core.soon(
+            py,
+            protocol.getattr(intern!(py, "connection_made"))?.unbind(),
+            PyTuple::new(py, [wrapper])?.unbind(),
+        )?;
+        core.soon(
+            py,
+            slf.getattr(intern!(py, "_start_reading"))?.unbind(),
+            PyTuple::empty(py).unbind(),
+        )?;
         if let Some(w) = waiter {
-            let f = cached(py, &SET_RESULT_UNLESS_CANCELLED, "asyncio.futures", "_set_result_unless_cancelled")?;
-            core.soon(py, f.unbind(), PyTuple::new(py, [w.clone(), py.None().into_bound(py)])?.unbind())?;
+            let f = cached(
+                py,
+                &SET_RESULT_UNLESS_CANCELLED,
+                "asyncio.futures",
+                "_set_result_unless_cancelled",
+            )?;
+            core.soon(
+                py,
+                f.unbind(),
+                PyTuple::new(py, [w.clone(), py.None().into_bound(py)])?.unbind(),
+            )?;
         }
         Ok(())
     }
@@ -178,8 +222,12 @@ impl StreamTransport {
         };
         let kw = PyDict::new(py);
         kw.set_item("fileno", fd)?;
-        let pysock = py.import("socket")?.getattr("socket")?.call((), Some(&kw))?;
-        let wrapped = cached(py, &TRANSPORT_SOCKET, "asyncio.trsock", "TransportSocket")?.call1((&pysock,))?;
+        let pysock = py
+            .import("socket")?
+            .getattr("socket")?
+            .call((), Some(&kw))?;
+        let wrapped = cached(py, &TRANSPORT_SOCKET, "asyncio.trsock", "TransportSocket")?
+            .call1((&pysock,))?;
         let mut st = slf.get().st.lock();
         if let Sock::Rust(owned) = std::mem::replace(&mut st.sock, Sock::Python(pysock.unbind())) {
             // The Python socket owns the fd now.
@@ -202,14 +250,20 @@ pub(crate) fn close_sock(py: Python<'_>, sock: Sock) -> PyResult<()> {
     }
 }
 
-pub(crate) fn set_result_unless_done(fut: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+pub(crate) fn set_result_unless_done(
+    fut: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     if !fut.call_method0(intern!(fut.py(), "done"))?.is_truthy()? {
         fut.call_method1(intern!(fut.py(), "set_result"), (value,))?;
     }
     Ok(())
 }
 
-pub(crate) fn set_exception_unless_done(fut: &Bound<'_, PyAny>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+pub(crate) fn set_exception_unless_done(
+    fut: &Bound<'_, PyAny>,
+    exc: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     if !fut.call_method0(intern!(fut.py(), "done"))?.is_truthy()? {
         fut.call_method1(intern!(fut.py(), "set_exception"), (exc,))?;
     }

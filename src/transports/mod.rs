@@ -92,7 +92,9 @@ static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 pub fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     LOGGER
         .get_or_try_init(py, || {
-            py.import("logging")?.call_method1("getLogger", ("asyncio",)).map(Bound::unbind)
+            py.import("logging")?
+                .call_method1("getLogger", ("asyncio",))
+                .map(Bound::unbind)
         })
         .map(|l| l.bind(py))
 }
@@ -101,7 +103,14 @@ pub fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 pub fn sockaddr_to_py<'py>(py: Python<'py>, addr: &SockAddr) -> PyResult<Bound<'py, PyAny>> {
     if let Some(v4) = addr.as_socket_ipv4() {
         let ip: Ipv4Addr = *v4.ip();
-        return Ok(PyTuple::new(py, [ip.to_string().into_pyobject(py)?.into_any(), v4.port().into_pyobject(py)?.into_any()])?.into_any());
+        return Ok(PyTuple::new(
+            py,
+            [
+                ip.to_string().into_pyobject(py)?.into_any(),
+                v4.port().into_pyobject(py)?.into_any(),
+            ],
+        )?
+        .into_any());
     }
     if let Some(v6) = addr.as_socket_ipv6() {
         let text = ipv6_text(&v6.ip().octets());
@@ -148,7 +157,11 @@ impl BufView {
     pub fn get(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<Self> {
         // SAFETY: a zeroed Py_buffer is the documented initial state.
         let mut view: Box<ffi::Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
-        let flags = if writable { ffi::PyBUF_WRITABLE } else { ffi::PyBUF_SIMPLE };
+        let flags = if writable {
+            ffi::PyBUF_WRITABLE
+        } else {
+            ffi::PyBUF_SIMPLE
+        };
         // SAFETY: `obj` is live (GIL held); `view` is valid storage that
         // PyObject_GetBuffer fills in or leaves untouched on error.
         if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, flags) } != 0 {

@@ -116,7 +116,12 @@ pub struct PipeTransport {
 pub(super) struct Watch(pub(super) Py<PipeTransport>);
 
 impl IoWatcher for Watch {
-    fn on_ready(&self, py: Python<'_>, _lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
+    fn on_ready(
+        &self,
+        py: Python<'_>,
+        _lp: &Bound<'_, LoopCore>,
+        ready: Readiness,
+    ) -> PyResult<()> {
         let slf = self.0.bind(py);
         let (writable, watch_close) = {
             let st = slf.get().st.lock();
@@ -154,7 +159,13 @@ impl IoWatcher for Watch {
 impl PipeTransport {
     /// A transport over `pipe` (whose fd is `fd`, already non-blocking).
     #[new]
-    fn py_new(lp: Bound<'_, LoopCore>, pipe: Bound<'_, PyAny>, fd: RawFd, writable: bool, watch_close: bool) -> PyResult<Self> {
+    fn py_new(
+        lp: Bound<'_, LoopCore>,
+        pipe: Bound<'_, PyAny>,
+        fd: RawFd,
+        writable: bool,
+        watch_close: bool,
+    ) -> PyResult<Self> {
         if fd < 0 {
             return Err(PyValueError::new_err("the pipe is closed"));
         }
@@ -183,7 +194,12 @@ impl PipeTransport {
     /// Sets the wrapper and protocol, and schedules `connection_made`, the
     /// start of I/O and the waiter, in asyncio's order.
     #[pyo3(signature = (wrapper, protocol, waiter = None))]
-    fn _start(slf: &Bound<'_, Self>, wrapper: Bound<'_, PyAny>, protocol: Bound<'_, PyAny>, waiter: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+    fn _start(
+        slf: &Bound<'_, Self>,
+        wrapper: Bound<'_, PyAny>,
+        protocol: Bound<'_, PyAny>,
+        waiter: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let lp = {
             let mut st = slf.get().st.lock();
@@ -191,11 +207,31 @@ impl PipeTransport {
             st.protocol = Some(protocol.clone().unbind());
             st.lp(py)
         };
-        Self::soon(py, &lp, protocol.getattr(intern!(py, "connection_made"))?, PyTuple::new(py, [wrapper])?)?;
-        Self::soon(py, &lp, slf.getattr(intern!(py, "_start_io"))?, PyTuple::empty(py))?;
+        Self::soon(
+            py,
+            &lp,
+            protocol.getattr(intern!(py, "connection_made"))?,
+            PyTuple::new(py, [wrapper])?,
+        )?;
+        Self::soon(
+            py,
+            &lp,
+            slf.getattr(intern!(py, "_start_io"))?,
+            PyTuple::empty(py),
+        )?;
         if let Some(waiter) = waiter {
-            let setter = super::stream::cached(py, &super::stream::SET_RESULT_UNLESS_CANCELLED, "asyncio.futures", "_set_result_unless_cancelled")?;
-            Self::soon(py, &lp, setter, PyTuple::new(py, [waiter.into_any(), py.None().into_bound(py)])?)?;
+            let setter = super::stream::cached(
+                py,
+                &super::stream::SET_RESULT_UNLESS_CANCELLED,
+                "asyncio.futures",
+                "_set_result_unless_cancelled",
+            )?;
+            Self::soon(
+                py,
+                &lp,
+                setter,
+                PyTuple::new(py, [waiter.into_any(), py.None().into_bound(py)])?,
+            )?;
         }
         Ok(())
     }
@@ -213,7 +249,10 @@ impl PipeTransport {
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        if !(data.is_instance_of::<PyBytes>() || data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()) {
+        if !(data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>())
+        {
             return Err(PyTypeError::new_err(format!(
                 "data argument must be a bytes-like object, not {:?}",
                 data.get_type().name()?.to_string()
@@ -238,7 +277,11 @@ impl PipeTransport {
                     st.conn_lost += 1;
                     drop(st);
                     drop(view);
-                    return Self::fatal_error(slf, errors::os_error(e), "Fatal write error on pipe transport");
+                    return Self::fatal_error(
+                        slf,
+                        errors::os_error(e),
+                        "Fatal write error on pipe transport",
+                    );
                 }
             }
         }
@@ -280,7 +323,12 @@ impl PipeTransport {
             st.lp(py)
         };
         let none = py.None().into_bound(py);
-        Self::soon(py, &lp, slf.getattr(intern!(py, "_call_connection_lost"))?, PyTuple::new(py, [none])?)
+        Self::soon(
+            py,
+            &lp,
+            slf.getattr(intern!(py, "_call_connection_lost"))?,
+            PyTuple::new(py, [none])?,
+        )
     }
 
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -351,8 +399,17 @@ impl PipeTransport {
     }
 
     #[pyo3(signature = (high = None, low = None))]
-    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
-        slf.get().st.lock().flow.set_limits(high, low).map_err(PyValueError::new_err)?;
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<i64>,
+        low: Option<i64>,
+    ) -> PyResult<()> {
+        slf.get()
+            .st
+            .lock()
+            .flow
+            .set_limits(high, low)
+            .map_err(PyValueError::new_err)?;
         Self::flow_callback(slf, true)
     }
 
@@ -361,7 +418,15 @@ impl PipeTransport {
     fn _repr_info(&self, py: Python<'_>) -> PyResult<String> {
         let (lp, closed_pipe, closing, fd, polling, writable, buffered) = {
             let st = self.st.lock();
-            (st.lp(py), st.pipe.is_none(), st.closing, st.fd, st.token.is_some(), st.writable, st.wbuf.len())
+            (
+                st.lp(py),
+                st.pipe.is_none(),
+                st.closing,
+                st.fd,
+                st.token.is_some(),
+                st.writable,
+                st.wbuf.len(),
+            )
         };
         let mut info = Vec::new();
         if closed_pipe {
@@ -376,7 +441,11 @@ impl PipeTransport {
         };
         if !closed_pipe && loop_open {
             let active = polling && (!writable || buffered > 0);
-            info.push(if active { "polling".into() } else { "idle".into() });
+            info.push(if active {
+                "polling".into()
+            } else {
+                "idle".into()
+            });
             if writable {
                 info.push(format!("bufsize={buffered}"));
             }
@@ -406,8 +475,18 @@ impl PipeTransport {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        let Some(st) = self.st.try_lock() else { return Ok(()) };
-        for o in [&st.lp.as_ref().map(|l| l.as_any()), &st.wrapper.as_ref(), &st.protocol.as_ref(), &st.pipe.as_ref()].into_iter().flatten() {
+        let Some(st) = self.st.try_lock() else {
+            return Ok(());
+        };
+        for o in [
+            &st.lp.as_ref().map(|l| l.as_any()),
+            &st.wrapper.as_ref(),
+            &st.protocol.as_ref(),
+            &st.pipe.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             visit.call(*o)?;
         }
         st.wbuf.traverse(&visit)

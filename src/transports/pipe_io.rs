@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use parking_lot::MutexGuard;
 use pyo3::exceptions::{PyBrokenPipeError, PyOSError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
-use pyo3::intern;
 
 use super::pipe::{PipeSt, PipeTransport, Watch};
 use super::{logger, must_propagate, with_read_buf, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
@@ -48,7 +48,12 @@ impl PipeTransport {
     }
 
     /// `call_soon(func, *args)` on the transport's loop, if it has one.
-    pub(super) fn soon(py: Python<'_>, lp: &Option<Bound<'_, LoopCore>>, func: Bound<'_, PyAny>, args: Bound<'_, PyTuple>) -> PyResult<()> {
+    pub(super) fn soon(
+        py: Python<'_>,
+        lp: &Option<Bound<'_, LoopCore>>,
+        func: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
         match lp {
             Some(lp) => lp.get().soon(py, func.unbind(), args.unbind()).map(drop),
             None => Ok(()),
@@ -73,7 +78,12 @@ impl PipeTransport {
         };
         drop(released);
         let arg = exc.unwrap_or_else(|| py.None().into_bound(py));
-        Self::soon(py, &lp, slf.getattr(intern!(py, "_call_connection_lost"))?, PyTuple::new(py, [arg])?)
+        Self::soon(
+            py,
+            &lp,
+            slf.getattr(intern!(py, "_call_connection_lost"))?,
+            PyTuple::new(py, [arg])?,
+        )
     }
 
     /// asyncio's `_fatal_error`: report (unless it is an OSError the
@@ -87,12 +97,18 @@ impl PipeTransport {
         let exc = err.into_value(py).into_bound(py).into_any();
         let (lp, wrapper, proto, writable) = {
             let st = slf.get().st.lock();
-            (st.lp(py), st.wrapper.as_ref().map(|w| w.clone_ref(py)), st.protocol.as_ref().map(|p| p.clone_ref(py)), st.writable)
+            (
+                st.lp(py),
+                st.wrapper.as_ref().map(|w| w.clone_ref(py)),
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.writable,
+            )
         };
         let quiet = if writable {
             exc.is_instance_of::<PyOSError>()
         } else {
-            exc.is_instance_of::<PyOSError>() && exc.getattr(intern!(py, "errno"))?.extract::<i32>().ok() == Some(libc::EIO)
+            exc.is_instance_of::<PyOSError>()
+                && exc.getattr(intern!(py, "errno"))?.extract::<i32>().ok() == Some(libc::EIO)
         };
         if let Some(lp) = lp {
             if quiet {
@@ -132,7 +148,10 @@ impl PipeTransport {
         });
         match got {
             Ok(Some(data)) => {
-                let r = proto.bind(py).call_method1(intern!(py, "data_received"), (data,)).map(drop);
+                let r = proto
+                    .bind(py)
+                    .call_method1(intern!(py, "data_received"), (data,))
+                    .map(drop);
                 let token = {
                     let st = slf.get().st.lock();
                     st.token.filter(|_| st.wanted().is_some())
@@ -150,7 +169,13 @@ impl PipeTransport {
                     if let Some(lp) = &lp {
                         if lp.get().debug_enabled() {
                             drop(st);
-                            let wrapper = slf.get().st.lock().wrapper.as_ref().map(|w| w.clone_ref(py));
+                            let wrapper = slf
+                                .get()
+                                .st
+                                .lock()
+                                .wrapper
+                                .as_ref()
+                                .map(|w| w.clone_ref(py));
                             logger(py)?.call_method1("info", ("%r was closed by peer", wrapper))?;
                             st = slf.get().st.lock();
                         }
@@ -160,12 +185,26 @@ impl PipeTransport {
                     Self::sync_interest(slf, &mut st)?;
                     lp
                 };
-                Self::soon(py, &lp, proto.bind(py).getattr(intern!(py, "eof_received"))?, PyTuple::empty(py))?;
+                Self::soon(
+                    py,
+                    &lp,
+                    proto.bind(py).getattr(intern!(py, "eof_received"))?,
+                    PyTuple::empty(py),
+                )?;
                 let none = py.None().into_bound(py);
-                Self::soon(py, &lp, slf.getattr(intern!(py, "_call_connection_lost"))?, PyTuple::new(py, [none])?)
+                Self::soon(
+                    py,
+                    &lp,
+                    slf.getattr(intern!(py, "_call_connection_lost"))?,
+                    PyTuple::new(py, [none])?,
+                )
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Self::fatal_error(slf, errors::os_error(e), "Fatal read error on pipe transport"),
+            Err(e) => Self::fatal_error(
+                slf,
+                errors::os_error(e),
+                "Fatal read error on pipe transport",
+            ),
         }
     }
 
@@ -177,13 +216,20 @@ impl PipeTransport {
             if st.lost_scheduled {
                 return Ok(());
             }
-            (!st.wbuf.is_empty(), st.lp(py).is_some_and(|l| l.get().debug_enabled()), st.wrapper.as_ref().map(|w| w.clone_ref(py)))
+            (
+                !st.wbuf.is_empty(),
+                st.lp(py).is_some_and(|l| l.get().debug_enabled()),
+                st.wrapper.as_ref().map(|w| w.clone_ref(py)),
+            )
         };
         if debug {
             logger(py)?.call_method1("info", ("%r was closed by peer", wrapper))?;
         }
         if buffered {
-            let exc = PyBrokenPipeError::new_err(()).into_value(py).into_bound(py).into_any();
+            let exc = PyBrokenPipeError::new_err(())
+                .into_value(py)
+                .into_bound(py)
+                .into_any();
             Self::close_with(slf, Some(exc))
         } else {
             Self::close_with(slf, None)
@@ -236,7 +282,11 @@ impl PipeTransport {
                     Self::sync_interest(slf, &mut st)?;
                     drop(st);
                     drop(released);
-                    return Self::fatal_error(slf, errors::os_error(e), "Fatal write error on pipe transport");
+                    return Self::fatal_error(
+                        slf,
+                        errors::os_error(e),
+                        "Fatal write error on pipe transport",
+                    );
                 }
             }
         }
@@ -248,12 +298,20 @@ impl PipeTransport {
         let (proto, wrapper, lp) = {
             let mut st = slf.get().st.lock();
             let size = st.wbuf.len();
-            let go = if pause { st.flow.should_pause(size) } else { st.flow.should_resume(size) };
+            let go = if pause {
+                st.flow.should_pause(size)
+            } else {
+                st.flow.should_resume(size)
+            };
             if !go {
                 return Ok(());
             }
             st.flow.paused = pause;
-            (st.protocol.as_ref().map(|p| p.clone_ref(py)), st.wrapper.as_ref().map(|w| w.clone_ref(py)), st.lp(py))
+            (
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.wrapper.as_ref().map(|w| w.clone_ref(py)),
+                st.lp(py),
+            )
         };
         let Some(proto) = proto else { return Ok(()) };
         super::flow::notify_protocol(py, pause, proto, wrapper, lp)
@@ -261,21 +319,32 @@ impl PipeTransport {
 
     /// A write after the connection was lost or while closing: count it and
     /// warn past asyncio's threshold. `Ok(false)`: drop the data.
-    pub(super) fn write_allowed(slf: &Bound<'_, Self>, st: &mut MutexGuard<'_, PipeSt>) -> PyResult<bool> {
+    pub(super) fn write_allowed(
+        slf: &Bound<'_, Self>,
+        st: &mut MutexGuard<'_, PipeSt>,
+    ) -> PyResult<bool> {
         if st.conn_lost == 0 && !st.closing {
             return Ok(true);
         }
         if st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
             let py = slf.py();
             MutexGuard::unlocked(st, || {
-                logger(py)?.call_method1("warning", ("pipe closed by peer or os.write(pipe, data) raised exception.",)).map(drop)
+                logger(py)?
+                    .call_method1(
+                        "warning",
+                        ("pipe closed by peer or os.write(pipe, data) raised exception.",),
+                    )
+                    .map(drop)
             })?;
         }
         st.conn_lost += 1;
         Ok(false)
     }
 
-    pub(super) fn call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(super) fn call_connection_lost(
+        slf: &Bound<'_, Self>,
+        exc: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let proto = {
             let st = slf.get().st.lock();
@@ -285,7 +354,10 @@ impl PipeTransport {
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let result = match proto {
-            Some(p) => p.bind(py).call_method1(intern!(py, "connection_lost"), (exc,)).map(drop),
+            Some(p) => p
+                .bind(py)
+                .call_method1(intern!(py, "connection_lost"), (exc,))
+                .map(drop),
             None => Ok(()),
         };
         let closed = Self::release(slf);
@@ -301,7 +373,13 @@ impl PipeTransport {
             st.fd = -1;
             st.lost_scheduled = true;
             st.wbuf.clear(&mut released);
-            (st.lp.take(), st.token.take(), st.pipe.take(), st.wrapper.take(), st.protocol.take())
+            (
+                st.lp.take(),
+                st.token.take(),
+                st.pipe.take(),
+                st.wrapper.take(),
+                st.protocol.take(),
+            )
         };
         if let (Some(lp), Some(token)) = (&lp, token) {
             lp.get().io_unregister(token);
@@ -314,4 +392,3 @@ impl PipeTransport {
         closed
     }
 }
-

@@ -12,9 +12,9 @@ use std::io::ErrorKind;
 use std::os::fd::RawFd;
 
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use pyo3::intern;
 
 use super::stream::*;
 use super::{logger, with_read_buf, BufView};
@@ -27,7 +27,11 @@ use crate::reactor::Readiness;
 const MAX_READS: usize = 16;
 
 impl StreamTransport {
-    pub(crate) fn handle_read(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
+    pub(crate) fn handle_read(
+        slf: &Bound<'_, Self>,
+        lp: &Bound<'_, LoopCore>,
+        ready: Readiness,
+    ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let keep_going = ready.is_read_closed() || ready.is_error();
@@ -39,7 +43,9 @@ impl StreamTransport {
                 }
                 let kind = match &st.kind {
                     Some(ProtoKind::Plain(f)) => ProtoKind::Plain(f.clone_ref(py)),
-                    Some(ProtoKind::Buffered(g, u)) => ProtoKind::Buffered(g.clone_ref(py), u.clone_ref(py)),
+                    Some(ProtoKind::Buffered(g, u)) => {
+                        ProtoKind::Buffered(g.clone_ref(py), u.clone_ref(py))
+                    }
                     Some(ProtoKind::Lazy(b)) => ProtoKind::Lazy(*b),
                     None => return Ok(()),
                 };
@@ -58,7 +64,11 @@ impl StreamTransport {
                         match (g, u) {
                             (Ok(g), Ok(u)) => Self::read_buffered(slf, fd, &g, &u)?,
                             (Err(e), _) | (_, Err(e)) => {
-                                Self::fatal_error(slf, e, "Fatal error: protocol.get_buffer() call failed.")?;
+                                Self::fatal_error(
+                                    slf,
+                                    e,
+                                    "Fatal error: protocol.get_buffer() call failed.",
+                                )?;
                                 None
                             }
                         }
@@ -66,7 +76,11 @@ impl StreamTransport {
                         match proto.getattr("data_received") {
                             Ok(cb) => Self::read_plain(slf, fd, &cb)?,
                             Err(e) => {
-                                Self::fatal_error(slf, e, "Fatal error: protocol.data_received() call failed.")?;
+                                Self::fatal_error(
+                                    slf,
+                                    e,
+                                    "Fatal error: protocol.data_received() call failed.",
+                                )?;
                                 None
                             }
                         }
@@ -90,7 +104,11 @@ impl StreamTransport {
 
     /// One `recv` + `data_received`. `Some(full)` if data came (full: the
     /// read filled the buffer); `None` to stop reading.
-    pub(crate) fn read_plain(slf: &Bound<'_, Self>, fd: RawFd, cb: &Bound<'_, PyAny>) -> PyResult<Option<bool>> {
+    pub(crate) fn read_plain(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        cb: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<bool>> {
         let py = slf.py();
         let got = with_read_buf(|buf| match net::recv(fd, buf) {
             Ok(0) => Ok(None),
@@ -101,18 +119,32 @@ impl StreamTransport {
             Ok(Some((data, full))) => match cb.call1((data,)) {
                 Ok(_) => Ok(Some(full)),
                 Err(e) => {
-                    Self::fatal_error(slf, e, "Fatal error: protocol.data_received() call failed.")?;
+                    Self::fatal_error(
+                        slf,
+                        e,
+                        "Fatal error: protocol.data_received() call failed.",
+                    )?;
                     Ok(None)
                 }
             },
             Ok(None) => Self::on_eof(slf).map(|()| None),
             Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Self::fatal_error(slf, errors::os_error(e), "Fatal read error on socket transport").map(|()| None),
+            Err(e) => Self::fatal_error(
+                slf,
+                errors::os_error(e),
+                "Fatal read error on socket transport",
+            )
+            .map(|()| None),
         }
     }
 
     /// `get_buffer` + `recv_into` + `buffer_updated`.
-    pub(crate) fn read_buffered(slf: &Bound<'_, Self>, fd: RawFd, get_buffer: &Bound<'_, PyAny>, updated: &Bound<'_, PyAny>) -> PyResult<Option<bool>> {
+    pub(crate) fn read_buffered(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        get_buffer: &Bound<'_, PyAny>,
+        updated: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<bool>> {
         let buf = match get_buffer.call1((-1,)) {
             Ok(b) => b,
             Err(e) => {
@@ -144,14 +176,21 @@ impl StreamTransport {
             Ok(n) => match updated.call1((n,)) {
                 Ok(_) => Ok(Some(n == cap)),
                 Err(e) => {
-                    Self::fatal_error(slf, e, "Fatal error: protocol.buffer_updated() call failed.")?;
+                    Self::fatal_error(
+                        slf,
+                        e,
+                        "Fatal error: protocol.buffer_updated() call failed.",
+                    )?;
                     Ok(None)
                 }
             },
             Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
-            Err(e) => {
-                Self::fatal_error(slf, errors::os_error(e), "Fatal read error on socket transport").map(|()| None)
-            }
+            Err(e) => Self::fatal_error(
+                slf,
+                errors::os_error(e),
+                "Fatal read error on socket transport",
+            )
+            .map(|()| None),
         }
     }
 
@@ -160,15 +199,24 @@ impl StreamTransport {
         let (proto, wrapper, debug) = {
             let st = slf.get().st.lock();
             let debug = st.lp.as_ref().is_some_and(|l| l.get().debug_enabled());
-            (st.protocol.as_ref().map(|p| p.clone_ref(py)), st.wrapper.as_ref().map(|w| w.clone_ref(py)), debug)
+            (
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.wrapper.as_ref().map(|w| w.clone_ref(py)),
+                debug,
+            )
         };
         let Some(proto) = proto else { return Ok(()) };
         if debug {
             logger(py)?.call_method1("debug", ("%r received EOF", wrapper))?;
         }
-        let keep_open = proto.bind(py).call_method0(intern!(py, "eof_received")).and_then(|v| v.is_truthy());
+        let keep_open = proto
+            .bind(py)
+            .call_method0(intern!(py, "eof_received"))
+            .and_then(|v| v.is_truthy());
         match keep_open {
-            Err(e) => Self::fatal_error(slf, e, "Fatal error: protocol.eof_received() call failed."),
+            Err(e) => {
+                Self::fatal_error(slf, e, "Fatal error: protocol.eof_received() call failed.")
+            }
             Ok(true) => {
                 let mut st = slf.get().st.lock();
                 st.read_eof = true;

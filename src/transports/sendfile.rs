@@ -82,11 +82,16 @@ impl StreamTransport {
                     None => return Ok(()),
                 }
             };
-            let cancelled = fut.bind(py).call_method0(intern!(py, "done"))?.is_truthy()?;
+            let cancelled = fut
+                .bind(py)
+                .call_method0(intern!(py, "done"))?
+                .is_truthy()?;
             let outcome = {
                 let mut st = slf.get().st.lock();
                 let fd = st.fd;
-                let Some(op) = st.sendfile.as_mut() else { return Ok(()) };
+                let Some(op) = st.sendfile.as_mut() else {
+                    return Ok(());
+                };
                 if cancelled {
                     Outcome::Done(st.sendfile.take().expect("checked"))
                 } else {
@@ -110,7 +115,9 @@ impl StreamTransport {
                             Err(e) => {
                                 let op = st.sendfile.take().expect("checked");
                                 let err = if op.sent == 0 {
-                                    let cls = py.import("asyncio.exceptions")?.getattr("SendfileNotAvailableError")?;
+                                    let cls = py
+                                        .import("asyncio.exceptions")?
+                                        .getattr("SendfileNotAvailableError")?;
                                     PyErr::from_value(cls.call1(("os.sendfile call failed",))?)
                                 } else {
                                     errors::os_error(e)
@@ -157,9 +164,14 @@ impl StreamTransport {
         let lp = {
             let st = slf.get().st.lock();
             if st.empty_waiter.is_some() {
-                return Err(pyo3::exceptions::PyRuntimeError::new_err("Empty waiter is already set"));
+                return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                    "Empty waiter is already set",
+                ));
             }
-            st.lp.as_ref().map(|l| l.clone_ref(py)).ok_or_else(errors::loop_closed)?
+            st.lp
+                .as_ref()
+                .map(|l| l.clone_ref(py))
+                .ok_or_else(errors::loop_closed)?
         };
         let fut = lp.bind(py).call_method0(intern!(py, "create_future"))?;
         let empty = {
@@ -180,11 +192,19 @@ impl StreamTransport {
 
     /// Starts sending `count` bytes (0: to EOF) of `in_fd` from `offset`;
     /// `fut` gets the number of bytes sent.
-    pub(crate) fn sendfile_start(slf: &Bound<'_, Self>, in_fd: RawFd, offset: i64, count: u64, fut: Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn sendfile_start(
+        slf: &Bound<'_, Self>,
+        in_fd: RawFd,
+        offset: i64,
+        count: u64,
+        fut: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         {
             let mut st = slf.get().st.lock();
             if st.sendfile.is_some() {
-                return Err(pyo3::exceptions::PyRuntimeError::new_err("sendfile is already in progress"));
+                return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                    "sendfile is already in progress",
+                ));
             }
             st.sendfile = Some(SendfileOp {
                 in_fd,

@@ -147,17 +147,31 @@ pub(crate) static SET_RESULT_UNLESS_CANCELLED: PyOnceLock<Py<PyAny>> = PyOnceLoc
 pub(crate) static BUFFERED_PROTOCOL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 pub(crate) static TRANSPORT_SOCKET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-pub(crate) fn cached<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyAny>>, module: &str, attr: &str) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn cached<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
+    attr: &str,
+) -> PyResult<Bound<'py, PyAny>> {
     cell.get_or_try_init(py, || py.import(module)?.getattr(attr).map(Bound::unbind))
         .map(|o| o.bind(py).clone())
 }
 
 fn addr_or_none(py: Python<'_>, addr: std::io::Result<SockAddr>) -> Option<Py<PyAny>> {
-    addr.ok().and_then(|a| sockaddr_to_py(py, &a).ok()).map(Bound::unbind)
+    addr.ok()
+        .and_then(|a| sockaddr_to_py(py, &a).ok())
+        .map(Bound::unbind)
 }
 
 impl StreamTransport {
-    pub(crate) fn new_state(py: Python<'_>, lp: Py<LoopCore>, fd: RawFd, sock: Sock, peer: Option<SockAddr>, name: &'static str) -> St {
+    pub(crate) fn new_state(
+        py: Python<'_>,
+        lp: Py<LoopCore>,
+        fd: RawFd,
+        sock: Sock,
+        peer: Option<SockAddr>,
+        name: &'static str,
+    ) -> St {
         let sockname = addr_or_none(py, net::local_addr(fd));
         let peername = match peer {
             Some(a) => addr_or_none(py, Ok(a)),
@@ -191,20 +205,42 @@ impl StreamTransport {
     }
 
     /// A transport for a connection accepted by a server.
-    pub(crate) fn accepted(py: Python<'_>, lp: Py<LoopCore>, fd: OwnedFd, peer: SockAddr, nodelay: bool) -> PyResult<Py<Self>> {
+    pub(crate) fn accepted(
+        py: Python<'_>,
+        lp: Py<LoopCore>,
+        fd: OwnedFd,
+        peer: SockAddr,
+        nodelay: bool,
+    ) -> PyResult<Py<Self>> {
         let raw = fd.as_raw_fd();
         if nodelay {
             let _ = net::set_nodelay(raw);
         }
-        let name = if peer.is_unix() { "UnixTransport" } else { "TCPTransport" };
+        let name = if peer.is_unix() {
+            "UnixTransport"
+        } else {
+            "TCPTransport"
+        };
         let st = Self::new_state(py, lp, raw, Sock::Rust(fd), Some(peer), name);
         Py::new(py, Self { st: Mutex::new(st) })
     }
 
-    pub(crate) fn set_protocol_locked(py: Python<'_>, st: &mut St, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let buffered = protocol.is_instance(&cached(py, &BUFFERED_PROTOCOL, "asyncio.protocols", "BufferedProtocol")?)?;
+    pub(crate) fn set_protocol_locked(
+        py: Python<'_>,
+        st: &mut St,
+        protocol: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let buffered = protocol.is_instance(&cached(
+            py,
+            &BUFFERED_PROTOCOL,
+            "asyncio.protocols",
+            "BufferedProtocol",
+        )?)?;
         let kind = if buffered {
-            match (protocol.getattr(intern!(py, "get_buffer")), protocol.getattr(intern!(py, "buffer_updated"))) {
+            match (
+                protocol.getattr(intern!(py, "get_buffer")),
+                protocol.getattr(intern!(py, "buffer_updated")),
+            ) {
                 (Ok(g), Ok(u)) => ProtoKind::Buffered(g.unbind(), u.unbind()),
                 _ => ProtoKind::Lazy(true),
             }
@@ -248,7 +284,6 @@ impl StreamTransport {
         }
         Ok(())
     }
-
 }
 
 #[pymethods]
@@ -256,7 +291,13 @@ impl StreamTransport {
     /// A transport over a connected `socket.socket` (which it then owns).
     #[new]
     #[pyo3(signature = (lp, sock, name = "TCPTransport", nodelay = false))]
-    fn py_new(py: Python<'_>, lp: Bound<'_, LoopCore>, sock: Bound<'_, PyAny>, name: &str, nodelay: bool) -> PyResult<Self> {
+    fn py_new(
+        py: Python<'_>,
+        lp: Bound<'_, LoopCore>,
+        sock: Bound<'_, PyAny>,
+        name: &str,
+        nodelay: bool,
+    ) -> PyResult<Self> {
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         if fd < 0 {
             return Err(PyValueError::new_err("the socket is closed"));
@@ -264,10 +305,25 @@ impl StreamTransport {
         if nodelay {
             net::set_nodelay(fd).map_err(errors::os_error)?;
         }
-        let name = if name == "UnixTransport" { "UnixTransport" } else { "TCPTransport" };
-        let st = Self::new_state(py, lp.unbind(), fd, Sock::Python(sock.clone().unbind()), None, name);
+        let name = if name == "UnixTransport" {
+            "UnixTransport"
+        } else {
+            "TCPTransport"
+        };
+        let st = Self::new_state(
+            py,
+            lp.unbind(),
+            fd,
+            Sock::Python(sock.clone().unbind()),
+            None,
+            name,
+        );
         let mut st = st;
-        st.extra_socket = Some(cached(py, &TRANSPORT_SOCKET, "asyncio.trsock", "TransportSocket")?.call1((sock,))?.unbind());
+        st.extra_socket = Some(
+            cached(py, &TRANSPORT_SOCKET, "asyncio.trsock", "TransportSocket")?
+                .call1((sock,))?
+                .unbind(),
+        );
         Ok(Self { st: Mutex::new(st) })
     }
 
@@ -275,7 +331,13 @@ impl StreamTransport {
     /// server, and schedules `connection_made`, the start of reading and the
     /// waiter, in asyncio's order.
     #[pyo3(signature = (wrapper, protocol, waiter = None, server = None))]
-    fn _start(slf: &Bound<'_, Self>, wrapper: Bound<'_, PyAny>, protocol: Bound<'_, PyAny>, waiter: Option<Bound<'_, PyAny>>, server: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+    fn _start(
+        slf: &Bound<'_, Self>,
+        wrapper: Bound<'_, PyAny>,
+        protocol: Bound<'_, PyAny>,
+        waiter: Option<Bound<'_, PyAny>>,
+        server: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         Self::start(slf, &wrapper, &protocol, waiter.as_ref(), server.as_ref())
     }
 
@@ -378,15 +440,30 @@ impl StreamTransport {
     }
 
     #[pyo3(signature = (high = None, low = None))]
-    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
-        slf.get().st.lock().flow.set_limits(high, low).map_err(PyValueError::new_err)?;
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<i64>,
+        low: Option<i64>,
+    ) -> PyResult<()> {
+        slf.get()
+            .st
+            .lock()
+            .flow
+            .set_limits(high, low)
+            .map_err(PyValueError::new_err)?;
         Self::maybe_pause_protocol(slf)
     }
 
     #[pyo3(signature = (name, default = None))]
-    fn get_extra_info(slf: &Bound<'_, Self>, name: &Bound<'_, PyAny>, default: Option<Py<PyAny>>) -> PyResult<Option<Py<PyAny>>> {
+    fn get_extra_info(
+        slf: &Bound<'_, Self>,
+        name: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
         let py = slf.py();
-        let Ok(name) = name.cast::<PyString>() else { return Ok(default) };
+        let Ok(name) = name.cast::<PyString>() else {
+            return Ok(default);
+        };
         let st = slf.get().st.lock();
         Ok(match name.to_str()? {
             "peername" => st.peername.as_ref().map(|p| p.clone_ref(py)),
@@ -416,7 +493,11 @@ impl StreamTransport {
             let read = st.token.is_some() && matches!(st.want, Some(Want::Read | Want::Both));
             let write = st.token.is_some() && !st.wbuf.is_empty();
             info.push(format!("read={}", if read { "polling" } else { "idle" }));
-            info.push(format!("write=<{}, bufsize={}>", if write { "polling" } else { "idle" }, st.wbuf.len()));
+            info.push(format!(
+                "write=<{}, bufsize={}>",
+                if write { "polling" } else { "idle" },
+                st.wbuf.len()
+            ));
         }
         info.join(" ")
     }
@@ -433,7 +514,11 @@ impl StreamTransport {
         let (lp, token, sock) = {
             let mut st = slf.get().st.lock();
             st.fd = -1;
-            (st.lp.take(), st.token.take(), std::mem::replace(&mut st.sock, Sock::Closed))
+            (
+                st.lp.take(),
+                st.token.take(),
+                std::mem::replace(&mut st.sock, Sock::Closed),
+            )
         };
         if let (Some(lp), Some(token)) = (&lp, token) {
             lp.get().io_unregister(token);
@@ -449,7 +534,13 @@ impl StreamTransport {
         self.reset_empty_waiter()
     }
 
-    fn _sendfile_start(slf: &Bound<'_, Self>, in_fd: RawFd, offset: i64, count: u64, fut: Bound<'_, PyAny>) -> PyResult<()> {
+    fn _sendfile_start(
+        slf: &Bound<'_, Self>,
+        in_fd: RawFd,
+        offset: i64,
+        count: u64,
+        fut: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         Self::sendfile_start(slf, in_fd, offset, count, fut)
     }
 
@@ -472,8 +563,22 @@ impl StreamTransport {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        let Some(st) = self.st.try_lock() else { return Ok(()) };
-        for o in [&st.lp.as_ref().map(|l| l.as_any()), &st.wrapper.as_ref(), &st.protocol.as_ref(), &st.server.as_ref(), &st.sockname.as_ref(), &st.peername.as_ref(), &st.extra_socket.as_ref(), &st.empty_waiter.as_ref()].into_iter().flatten() {
+        let Some(st) = self.st.try_lock() else {
+            return Ok(());
+        };
+        for o in [
+            &st.lp.as_ref().map(|l| l.as_any()),
+            &st.wrapper.as_ref(),
+            &st.protocol.as_ref(),
+            &st.server.as_ref(),
+            &st.sockname.as_ref(),
+            &st.peername.as_ref(),
+            &st.extra_socket.as_ref(),
+            &st.empty_waiter.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             visit.call(*o)?;
         }
         if let Sock::Python(s) = &st.sock {
@@ -496,9 +601,17 @@ impl StreamTransport {
     fn __clear__(&self) {
         let taken = {
             let mut st = self.st.lock();
-            (st.lp.take(), st.wrapper.take(), st.protocol.take(), st.kind.take(), st.server.take(), st.extra_socket.take(), st.empty_waiter.take(), st.sendfile.take())
+            (
+                st.lp.take(),
+                st.wrapper.take(),
+                st.protocol.take(),
+                st.kind.take(),
+                st.server.take(),
+                st.extra_socket.take(),
+                st.empty_waiter.take(),
+                st.sendfile.take(),
+            )
         };
         drop(taken);
     }
 }
-

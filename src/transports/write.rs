@@ -10,7 +10,6 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 
-
 use super::stream::*;
 use super::{logger, BufView, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
 use crate::errors;
@@ -29,7 +28,11 @@ impl StreamTransport {
             if st.wbuf.is_empty() {
                 let sending = st.sendfile.is_some();
                 drop(st);
-                return if sending { Self::sendfile_step(slf) } else { Ok(()) };
+                return if sending {
+                    Self::sendfile_step(slf)
+                } else {
+                    Ok(())
+                };
             }
             loop {
                 let r = {
@@ -80,7 +83,12 @@ impl StreamTransport {
             if closing {
                 st.conn_lost += 1;
             }
-            (st.empty_waiter.as_ref().map(|w| w.clone_ref(py)), closing, st.eof, st.fd)
+            (
+                st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                closing,
+                st.eof,
+                st.fd,
+            )
         };
         if let Some(w) = waiter {
             set_result_unless_done(w.bind(py), py.None().bind(py))?;
@@ -106,12 +114,20 @@ impl StreamTransport {
         let (proto, wrapper, lp) = {
             let mut st = slf.get().st.lock();
             let size = st.wbuf.len();
-            let go = if pause { st.flow.should_pause(size) } else { st.flow.should_resume(size) };
+            let go = if pause {
+                st.flow.should_pause(size)
+            } else {
+                st.flow.should_resume(size)
+            };
             if !go {
                 return Ok(());
             }
             st.flow.paused = pause;
-            (st.protocol.as_ref().map(|p| p.clone_ref(py)), st.wrapper.as_ref().map(|w| w.clone_ref(py)), st.lp(py))
+            (
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.wrapper.as_ref().map(|w| w.clone_ref(py)),
+                st.lp(py),
+            )
         };
         let Some(proto) = proto else { return Ok(()) };
         super::flow::notify_protocol(py, pause, proto, wrapper, lp)
@@ -119,13 +135,20 @@ impl StreamTransport {
 
     /// `write`/`writelines` after `connection_lost` was scheduled: count
     /// the write and warn past asyncio's threshold. `Ok(false)`: drop it.
-    pub(crate) fn write_checks(slf: &Bound<'_, Self>, st: &mut MutexGuard<'_, St>) -> PyResult<bool> {
+    pub(crate) fn write_checks(
+        slf: &Bound<'_, Self>,
+        st: &mut MutexGuard<'_, St>,
+    ) -> PyResult<bool> {
         let py = slf.py();
         if st.conn_lost > 0 || matches!(st.sock, Sock::Closed) {
             let warn = st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
             st.conn_lost += 1;
             if warn {
-                MutexGuard::unlocked(st, || logger(py)?.call_method1("warning", ("socket.send() raised exception.",)).map(drop))?;
+                MutexGuard::unlocked(st, || {
+                    logger(py)?
+                        .call_method1("warning", ("socket.send() raised exception.",))
+                        .map(drop)
+                })?;
             }
             return Ok(false);
         }
@@ -134,7 +157,10 @@ impl StreamTransport {
 
     /// Buffers what is left, watches for writability, pauses the protocol
     /// if needed.
-    pub(crate) fn after_buffering(slf: &Bound<'_, Self>, mut st: MutexGuard<'_, St>) -> PyResult<()> {
+    pub(crate) fn after_buffering(
+        slf: &Bound<'_, Self>,
+        mut st: MutexGuard<'_, St>,
+    ) -> PyResult<()> {
         Self::sync_interest(slf, &mut st)?;
         drop(st);
         Self::maybe_pause_protocol(slf)
@@ -146,7 +172,8 @@ impl StreamTransport {
         let slice: &[u8] = match bytes {
             Some(b) => b.as_bytes(),
             None => {
-                if !(data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()) {
+                if !(data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>())
+                {
                     return Err(PyTypeError::new_err(format!(
                         "data argument must be a bytes-like object, not {}",
                         data.get_type().name()?.repr()?
@@ -158,10 +185,14 @@ impl StreamTransport {
         };
         let mut st = slf.get().st.lock();
         if st.eof {
-            return Err(PyRuntimeError::new_err("Cannot call write() after write_eof()"));
+            return Err(PyRuntimeError::new_err(
+                "Cannot call write() after write_eof()",
+            ));
         }
         if st.empty_waiter.is_some() {
-            return Err(PyRuntimeError::new_err("unable to write; sendfile is in progress"));
+            return Err(PyRuntimeError::new_err(
+                "unable to write; sendfile is in progress",
+            ));
         }
         if slice.is_empty() {
             return Ok(());
@@ -177,7 +208,11 @@ impl StreamTransport {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) => {
                     drop(st);
-                    return Self::fatal_error(slf, errors::os_error(e), "Fatal write error on socket transport");
+                    return Self::fatal_error(
+                        slf,
+                        errors::os_error(e),
+                        "Fatal write error on socket transport",
+                    );
                 }
             }
         }
@@ -188,14 +223,20 @@ impl StreamTransport {
         Self::after_buffering(slf, st)
     }
 
-    pub(crate) fn writelines_impl(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn writelines_impl(
+        slf: &Bound<'_, Self>,
+        list_of_data: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let mut items = Vec::new();
         for item in list_of_data.try_iter()? {
             let item = item?;
             let view = BufView::get(&item, false).map_err(|_| {
                 PyTypeError::new_err(format!(
                     "data argument must be a bytes-like object, not {}",
-                    item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                    item.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
                 ))
             })?;
             if !view.is_empty() {
@@ -204,10 +245,14 @@ impl StreamTransport {
         }
         let mut st = slf.get().st.lock();
         if st.eof {
-            return Err(PyRuntimeError::new_err("Cannot call writelines() after write_eof()"));
+            return Err(PyRuntimeError::new_err(
+                "Cannot call writelines() after write_eof()",
+            ));
         }
         if st.empty_waiter.is_some() {
-            return Err(PyRuntimeError::new_err("unable to writelines; sendfile is in progress"));
+            return Err(PyRuntimeError::new_err(
+                "unable to writelines; sendfile is in progress",
+            ));
         }
         if items.is_empty() {
             return Ok(());
@@ -229,7 +274,11 @@ impl StreamTransport {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) => {
                     drop(st);
-                    return Self::fatal_error(slf, errors::os_error(e), "Fatal write error on socket transport");
+                    return Self::fatal_error(
+                        slf,
+                        errors::os_error(e),
+                        "Fatal write error on socket transport",
+                    );
                 }
             }
         }

@@ -98,7 +98,8 @@ fn addr_to_py(py: Python<'_>, addr: Addr) -> PyResult<Py<PyAny>> {
         Addr::UnixPath(b) => {
             // PyUnicode_DecodeFSDefault, as socket.recvfrom.
             let os = py.import(intern!(py, "os"))?;
-            os.call_method1(intern!(py, "fsdecode"), (PyBytes::new(py, &b),))?.unbind()
+            os.call_method1(intern!(py, "fsdecode"), (PyBytes::new(py, &b),))?
+                .unbind()
         }
     })
 }
@@ -246,10 +247,16 @@ impl UdpInner {
     }
 
     /// `OSError`s go to `error_received`; anything else is fatal.
-    pub(crate) fn report_error(&self, py: Python<'_>, e: PyErr, fatal_message: &str) -> PyResult<()> {
+    pub(crate) fn report_error(
+        &self,
+        py: Python<'_>,
+        e: PyErr,
+        fatal_message: &str,
+    ) -> PyResult<()> {
         if e.is_instance_of::<PyOSError>(py) {
             if let Some(p) = self.protocol(py) {
-                p.bind(py).call_method1(intern!(py, "error_received"), (e.value(py),))?;
+                p.bind(py)
+                    .call_method1(intern!(py, "error_received"), (e.value(py),))?;
             }
             Ok(())
         } else if e.is_instance_of::<pyo3::exceptions::PyException>(py) {
@@ -282,10 +289,22 @@ impl UdpInner {
         self.schedule_connection_lost(py, exc)
     }
 
-    pub(crate) fn schedule_connection_lost(&self, py: Python<'_>, exc: Option<PyErr>) -> PyResult<()> {
-        let tr = self.state.lock().transport.as_ref().map(|t| t.clone_ref(py));
+    pub(crate) fn schedule_connection_lost(
+        &self,
+        py: Python<'_>,
+        exc: Option<PyErr>,
+    ) -> PyResult<()> {
+        let tr = self
+            .state
+            .lock()
+            .transport
+            .as_ref()
+            .map(|t| t.clone_ref(py));
         let Some(tr) = tr else { return Ok(()) };
-        let func = tr.bind(py).getattr(intern!(py, "_call_connection_lost"))?.unbind();
+        let func = tr
+            .bind(py)
+            .getattr(intern!(py, "_call_connection_lost"))?
+            .unbind();
         let arg = match exc {
             Some(e) => e.value(py).clone().into_any().unbind(),
             None => py.None(),
@@ -306,7 +325,8 @@ impl UdpInner {
         };
         if let Some(p) = proto {
             if let Err(e) = p.bind(py).call_method0(intern!(py, "pause_writing")) {
-                if !e.is_instance_of::<pyo3::exceptions::PyException>(py) && !is_plain_base(py, &e) {
+                if !e.is_instance_of::<pyo3::exceptions::PyException>(py) && !is_plain_base(py, &e)
+                {
                     return Err(e);
                 }
                 self.call_exception_handler(py, "protocol.pause_writing() failed", &e)?;
@@ -326,7 +346,8 @@ impl UdpInner {
         };
         if let Some(p) = proto {
             if let Err(e) = p.bind(py).call_method0(intern!(py, "resume_writing")) {
-                if !e.is_instance_of::<pyo3::exceptions::PyException>(py) && !is_plain_base(py, &e) {
+                if !e.is_instance_of::<pyo3::exceptions::PyException>(py) && !is_plain_base(py, &e)
+                {
                     return Err(e);
                 }
                 self.call_exception_handler(py, "protocol.resume_writing() failed", &e)?;
@@ -338,8 +359,13 @@ impl UdpInner {
     /// One datagram `(data, addr)`: Ok(None) when the socket would block.
     fn recv_one(&self, py: Python<'_>) -> PyResult<Option<Datagram>> {
         if !self.native_recv {
-            let Some(sock) = self.sock(py) else { return Ok(None) };
-            return match sock.bind(py).call_method1(intern!(py, "recvfrom"), (MAX_SIZE,)) {
+            let Some(sock) = self.sock(py) else {
+                return Ok(None);
+            };
+            return match sock
+                .bind(py)
+                .call_method1(intern!(py, "recvfrom"), (MAX_SIZE,))
+            {
                 Ok(r) => {
                     let (d, a): (Py<PyAny>, Py<PyAny>) = r.extract()?;
                     Ok(Some((d, a)))
@@ -353,7 +379,8 @@ impl UdpInner {
             if b.len() < MAX_SIZE {
                 b.resize(MAX_SIZE, 0);
             }
-            sys::recvfrom(self.fd, &mut b[..]).map(|(n, addr)| (PyBytes::new(py, &b[..n]).into_any().unbind(), addr))
+            sys::recvfrom(self.fd, &mut b[..])
+                .map(|(n, addr)| (PyBytes::new(py, &b[..n]).into_any().unbind(), addr))
         });
         match got {
             Ok((data, addr)) => Ok(Some((data, addr_to_py(py, sys::decode(&addr))?))),
@@ -419,9 +446,15 @@ impl UdpInner {
         };
         self.sync(self.lp.get())?;
         if empty && closing {
-            let tr = self.state.lock().transport.as_ref().map(|t| t.clone_ref(py));
+            let tr = self
+                .state
+                .lock()
+                .transport
+                .as_ref()
+                .map(|t| t.clone_ref(py));
             if let Some(tr) = tr {
-                tr.bind(py).call_method1(intern!(py, "_call_connection_lost"), (py.None(),))?;
+                tr.bind(py)
+                    .call_method1(intern!(py, "_call_connection_lost"), (py.None(),))?;
             }
         }
         Ok(())
@@ -466,7 +499,10 @@ impl IoWatcher for UdpInner {
         let Some(st) = self.state.try_lock() else {
             return Ok(());
         };
-        for o in [&st.protocol, &st.transport, &st.sock, &st.address].into_iter().flatten() {
+        for o in [&st.protocol, &st.transport, &st.sock, &st.address]
+            .into_iter()
+            .flatten()
+        {
             visit.call(o)?;
         }
         for (_, a) in st.buffer.iter() {
@@ -483,4 +519,3 @@ impl IoWatcher for UdpInner {
         format!("transport <_DatagramTransport fd={}>", self.fd)
     }
 }
-

@@ -103,8 +103,16 @@ impl UdpTransport {
     }
 
     #[pyo3(signature = (data, addr=None))]
-    fn sendto(&self, py: Python<'_>, data: Bound<'_, PyAny>, addr: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-        if !(data.is_instance_of::<PyBytes>() || data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()) {
+    fn sendto(
+        &self,
+        py: Python<'_>,
+        data: Bound<'_, PyAny>,
+        addr: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        if !(data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>())
+        {
             return Err(PyTypeError::new_err(format!(
                 "data argument must be a bytes-like object, not '{}'",
                 data.get_type().name()?
@@ -140,19 +148,25 @@ impl UdpTransport {
                 if warn {
                     py.import(intern!(py, "asyncio.log"))?
                         .getattr(intern!(py, "logger"))?
-                        .call_method1(intern!(py, "warning"), ("socket.send() raised exception.",))?;
+                        .call_method1(
+                            intern!(py, "warning"),
+                            ("socket.send() raised exception.",),
+                        )?;
                 }
                 return Ok(());
             }
         }
         // SAFETY: a C-contiguous buffer export we hold for this call.
-        let bytes = unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) };
+        let bytes =
+            unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) };
         let empty = inner.state.lock().buffer.is_empty();
         if empty {
             match inner.send_one(py, bytes, addr.as_ref()) {
                 Sent::Ok => return Ok(()),
                 Sent::WouldBlock => {}
-                Sent::Error(e) => return inner.report_error(py, e, "Fatal write error on datagram transport"),
+                Sent::Error(e) => {
+                    return inner.report_error(py, e, "Fatal write error on datagram transport")
+                }
             }
         }
         {
@@ -242,7 +256,12 @@ impl UdpTransport {
     }
 
     #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(&self, py: Python<'_>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
+    fn set_write_buffer_limits(
+        &self,
+        py: Python<'_>,
+        high: Option<i64>,
+        low: Option<i64>,
+    ) -> PyResult<()> {
         let high = match (high, low) {
             (Some(h), _) => h,
             (None, None) => 64 * 1024,
@@ -272,7 +291,12 @@ impl UdpTransport {
     fn _detach(&self) {
         let taken = {
             let mut st = self.inner.state.lock();
-            (st.protocol.take(), st.transport.take(), st.sock.take(), st.address.take())
+            (
+                st.protocol.take(),
+                st.transport.take(),
+                st.sock.take(),
+                st.address.take(),
+            )
         };
         drop(taken);
     }
