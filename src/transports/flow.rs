@@ -223,6 +223,21 @@ impl FlowControl {
     pub fn should_resume(&self, size: usize) -> bool {
         self.paused && size <= self.low
     }
+
+    /// Moves to paused (`pause`) or resumed if the buffer size calls for it;
+    /// returns whether it did, i.e. whether the protocol must be told.
+    #[inline]
+    pub fn transition(&mut self, pause: bool, size: usize) -> bool {
+        let go = if pause {
+            self.should_pause(size)
+        } else {
+            self.should_resume(size)
+        };
+        if go {
+            self.paused = pause;
+        }
+        go
+    }
 }
 
 #[cfg(test)]

@@ -298,15 +298,9 @@ impl PipeTransport {
         let (proto, wrapper, lp) = {
             let mut st = slf.get().st.lock();
             let size = st.wbuf.len();
-            let go = if pause {
-                st.flow.should_pause(size)
-            } else {
-                st.flow.should_resume(size)
-            };
-            if !go {
+            if !st.flow.transition(pause, size) {
                 return Ok(());
             }
-            st.flow.paused = pause;
             (
                 st.protocol.as_ref().map(|p| p.clone_ref(py)),
                 st.wrapper.as_ref().map(|w| w.clone_ref(py)),
