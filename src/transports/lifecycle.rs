@@ -10,8 +10,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use super::must_propagate;
 use super::stream::*;
-use super::{logger, must_propagate};
 use crate::errors;
 use crate::event_loop::LoopCore;
 
@@ -32,22 +32,8 @@ impl StreamTransport {
                 st.protocol.as_ref().map(|p| p.clone_ref(py)),
             )
         };
-        if let Some(lp) = lp {
-            if exc.is_instance_of::<PyOSError>() {
-                if lp.get().debug_enabled() {
-                    let kw = PyDict::new(py);
-                    kw.set_item("exc_info", &exc)?;
-                    logger(py)?.call_method("debug", ("%r: %s", &wrapper, message), Some(&kw))?;
-                }
-            } else {
-                let ctx = PyDict::new(py);
-                ctx.set_item("message", message)?;
-                ctx.set_item("exception", &exc)?;
-                ctx.set_item("transport", &wrapper)?;
-                ctx.set_item("protocol", &proto)?;
-                lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-            }
-        }
+        let quiet = exc.is_instance_of::<PyOSError>();
+        super::report_fatal(py, lp, quiet, message, &exc, wrapper, proto)?;
         Self::force_close(slf, Some(exc.into_any()))
     }
 

@@ -99,6 +99,37 @@ pub fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
         .map(|l| l.bind(py))
 }
 
+/// How asyncio's `_fatal_error` reports: an error the transport expects
+/// (`quiet`: connection resets, EIO on a pty, ...) is only logged, in debug
+/// mode; anything else goes to the loop's exception handler with the
+/// transport and protocol.
+pub fn report_fatal(
+    py: Python<'_>,
+    lp: Option<Bound<'_, crate::event_loop::LoopCore>>,
+    quiet: bool,
+    message: &str,
+    exc: &Bound<'_, PyAny>,
+    transport: Option<Py<PyAny>>,
+    protocol: Option<Py<PyAny>>,
+) -> PyResult<()> {
+    let Some(lp) = lp else { return Ok(()) };
+    if quiet {
+        if lp.get().debug_enabled() {
+            let kw = pyo3::types::PyDict::new(py);
+            kw.set_item("exc_info", exc)?;
+            logger(py)?.call_method("debug", ("%r: %s", transport, message), Some(&kw))?;
+        }
+        return Ok(());
+    }
+    let ctx = pyo3::types::PyDict::new(py);
+    ctx.set_item("message", message)?;
+    ctx.set_item("exception", exc)?;
+    ctx.set_item("transport", transport)?;
+    ctx.set_item("protocol", protocol)?;
+    lp.call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))?;
+    Ok(())
+}
+
 /// A socket address as Python's `socket` module shows it.
 pub fn sockaddr_to_py<'py>(py: Python<'py>, addr: &SockAddr) -> PyResult<Bound<'py, PyAny>> {
     if let Some(v4) = addr.as_socket_ipv4() {

@@ -9,7 +9,7 @@ use parking_lot::MutexGuard;
 use pyo3::exceptions::{PyBrokenPipeError, PyOSError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyTuple};
 
 use super::pipe::{PipeSt, PipeTransport, Watch};
 use super::{logger, must_propagate, with_read_buf, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
@@ -110,22 +110,7 @@ impl PipeTransport {
             exc.is_instance_of::<PyOSError>()
                 && exc.getattr(intern!(py, "errno"))?.extract::<i32>().ok() == Some(libc::EIO)
         };
-        if let Some(lp) = lp {
-            if quiet {
-                if lp.get().debug_enabled() {
-                    let kw = PyDict::new(py);
-                    kw.set_item("exc_info", &exc)?;
-                    logger(py)?.call_method("debug", ("%r: %s", &wrapper, message), Some(&kw))?;
-                }
-            } else {
-                let ctx = PyDict::new(py);
-                ctx.set_item("message", message)?;
-                ctx.set_item("exception", &exc)?;
-                ctx.set_item("transport", &wrapper)?;
-                ctx.set_item("protocol", &proto)?;
-                lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-            }
-        }
+        super::report_fatal(py, lp, quiet, message, &exc, wrapper, proto)?;
         Self::close_with(slf, Some(exc))
     }
 
