@@ -127,6 +127,22 @@ impl StreamTransport {
         super::flow::notify_protocol(py, pause, proto, wrapper, lp)
     }
 
+    /// asyncio's refusals of `write`/`writelines` (`method`): after
+    /// `write_eof()`, or while `sendfile` owns the socket.
+    fn check_writable(st: &MutexGuard<'_, St>, method: &str) -> PyResult<()> {
+        if st.eof {
+            return Err(PyRuntimeError::new_err(format!(
+                "Cannot call {method}() after write_eof()"
+            )));
+        }
+        if st.empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err(format!(
+                "unable to {method}; sendfile is in progress"
+            )));
+        }
+        Ok(())
+    }
+
     /// `write`/`writelines` after `connection_lost` was scheduled: count
     /// the write and warn past asyncio's threshold. `Ok(false)`: drop it.
     pub(crate) fn write_checks(
@@ -178,16 +194,7 @@ impl StreamTransport {
             }
         };
         let mut st = slf.get().st.lock();
-        if st.eof {
-            return Err(PyRuntimeError::new_err(
-                "Cannot call write() after write_eof()",
-            ));
-        }
-        if st.empty_waiter.is_some() {
-            return Err(PyRuntimeError::new_err(
-                "unable to write; sendfile is in progress",
-            ));
-        }
+        Self::check_writable(&st, "write")?;
         if slice.is_empty() {
             return Ok(());
         }
@@ -238,16 +245,7 @@ impl StreamTransport {
             }
         }
         let mut st = slf.get().st.lock();
-        if st.eof {
-            return Err(PyRuntimeError::new_err(
-                "Cannot call writelines() after write_eof()",
-            ));
-        }
-        if st.empty_waiter.is_some() {
-            return Err(PyRuntimeError::new_err(
-                "unable to writelines; sendfile is in progress",
-            ));
-        }
+        Self::check_writable(&st, "writelines")?;
         if items.is_empty() {
             return Ok(());
         }
