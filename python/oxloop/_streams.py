@@ -51,6 +51,16 @@ def _check_ssl_socket(sock):
         raise TypeError("Socket cannot be of type SSLSocket")
 
 
+def _check_ssl_timeouts(has_ssl, handshake_timeout, shutdown_timeout):
+    """asyncio's refusal of TLS timeouts without TLS."""
+    if has_ssl:
+        return
+    if handshake_timeout is not None:
+        raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+    if shutdown_timeout is not None:
+        raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+
+
 def _set_reuseport(sock):
     if not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("reuse_port not supported by socket module")
@@ -284,12 +294,8 @@ class StreamsMixin:
                 raise ValueError("You must set server_hostname "
                                  "when using ssl without a host")
             server_hostname = host
-        if ssl_handshake_timeout is not None and not ssl:
-            raise ValueError(
-                "ssl_handshake_timeout is only meaningful with ssl")
-        if ssl_shutdown_timeout is not None and not ssl:
-            raise ValueError(
-                "ssl_shutdown_timeout is only meaningful with ssl")
+        _check_ssl_timeouts(bool(ssl), ssl_handshake_timeout,
+                            ssl_shutdown_timeout)
         if sock is not None:
             _check_ssl_socket(sock)
         if happy_eyeballs_delay is not None and interleave is None:
@@ -383,12 +389,8 @@ class StreamsMixin:
         keep_alive = self._stream_pop_keep_alive(kwargs, "create_server")
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
-        if ssl_handshake_timeout is not None and ssl is None:
-            raise ValueError(
-                "ssl_handshake_timeout is only meaningful with ssl")
-        if ssl_shutdown_timeout is not None and ssl is None:
-            raise ValueError(
-                "ssl_shutdown_timeout is only meaningful with ssl")
+        _check_ssl_timeouts(ssl is not None, ssl_handshake_timeout,
+                            ssl_shutdown_timeout)
         if sock is not None:
             _check_ssl_socket(sock)
 
@@ -485,12 +487,8 @@ class StreamsMixin:
         """Wrap an already accepted socket into a (transport, protocol)."""
         if sock.type != socket.SOCK_STREAM:
             raise ValueError(f"A Stream Socket was expected, got {sock!r}")
-        if ssl_handshake_timeout is not None and not ssl:
-            raise ValueError(
-                "ssl_handshake_timeout is only meaningful with ssl")
-        if ssl_shutdown_timeout is not None and not ssl:
-            raise ValueError(
-                "ssl_shutdown_timeout is only meaningful with ssl")
+        _check_ssl_timeouts(bool(ssl), ssl_handshake_timeout,
+                            ssl_shutdown_timeout)
         if sock is not None:
             _check_ssl_socket(sock)
         transport, protocol = await self._stream_create_connection_transport(
@@ -517,12 +515,8 @@ class StreamsMixin:
         else:
             if server_hostname is not None:
                 raise ValueError("server_hostname is only meaningful with ssl")
-            if ssl_handshake_timeout is not None:
-                raise ValueError(
-                    "ssl_handshake_timeout is only meaningful with ssl")
-            if ssl_shutdown_timeout is not None:
-                raise ValueError(
-                    "ssl_shutdown_timeout is only meaningful with ssl")
+            _check_ssl_timeouts(False, ssl_handshake_timeout,
+                                ssl_shutdown_timeout)
         if path is not None:
             if sock is not None:
                 raise ValueError(
@@ -562,12 +556,8 @@ class StreamsMixin:
                             f"argument {bad!r}")
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
-        if ssl_handshake_timeout is not None and not ssl:
-            raise ValueError(
-                "ssl_handshake_timeout is only meaningful with ssl")
-        if ssl_shutdown_timeout is not None and not ssl:
-            raise ValueError(
-                "ssl_shutdown_timeout is only meaningful with ssl")
+        _check_ssl_timeouts(bool(ssl), ssl_handshake_timeout,
+                            ssl_shutdown_timeout)
         if path is not None:
             if sock is not None:
                 raise ValueError(
