@@ -18,7 +18,8 @@
 //!   fairness cap (then the fd is re-armed); writes go on until the buffer is
 //!   empty or `WouldBlock`.
 //! - Reads land in one reusable per-thread buffer (`READ_BUF_SIZE`) and
-//!   become one `bytes` per `data_received`; a `BufferedProtocol` gets the
+//!   become one `bytes` per `data_received` (after a large read, straight in
+//!   a fresh `bytes`: `recv_bytes.rs`); a `BufferedProtocol` gets the
 //!   bytes straight into the buffer its `get_buffer()` returned. The protocol
 //!   methods on the hot path are looked up once per `set_protocol`.
 //! - `write()` tries the socket at once and buffers only what the kernel did
@@ -46,6 +47,7 @@ pub mod lifecycle;
 pub mod pipe;
 pub mod pipe_io;
 pub mod read;
+pub mod recv_bytes;
 pub mod sendfile;
 pub mod stream;
 pub mod write;

@@ -20,6 +20,7 @@ use socket2::SockAddr;
 
 use super::flow::{FlowControl, WriteBuffer};
 pub(crate) use super::lifecycle::{close_sock, set_exception_unless_done, set_result_unless_done};
+use super::recv_bytes::ReadSizeHint;
 use super::sockaddr_to_py;
 use crate::errors;
 use crate::event_loop::io::IoWatcher;
@@ -114,6 +115,9 @@ impl St {
 pub struct StreamTransport {
     /// Everything; see `St`.
     pub(crate) st: Mutex<St>,
+    /// How large this connection's reads have been (outside `st`: only the
+    /// read path, on the loop thread, uses it).
+    pub(crate) read_hint: ReadSizeHint,
 }
 
 /// The loop's handle on a transport.
@@ -222,7 +226,13 @@ impl StreamTransport {
             "TCPTransport"
         };
         let st = Self::new_state(py, lp, raw, Sock::Rust(fd), Some(peer), name);
-        Py::new(py, Self { st: Mutex::new(st) })
+        Py::new(
+            py,
+            Self {
+                st: Mutex::new(st),
+                read_hint: ReadSizeHint::default(),
+            },
+        )
     }
 
     pub(crate) fn set_protocol_locked(
@@ -324,7 +334,10 @@ impl StreamTransport {
                 .call1((sock,))?
                 .unbind(),
         );
-        Ok(Self { st: Mutex::new(st) })
+        Ok(Self {
+            st: Mutex::new(st),
+            read_hint: ReadSizeHint::default(),
+        })
     }
 
     /// Sets the protocol and the Python transport object, attaches to the
