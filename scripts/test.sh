@@ -15,7 +15,7 @@ step() {
 }
 
 step "cargo test"
-cargo test --quiet || status=1
+cargo test --profile fast --quiet || status=1
 
 step "pytest"
 "$py" -m pytest -q -p no:cacheprovider tests || status=1
