@@ -9,16 +9,38 @@ cd "$root"
 py="$(bash scripts/setup.sh | tail -n 1)"
 export PYO3_PYTHON="$py"
 status=0
+# Each step's wall time, printed at the end (the first line is scripts/setup.sh).
+step_name="setup (scripts/setup.sh)" step_t0=0 step_times=""
+step_end() {
+    step_times+="$(printf '%6ds  %s' $((SECONDS - step_t0)) "$step_name")"$'\n'
+}
+trap 'step_end; echo; echo "step times:"; printf "%s" "$step_times"' EXIT
 step() {
+    step_end
+    step_name="$*" step_t0=$SECONDS
     echo
     echo "==> $*"
 }
 
 step "cargo test"
-cargo test --quiet || status=1
+cargo test --profile fast --quiet || status=1
 
 step "pytest"
 "$py" -m pytest -q -p no:cacheprovider tests || status=1
+
+# --- wheels and the other CPythons (scripts/wheels.sh, scripts/pytest_on.sh) ---
+# A release wheel per CPython 3.9-3.15 (3.14/3.15 in the sid chroot, made by
+# ../shared/pythons/setup-sid.sh if missing), each installed into a fresh venv
+# and smoke-tested; then the pytest suite on 3.14 and 3.9 against their
+# wheels. Builds, tools and venvs are cached outside the clone
+# (scripts/pythons.sh), so a run with warm caches rebuilds only oxloop.
+step "wheels: build, install, smoke-test on CPython 3.9-3.15"
+bash scripts/wheels.sh || status=1
+for v in 3.14 3.9; do
+    step "pytest on CPython $v (its wheel)"
+    WHEELS_FRESH=1 bash scripts/pytest_on.sh "$v" || status=1
+done
+# --- end of wheels and the other CPythons ---
 
 if [ -f benchmarks/run.py ]; then
     step "benchmarks (smoke)"

@@ -13,6 +13,8 @@
 //!   polls, it is reported again. Native transports read and write until
 //!   `WouldBlock` and need no re-arming.
 //! - A `mio::Waker` (an eventfd on Linux) lets any thread interrupt `wait()`.
+//! - Unix only for now (raw fds, `libc` calls); `crate::portability` lists
+//!   what a Windows port changes here.
 
 pub mod clock;
 pub mod net;
