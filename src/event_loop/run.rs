@@ -140,12 +140,15 @@ impl LoopCore {
         drop(garbage);
     }
 
-    /// Calls native watchers; an error that must leave the loop re-arms the
-    /// fds of the watchers not called yet (their edge would be lost).
+    /// Calls native watchers. An error that must leave the loop
+    /// (`KeyboardInterrupt`, `SystemExit`) re-arms the fd of the watcher it
+    /// came from and of those not called yet: their edge would be lost, and
+    /// asyncio's level-triggered readers run again when the loop does (the
+    /// rest of the data, the EOF and `connection_lost` still come).
     fn run_natives(slf: &Bound<'_, Self>, natives: &mut Vec<NativeCall>) -> PyResult<()> {
         let py = slf.py();
         let mut calls = std::mem::take(natives).into_iter();
-        while let Some((_, watcher, ready)) = calls.next() {
+        while let Some((token, watcher, ready)) = calls.next() {
             if let Err(e) = watcher.on_ready(py, slf, ready) {
                 let e = if must_propagate(py, &e) {
                     Err(e)
@@ -156,6 +159,7 @@ impl LoopCore {
                 if let Err(e) = e {
                     let this = slf.get();
                     let mut st = this.state.lock();
+                    let _ = st.io.rearm_native(&this.reactor, token);
                     for (token, _, _) in calls {
                         let _ = st.io.rearm_native(&this.reactor, token);
                     }

@@ -352,6 +352,21 @@ impl SockWatcher {
         drop(taken);
     }
 
+    /// Puts `slot` back on its side unless a newer one took it meanwhile.
+    fn put_back(&self, write: bool, slot: Slot) {
+        let rejected = {
+            let mut st = self.state.lock();
+            let dst = st.slot(write);
+            if dst.is_none() {
+                *dst = Some(slot);
+                None
+            } else {
+                Some(slot) // replaced meanwhile: the newer one wins
+            }
+        };
+        drop(rejected);
+    }
+
     /// Runs the slot of one direction; true if it is still pending.
     fn run_slot(&self, py: Python<'_>, write: bool) -> PyResult<bool> {
         let Some(mut slot) = self.state.lock().slot(write).take() else {
@@ -361,30 +376,28 @@ impl SockWatcher {
         if future_done(&fut)? {
             return Ok(false); // cancelled: the socket is not touched
         }
-        match slot.op.attempt(py, self.fd) {
+        let outcome = match slot.op.attempt(py, self.fd) {
             Outcome::Pending => {
-                let rejected = {
-                    let mut st = self.state.lock();
-                    let dst = st.slot(write);
-                    if dst.is_none() {
-                        *dst = Some(slot);
-                        None
-                    } else {
-                        Some(slot) // replaced meanwhile: the newer one wins
-                    }
-                };
-                drop(rejected);
+                self.put_back(write, slot);
                 return Ok(true);
             }
+            // KeyboardInterrupt/SystemExit leaves the loop while asyncio's
+            // reader stays registered: the operation is tried again when the
+            // loop runs again (the caller re-arms the fd).
+            Outcome::Failed(e) if must_propagate(py, &e) => {
+                self.put_back(write, slot);
+                return Err(e);
+            }
+            other => other,
+        };
+        match outcome {
             Outcome::Done(v) => {
                 fut.call_method1(intern!(py, "set_result"), (v,))?;
             }
             Outcome::Failed(e) => {
-                if must_propagate(py, &e) {
-                    return Err(e);
-                }
                 fut.call_method1(intern!(py, "set_exception"), (e.value(py),))?;
             }
+            Outcome::Pending => unreachable!("handled above"),
         }
         Ok(false)
     }
