@@ -7,17 +7,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::custody;
-use super::io::{Dispatch, IoWatcher};
+use super::io::NativeCall;
 use super::LoopCore;
 use crate::errors::{self, must_propagate};
 use crate::handles::Handle;
-
-/// A native watcher to call: its token, itself and what its fd is ready for.
-type NativeCall = (
-    usize,
-    std::sync::Arc<dyn IoWatcher>,
-    crate::reactor::Readiness,
-);
 
 /// asyncio's cap on one wait (`MAXIMUM_SELECT_TIMEOUT`).
 const MAX_WAIT_SECS: f64 = 24.0 * 3600.0;
@@ -127,15 +120,16 @@ impl LoopCore {
         let this = slf.get();
         let mut garbage: Vec<Py<Handle>> = Vec::new();
         for (token, ready) in events.drain(..) {
-            let dispatch = {
-                let mut st = this.state.lock();
-                let st = &mut *st;
-                st.io
-                    .dispatch(py, &this.reactor, token, ready, &mut st.ready, &mut garbage)
-            };
-            if let Dispatch::Native(watcher) = dispatch {
-                natives.push((token, watcher, ready));
-            }
+            let mut st = this.state.lock();
+            let st = &mut *st;
+            st.io.dispatch(
+                py,
+                &this.reactor,
+                (token, ready),
+                &mut st.ready,
+                &mut garbage,
+                natives,
+            );
         }
         drop(garbage);
     }
