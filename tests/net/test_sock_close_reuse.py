@@ -24,6 +24,7 @@ import sys
 import tempfile
 
 import pytest
+from helpers import run_until
 
 PY311 = sys.version_info >= (3, 11)
 new_in_311 = pytest.mark.skipif(not PY311, reason="sock_recvfrom/sock_sendto are new in 3.11")
@@ -233,13 +234,13 @@ def test_add_reader_replaces_pending_sock_recv(loop):
         got = []
         loop.add_reader(a, lambda: got.append(a.recv(10)))
         b.send(b"hi")
-        spin(loop)
+        run_until(loop, lambda: got)
         assert got == [b"hi"]
         assert not task.done()  # replaced: its future never completes
         cancel_and_wait(loop, task)
         # Cancelling the replaced operation leaves the new reader alone.
         b.send(b"again")
-        spin(loop)
+        run_until(loop, lambda: len(got) == 2)
         assert got == [b"hi", b"again"]
         assert loop.remove_reader(a) is True
         assert loop.remove_reader(a) is False
@@ -274,8 +275,7 @@ def test_add_writer_and_remove_writer_replace_pending_sock_sendall(loop):
                 b.recv(1 << 20)
             except BlockingIOError:
                 break
-        spin(loop)
-        assert fired
+        run_until(loop, lambda: fired)
         assert not task.done()
         assert loop.remove_writer(a) is True
         assert loop.remove_writer(a) is False
@@ -453,7 +453,7 @@ def test_listener_accepts_then_closed_from_another_task(loop):
     task = accept_forever(loop, ls, log)
     spin(loop, 0.02)
     with socket.create_connection(ls.getsockname()):
-        spin(loop, 0.05)
+        run_until(loop, lambda: log)
     assert log == ["accepted"]
 
     async def aclose():
@@ -532,17 +532,16 @@ def test_fd_reused_after_the_pending_operation_was_cancelled(loop):
 # The stdlib's selector keeps the closed fd's key while the old operation
 # waits; for the reused fd it then skips epoll_ctl (same events) or fails
 # with ENOENT (other events): the new socket is never watched. oxloop
-# registers the reused fd afresh.
+# watches the reused fd afresh. The stdlib half runs and must fail.
 STDLIB_STALE_KEY = "stdlib selector keeps a closed fd's key: the reused fd is never watched"
 
 
-def stale_key_xfail(loop_kind):
+@pytest.fixture
+def reused(loop, loop_kind, request):
+    """An old sock_recv waiting on a closed socket whose fd number a new
+    socket pair has now: (old task, new socket, its peer)."""
     if loop_kind == "asyncio":
-        pytest.xfail(STDLIB_STALE_KEY)
-
-
-def test_fd_reused_while_old_operation_waits_new_operation_works(loop, loop_kind):
-    stale_key_xfail(loop_kind)
+        request.applymarker(pytest.mark.xfail(reason=STDLIB_STALE_KEY, strict=True))
     a, b = nonblocking_pair()
     old = loop.create_task(loop.sock_recv(a, 10))
     spin(loop, 0.01)
@@ -550,93 +549,89 @@ def test_fd_reused_while_old_operation_waits_new_operation_works(loop, loop_kind
     a.close()
     b.close()
     c, d = reused_fd_pair(fd)
-    with c, d:
-        new = loop.create_task(loop.sock_recv(c, 10))
-        spin(loop, 0.01)
-        d.send(b"new")
-        assert run(loop, new, timeout=1) == b"new"
-        assert not old.done()
-        cancel_and_wait(loop, old)
-        d.send(b"again")
-        assert run(loop, loop.sock_recv(c, 10), timeout=1) == b"again"
+    try:
+        yield old, c, d
+    finally:
+        if not old.done():
+            cancel_and_wait(loop, old)
+        for sock in (c, d):
+            if sock.fileno() >= 0:
+                try:
+                    loop.remove_reader(sock)
+                    loop.remove_writer(sock)
+                except RuntimeError:
+                    pass  # a transport owns it
+        c.close()
+        d.close()
 
 
-def test_fd_reused_while_old_operation_waits_reader_callback_works(loop, loop_kind):
-    stale_key_xfail(loop_kind)
-    a, b = nonblocking_pair()
-    old = loop.create_task(loop.sock_recv(a, 10))
+def test_fd_reused_while_old_operation_waits_new_operation_works(loop, reused):
+    old, c, d = reused
+    new = loop.create_task(loop.sock_recv(c, 10))
     spin(loop, 0.01)
-    fd = a.fileno()
-    a.close()
-    b.close()
-    c, d = reused_fd_pair(fd)
-    with c, d:
-        got = []
-        loop.add_reader(c, lambda: got.append(c.recv(10)))
-        d.send(b"one")
-        spin(loop)
-        assert got == [b"one"]
-        # Cancelling the old operation does not touch the new reader.
-        cancel_and_wait(loop, old)
-        d.send(b"two")
-        spin(loop)
-        assert got == [b"one", b"two"]
-        assert loop.remove_reader(c) is True
+    d.send(b"new")
+    try:
+        assert run(loop, asyncio.shield(new), timeout=1) == b"new"
+    finally:
+        if not new.done():
+            cancel_and_wait(loop, new)
+    assert not old.done()
+    cancel_and_wait(loop, old)
+    d.send(b"again")
+    assert run(loop, loop.sock_recv(c, 10), timeout=1) == b"again"
 
 
-def test_fd_reused_while_old_operation_waits_transport_works(loop, loop_kind):
-    stale_key_xfail(loop_kind)
-    a, b = nonblocking_pair()
-    old = loop.create_task(loop.sock_recv(a, 10))
-    spin(loop, 0.01)
-    fd = a.fileno()
-    a.close()
-    b.close()
-    c, d = reused_fd_pair(fd)
-    with d:
-        received = loop.create_future()
-        lost = loop.create_future()
+def test_fd_reused_while_old_operation_waits_reader_callback_works(loop, reused):
+    old, c, d = reused
+    got = []
+    loop.add_reader(c, lambda: got.append(c.recv(10)))
+    d.send(b"one")
+    run_until(loop, lambda: got, timeout=1)
+    assert got == [b"one"]
+    # Cancelling the old operation does not touch the new reader.
+    cancel_and_wait(loop, old)
+    d.send(b"two")
+    run_until(loop, lambda: len(got) == 2, timeout=1)
+    assert got == [b"one", b"two"]
+    assert loop.remove_reader(c) is True
 
-        class Proto(asyncio.Protocol):
-            def data_received(self, data):
-                if not received.done():
-                    received.set_result(data)
 
-            def connection_lost(self, exc):
-                lost.set_result(exc)
+def test_fd_reused_while_old_operation_waits_transport_works(loop, reused):
+    old, c, d = reused
+    received = loop.create_future()
+    lost = loop.create_future()
 
-        transport, _ = run(loop, loop.create_connection(Proto, sock=c))
+    class Proto(asyncio.Protocol):
+        def data_received(self, data):
+            if not received.done():
+                received.set_result(data)
+
+        def connection_lost(self, exc):
+            lost.set_result(exc)
+
+    transport, _ = run(loop, loop.create_connection(Proto, sock=c))
+    try:
         d.send(b"to the transport")
         assert run(loop, received, timeout=1) == b"to the transport"
         cancel_and_wait(loop, old)
+    finally:
         transport.close()
         assert run(loop, lost, timeout=1) is None
 
 
-def test_fd_reused_old_operation_never_reads_the_new_socket(loop, loop_kind):
-    # The old sock_recv still waits on the fd number when a new socket gets
-    # it and is watched for writing: the new socket's data is not the old
-    # operation's.
-    stale_key_xfail(loop_kind)
-    a, b = nonblocking_pair()
-    old = loop.create_task(loop.sock_recv(a, 10))
-    spin(loop, 0.01)
-    fd = a.fileno()
-    a.close()
-    b.close()
-    c, d = reused_fd_pair(fd)
-    with c, d:
-        writable = []
-        loop.add_writer(c, writable.append, 1)
-        d.send(b"mine")
-        spin(loop)
-        assert writable
-        assert loop.remove_writer(c) is True
-        assert c.recv(10) == b"mine"
-        if old.done():
-            # Run on the closed socket, as asyncio's reader would be.
-            with pytest.raises(OSError) as info:
-                old.result()
-            assert info.value.errno == errno.EBADF
-        else:
-            cancel_and_wait(loop, old)
+def test_fd_reused_old_operation_never_reads_the_new_socket(loop, reused):
+    # The old sock_recv still waits on the fd number when the new socket is
+    # watched for writing: the new socket's data is not the old operation's.
+    old, c, d = reused
+    writable = []
+    loop.add_writer(c, writable.append, 1)
+    d.send(b"mine")
+    run_until(loop, lambda: writable, timeout=1)
+    spin(loop, 0.02)
+    assert loop.remove_writer(c) is True
+    assert c.recv(10) == b"mine"
+    if old.done():
+        # Run on the closed socket, as asyncio's reader would be.
+        with pytest.raises(OSError) as info:
+            old.result()
+        assert info.value.errno == errno.EBADF
