@@ -13,7 +13,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
 
-use super::io::SetError;
+use super::io::{SetError, Waiter};
 use super::{custody, LoopCore};
 use crate::errors;
 use crate::handles::{Handle, TimerHandle};
@@ -221,23 +221,22 @@ impl LoopCore {
             )?;
         }
         let handle = self.make_handle(py, callback, args, None, false)?;
-        let result = self
-            .state
-            .lock()
-            .io
-            .set_callback(py, &self.reactor, fd, write, handle);
+        let (replaced, result) =
+            self.state
+                .lock()
+                .io
+                .set_waiter(py, &self.reactor, fd, write, Waiter::Callback(handle));
+        replaced.dispose(py);
         match result {
-            Ok(old) => {
-                if let Some(old) = old {
-                    old.get().cancel_inner();
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(SetError::Taken(who)) => Err(errors::fd_taken(fd, &who)),
             Err(SetError::Os(e)) => Err(errors::os_error(e)),
         }
     }
 
+    /// `remove_reader`/`remove_writer`: removes the callback, or the pending
+    /// socket operation's waiter (its future then stays pending, as in
+    /// asyncio), of one side of the fd; true if there was one.
     pub(super) fn remove_io_callback(
         &self,
         py: Python<'_>,
@@ -252,13 +251,9 @@ impl LoopCore {
             .state
             .lock()
             .io
-            .remove_callback(py, &self.reactor, fd, write);
+            .remove_waiter(py, &self.reactor, fd, write, None);
         match result {
-            Ok(Some(old)) => {
-                old.get().cancel_inner();
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
+            Ok(replaced) => Ok(replaced.dispose(py)),
             Err(who) => Err(errors::fd_taken(fd, &who)),
         }
     }
