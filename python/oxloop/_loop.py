@@ -58,9 +58,15 @@ def _stop_loop_when_done(fut):
 class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
            SubprocessMixin, _core.LoopCore,
            asyncio.AbstractEventLoop):
-    """An asyncio event loop whose core is written in Rust."""
+    """An asyncio event loop whose core is written in Rust.
 
-    def __init__(self):
+    `Loop(virtual_time=True)` runs on virtual time: when the loop has
+    nothing to do but wait for a timer, its clock jumps to the timer (see
+    `src/event_loop/virtual_time.rs` and the README for what real I/O,
+    threads and child processes get first).
+    """
+
+    def __init__(self, *, virtual_time=False):
         super().__init__()
         self.slow_callback_duration = 0.1
         self._exception_handler = None
@@ -241,7 +247,17 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
                 executor = concurrent.futures.ThreadPoolExecutor(
                     thread_name_prefix="asyncio")
                 self._default_executor = executor
-        return futures.wrap_future(executor.submit(func, *args), loop=self)
+        job = executor.submit(func, *args)
+        if self.virtual_time:
+            # The clock holds still while the job runs. Added before
+            # wrap_future's callback, so the count drops before the loop
+            # is woken with the result.
+            self._real_job_begin()
+            job.add_done_callback(self._real_job_done)
+        return futures.wrap_future(job, loop=self)
+
+    def _real_job_done(self, _job=None):
+        self._real_job_end()
 
     def _check_callback(self, callback, method):
         if (asyncio.iscoroutine(callback)
@@ -263,6 +279,8 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
             return
         future = self.create_future()
         thread = threading.Thread(target=self._do_shutdown, args=(future,))
+        if self.virtual_time:
+            self._real_job_begin()  # ended by _do_shutdown
         thread.start()
         try:
             if timeout is None:
@@ -282,7 +300,11 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
 
     def _do_shutdown(self, future):
         try:
-            self._default_executor.shutdown(wait=True)
+            try:
+                self._default_executor.shutdown(wait=True)
+            finally:
+                if self.virtual_time:
+                    self._real_job_end()
             if not self.is_closed():
                 self.call_soon_threadsafe(_set_result_unless_done, future, None)
         except Exception as ex:

@@ -194,6 +194,11 @@ class SubprocessMixin:
                                   returncode)
 
     def _proc_watch(self, pid, transp):
+        if self.virtual_time:
+            # A running child holds the virtual clock still; the count
+            # drops when it is reaped (_proc_exited_soon) or handed off at
+            # close.
+            self._real_job_begin()
         pidfd = -1
         if hasattr(os, "pidfd_open"):
             try:
@@ -229,7 +234,7 @@ class SubprocessMixin:
                 returncode = 255
         else:
             returncode = _exitcode(status)
-        self.call_soon(transp._process_exited, returncode)
+        self._proc_exited_soon(transp, returncode)
 
     def _proc_wait_thread(self, pid, transp):
         returncode = _reap_blocking(pid)
@@ -244,6 +249,8 @@ class SubprocessMixin:
             pass  # the loop was closed meanwhile
 
     def _proc_exited_soon(self, transp, returncode):
+        if self.virtual_time:
+            self._real_job_end()
         self.call_soon(transp._process_exited, returncode)
 
     def _proc_close(self):
@@ -252,6 +259,8 @@ class SubprocessMixin:
         children = self._proc_children()
         while children:
             pid, (pidfd, _transp) = children.popitem()
+            if self.virtual_time:
+                self._real_job_end()
             self.remove_reader(pidfd)
             os.close(pidfd)
             threading.Thread(target=_reap_blocking, args=(pid,), daemon=True,
