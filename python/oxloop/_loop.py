@@ -248,13 +248,14 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
                     thread_name_prefix="asyncio")
                 self._default_executor = executor
         job = executor.submit(func, *args)
+        future = futures.wrap_future(job, loop=self)
         if self.virtual_time:
-            # The clock holds still while the job runs. Added before
-            # wrap_future's callback, so the count drops before the loop
-            # is woken with the result.
+            # The clock holds still while the job runs. Added after
+            # wrap_future's callback: the result is queued on the loop
+            # before the count drops, so the clock cannot jump in between.
             self._real_job_begin()
             job.add_done_callback(self._real_job_done)
-        return futures.wrap_future(job, loop=self)
+        return future
 
     def _real_job_done(self, _job=None):
         self._real_job_end()
@@ -300,16 +301,15 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
 
     def _do_shutdown(self, future):
         try:
-            try:
-                self._default_executor.shutdown(wait=True)
-            finally:
-                if self.virtual_time:
-                    self._real_job_end()
+            self._default_executor.shutdown(wait=True)
             if not self.is_closed():
                 self.call_soon_threadsafe(_set_result_unless_done, future, None)
         except Exception as ex:
             if not self.is_closed() and not future.cancelled():
                 self.call_soon_threadsafe(future.set_exception, ex)
+        finally:
+            if self.virtual_time:
+                self._real_job_end()  # after the result is queued
 
     # -- async generators --------------------------------------------------
 
