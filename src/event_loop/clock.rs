@@ -95,7 +95,9 @@ impl Clock {
         }
         // Rounding may leave `real + offset` a hair before `when`.
         while real + offset < when {
-            offset = offset.next_up();
+            // The next f64 up (`offset > 0` here; `f64::next_up` is newer
+            // than the crate's MSRV).
+            offset = f64::from_bits(offset.to_bits() + 1);
         }
         self.offset.store(offset.to_bits(), Ordering::Relaxed);
         offset - old
