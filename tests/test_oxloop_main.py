@@ -19,7 +19,7 @@ def run(args, cwd, env=None, timeout=60, python_args=()):
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, *python_args, "-m", "oxloop", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True,
+        cwd=cwd, env=full_env, capture_output=True, text=True, check=False,
         timeout=timeout)
 
 
@@ -148,7 +148,8 @@ def test_oxloop_main_traceback_is_the_programs(tmp_path):
     """)
     p = run([str(script)], cwd=tmp_path)
     direct = subprocess.run([sys.executable, str(script)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60,
+                            check=False)
     assert p.returncode == 1 == direct.returncode
     assert p.stderr.startswith("Traceback (most recent call last):\n"
                                f'  File "{script}", line 4, in <module>\n')
@@ -255,6 +256,7 @@ def test_oxloop_main_install_with_and_without_policies(tmp_path, use_policy):
         print(len(loops))
     """)
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60,
+                       check=False)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == ("3" if PY311 else "2")

@@ -5,12 +5,9 @@
 
 Every loop the program makes (`asyncio.run`, `asyncio.Runner()`,
 `asyncio.new_event_loop()`, `get_event_loop()` where Python still creates
-one) is an oxloop loop. How: where asyncio has its policy system (CPython
-3.9-3.15) a policy whose factory is oxloop's is set, through the private
-setter on 3.14+ so that oxloop itself triggers no DeprecationWarning;
-where it has none (3.16+), `asyncio.new_event_loop` and
-`asyncio.events.new_event_loop` (what `asyncio.Runner` and `asyncio.run`
-call) are replaced.
+one) is an oxloop loop. How: `oxloop._install` (through the policy
+system where asyncio has one, by replacing `asyncio.new_event_loop` where
+it has none).
 
 The program runs as `python script.py` would run it: `__name__ ==
 "__main__"`, `sys.argv`, `sys.path[0]` (the script's directory, or the
@@ -20,13 +17,13 @@ exception; death by SIGINT for an uncaught KeyboardInterrupt), `-X dev`
 and `PYTHONASYNCIODEBUG`.
 """
 
-import asyncio
 import os
 import runpy
 import signal
 import sys
 
 import oxloop
+from oxloop import _install
 
 USAGE = """\
 usage: python -m oxloop [options] script.py [args...]
@@ -137,47 +134,12 @@ def _default_grace():
 def make_factory(opts, loops):
     """The loop factory the program's loops come from; each new loop is
     appended to `loops` when `loops` is a list."""
-    def new_event_loop():
-        loop = oxloop.new_event_loop(virtual_time=opts.virtual_time)
-        if opts.virtual_time and opts.grace is not None:
-            loop.virtual_time_grace = opts.grace
-        if opts.debug:
-            loop.set_debug(True)
-        if loops is not None:
-            loops.append(loop)
-        return loop
-    return new_event_loop
+    return _install.make_factory(virtual_time=opts.virtual_time,
+                                 grace=opts.grace, debug=opts.debug,
+                                 loops=loops)
 
 
-def _policy_base():
-    events = asyncio.events
-    return (getattr(events, "_BaseDefaultEventLoopPolicy", None)
-            or getattr(events, "BaseDefaultEventLoopPolicy", None))
-
-
-def install(factory, use_policy=None):
-    """Makes `factory` the source of every new asyncio loop. `use_policy`
-    None: through the policy system where asyncio has one."""
-    base = _policy_base()
-    if use_policy is None:
-        use_policy = base is not None
-    if use_policy:
-        class Policy(base):
-            def _loop_factory(self):
-                return factory()
-
-            def __repr__(self):
-                return "<oxloop.__main__.Policy>"
-
-        # 3.14+ deprecate the public setter; its private twin is silent.
-        setter = (getattr(asyncio.events, "_set_event_loop_policy", None)
-                  or asyncio.set_event_loop_policy)
-        setter(Policy())
-        return
-    # No policy system: asyncio.run and asyncio.Runner() call
-    # asyncio.events.new_event_loop(), the program asyncio.new_event_loop().
-    asyncio.events.new_event_loop = factory
-    asyncio.new_event_loop = factory
+install = _install.install
 
 
 # -- the --stats report ------------------------------------------------------
