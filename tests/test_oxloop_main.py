@@ -260,3 +260,29 @@ def test_oxloop_main_install_with_and_without_policies(tmp_path, use_policy):
                        check=False)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == ("3" if PY311 else "2")
+
+
+def test_oxloop_main_subprocesses_and_child_watcher(tmp_path):
+    # The policy is the platform's default one with oxloop's factory, so
+    # the child-watcher API of 3.9-3.11 is still there; children work on
+    # virtual time too.
+    script = write(tmp_path / "sub.py", """\
+        import asyncio, sys, oxloop
+        async def main():
+            assert isinstance(asyncio.get_running_loop(), oxloop.Loop)
+            p = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "import time; time.sleep(0.2); print('hi')",
+                stdout=asyncio.subprocess.PIPE)
+            out, _ = await asyncio.wait_for(p.communicate(), 30)
+            print(out.decode().strip(), p.returncode)
+            if sys.version_info < (3, 12):
+                print(type(asyncio.get_child_watcher()).__name__)
+        asyncio.run(main())
+    """)
+    p = run(["--virtual-time", str(script)], cwd=tmp_path,
+            python_args=("-W", "error"))
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "hi 0"
+    if sys.version_info < (3, 12):
+        assert lines[1] == "ThreadedChildWatcher"

@@ -9,6 +9,7 @@ call) are replaced. `install()` returns the function that undoes it.
 """
 
 import asyncio
+import sys
 
 import oxloop
 
@@ -28,10 +29,19 @@ def make_factory(*, virtual_time=False, grace=None, debug=False, loops=None):
 
 
 def policy_base():
-    """asyncio's base policy class, or None where policies are gone."""
-    events = asyncio.events
-    return (getattr(events, "_BaseDefaultEventLoopPolicy", None)
-            or getattr(events, "BaseDefaultEventLoopPolicy", None))
+    """asyncio's default policy class (the platform's: on Unix it keeps the
+    child-watcher API of 3.9-3.11), or None where policies are gone."""
+    platform = (sys.modules.get("asyncio.unix_events")
+                or sys.modules.get("asyncio.windows_events"))
+    # 3.14+ name it _DefaultEventLoopPolicy (the public names warn).
+    for owner, name in ((platform, "_DefaultEventLoopPolicy"),
+                        (platform, "DefaultEventLoopPolicy"),
+                        (asyncio.events, "_BaseDefaultEventLoopPolicy"),
+                        (asyncio.events, "BaseDefaultEventLoopPolicy")):
+        base = getattr(owner, name, None)
+        if isinstance(base, type):
+            return base
+    return None
 
 
 def _policy_accessors():
