@@ -294,3 +294,25 @@ def test_oxloop_virtual_threadsafe_wakeup_cancels_the_jump(vloop):
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12),
+                    reason="child watchers are gone from 3.12 on")
+def test_oxloop_virtual_clock_holds_for_a_watcher_child(vloop):
+    # A child reaped by an installed child watcher (3.9-3.11) holds the
+    # clock still too.
+    watcher = asyncio.ThreadedChildWatcher()
+    asyncio.set_child_watcher(watcher)
+    try:
+        async def main():
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c",
+                "import time; time.sleep(0.3); print('late', flush=True)",
+                stdout=asyncio.subprocess.PIPE)
+            out, _ = await asyncio.wait_for(proc.communicate(), 5)
+            assert out.strip() == b"late"
+            assert vloop._real_job_count() == 0
+
+        vloop.run_until_complete(main())
+    finally:
+        asyncio.set_child_watcher(None)

@@ -162,6 +162,8 @@ class SubprocessMixin:
             waiter=waiter, extra=extra, **kwargs)
         pid = transp.get_pid()
         if watcher is not None:
+            if self.virtual_time:
+                self._real_job_begin()  # ended by _child_watcher_callback
             watcher.add_child_handler(pid, self._child_watcher_callback,
                                       transp)
         else:
@@ -190,8 +192,12 @@ class SubprocessMixin:
 
     def _child_watcher_callback(self, pid, returncode, transp):
         # Called by an installed child watcher, maybe from another thread.
-        self.call_soon_threadsafe(self.call_soon, transp._process_exited,
-                                  returncode)
+        try:
+            self.call_soon_threadsafe(self.call_soon, transp._process_exited,
+                                      returncode)
+        finally:
+            if self.virtual_time:
+                self._real_job_end()  # after the exit is queued
 
     def _proc_watch(self, pid, transp):
         if self.virtual_time:
