@@ -236,14 +236,14 @@ def test_oxloop_virtual_grace_for_fds(vloop):
             await asyncio.sleep(seconds)
             return time.monotonic() - w0
 
-        assert vloop.run_until_complete(sleep_wall(100)) < 0.04
-        vloop.virtual_time_grace = 0.2
+        vloop.virtual_time_grace = 1.0
+        assert vloop.run_until_complete(sleep_wall(100)) < 0.5
         vloop.add_reader(a.fileno(), a.recv, 1)
         try:
             wall = vloop.run_until_complete(sleep_wall(100))
         finally:
             vloop.remove_reader(a.fileno())
-        assert 0.2 <= wall < 2.0
+        assert 1.0 <= wall < 5.0
     finally:
         a.close()
         b.close()
