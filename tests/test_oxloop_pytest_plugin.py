@@ -82,6 +82,14 @@ def test_oxloop_plugin_bad_mode(pytester):
     assert "oxloop_mode must be one of" in result.stderr.str()
 
 
+def _has_loop_factories():
+    # pytest-asyncio >= 1.3 (1.2 is the last one for Python 3.9).
+    from pytest_asyncio import plugin
+    return hasattr(plugin, "PytestAsyncioSpecs")
+
+
+@pytest.mark.skipif(not _has_loop_factories(),
+                    reason="this pytest-asyncio has no loop factories hook")
 def test_oxloop_plugin_markers_per_test(pytester):
     pytester.makepyfile(test_m=textwrap.dedent("""\
         import asyncio
@@ -130,6 +138,24 @@ def test_oxloop_plugin_marker_without_mode_says_so(pytester):
     result = run(pytester)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*marked oxloop but the oxloop plugin is off*"])
+
+
+@pytest.mark.skipif(_has_loop_factories(),
+                    reason="this pytest-asyncio has the loop factories hook")
+def test_oxloop_plugin_marker_needs_loop_factories(pytester):
+    # Where pytest-asyncio cannot take a loop factory, a marked test fails
+    # with the reason instead of silently running on another loop.
+    pytester.makepyfile(test_m="""\
+        import pytest
+
+        @pytest.mark.oxloop
+        @pytest.mark.asyncio
+        async def test_oxloop():
+            pass
+    """)
+    result = run(pytester, "--oxloop")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*needs pytest-asyncio >= 1.3*"])
 
 
 def test_oxloop_plugin_with_anyio(pytester):

@@ -109,6 +109,13 @@ def pytest_runtest_setup(item):
             f"{item.nodeid}: @pytest.mark.oxloop needs pytest-asyncio; "
             "with anyio use oxloop.pytest_plugin.anyio_backend()",
             pytrace=False)
+    hook = getattr(item.config.hook, "pytest_asyncio_loop_factories", None)
+    if hook is None or hook.spec is None:  # our impl alone makes no spec
+        pytest.fail(
+            f"{item.nodeid}: @pytest.mark.oxloop needs pytest-asyncio >= 1.3 "
+            "(its loop factories hook); run the whole suite with --oxloop "
+            "or --oxloop-virtual-time instead",
+            pytrace=False)
 
 
 def _marked_virtual_time(item):
