@@ -162,6 +162,8 @@ class SubprocessMixin:
             waiter=waiter, extra=extra, **kwargs)
         pid = transp.get_pid()
         if watcher is not None:
+            if self.virtual_time:
+                self._real_job_begin()  # ended by _child_watcher_callback
             watcher.add_child_handler(pid, self._child_watcher_callback,
                                       transp)
         else:
@@ -190,10 +192,19 @@ class SubprocessMixin:
 
     def _child_watcher_callback(self, pid, returncode, transp):
         # Called by an installed child watcher, maybe from another thread.
-        self.call_soon_threadsafe(self.call_soon, transp._process_exited,
-                                  returncode)
+        try:
+            self.call_soon_threadsafe(self.call_soon, transp._process_exited,
+                                      returncode)
+        finally:
+            if self.virtual_time:
+                self._real_job_end()  # after the exit is queued
 
     def _proc_watch(self, pid, transp):
+        if self.virtual_time:
+            # A running child holds the virtual clock still; the count
+            # drops when it is reaped (_proc_exited_soon) or handed off at
+            # close.
+            self._real_job_begin()
         pidfd = -1
         if hasattr(os, "pidfd_open"):
             try:
@@ -229,7 +240,7 @@ class SubprocessMixin:
                 returncode = 255
         else:
             returncode = _exitcode(status)
-        self.call_soon(transp._process_exited, returncode)
+        self._proc_exited_soon(transp, returncode)
 
     def _proc_wait_thread(self, pid, transp):
         returncode = _reap_blocking(pid)
@@ -244,6 +255,8 @@ class SubprocessMixin:
             pass  # the loop was closed meanwhile
 
     def _proc_exited_soon(self, transp, returncode):
+        if self.virtual_time:
+            self._real_job_end()
         self.call_soon(transp._process_exited, returncode)
 
     def _proc_close(self):
@@ -252,6 +265,8 @@ class SubprocessMixin:
         children = self._proc_children()
         while children:
             pid, (pidfd, _transp) = children.popitem()
+            if self.virtual_time:
+                self._real_job_end()
             self.remove_reader(pidfd)
             os.close(pidfd)
             threading.Thread(target=_reap_blocking, args=(pid,), daemon=True,

@@ -31,7 +31,7 @@ impl LoopCore {
         let mut dead_timers: Vec<Py<Handle>> = Vec::new();
 
         // 1. Sweep cancelled timers; decide how long to wait.
-        let (timeout, skip_poll) = {
+        let (timeout, skip_poll, jump_to) = {
             let mut st = this.state.lock();
             let n = st.timers.len();
             if n > MIN_SWEEP_TIMERS && this.cancelled_timers.load(Ordering::Acquire) * 2 > n {
@@ -42,10 +42,14 @@ impl LoopCore {
                     dead_timers.extend(st.timers.pop());
                 }
             }
+            let mut jump_to = None;
             let timeout = if !st.ready.is_empty() || this.stopping.load(Ordering::Relaxed) {
                 Some(Duration::ZERO)
             } else if let Some(when) = st.timers.peek_when() {
-                let secs = (when - this.clock.now()).clamp(0.0, MAX_WAIT_SECS);
+                let mut secs = (when - this.clock.now()).clamp(0.0, MAX_WAIT_SECS);
+                if this.clock.is_virtual() {
+                    (secs, jump_to) = this.virtual_wait(st.io.is_empty(), when, secs);
+                }
                 Some(Duration::from_secs_f64(secs))
             } else {
                 None
@@ -58,7 +62,7 @@ impl LoopCore {
                 st.polling = true;
                 st.wake_pending = false;
             }
-            (timeout, skip)
+            (timeout, skip, jump_to)
         };
         for t in dead_timers.drain(..) {
             t.get().unschedule();
@@ -70,6 +74,7 @@ impl LoopCore {
         // run their callbacks: after the callbacks that were ready before
         // the poll (and the add_reader/add_writer ones), before the timers.
         let mut natives: Vec<NativeCall> = Vec::new();
+        let mut woken = false;
         if !skip_poll {
             let mut events = std::mem::take(&mut *this.events.lock());
             let waited = py.detach(|| this.reactor.wait(timeout, &mut events));
@@ -79,8 +84,11 @@ impl LoopCore {
                 st.wake_pending = false;
             }
             match waited {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
+                Ok(()) => woken = !events.is_empty(),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    woken = true;
+                    py.check_signals()?
+                }
                 Err(e) => return Err(errors::os_error(e)),
             }
             Self::dispatch_events(slf, &mut events, &mut natives);
@@ -88,6 +96,9 @@ impl LoopCore {
             *this.events.lock() = events;
         }
         let io_split = this.state.lock().ready.len();
+        if let Some(when) = jump_to {
+            this.virtual_jump(woken, io_split, when);
+        }
 
         // 3. Move due timers to the ready queue.
         {
