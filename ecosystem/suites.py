@@ -34,25 +34,25 @@ UVLOOP = "uvloop==0.23.0"
 # Common pytest options: quiet, no cache dir in the sdist, a per-test timeout.
 COMMON_ARGS = ["-q", "-p", "no:cacheprovider", "-o", "console_output_style=classic"]
 
-_UVICORN = dict(
-    sdist="uvicorn==0.54.0",
-    venv="uvicorn",
-    deps=[
+_UVICORN = {
+    "sdist": "uvicorn==0.54.0",
+    "venv": "uvicorn",
+    "deps": [
         "httptools==0.9.0", "python-dotenv==1.2.4", "PyYAML==6.0.4",
         "watchfiles==1.3.0", "websockets==16.1.1", "wsproto==1.3.2",
         "a2wsgi==1.10.10", "trustme==1.2.1", "cryptography==48.0.0",
         "httpx2==2.16.2", "zttp==0.0.35", "pytest==9.0.3",
         "pytest-mock==3.15.1", "pytest-timeout==2.4.0", "anyio==4.16.0",
     ],
-)
+}
 # uvicorn's own addopts without xdist.
 _UVICORN_ARGS = ["-o", "addopts=-rxXs --strict-config --strict-markers",
                  "--ignore=tests/benchmarks", "--timeout=60"]
 
 SUITES = {
-    "aiohttp": dict(
-        sdist="aiohttp==3.14.5",
-        deps=[
+    "aiohttp": {
+        "sdist": "aiohttp==3.14.5",
+        "deps": [
             # aiohttp's runtime deps and extras, as pinned in its own
             # requirements/test.txt
             "aiodns==4.0.4", "aiohappyeyeballs==2.6.2", "aiosignal==1.4.0",
@@ -67,12 +67,12 @@ SUITES = {
             "pytest-timeout==2.4.0", "setuptools-git==1.2", "trustme==1.2.1",
             "zlib-ng==1.0.0",
         ],
-        tests=["tests"],
+        "tests": ["tests"],
         # aiohttp's own addopts minus xdist, coverage and doctests.
-        args=["-o", "addopts=", "--strict-markers", "--aiohttp-loop=pyloop",
+        "args": ["-o", "addopts=", "--strict-markers", "--aiohttp-loop=pyloop",
               "-m", "not dev_mode and not autobahn and not internal",
               "--ignore-glob=tests/test_benchmarks_*"],
-        ci=["tests/test_client_functional.py", "tests/test_web_functional.py",
+        "ci": ["tests/test_client_functional.py", "tests/test_web_functional.py",
             "tests/test_client_ws_functional.py",
             "tests/test_web_websocket_functional.py",
             "tests/test_web_sendfile_functional.py", "tests/test_connector.py",
@@ -82,7 +82,7 @@ SUITES = {
             "tests/test_loop.py", "tests/test_streams.py",
             "tests/test_base_protocol.py", "tests/test_resolver.py",
             "tests/test_tcp_helpers.py", "tests/test_web_runner.py"],
-    ),
+    },
     "uvicorn": dict(
         **_UVICORN,
         tests=["tests"],
@@ -104,37 +104,37 @@ SUITES = {
         args=_UVICORN_ARGS,
         ci=None,
     ),
-    "tornado": dict(
-        sdist="tornado==6.6.1",
-        deps=["pytest==9.0.3", "pytest-timeout==2.4.0"],
+    "tornado": {
+        "sdist": "tornado==6.6.1",
+        "deps": ["pytest==9.0.3", "pytest-timeout==2.4.0"],
         # The installed package carries its tests: run them there.
-        cwd="site-packages",
-        tests=["tornado/test"],
+        "cwd": "site-packages",
+        "tests": ["tornado/test"],
         # tornado's test modules turn warnings into errors at import; pytest
         # warns that it skips its non-test classes named Test*. ecotornado
         # does what tornado's own runner does before the tests.
-        args=["--rootdir=.", "-p", "ecotornado", "-W",
+        "args": ["--rootdir=.", "-p", "ecotornado", "-W",
               "ignore::pytest.PytestCollectionWarning", "--timeout=60"],
-        ci=None,
-    ),
-    "pytest-asyncio": dict(
-        sdist="pytest-asyncio==1.5.0",
-        deps=["pytest==9.0.3", "hypothesis==6.170.17", "pytest-timeout==2.4.0"],
-        tests=["tests"],
-        args=["--timeout=120"],
-        ci=None,
-    ),
-    "anyio": dict(
-        sdist="anyio==4.16.0",
-        deps=["blockbuster==1.5.26", "hypothesis==6.170.17", "psutil==7.2.2",
+        "ci": None,
+    },
+    "pytest-asyncio": {
+        "sdist": "pytest-asyncio==1.5.0",
+        "deps": ["pytest==9.0.3", "hypothesis==6.170.17", "pytest-timeout==2.4.0"],
+        "tests": ["tests"],
+        "args": ["--timeout=120"],
+        "ci": None,
+    },
+    "anyio": {
+        "sdist": "anyio==4.16.0",
+        "deps": ["blockbuster==1.5.26", "hypothesis==6.170.17", "psutil==7.2.2",
               "pytest==9.0.3", "pytest-mock==3.15.1", "pytest-timeout==2.4.0",
               "trustme==1.2.1", "truststore==0.10.5", "trio==0.35.0",
               "exceptiongroup==1.3.1"],
-        tests=["tests"],
-        args=["-m", "not network"],
+        "tests": ["tests"],
+        "args": ["-m", "not network"],
         # Only anyio's plain asyncio backend: its trio runs and its own
         # asyncio+uvloop variant are not the loop under test.
-        deselect=r"\[(?:[^\]]*-)?(?:trio|asyncio\+uvloop)(?:-[^\]]*)?\]",
-        ci=None,
-    ),
+        "deselect": r"\[(?:[^\]]*-)?(?:trio|asyncio\+uvloop)(?:-[^\]]*)?\]",
+        "ci": None,
+    },
 }
