@@ -4,6 +4,7 @@
 //! timers, reactor); `python/oxloop` wraps it into an
 //! `asyncio.AbstractEventLoop`. See DEVELOPERS.md for the design.
 
+pub mod contexts;
 pub mod errors;
 pub mod event_loop;
 pub mod handles;

@@ -21,6 +21,7 @@ use socket2::SockAddr;
 use super::flow::{FlowControl, WriteBuffer};
 pub(crate) use super::lifecycle::{close_sock, set_exception_unless_done, set_result_unless_done};
 use super::sockaddr_to_py;
+use crate::contexts::{fixed_or_copy, run_in};
 use crate::errors;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::LoopCore;
@@ -96,6 +97,13 @@ pub(crate) struct St {
     pub(crate) sendfile: Option<super::sendfile::SendfileOp>,
     /// The class name shown in reprs.
     pub(crate) name: &'static str,
+    /// The transport's own context (3.15+'s transports of `create_server`
+    /// and `create_connection`): every callback runs in it. See `contexts`.
+    pub(crate) ctx: Option<Py<PyAny>>,
+    /// The context reads run in (asyncio's reader handle's).
+    pub(crate) read_ctx: Option<Py<PyAny>>,
+    /// The context writability runs in (asyncio's writer handle's).
+    pub(crate) write_ctx: Option<Py<PyAny>>,
 }
 
 impl St {
@@ -123,10 +131,26 @@ impl IoWatcher for Watch {
     fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
         let slf = self.0.bind(py);
         if ready.for_reader() {
-            StreamTransport::handle_read(slf, lp, ready)?;
+            let ctx = slf
+                .get()
+                .st
+                .lock()
+                .read_ctx
+                .as_ref()
+                .map(|c| c.clone_ref(py));
+            run_in(py, ctx.as_ref(), || {
+                StreamTransport::handle_read(slf, lp, ready)
+            })?;
         }
         if ready.for_writer() {
-            StreamTransport::handle_write(slf)?;
+            let ctx = slf
+                .get()
+                .st
+                .lock()
+                .write_ctx
+                .as_ref()
+                .map(|c| c.clone_ref(py));
+            run_in(py, ctx.as_ref(), || StreamTransport::handle_write(slf))?;
         }
         Ok(())
     }
@@ -201,6 +225,9 @@ impl StreamTransport {
             empty_waiter: None,
             sendfile: None,
             name,
+            ctx: None,
+            read_ctx: None,
+            write_ctx: None,
         }
     }
 
@@ -330,22 +357,47 @@ impl StreamTransport {
     /// Sets the protocol and the Python transport object, attaches to the
     /// server, and schedules `connection_made`, the start of reading and the
     /// waiter, in asyncio's order.
-    #[pyo3(signature = (wrapper, protocol, waiter = None, server = None))]
+    /// `context`: the transport's own context (3.15+), else None.
+    #[pyo3(signature = (wrapper, protocol, waiter = None, server = None, context = None))]
     fn _start(
         slf: &Bound<'_, Self>,
         wrapper: Bound<'_, PyAny>,
         protocol: Bound<'_, PyAny>,
         waiter: Option<Bound<'_, PyAny>>,
         server: Option<Bound<'_, PyAny>>,
+        context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        Self::start(slf, &wrapper, &protocol, waiter.as_ref(), server.as_ref())
+        let context = context.filter(|c| !c.is_none());
+        if let Some(c) = &context {
+            if !crate::contexts::is_context(c) {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "context must be a contextvars.Context",
+                ));
+            }
+        }
+        Self::start(
+            slf,
+            &wrapper,
+            &protocol,
+            waiter.as_ref(),
+            server.as_ref(),
+            context.map(Bound::unbind),
+        )
     }
 
-    /// Starts reading (scheduled after `connection_made`).
+    /// Starts reading (scheduled after `connection_made`): asyncio adds
+    /// the reader here, so reads run in a copy of this callback's context.
     fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let fixed = slf.get().st.lock().ctx.as_ref().map(|c| c.clone_ref(py));
+        let ctx = fixed_or_copy(py, fixed.as_ref())?;
         let mut st = slf.get().st.lock();
         st.started = true;
-        Self::sync_interest(slf, &mut st)
+        let old = st.read_ctx.replace(ctx);
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        drop(old);
+        r
     }
 
     fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
@@ -409,12 +461,31 @@ impl StreamTransport {
     }
 
     fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let fixed = {
+            let st = slf.get().st.lock();
+            if st.closing || !st.paused {
+                return Ok(());
+            }
+            st.ctx.as_ref().map(|c| c.clone_ref(py))
+        };
+        // asyncio adds the reader again: reads now run in a copy of the
+        // caller's context (or in the transport's own).
+        let ctx = fixed_or_copy(py, fixed.as_ref())?;
         let mut st = slf.get().st.lock();
         if st.closing || !st.paused {
             return Ok(());
         }
         st.paused = false;
-        Self::sync_interest(slf, &mut st)
+        let old = if st.started {
+            st.read_ctx.replace(ctx)
+        } else {
+            None
+        };
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        drop(old);
+        r
     }
 
     fn set_protocol(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
@@ -562,6 +633,12 @@ impl StreamTransport {
         self.st.lock().flow.paused
     }
 
+    /// Whether reading is paused (`pause_reading()`), as asyncio's `_paused`.
+    #[getter]
+    fn _paused(&self) -> bool {
+        self.st.lock().paused
+    }
+
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         let Some(st) = self.st.try_lock() else {
             return Ok(());
@@ -575,6 +652,9 @@ impl StreamTransport {
             &st.peername.as_ref(),
             &st.extra_socket.as_ref(),
             &st.empty_waiter.as_ref(),
+            &st.ctx.as_ref(),
+            &st.read_ctx.as_ref(),
+            &st.write_ctx.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -610,6 +690,9 @@ impl StreamTransport {
                 st.extra_socket.take(),
                 st.empty_waiter.take(),
                 st.sendfile.take(),
+                st.ctx.take(),
+                st.read_ctx.take(),
+                st.write_ctx.take(),
             )
         };
         drop(taken);

@@ -165,14 +165,23 @@ impl StreamTransport {
         Ok(true)
     }
 
-    /// Buffers what is left, watches for writability, pauses the protocol
-    /// if needed.
+    /// Watches for writability now that data is buffered, pauses the
+    /// protocol if needed. `was_empty`: the buffer was empty before, so
+    /// this is where asyncio adds its writer (whose handle's context the
+    /// drain then runs in: a copy of the writer's caller's context).
     pub(crate) fn after_buffering(
         slf: &Bound<'_, Self>,
         mut st: MutexGuard<'_, St>,
+        was_empty: bool,
     ) -> PyResult<()> {
         Self::sync_interest(slf, &mut st)?;
+        let fresh_ctx = was_empty && st.ctx.is_none();
         drop(st);
+        if fresh_ctx {
+            let ctx = crate::contexts::copy_current(slf.py())?;
+            let old = slf.get().st.lock().write_ctx.replace(ctx);
+            drop(old);
+        }
         Self::maybe_pause_protocol(slf)
     }
 
@@ -202,7 +211,8 @@ impl StreamTransport {
             return Ok(());
         }
         let mut sent = 0;
-        if st.wbuf.is_empty() {
+        let was_empty = st.wbuf.is_empty();
+        if was_empty {
             match net::send(st.fd, slice) {
                 Ok(n) if n == slice.len() => return Ok(()),
                 Ok(n) => sent = n,
@@ -221,7 +231,7 @@ impl StreamTransport {
             Some(b) => st.wbuf.push_bytes(b, sent),
             None => st.wbuf.push_copy(&slice[sent..]),
         }
-        Self::after_buffering(slf, st)
+        Self::after_buffering(slf, st, was_empty)
     }
 
     pub(crate) fn writelines_impl(
@@ -253,7 +263,8 @@ impl StreamTransport {
             return Ok(());
         }
         let mut skip = 0;
-        if st.wbuf.is_empty() {
+        let was_empty = st.wbuf.is_empty();
+        if was_empty {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let n = items.len().min(MAX_IOV);
             for (i, (_, v)) in items.iter().take(n).enumerate() {
@@ -286,6 +297,6 @@ impl StreamTransport {
             }
             skip = 0;
         }
-        Self::after_buffering(slf, st)
+        Self::after_buffering(slf, st, was_empty)
     }
 }
