@@ -34,6 +34,7 @@ Invariants:
   `waitpid`) is taken from `Popen.returncode`.
 """
 
+import contextvars
 import os
 import subprocess
 import sys
@@ -229,7 +230,11 @@ class SubprocessMixin:
                 returncode = 255
         else:
             returncode = _exitcode(status)
-        self.call_soon(transp._process_exited, returncode)
+        # Up to 3.11 the stdlib reaps with a thread (ThreadedChildWatcher),
+        # so process_exited and connection_lost see a new thread's empty
+        # context; from 3.12 on, its pidfd watcher's reader: this one.
+        context = None if _PY312 else contextvars.Context()
+        self.call_soon(transp._process_exited, returncode, context=context)
 
     def _proc_wait_thread(self, pid, transp):
         returncode = _reap_blocking(pid)

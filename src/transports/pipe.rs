@@ -43,6 +43,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::flow::{FlowControl, WriteBuffer};
 use super::BufView;
+use crate::contexts::{copy_current, run_in};
 use crate::errors;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::LoopCore;
@@ -83,6 +84,10 @@ pub(super) struct PipeSt {
     pub(super) wbuf: WriteBuffer,
     /// Write-buffer limits (write pipe).
     pub(super) flow: FlowControl,
+    /// The context readability runs in (asyncio's reader handle's).
+    pub(super) read_ctx: Option<Py<PyAny>>,
+    /// The context writability runs in (asyncio's writer handle's).
+    pub(super) write_ctx: Option<Py<PyAny>>,
 }
 
 impl PipeSt {
@@ -123,22 +128,27 @@ impl IoWatcher for Watch {
         ready: Readiness,
     ) -> PyResult<()> {
         let slf = self.0.bind(py);
-        let (writable, watch_close) = {
+        let (writable, watch_close, read_ctx, write_ctx) = {
             let st = slf.get().st.lock();
-            (st.writable, st.watch_close)
+            (
+                st.writable,
+                st.watch_close,
+                st.read_ctx.as_ref().map(|c| c.clone_ref(py)),
+                st.write_ctx.as_ref().map(|c| c.clone_ref(py)),
+            )
         };
         if !writable {
             if ready.for_reader() {
-                PipeTransport::read_ready(slf)?;
+                run_in(py, read_ctx.as_ref(), || PipeTransport::read_ready(slf))?;
             }
             return Ok(());
         }
         if watch_close && ready.for_reader() {
             // Readable on a write end: the reader went away.
-            return PipeTransport::peer_closed(slf);
+            return run_in(py, read_ctx.as_ref(), || PipeTransport::peer_closed(slf));
         }
         if ready.for_writer() {
-            PipeTransport::write_ready(slf)?;
+            run_in(py, write_ctx.as_ref(), || PipeTransport::write_ready(slf))?;
         }
         Ok(())
     }
@@ -187,6 +197,8 @@ impl PipeTransport {
                 want: None,
                 wbuf: WriteBuffer::default(),
                 flow: FlowControl::default(),
+                read_ctx: None,
+                write_ctx: None,
             }),
         })
     }
@@ -236,11 +248,17 @@ impl PipeTransport {
         Ok(())
     }
 
-    /// Starts watching the fd (scheduled after `connection_made`).
+    /// Starts watching the fd (scheduled after `connection_made`): asyncio
+    /// adds its reader here, so reads run in a copy of this context.
     fn _start_io(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let ctx = copy_current(slf.py())?;
         let mut st = slf.get().st.lock();
         st.started = true;
-        Self::sync_interest(slf, &mut st)
+        let old = st.read_ctx.replace(ctx);
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        drop(old);
+        r
     }
 
     fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
@@ -268,7 +286,8 @@ impl PipeTransport {
             return Ok(());
         }
         let mut start = 0;
-        if st.wbuf.is_empty() && st.fd >= 0 {
+        let was_empty = st.wbuf.is_empty();
+        if was_empty && st.fd >= 0 {
             match pipes::write(st.fd, bytes) {
                 Ok(n) if n == bytes.len() => return Ok(()),
                 Ok(n) => start = n,
@@ -293,7 +312,13 @@ impl PipeTransport {
         let r = Self::sync_interest(slf, &mut st);
         drop(st);
         r?;
-        let _ = py;
+        if was_empty {
+            // Where asyncio adds its writer: the flush runs in a copy of
+            // this caller's context.
+            let ctx = copy_current(py)?;
+            let old = slf.get().st.lock().write_ctx.replace(ctx);
+            drop(old);
+        }
         Self::flow_callback(slf, true)
     }
 
@@ -372,12 +397,22 @@ impl PipeTransport {
     }
 
     fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        // asyncio adds the reader again, in a copy of the caller's context.
+        let ctx = copy_current(slf.py())?;
         let mut st = slf.get().st.lock();
         if st.closing || !st.paused {
             return Ok(());
         }
         st.paused = false;
-        Self::sync_interest(slf, &mut st)
+        let old = if st.started {
+            st.read_ctx.replace(ctx)
+        } else {
+            None
+        };
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        drop(old);
+        r
     }
 
     fn set_protocol(&self, protocol: Py<PyAny>) {
@@ -483,6 +518,8 @@ impl PipeTransport {
             &st.wrapper.as_ref(),
             &st.protocol.as_ref(),
             &st.pipe.as_ref(),
+            &st.read_ctx.as_ref(),
+            &st.write_ctx.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -495,7 +532,13 @@ impl PipeTransport {
     fn __clear__(&self) {
         let taken = {
             let mut st = self.st.lock();
-            (st.lp.take(), st.wrapper.take(), st.protocol.take())
+            (
+                st.lp.take(),
+                st.wrapper.take(),
+                st.protocol.take(),
+                st.read_ctx.take(),
+                st.write_ctx.take(),
+            )
         };
         drop(taken);
     }

@@ -43,6 +43,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::contexts::copy_current;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::LoopCore;
 use crate::reactor::Want;
@@ -96,9 +97,16 @@ impl UdpTransport {
         Ok(Self { inner })
     }
 
-    /// Starts reading (after `connection_made`).
-    fn _start(&self) -> PyResult<()> {
-        self.inner.state.lock().started = true;
+    /// Starts reading (after `connection_made`): asyncio adds the reader
+    /// here, so reads run in a copy of this callback's context.
+    fn _start(&self, py: Python<'_>) -> PyResult<()> {
+        let ctx = copy_current(py)?;
+        let old = {
+            let mut st = self.inner.state.lock();
+            st.started = true;
+            st.read_ctx.replace(ctx)
+        };
+        drop(old);
         self.inner.sync(self.inner.lp.get())
     }
 
@@ -169,11 +177,18 @@ impl UdpTransport {
                 }
             }
         }
-        {
+        // The first buffered datagram is where asyncio adds its writer.
+        let ctx = if empty { Some(copy_current(py)?) } else { None };
+        let old = {
             let mut st = inner.state.lock();
             st.buffer.push_back((bytes.to_vec(), addr));
             st.buffer_size += bytes.len() + inner.header();
-        }
+            match ctx {
+                Some(c) => st.write_ctx.replace(c),
+                None => None,
+            }
+        };
+        drop(old);
         inner.sync(inner.lp.get())?;
         inner.maybe_pause_protocol(py)
     }
@@ -234,14 +249,22 @@ impl UdpTransport {
         Ok(true)
     }
 
-    fn resume_reading(&self) -> PyResult<bool> {
-        {
+    fn resume_reading(&self, py: Python<'_>) -> PyResult<bool> {
+        // asyncio adds the reader again, in a copy of the caller's context.
+        let ctx = copy_current(py)?;
+        let old = {
             let mut st = self.inner.state.lock();
             if st.closing || !st.paused {
                 return Ok(false);
             }
             st.paused = false;
-        }
+            if st.started {
+                st.read_ctx.replace(ctx)
+            } else {
+                None
+            }
+        };
+        drop(old);
         self.inner.sync(self.inner.lp.get())?;
         Ok(true)
     }
@@ -329,6 +352,8 @@ impl UdpTransport {
                 st.transport.take(),
                 st.address.take(),
                 std::mem::take(&mut st.buffer),
+                st.read_ctx.take(),
+                st.write_ctx.take(),
             )
         };
         drop(taken);
