@@ -271,12 +271,30 @@ impl PipeTransport {
             || data.is_instance_of::<PyByteArray>()
             || data.is_instance_of::<PyMemoryView>())
         {
-            return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {:?}",
-                data.get_type().name()?.to_string()
-            )));
+            // asyncio's `assert isinstance(data, (bytes, bytearray,
+            // memoryview)), repr(data)`.
+            return Err(pyo3::exceptions::PyAssertionError::new_err(
+                data.repr()?.unbind(),
+            ));
         }
-        let view = BufView::get(data, false)?;
+        let view = match BufView::get(data, false) {
+            Ok(v) => v,
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyBufferError>(py) => {
+                // Not contiguous: asyncio fails in os.write() (a fatal
+                // error) or, with data buffered, in `bytearray += data`.
+                let mut st = slf.get().st.lock();
+                if !Self::write_allowed(slf, &mut st)? {
+                    return Ok(());
+                }
+                if !st.wbuf.is_empty() {
+                    return Err(PyTypeError::new_err("can't concat memoryview to bytearray"));
+                }
+                st.conn_lost += 1;
+                drop(st);
+                return Self::fatal_error(slf, e, "Fatal write error on pipe transport");
+            }
+            Err(e) => return Err(e),
+        };
         let bytes = view.as_slice();
         if bytes.is_empty() {
             return Ok(());

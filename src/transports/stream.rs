@@ -104,6 +104,9 @@ pub(crate) struct St {
     pub(crate) read_ctx: Option<Py<PyAny>>,
     /// The context writability runs in (asyncio's writer handle's).
     pub(crate) write_ctx: Option<Py<PyAny>>,
+    /// 3.12+: a buffered chunk that cannot be sent (a non-contiguous
+    /// memoryview); the next flush fails with this error, as asyncio's.
+    pub(crate) unsendable: Option<Py<PyAny>>,
 }
 
 impl St {
@@ -228,6 +231,7 @@ impl StreamTransport {
             ctx: None,
             read_ctx: None,
             write_ctx: None,
+            unsendable: None,
         }
     }
 
@@ -655,6 +659,7 @@ impl StreamTransport {
             &st.ctx.as_ref(),
             &st.read_ctx.as_ref(),
             &st.write_ctx.as_ref(),
+            &st.unsendable.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -693,6 +698,7 @@ impl StreamTransport {
                 st.ctx.take(),
                 st.read_ctx.take(),
                 st.write_ctx.take(),
+                st.unsendable.take(),
             )
         };
         drop(taken);

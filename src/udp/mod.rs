@@ -126,12 +126,30 @@ impl UdpTransport {
                 data.get_type().name()?
             )));
         }
-        let buf = PyUntypedBuffer::get(&data)?;
-        if buf.len_bytes() == 0 && !self.inner.py313 {
-            return Ok(());
-        }
-        if !buf.is_c_contiguous() {
-            return Err(PyTypeError::new_err("data must be a contiguous buffer"));
+        // A memoryview that cannot give contiguous bytes (not contiguous;
+        // released, from 3.13 on) passes asyncio's checks and fails in the
+        // send: a fatal error, or, when it has to be buffered, in bytes().
+        let (buf, unsendable) = match PyUntypedBuffer::get(&data) {
+            Ok(b) if b.is_c_contiguous() => (Some(b), None),
+            Ok(b) => {
+                if b.len_bytes() == 0 && !self.inner.py313 {
+                    return Ok(());
+                }
+                drop(b);
+                let err = crate::transports::BufView::get(&data, false)
+                    .err()
+                    .unwrap_or_else(|| {
+                        pyo3::exceptions::PyBufferError::new_err("not a contiguous buffer")
+                    });
+                (None, Some(err))
+            }
+            Err(e) if self.inner.py313 && e.is_instance_of::<PyValueError>(py) => (None, Some(e)),
+            Err(e) => return Err(e),
+        };
+        if let Some(b) = &buf {
+            if b.len_bytes() == 0 && !self.inner.py313 {
+                return Ok(());
+            }
         }
         let inner = &*self.inner;
         let address = inner.state.lock().address.as_ref().map(|a| a.clone_ref(py));
@@ -164,10 +182,21 @@ impl UdpTransport {
                 return Ok(());
             }
         }
-        // SAFETY: a C-contiguous buffer export we hold for this call.
+        let empty = inner.state.lock().buffer.is_empty();
+        let (buf, _copy) = match (buf, unsendable) {
+            (Some(b), _) => (b, None),
+            (None, Some(err)) if empty => {
+                return inner.fatal_error(py, err, "Fatal write error on datagram transport");
+            }
+            (None, _) => {
+                let copy = py.get_type::<PyBytes>().call1((&data,))?;
+                (PyUntypedBuffer::get(&copy)?, Some(copy))
+            }
+        };
+        // SAFETY: a C-contiguous buffer export we hold for this call (of
+        // `data`, or of `copy`, alive until the end of the call).
         let bytes =
             unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) };
-        let empty = inner.state.lock().buffer.is_empty();
         if empty {
             match inner.send_one(py, bytes, addr.as_ref()) {
                 Sent::Ok => return Ok(()),
