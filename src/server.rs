@@ -60,6 +60,8 @@ struct LSt {
     backlog: usize,
     /// Set `TCP_NODELAY` on accepted sockets.
     nodelay: bool,
+    /// The listening socket's protocol number (accepted sockets share it).
+    proto: i32,
     /// The reactor token while watching.
     token: Option<usize>,
     /// The timer that resumes accepting after EMFILE.
@@ -168,14 +170,14 @@ impl StreamListener {
         addr: socket2::SockAddr,
     ) -> PyResult<()> {
         let py = slf.py();
-        let (factory, server, class, nodelay, ctx, fixed_ctx) = {
+        let (factory, server, class, (nodelay, sock_proto), ctx, fixed_ctx) = {
             let st = slf.get().st.lock();
             match (&st.protocol_factory, &st.server, &st.transport_class) {
                 (Some(f), Some(s), Some(c)) => (
                     f.clone_ref(py),
                     s.clone_ref(py),
                     c.clone_ref(py),
-                    st.nodelay,
+                    (st.nodelay, st.proto),
                     st.ctx.as_ref().map(|c| c.clone_ref(py)),
                     st.fixed_ctx,
                 ),
@@ -191,7 +193,14 @@ impl StreamListener {
         let result = contexts::run_in(py, conn_ctx.as_ref(), || -> PyResult<()> {
             let proto = factory.bind(py).call0()?;
             protocol = Some(proto.clone());
-            let core = StreamTransport::accepted(py, lp.clone().unbind(), conn, addr, nodelay)?;
+            let core = StreamTransport::accepted(
+                py,
+                lp.clone().unbind(),
+                conn,
+                addr,
+                nodelay,
+                sock_proto,
+            )?;
             let wrapper = class.bind(py).call1((core.clone_ref(py),))?;
             transport = Some(wrapper.clone());
             let own = if fixed_ctx {
@@ -294,6 +303,7 @@ impl StreamListener {
         fixed_context: bool,
     ) -> PyResult<Self> {
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+        let proto: i32 = sock.getattr(intern!(py, "proto"))?.extract()?;
         let ctx = match context.filter(|c| !c.is_none()) {
             Some(c) if contexts::is_context(&c) => Some(c.unbind()),
             Some(_) => {
@@ -313,6 +323,7 @@ impl StreamListener {
                 transport_class: Some(transport_class.unbind()),
                 backlog: backlog.clamp(1, 65535) as usize,
                 nodelay,
+                proto,
                 token: None,
                 retry: None,
                 closed: false,

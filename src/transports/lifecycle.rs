@@ -218,6 +218,11 @@ impl StreamTransport {
             let st = slf.get().st.lock();
             match &st.sock {
                 Sock::Rust(fd) => fd.as_raw_fd(),
+                Sock::Closed if st.extra_socket.is_none() => {
+                    let kind = st.sock_kind;
+                    drop(st);
+                    return Self::closed_extra_socket(slf, kind);
+                }
                 _ => return Ok(py.None()),
             }
         };
@@ -235,6 +240,30 @@ impl StreamTransport {
             let _ = owned.into_raw_fd();
         }
         st.extra_socket = Some(wrapped.clone().unbind());
+        Ok(wrapped.unbind())
+    }
+}
+
+impl StreamTransport {
+    /// The `socket` extra of a connection whose socket was closed before
+    /// anyone asked: as asyncio's, a `TransportSocket` over a closed socket
+    /// of the same family, type and protocol.
+    fn closed_extra_socket(slf: &Bound<'_, Self>, kind: (i32, i32, i32)) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let pysock = py
+            .import("socket")?
+            .getattr("socket")?
+            .call1((kind.0, kind.1, kind.2))?;
+        pysock.call_method0(intern!(py, "close"))?;
+        let wrapped = cached(py, &TRANSPORT_SOCKET, "asyncio.trsock", "TransportSocket")?
+            .call1((&pysock,))?;
+        let old = slf
+            .get()
+            .st
+            .lock()
+            .extra_socket
+            .replace(wrapped.clone().unbind());
+        drop(old);
         Ok(wrapped.unbind())
     }
 }

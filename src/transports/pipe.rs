@@ -54,6 +54,8 @@ use crate::reactor::{Readiness, Want};
 pub(super) struct PipeSt {
     /// The pipe's fd (-1 once closed).
     pub(super) fd: RawFd,
+    /// The fd number, kept after close for reprs (asyncio's `_fileno`).
+    pub(super) fileno: RawFd,
     /// The pipe object (`get_extra_info('pipe')`), closed with the transport.
     pub(super) pipe: Option<Py<PyAny>>,
     /// The loop (None after `connection_lost`).
@@ -182,6 +184,7 @@ impl PipeTransport {
         Ok(Self {
             st: Mutex::new(PipeSt {
                 fd,
+                fileno: fd,
                 pipe: Some(pipe.unbind()),
                 lp: Some(lp.unbind()),
                 wrapper: None,
@@ -475,7 +478,7 @@ impl PipeTransport {
                 st.lp(py),
                 st.pipe.is_none(),
                 st.closing,
-                st.fd,
+                st.fileno,
                 st.token.is_some(),
                 st.writable,
                 st.wbuf.len(),

@@ -53,6 +53,12 @@ pub(crate) enum ProtoKind {
 pub(crate) struct St {
     /// The socket's fd (-1 once closed).
     pub(crate) fd: RawFd,
+    /// The socket's fd number, kept after close (asyncio's `_sock_fd`, in
+    /// reprs).
+    pub(crate) fileno: RawFd,
+    /// `(family, type, proto)` of the socket, for the `socket` extra of a
+    /// connection closed before anyone asked for it.
+    pub(crate) sock_kind: (i32, i32, i32),
     /// The socket's owner.
     pub(crate) sock: Sock,
     /// The loop (None after `connection_lost`).
@@ -206,6 +212,8 @@ impl StreamTransport {
         };
         St {
             fd,
+            fileno: fd,
+            sock_kind: (0, libc::SOCK_STREAM, 0),
             sock,
             lp: Some(lp),
             wrapper: None,
@@ -242,6 +250,7 @@ impl StreamTransport {
         fd: OwnedFd,
         peer: SockAddr,
         nodelay: bool,
+        proto: i32,
     ) -> PyResult<Py<Self>> {
         let raw = fd.as_raw_fd();
         if nodelay {
@@ -252,7 +261,9 @@ impl StreamTransport {
         } else {
             "TCPTransport"
         };
-        let st = Self::new_state(py, lp, raw, Sock::Rust(fd), Some(peer), name);
+        let family = i32::from(peer.family());
+        let mut st = Self::new_state(py, lp, raw, Sock::Rust(fd), Some(peer), name);
+        st.sock_kind = (family, libc::SOCK_STREAM, proto);
         Py::new(py, Self { st: Mutex::new(st) })
     }
 
@@ -563,7 +574,7 @@ impl StreamTransport {
         } else if st.closing {
             info.push("closing".to_string());
         }
-        info.push(format!("fd={}", st.fd));
+        info.push(format!("fd={}", st.fileno));
         if !matches!(st.sock, Sock::Closed) {
             let read = st.token.is_some() && matches!(st.want, Some(Want::Read | Want::Both));
             let write = st.token.is_some() && !st.wbuf.is_empty();
@@ -619,10 +630,10 @@ impl StreamTransport {
         Self::sendfile_start(slf, in_fd, offset, count, fut)
     }
 
-    /// The fd (-1 once closed).
+    /// The fd number (kept after close, as asyncio's).
     #[getter]
     fn _sock_fd(&self) -> RawFd {
-        self.st.lock().fd
+        self.st.lock().fileno
     }
 
     /// The loop (None after `connection_lost`).
