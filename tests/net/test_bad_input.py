@@ -10,7 +10,6 @@ import socket
 import sys
 
 import pytest
-
 from netutil import wait_for
 
 PY312 = sys.version_info >= (3, 12)

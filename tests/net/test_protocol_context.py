@@ -20,7 +20,6 @@ import ssl
 import sys
 
 import pytest
-
 from netutil import wait_for
 
 var = contextvars.ContextVar("var", default="unset")
@@ -103,7 +102,7 @@ def test_server_callbacks_context(loop, tls):
                                           ssl=server_tls)
         var.set("after-server")
         port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection(
+        _, writer = await asyncio.open_connection(
             "127.0.0.1", port, ssl=client_tls)
         writer.write(b"ping")
         await writer.drain()
@@ -159,7 +158,7 @@ def test_server_factory_context_is_start_serving(loop):
         var.set("later")
         port = server.sockets[0].getsockname()[1]
         for _ in range(2):
-            r, w = await asyncio.open_connection("127.0.0.1", port)
+            _, w = await asyncio.open_connection("127.0.0.1", port)
             while len(contexts) < 1:
                 await asyncio.sleep(0.001)
             w.close()
@@ -190,7 +189,7 @@ def test_client_callbacks_context(loop):
         srv2 = await asyncio.start_server(on_conn, "127.0.0.1", 0)
         port = srv2.sockets[0].getsockname()[1]
         var.set("before-connect")
-        tr, proto = await loop.create_connection(
+        _, proto = await loop.create_connection(
             lambda: Seen(loop, "cli"), "127.0.0.1", port)
         # The factory ran in this task (and changed its context).
         assert var.get() == "cli-init"
@@ -227,7 +226,6 @@ def test_resume_reading_context(loop):
         b.send(b"1")
         await wait_for(proto.got)
         tr.pause_reading()
-        first = dict(proto.seen)["data"]
         proto.got = loop.create_future()
         b.send(b"2")
         await asyncio.sleep(0.01)
@@ -237,10 +235,10 @@ def test_resume_reading_context(loop):
         await wait_for(proto.got)
         b.close()
         await wait_for(proto.lost)
-        return first, proto.seen
+        return proto.seen
 
     var.set("outside")
-    first, seen = loop.run_until_complete(main())
+    seen = loop.run_until_complete(main())
     assert var.get() == "outside"
     datas = [v for what, v in seen if what == "data"]
     if OWN_CONTEXT:
@@ -336,7 +334,7 @@ def test_read_pipe_callbacks_context(loop):
         r, w = os.pipe()
         var.set("before")
         proto = Seen(loop, "pipe")
-        tr, _ = await loop.connect_read_pipe(lambda: proto, os.fdopen(r, "rb"))
+        await loop.connect_read_pipe(lambda: proto, os.fdopen(r, "rb"))
         var.set("after")
         os.write(w, b"x")
         await wait_for(proto.got)
