@@ -284,12 +284,15 @@ impl StreamTransport {
         // take); 3.12+ makes a memoryview of each (its own error) and fails
         // in the send for one that is not contiguous.
         let py312 = py.version_info() >= (3, 12);
+        // 3.14+ skips any false chunk (`if not data`) before looking at it.
+        let py314 = py.version_info() >= (3, 14);
         let mut items = Vec::new();
         let mut unsendable = None;
         for item in list_of_data.try_iter()? {
             let item = item?;
             let view = match BufView::get(&item, false) {
                 Ok(v) => v,
+                Err(_) if py314 && !item.is_truthy()? => continue,
                 Err(e)
                     if py312
                         && (e.is_instance_of::<PyBufferError>(py)

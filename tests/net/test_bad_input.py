@@ -128,6 +128,8 @@ def test_stream_write_odd_input(loop_kind, loop, method, value, exc):
         pytest.skip("stdlib bug on this version (see comment)")
     if exc is None:  # a released memoryview
         exc = ValueError if (method == "write" or PY312) else TypeError
+    if method == "writelines" and value is None and sys.version_info >= (3, 14):
+        exc = ()  # 3.14+ skips false chunks (gh-155888)
 
     async def main():
         tr, proto, peer = await stream_pair(loop)
@@ -145,7 +147,7 @@ def test_stream_write_odd_input(loop_kind, loop, method, value, exc):
             got = peer.recv(100)
         except BlockingIOError:
             got = b""
-        assert got == (bytes(value) if not exc else b"")
+        assert got == (b"" if exc or value is None else bytes(value))
         tr.close()
         await wait_for(proto.lost)
         peer.close()
