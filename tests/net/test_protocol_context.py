@@ -396,3 +396,74 @@ def test_subprocess_pipe_data_context(loop):
     # new thread's empty context; from 3.12 on, from the pidfd's reader.
     exit_ctx = "before" if sys.version_info >= (3, 12) else "unset"
     assert seen[-2:] == [("exited", exit_ctx), ("lost", exit_ctx)]
+
+
+def test_buffered_protocol_context(loop):
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.seen = []
+            self.buf = bytearray(64)
+            self.lost = loop.create_future()
+
+        def get_buffer(self, sizehint):
+            self.seen.append(("get", var.get()))
+            var.set("get")
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.seen.append(("updated", var.get()))
+            var.set("updated")
+
+        def eof_received(self):
+            self.seen.append(("eof", var.get()))
+
+        def connection_lost(self, exc):
+            self.lost.set_result(None)
+
+    async def main():
+        a, b = socket.socketpair()
+        var.set("before")
+        _, proto = await loop.connect_accepted_socket(Buffered, a)
+        var.set("after")
+        b.send(b"x")
+        b.shutdown(socket.SHUT_WR)
+        await wait_for(proto.lost)
+        b.close()
+        return proto.seen
+
+    var.set("outside")
+    seen = loop.run_until_complete(main())
+    assert var.get() == "outside", "a callback leaked into the loop's context"
+    # One reader context for all of them (a copy made where reading began).
+    # (the EOF is a recv() of 0 bytes into a fresh get_buffer()).
+    assert seen[:2] == [("get", "before"), ("updated", "get")]
+    assert seen[-2:] == [("get", "updated"), ("eof", "get")]
+
+
+def test_start_server_handler_context(loop):
+    async def main():
+        var.set("at-start-server")
+        got = []
+
+        async def handler(reader, writer):
+            got.append(var.get())
+            var.set("handler")
+            writer.close()
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        var.set("after")
+        port = server.sockets[0].getsockname()[1]
+        for _ in range(2):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            await r.read()
+            w.close()
+            await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+        assert var.get() == "after"
+        return got
+
+    var.set("outside")
+    got = loop.run_until_complete(main())
+    assert got == ["at-start-server", "at-start-server"]
+    assert var.get() == "outside"
