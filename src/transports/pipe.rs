@@ -23,6 +23,10 @@
 //!   readability, which on a write end means the reader went away: the
 //!   transport closes, with `BrokenPipeError()` if data was still buffered
 //!   (asyncio's rule).
+//! - Contexts: reads (and a write end's close detection) run in `read_ctx`,
+//!   taken where asyncio adds its reader (`_start_io`, `resume_reading`);
+//!   the flush of buffered data in `write_ctx`, taken by the `write()` that
+//!   started buffering (see `crate::contexts`).
 //!
 //! Invariants:
 //! - The mutex is never held while Python code runs (protocol callbacks

@@ -27,6 +27,10 @@
 //!   (names, Unix paths, bad values) goes through `sock.sendto`, so its
 //!   parsing and errors stay the `socket` module's.
 //!
+//! - Contexts: datagram callbacks run where asyncio's reader/writer handles
+//!   would (`read_ctx` from `_start`/`resume_reading`, `write_ctx` from the
+//!   `sendto` that started buffering); see `crate::contexts`.
+//!
 //! Invariant: `state` is never held while Python code runs or a Python object
 //! is dropped; everything Python is cloned out first.
 
