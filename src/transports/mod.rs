@@ -54,6 +54,7 @@ pub mod pipe_io;
 pub mod read;
 pub mod sendfile;
 pub mod stream;
+pub mod stream_state;
 pub mod write;
 
 use std::cell::RefCell;
