@@ -102,22 +102,14 @@ impl LoopCore {
     }
 
     /// The context a callback runs in: the given one, or a copy of the
-    /// current one.
+    /// current one. Like asyncio's `Handle`, any object is taken: one that
+    /// is not a `Context` fails when the handle runs (`Handle::run`).
     pub(super) fn context_for(
         py: Python<'_>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         match context {
-            Some(ctx) if !ctx.is_none() => {
-                // SAFETY: a type check on a live object, GIL held.
-                if unsafe { ffi::PyContext_CheckExact(ctx.as_ptr()) } == 0 {
-                    return Err(PyTypeError::new_err(format!(
-                        "context must be a contextvars.Context, got {}",
-                        repr_of(&ctx)
-                    )));
-                }
-                Ok(ctx.unbind())
-            }
+            Some(ctx) if !ctx.is_none() => Ok(ctx.unbind()),
             _ => {
                 // SAFETY: returns a new reference or NULL with an exception
                 // set; GIL held.

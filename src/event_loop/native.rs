@@ -106,8 +106,20 @@ impl LoopCore {
         func: Py<PyAny>,
         args: Py<PyTuple>,
     ) -> PyResult<Py<Handle>> {
+        self.soon_in(py, func, args, None)
+    }
+
+    /// `call_soon(func, *args, context=ctx)` from Rust; `None`: a copy of
+    /// the current context. `ctx` must be a `contextvars.Context`.
+    pub(crate) fn soon_in(
+        &self,
+        py: Python<'_>,
+        func: Py<PyAny>,
+        args: Py<PyTuple>,
+        ctx: Option<&Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
         self.check_closed()?;
-        let ctx = Self::context_for(py, None)?;
+        let ctx = crate::contexts::fixed_or_copy(py, ctx)?;
         let handle = Py::new(py, Handle::new(func, args, ctx, None))?;
         custody::adopt(py, &handle);
         self.push_ready(handle.clone_ref(py), false)?;

@@ -41,6 +41,12 @@
 //! - Callback order is asyncio's: `connection_made` is scheduled with
 //!   `call_soon`, reading starts in the callback after it, and the waiter of
 //!   `create_connection` is resolved after both.
+//! - Contexts are asyncio's (see `crate::contexts`): the loop calls a
+//!   transport outside any handle, so reads run with `read_ctx` entered
+//!   (taken where asyncio adds its reader: the start of reading and each
+//!   `resume_reading()`), the flush of buffered data with `write_ctx`
+//!   (taken by the `write()` that started buffering); on 3.15+ a transport
+//!   of `create_server`/`create_connection` uses its own `ctx` for all.
 
 pub mod flow;
 pub mod lifecycle;
@@ -50,6 +56,7 @@ pub mod read;
 pub mod recv_bytes;
 pub mod sendfile;
 pub mod stream;
+pub mod stream_state;
 pub mod write;
 
 use std::cell::RefCell;
