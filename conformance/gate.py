@@ -226,7 +226,8 @@ def main():
     for version in versions:
         python = pythons.Python(version, base_python=args.python)
         try:
-            python.ensure()
+            if not args.no_run:
+                python.ensure()
         except (subprocess.CalledProcessError, SystemExit) as exc:
             print(f"GATE {version}: could not set up CPython {version}: {exc}")
             args.summary.append(f"CPython {version}: no venv; gate FAILED")
