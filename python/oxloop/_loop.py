@@ -46,6 +46,9 @@ _CREATE_TASK_KWARGS = bool(
 # whose lock makes a `cancel()` or `cancelled()` from another thread wait for
 # a callback that is running (None before 3.14).
 _ThreadSafeHandle = getattr(events, "_ThreadSafeHandle", None)
+# asyncio.iscoroutinefunction warns from 3.14 on; asyncio calls this twin.
+_iscoroutinefunction = getattr(asyncio.coroutines, "_iscoroutinefunction",
+                               asyncio.coroutines.iscoroutinefunction)
 # The keywords the native create_task takes.
 _NATIVE_TASK_KWARGS = frozenset(("name", "context"))
 
@@ -199,7 +202,7 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
     def _report_callback_error(self, handle, exc):
         # Called by the core when a callback raised.
         cb = handle._callback
-        what = (format_helpers._format_callback_source(cb, handle._args)
+        what = (_format_callback_source(cb, handle._args, self.get_debug())
                 if cb is not None else repr(handle))
         context = {
             "message": f"Exception in callback {what}",
@@ -309,7 +312,7 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
 
     def _check_callback(self, callback, method):
         if (asyncio.iscoroutine(callback)
-                or asyncio.iscoroutinefunction(callback)):
+                or _iscoroutinefunction(callback)):
             raise TypeError(f"coroutines cannot be used with {method}()")
         if not callable(callback):
             raise TypeError(f"a callable object was expected by {method}(), "
@@ -450,6 +453,15 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
                              "while handling an unexpected error "
                              "in custom exception handler",
                              exc_info=True)
+
+
+if "debug" in inspect.signature(format_helpers._format_callback_source).parameters:
+    def _format_callback_source(func, args, debug):
+        # 3.14+: arguments are shown in debug mode only.
+        return format_helpers._format_callback_source(func, args, debug=debug)
+else:
+    def _format_callback_source(func, args, debug):
+        return format_helpers._format_callback_source(func, args)
 
 
 def _set_result_unless_done(fut, result):
