@@ -55,6 +55,21 @@ impl Callback {
     }
 }
 
+/// Whether `asyncio.format_helpers` takes `debug=` (CPython 3.14+).
+static FORMAT_TAKES_DEBUG: pyo3::sync::PyOnceLock<bool> = pyo3::sync::PyOnceLock::new();
+
+fn format_takes_debug(py: Python<'_>, helpers: &Bound<'_, PyAny>) -> PyResult<bool> {
+    FORMAT_TAKES_DEBUG
+        .get_or_try_init(py, || {
+            let code = helpers
+                .getattr("_format_args_and_kwargs")?
+                .getattr("__code__")?;
+            let kwonly: usize = code.getattr("co_kwonlyargcount")?.extract()?;
+            Ok::<bool, PyErr>(kwonly > 0)
+        })
+        .copied()
+}
+
 thread_local! {
     /// Handles whose repr is being built on this thread.
     static IN_REPR: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -252,9 +267,17 @@ impl Handle {
         let mut text = String::new();
         if let Some(cb) = cb {
             let helpers = py.import("asyncio.format_helpers")?;
-            text = helpers
-                .call_method1("_format_callback_source", (cb.func, cb.args))?
-                .extract()?;
+            let format = helpers.getattr("_format_callback_source")?;
+            // From 3.14 on asyncio shows a callback's arguments in debug mode
+            // only (`debug=`); a handle made in debug mode has a traceback.
+            text = if self.source_traceback.is_some() && format_takes_debug(py, &helpers)? {
+                let kwargs = pyo3::types::PyDict::new(py);
+                kwargs.set_item("debug", true)?;
+                format.call((cb.func, cb.args), Some(&kwargs))?
+            } else {
+                format.call1((cb.func, cb.args))?
+            }
+            .extract()?;
         }
         if let Some(tb) = &self.source_traceback {
             let tb = tb.bind(py);

@@ -26,7 +26,7 @@ from asyncio import constants, exceptions, log
 from . import _core
 from ._datagram import DatagramMixin
 from ._resolve import ensure_resolved, ipaddr_info
-from ._streams_sendfile import check_sendfile_params
+from ._streams_sendfile import check_sendfile_params, fallback_seek, seek_to_offset
 
 __all__ = ("SocketsMixin", "ensure_resolved", "ipaddr_info")
 
@@ -226,6 +226,7 @@ class SocketsMixin(DatagramMixin):
         blocksize = count if count else fsize
         if not blocksize:
             return 0  # empty file
+        seek_to_offset(fileno, offset)
         op = _Sendfile(sock, fileno, offset, count, blocksize)
         try:
             return await self._sockops.wait_call(sock, True, op,
@@ -234,8 +235,7 @@ class SocketsMixin(DatagramMixin):
             op.update_filepos()
 
     async def _sock_sendfile_fallback(self, sock, file, offset, count):
-        if offset:
-            file.seek(offset)
+        fallback_seek(file, offset)
         blocksize = (
             min(count, constants.SENDFILE_FALLBACK_READBUFFER_SIZE)
             if count else constants.SENDFILE_FALLBACK_READBUFFER_SIZE

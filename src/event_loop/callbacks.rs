@@ -81,12 +81,16 @@ impl LoopCore {
         method: &str,
     ) -> PyResult<()> {
         let coroutines = py.import(intern!(py, "asyncio.coroutines"))?;
+        // 3.14 deprecated asyncio.iscoroutinefunction (it warns); asyncio
+        // itself calls the private twin that 3.12 added.
+        let iscoroutinefunction = match coroutines.getattr(intern!(py, "_iscoroutinefunction")) {
+            Ok(f) => f,
+            Err(_) => coroutines.getattr(intern!(py, "iscoroutinefunction"))?,
+        };
         if coroutines
             .call_method1("iscoroutine", (callback,))?
             .is_truthy()?
-            || coroutines
-                .call_method1("iscoroutinefunction", (callback,))?
-                .is_truthy()?
+            || iscoroutinefunction.call1((callback,))?.is_truthy()?
         {
             return Err(PyTypeError::new_err(format!(
                 "coroutines cannot be used with {method}()"

@@ -237,6 +237,10 @@ def test_close_loop_with_running_child(loop_factory):
     pid = proc.pid
     lp.close()  # must not crash, nor leave the child unreaped
     os.kill(pid, signal.SIGKILL)
+    if loop_factory.kind == "asyncio" and sys.version_info >= (3, 14):
+        # asyncio 3.14 watches the child through a pidfd reader on the loop:
+        # once the loop is closed, nobody reaps it (oxloop still does).
+        os.waitpid(pid, 0)
     wait_gone(pid)
     for thread in threading.enumerate():
         if "waitpid" in thread.name:  # the reaper threads of both loops
