@@ -7,6 +7,9 @@ waits on them, as the stdlib selector loop behaves (3.9-3.15 alike):
   replaces it (the operation's future then stays pending until cancelled),
   `remove_reader` removes it and returns True, a `sock_*` call replaces an
   `add_reader` callback, a transport taking the socket replaces it.
+- `add_reader(sock)`/`remove_reader(sock)` once `sock` is closed find the
+  entry by the object (as `selectors` does), so anyio's raw-socket streams
+  can close from another task.
 - Closing a listener from another task: the accepting task wakes exactly as
   on the stdlib (anyio's and trio-style listener `aclose()`).
 - An fd number reused by a new socket after a close: the new socket's
