@@ -18,33 +18,36 @@ use super::{custody, LoopCore};
 use crate::errors;
 use crate::handles::{Handle, TimerHandle};
 
-/// `selectors`' rule: an int, or an object whose `fileno()` gives one; >= 0.
-pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
-    let fd: i64 = if obj.is_instance_of::<PyInt>() {
-        obj.extract()?
-    } else {
-        let bad = || PyValueError::new_err(format!("Invalid file object: {}", repr_of(obj)));
-        match obj.call_method0(intern!(obj.py(), "fileno")) {
-            Ok(v) => v
-                .call_method0("__int__")
-                .and_then(|v| v.extract())
-                .map_err(|_| bad())?,
-            Err(e)
-                if e.is_instance_of::<PyTypeError>(obj.py())
-                    || e.is_instance_of::<PyValueError>(obj.py())
-                    || e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) =>
-            {
-                return Err(bad())
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    if fd < 0 {
-        return Err(PyValueError::new_err(format!(
-            "Invalid file descriptor: {fd}"
-        )));
+/// `selectors`' rule, first step: the int `obj` is, or its `fileno()` (any
+/// value: `resolve_fd` checks it); asyncio's "Invalid file object" error
+/// otherwise.
+fn raw_fd(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if obj.is_instance_of::<PyInt>() {
+        return obj.extract();
     }
-    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+    let bad = || PyValueError::new_err(format!("Invalid file object: {}", repr_of(obj)));
+    match obj.call_method0(intern!(obj.py(), "fileno")) {
+        Ok(v) => v
+            .call_method0("__int__")
+            .and_then(|v| v.extract())
+            .map_err(|_| bad()),
+        Err(e)
+            if e.is_instance_of::<PyTypeError>(obj.py())
+                || e.is_instance_of::<PyValueError>(obj.py())
+                || e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) =>
+        {
+            Err(bad())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn valid_fd(fd: i64) -> Option<RawFd> {
+    RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)
+}
+
+fn invalid_fd(fd: i64) -> PyErr {
+    PyValueError::new_err(format!("Invalid file descriptor: {fd}"))
 }
 
 pub(super) fn repr_of(obj: &Bound<'_, PyAny>) -> String {
@@ -208,7 +211,8 @@ impl LoopCore {
         write: bool,
     ) -> PyResult<()> {
         self.check_closed()?;
-        let fd = fileobj_to_fd(fd)?;
+        let fileobj = fd;
+        let fd = self.resolve_fd(fileobj)?;
         if self.debug.load(Ordering::Relaxed) {
             Self::check_callback(
                 py,
@@ -217,11 +221,15 @@ impl LoopCore {
             )?;
         }
         let handle = self.make_handle(py, callback, args, None, false)?;
-        let (replaced, result) =
-            self.state
-                .lock()
-                .io
-                .set_waiter(py, &self.reactor, fd, write, Waiter::Callback(handle));
+        // A new entry keeps the file object (asyncio's selector key does).
+        let obj = (!fileobj.is_instance_of::<PyInt>()).then(|| fileobj.clone().unbind());
+        let (replaced, result) = self.state.lock().io.set_waiter(
+            py,
+            &self.reactor,
+            (fd, obj),
+            write,
+            Waiter::Callback(handle),
+        );
         replaced.dispose(py);
         match result {
             Ok(()) => Ok(()),
@@ -242,16 +250,35 @@ impl LoopCore {
         if self.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let fd = fileobj_to_fd(fd)?;
-        let result = self
-            .state
-            .lock()
-            .io
-            .remove_waiter(py, &self.reactor, fd, write, None);
+        let fd = self.resolve_fd(fd)?;
+        let (replaced, result) =
+            self.state
+                .lock()
+                .io
+                .remove_waiter(py, &self.reactor, fd, write, None);
+        let removed = replaced.dispose(py);
         match result {
-            Ok(replaced) => Ok(replaced.dispose(py)),
-            Err(who) => Err(errors::fd_taken(fd, &who)),
+            Ok(()) => Ok(removed),
+            Err(SetError::Taken(who)) => Err(errors::fd_taken(fd, &who)),
+            Err(SetError::Os(e)) => Err(errors::os_error(e)),
         }
+    }
+
+    /// The fd an `add_reader`-style call names. A file object whose
+    /// `fileno()` is no longer valid (a closed socket: -1) names the entry
+    /// `add_reader`/`add_writer` created with that very object, as
+    /// `selectors`' exhaustive search finds it; else asyncio's `ValueError`.
+    fn resolve_fd(&self, obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+        let raw = raw_fd(obj)?;
+        if let Some(fd) = valid_fd(raw) {
+            return Ok(fd);
+        }
+        if !obj.is_instance_of::<PyInt>() {
+            if let Some(fd) = self.state.lock().io.fd_of_fileobj(obj.as_ptr()) {
+                return Ok(fd);
+            }
+        }
+        Err(invalid_fd(raw))
     }
 }
 

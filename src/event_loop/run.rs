@@ -129,7 +129,7 @@ impl LoopCore {
     ) {
         let py = slf.py();
         let this = slf.get();
-        let mut garbage: Vec<Py<Handle>> = Vec::new();
+        let mut garbage: Vec<Py<PyAny>> = Vec::new();
         for (token, ready) in events.drain(..) {
             let mut st = this.state.lock();
             let st = &mut *st;
