@@ -22,6 +22,7 @@ from . import _core
 __all__ = ("Server", "TCPTransport", "UnixTransport")
 
 _PY3121 = sys.version_info >= (3, 12, 1)
+_PY313 = sys.version_info >= (3, 13)
 
 
 def _stdlib_gives_own_context():
@@ -49,6 +50,8 @@ class _SocketTransport(transports.Transport):
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    # asyncio's public read size (the native reads use as much).
+    max_size = 256 * 1024
 
     def __init__(self, core):
         # BaseTransport.__init__ is skipped: extra info lives in the core.
@@ -244,13 +247,14 @@ class Server(events.AbstractServer):
         if self._active_count == 0:
             self._wakeup()
 
-    def close_clients(self):
-        for transport in list(self._clients):
-            transport.close()
+    if _PY313:  # new in 3.13
+        def close_clients(self):
+            for transport in list(self._clients):
+                transport.close()
 
-    def abort_clients(self):
-        for transport in list(self._clients):
-            transport.abort()
+        def abort_clients(self):
+            for transport in list(self._clients):
+                transport.abort()
 
     async def start_serving(self):
         self._start_serving()
