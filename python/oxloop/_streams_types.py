@@ -34,6 +34,7 @@ _PY3121 = sys.version_info >= (3, 12, 1)
 _SERVE_FOREVER_CLOSES_CLIENTS = (
     "close_clients" in getattr(getattr(base_events, "Server", None),
                                "serve_forever", _nothing).__code__.co_names)
+_PY313 = sys.version_info >= (3, 13)
 
 
 def _stdlib_gives_own_context():
@@ -61,6 +62,8 @@ class _SocketTransport(transports.Transport):
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    # asyncio's public read size (the native reads use as much).
+    max_size = 256 * 1024
 
     def __init__(self, core):
         # BaseTransport.__init__ is skipped: extra info lives in the core.
@@ -285,13 +288,14 @@ class Server(events.AbstractServer):
         if self._active_count == 0:
             self._wakeup()
 
-    def close_clients(self):
-        for transport in list(self._clients):
-            transport.close()
+    if _PY313:  # new in 3.13
+        def close_clients(self):
+            for transport in list(self._clients):
+                transport.close()
 
-    def abort_clients(self):
-        for transport in list(self._clients):
-            transport.abort()
+        def abort_clients(self):
+            for transport in list(self._clients):
+                transport.abort()
 
     async def start_serving(self):
         self._start_serving()

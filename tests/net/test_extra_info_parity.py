@@ -1,5 +1,6 @@
-"""What tools read off transports and servers (`get_extra_info` keys, the
-`socket` extra and its repr, reprs), compared key by key between oxloop and
+"""What tools read off transports, servers and loops (`get_extra_info`
+keys, the `socket` extra and its repr, reprs, public names), compared key by
+key between oxloop and
 the stdlib loop for TCP, Unix, UDP, pipe, subprocess and TLS transports,
 open and closed."""
 
@@ -64,7 +65,13 @@ def describe(tr, ports, paths):
             value = normalize(repr(value), ports, paths)
         out[key] = value
     out["repr"] = normalize(repr(tr), ports, paths)
+    out["public"] = public(tr)
     return out
+
+
+def public(obj):
+    """The public names (what tools look up with hasattr/getattr)."""
+    return sorted(n for n in dir(obj) if not n.startswith("_"))
 
 
 def tls_contexts():
@@ -96,6 +103,8 @@ async def survey():
     server = await loop.create_server(lambda: Recorder(made), "127.0.0.1", 0)
     ports.append(server.sockets[0].getsockname()[1])
     seen["server"] = normalize(repr(server), ports, paths)
+    seen["server public"] = public(server)
+    seen["loop public"] = public(loop)
     client, _ = await loop.create_connection(
         lambda: Recorder([]), "127.0.0.1", ports[0])
     while not made:
