@@ -49,6 +49,7 @@ _UVICORN = {
 _UVICORN_ARGS = ["-o", "addopts=-rxXs --strict-config --strict-markers",
                  "--ignore=tests/benchmarks", "--timeout=60"]
 
+# The longest suites first: runs start in this order, --jobs at a time.
 SUITES = {
     "aiohttp": {
         "sdist": "aiohttp==3.14.5",
@@ -82,6 +83,19 @@ SUITES = {
             "tests/test_loop.py", "tests/test_streams.py",
             "tests/test_base_protocol.py", "tests/test_resolver.py",
             "tests/test_tcp_helpers.py", "tests/test_web_runner.py"],
+    },
+    "anyio": {
+        "sdist": "anyio==4.16.0",
+        "deps": ["blockbuster==1.5.26", "hypothesis==6.170.17", "psutil==7.2.2",
+              "pytest==9.0.3", "pytest-mock==3.15.1", "pytest-timeout==2.4.0",
+              "trustme==1.2.1", "truststore==0.10.5", "trio==0.35.0",
+              "exceptiongroup==1.3.1"],
+        "tests": ["tests"],
+        "args": ["-m", "not network"],
+        # Only anyio's plain asyncio backend: its trio runs and its own
+        # asyncio+uvloop variant are not the loop under test.
+        "deselect": r"\[(?:[^\]]*-)?(?:trio|asyncio\+uvloop)(?:-[^\]]*)?\]",
+        "ci": None,
     },
     "uvicorn": dict(
         **_UVICORN,
@@ -122,19 +136,14 @@ SUITES = {
         "deps": ["pytest==9.0.3", "hypothesis==6.170.17", "pytest-timeout==2.4.0"],
         "tests": ["tests"],
         "args": ["--timeout=120"],
-        "ci": None,
-    },
-    "anyio": {
-        "sdist": "anyio==4.16.0",
-        "deps": ["blockbuster==1.5.26", "hypothesis==6.170.17", "psutil==7.2.2",
-              "pytest==9.0.3", "pytest-mock==3.15.1", "pytest-timeout==2.4.0",
-              "trustme==1.2.1", "truststore==0.10.5", "trio==0.35.0",
-              "exceptiongroup==1.3.1"],
-        "tests": ["tests"],
-        "args": ["-m", "not network"],
-        # Only anyio's plain asyncio backend: its trio runs and its own
-        # asyncio+uvloop variant are not the loop under test.
-        "deselect": r"\[(?:[^\]]*-)?(?:trio|asyncio\+uvloop)(?:-[^\]]*)?\]",
-        "ci": None,
+        # Nearly every test is a nested pytest run (pytester): ~1 s each.
+        # CI runs the ones about loops, their scopes and what runs in them.
+        "ci": ["tests/test_event_loop_fixture.py", "tests/test_set_event_loop.py",
+               "tests/markers/test_function_scope.py",
+               "tests/async_fixtures/test_async_fixtures_contextvars.py",
+               "tests/test_task_cleanup.py", "tests/test_subprocess.py",
+               "tests/test_simple.py", "tests/test_port_factories.py",
+               "tests/async_fixtures/test_async_fixtures.py",
+               "tests/async_fixtures/test_nested.py"],
     },
 }
