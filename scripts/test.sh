@@ -2,7 +2,9 @@
 # Sets up and runs every test: the Rust unit tests, the pytest suite (each
 # behaviour on oxloop and on the stdlib loop), a smoke run of the benchmark
 # suite, and the conformance gate (CPython's test_asyncio against oxloop,
-# through ../shared/conformance, judged against conformance/expected_failures.txt).
+# through ../shared/conformance, judged against conformance/expected_failures.txt),
+# and the ecosystem gate (other projects' pinned test suites from PyPI on
+# oxloop and the stdlib loop, judged against ecosystem/known_differences/).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -49,6 +51,9 @@ fi
 
 step "conformance gate"
 "$py" conformance/gate.py --python "$py" || status=1
+
+step "ecosystem gate (other projects' test suites, CI selection)"
+"$py" ecosystem/gate.py --ci || status=1
 
 echo
 if [ "$status" -eq 0 ]; then echo "ALL TESTS PASSED"; else echo "SOME TESTS FAILED"; fi

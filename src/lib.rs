@@ -6,6 +6,7 @@
 //! [`portability`] for what free-threaded CPython (`gil_used = false`) and
 //! Windows need.
 
+pub mod contexts;
 pub mod errors;
 pub mod event_loop;
 pub mod handles;

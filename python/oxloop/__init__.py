@@ -15,9 +15,10 @@ __all__ = ("Loop", "new_event_loop", "EventLoopPolicy", "install", "run")
 __version__ = "0.1.0"
 
 
-def new_event_loop():
-    """A new oxloop event loop."""
-    return Loop()
+def new_event_loop(*, virtual_time=False):
+    """A new oxloop event loop; `virtual_time=True` makes its clock jump
+    over idle waits (for tests: see `Loop`)."""
+    return Loop(virtual_time=virtual_time)
 
 
 _BasePolicy = getattr(_asyncio.events, "BaseDefaultEventLoopPolicy", None) \

@@ -58,9 +58,15 @@ def _stop_loop_when_done(fut):
 class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
            SubprocessMixin, _core.LoopCore,
            asyncio.AbstractEventLoop):
-    """An asyncio event loop whose core is written in Rust."""
+    """An asyncio event loop whose core is written in Rust.
 
-    def __init__(self):
+    `Loop(virtual_time=True)` runs on virtual time: when the loop has
+    nothing to do but wait for a timer, its clock jumps to the timer (see
+    `src/event_loop/virtual_time.rs` and the README for what real I/O,
+    threads and child processes get first).
+    """
+
+    def __init__(self, *, virtual_time=False):
         super().__init__()
         self.slow_callback_duration = 0.1
         self._exception_handler = None
@@ -241,7 +247,18 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
                 executor = concurrent.futures.ThreadPoolExecutor(
                     thread_name_prefix="asyncio")
                 self._default_executor = executor
-        return futures.wrap_future(executor.submit(func, *args), loop=self)
+        job = executor.submit(func, *args)
+        future = futures.wrap_future(job, loop=self)
+        if self.virtual_time:
+            # The clock holds still while the job runs. Added after
+            # wrap_future's callback: the result is queued on the loop
+            # before the count drops, so the clock cannot jump in between.
+            self._real_job_begin()
+            job.add_done_callback(self._real_job_done)
+        return future
+
+    def _real_job_done(self, _job=None):
+        self._real_job_end()
 
     def _check_callback(self, callback, method):
         if (asyncio.iscoroutine(callback)
@@ -263,6 +280,8 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
             return
         future = self.create_future()
         thread = threading.Thread(target=self._do_shutdown, args=(future,))
+        if self.virtual_time:
+            self._real_job_begin()  # ended by _do_shutdown
         thread.start()
         try:
             if timeout is None:
@@ -288,6 +307,9 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
         except Exception as ex:
             if not self.is_closed() and not future.cancelled():
                 self.call_soon_threadsafe(future.set_exception, ex)
+        finally:
+            if self.virtual_time:
+                self._real_job_end()  # after the result is queued
 
     # -- async generators --------------------------------------------------
 
@@ -369,7 +391,11 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
                              exc_info=True)
             return
         try:
-            self._exception_handler(self, context)
+            ctx = _failing_context(context) if _PY312 else None
+            if ctx is not None:
+                ctx.run(self._exception_handler, self, context)
+            else:
+                self._exception_handler(self, context)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -386,6 +412,22 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
                              "while handling an unexpected error "
                              "in custom exception handler",
                              exc_info=True)
+
+
+def _failing_context(context):
+    # 3.12+ (gh-96704): a custom exception handler runs in the context of
+    # the failing task, or future, or handle, when it has one.
+    thing = context.get("task")
+    if thing is None:
+        thing = context.get("future")
+    if thing is None:
+        thing = context.get("handle")
+    if thing is None or not hasattr(thing, "get_context"):
+        return None
+    ctx = thing.get_context()
+    if ctx is None or not hasattr(ctx, "run"):
+        return None
+    return ctx
 
 
 def _set_result_unless_done(fut, result):

@@ -28,6 +28,7 @@ pub(crate) mod io;
 mod native;
 mod run;
 pub(crate) mod timers;
+mod virtual_time;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -93,6 +94,12 @@ pub struct LoopCore {
     pub(crate) events: Mutex<Vec<(usize, crate::reactor::Readiness)>>,
     /// `set_task_factory()`'s factory.
     pub(crate) task_factory: Mutex<Option<Py<PyAny>>>,
+    /// Virtual time only: executor jobs and child processes still running
+    /// (the clock does not jump while there are any).
+    pub(crate) real_jobs: AtomicUsize,
+    /// Virtual time only: real seconds of quiet the loop waits for its fds
+    /// before the clock jumps (an `f64`'s bits).
+    pub(crate) io_grace: std::sync::atomic::AtomicU64,
 }
 
 /// `asyncio.Future` and `asyncio.Task` (the C types when available).
@@ -113,12 +120,13 @@ fn asyncio_type<'py>(
 #[pymethods]
 impl LoopCore {
     #[new]
-    fn py_new(py: Python<'_>) -> PyResult<Self> {
+    #[pyo3(signature = (*, virtual_time=false))]
+    fn py_new(py: Python<'_>, virtual_time: bool) -> PyResult<Self> {
         let monotonic: f64 = py.import("time")?.call_method0("monotonic")?.extract()?;
         Ok(Self {
             state: Mutex::new(State::default()),
             reactor: Reactor::new().map_err(errors::os_error)?,
-            clock: Clock::anchored(monotonic),
+            clock: Clock::anchored(monotonic, virtual_time),
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
             debug: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -127,10 +135,13 @@ impl LoopCore {
             owner: Mutex::new(None),
             events: Mutex::new(Vec::with_capacity(256)),
             task_factory: Mutex::new(None),
+            real_jobs: AtomicUsize::new(0),
+            io_grace: std::sync::atomic::AtomicU64::new(virtual_time::DEFAULT_IO_GRACE.to_bits()),
         })
     }
 
-    /// The loop's clock: `time.monotonic()`.
+    /// The loop's clock: `time.monotonic()` (plus the skipped time when
+    /// the loop runs on virtual time).
     fn time(&self) -> f64 {
         self.clock.now()
     }
@@ -362,6 +373,44 @@ impl LoopCore {
     /// The number of scheduled timers, cancelled ones included.
     fn _timer_count(&self) -> usize {
         self.state.lock().timers.len()
+    }
+
+    /// Whether the loop runs on virtual time.
+    #[getter]
+    fn virtual_time(&self) -> bool {
+        self.clock.is_virtual()
+    }
+
+    /// Seconds the virtual clock has skipped so far (0.0 on real time).
+    #[getter]
+    fn virtual_time_skipped(&self) -> f64 {
+        self.clock.offset()
+    }
+
+    /// Real seconds a virtual-time loop waits on its fds before jumping.
+    #[getter]
+    fn get_virtual_time_grace(&self) -> f64 {
+        self.io_grace()
+    }
+
+    #[setter]
+    fn set_virtual_time_grace(&self, seconds: f64) -> PyResult<()> {
+        self.set_io_grace(seconds)
+    }
+
+    /// A real job (thread or child process) started: the clock holds still.
+    fn _real_job_begin(&self) {
+        self.real_jobs.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A real job ended (from any thread).
+    fn _real_job_end(&self) -> PyResult<()> {
+        self.real_job_end().map_err(errors::os_error)
+    }
+
+    /// The number of real jobs running (for tests and introspection).
+    fn _real_job_count(&self) -> usize {
+        self.real_jobs.load(Ordering::Acquire)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -7,17 +7,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::custody;
-use super::io::{Dispatch, IoWatcher};
+use super::io::NativeCall;
 use super::LoopCore;
 use crate::errors::{self, must_propagate};
 use crate::handles::Handle;
-
-/// A native watcher to call: its token, itself and what its fd is ready for.
-type NativeCall = (
-    usize,
-    std::sync::Arc<dyn IoWatcher>,
-    crate::reactor::Readiness,
-);
 
 /// asyncio's cap on one wait (`MAXIMUM_SELECT_TIMEOUT`).
 const MAX_WAIT_SECS: f64 = 24.0 * 3600.0;
@@ -38,7 +31,7 @@ impl LoopCore {
         let mut dead_timers: Vec<Py<Handle>> = Vec::new();
 
         // 1. Sweep cancelled timers; decide how long to wait.
-        let (timeout, skip_poll) = {
+        let (timeout, skip_poll, jump_to) = {
             let mut st = this.state.lock();
             let n = st.timers.len();
             if n > MIN_SWEEP_TIMERS && this.cancelled_timers.load(Ordering::Acquire) * 2 > n {
@@ -49,10 +42,14 @@ impl LoopCore {
                     dead_timers.extend(st.timers.pop());
                 }
             }
+            let mut jump_to = None;
             let timeout = if !st.ready.is_empty() || this.stopping.load(Ordering::Relaxed) {
                 Some(Duration::ZERO)
             } else if let Some(when) = st.timers.peek_when() {
-                let secs = (when - this.clock.now()).clamp(0.0, MAX_WAIT_SECS);
+                let mut secs = (when - this.clock.now()).clamp(0.0, MAX_WAIT_SECS);
+                if this.clock.is_virtual() {
+                    (secs, jump_to) = this.virtual_wait(st.io.is_empty(), when, secs);
+                }
                 Some(Duration::from_secs_f64(secs))
             } else {
                 None
@@ -65,7 +62,7 @@ impl LoopCore {
                 st.polling = true;
                 st.wake_pending = false;
             }
-            (timeout, skip)
+            (timeout, skip, jump_to)
         };
         for t in dead_timers.drain(..) {
             t.get().unschedule();
@@ -77,6 +74,7 @@ impl LoopCore {
         // run their callbacks: after the callbacks that were ready before
         // the poll (and the add_reader/add_writer ones), before the timers.
         let mut natives: Vec<NativeCall> = Vec::new();
+        let mut woken = false;
         if !skip_poll {
             let mut events = std::mem::take(&mut *this.events.lock());
             let waited = py.detach(|| this.reactor.wait(timeout, &mut events));
@@ -86,8 +84,11 @@ impl LoopCore {
                 st.wake_pending = false;
             }
             match waited {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
+                Ok(()) => woken = !events.is_empty(),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    woken = true;
+                    py.check_signals()?
+                }
                 Err(e) => return Err(errors::os_error(e)),
             }
             Self::dispatch_events(slf, &mut events, &mut natives);
@@ -95,6 +96,9 @@ impl LoopCore {
             *this.events.lock() = events;
         }
         let io_split = this.state.lock().ready.len();
+        if let Some(when) = jump_to {
+            this.virtual_jump(woken, io_split, when);
+        }
 
         // 3. Move due timers to the ready queue.
         {
@@ -127,25 +131,29 @@ impl LoopCore {
         let this = slf.get();
         let mut garbage: Vec<Py<Handle>> = Vec::new();
         for (token, ready) in events.drain(..) {
-            let dispatch = {
-                let mut st = this.state.lock();
-                let st = &mut *st;
-                st.io
-                    .dispatch(py, &this.reactor, token, ready, &mut st.ready, &mut garbage)
-            };
-            if let Dispatch::Native(watcher) = dispatch {
-                natives.push((token, watcher, ready));
-            }
+            let mut st = this.state.lock();
+            let st = &mut *st;
+            st.io.dispatch(
+                py,
+                &this.reactor,
+                (token, ready),
+                &mut st.ready,
+                &mut garbage,
+                natives,
+            );
         }
         drop(garbage);
     }
 
-    /// Calls native watchers; an error that must leave the loop re-arms the
-    /// fds of the watchers not called yet (their edge would be lost).
+    /// Calls native watchers. An error that must leave the loop
+    /// (`KeyboardInterrupt`, `SystemExit`) re-arms the fd of the watcher it
+    /// came from and of those not called yet: their edge would be lost, and
+    /// asyncio's level-triggered readers run again when the loop does (the
+    /// rest of the data, the EOF and `connection_lost` still come).
     fn run_natives(slf: &Bound<'_, Self>, natives: &mut Vec<NativeCall>) -> PyResult<()> {
         let py = slf.py();
         let mut calls = std::mem::take(natives).into_iter();
-        while let Some((_, watcher, ready)) = calls.next() {
+        while let Some((token, watcher, ready)) = calls.next() {
             if let Err(e) = watcher.on_ready(py, slf, ready) {
                 let e = if must_propagate(py, &e) {
                     Err(e)
@@ -156,6 +164,7 @@ impl LoopCore {
                 if let Err(e) = e {
                     let this = slf.get();
                     let mut st = this.state.lock();
+                    let _ = st.io.rearm_native(&this.reactor, token);
                     for (token, _, _) in calls {
                         let _ = st.io.rearm_native(&this.reactor, token);
                     }

@@ -58,6 +58,18 @@ impl Readiness {
         self.0 & (Self::WRITABLE | Self::WRITE_CLOSED | Self::ERROR) != 0
     }
 
+    /// The part of this readiness a reader acts on (an error goes to both).
+    #[inline]
+    pub fn reader_part(self) -> Self {
+        Self(self.0 & (Self::READABLE | Self::READ_CLOSED | Self::ERROR))
+    }
+
+    /// The part of this readiness a writer acts on (an error goes to both).
+    #[inline]
+    pub fn writer_part(self) -> Self {
+        Self(self.0 & (Self::WRITABLE | Self::WRITE_CLOSED | Self::ERROR))
+    }
+
     #[inline]
     pub fn is_error(self) -> bool {
         self.0 & Self::ERROR != 0
