@@ -209,9 +209,18 @@ impl Handle {
             _ => return Ok(()),
         };
         let ctx = cb.context.as_ptr();
-        // SAFETY: `ctx` is a live `contextvars.Context` (checked when the
-        // handle was made) kept alive by `cb` for the whole call; we hold the
-        // GIL (`py`).
+        // SAFETY: a type check on a live object, GIL held.
+        if unsafe { ffi::PyContext_CheckExact(ctx) } == 0 {
+            // Not a Context (call_soon takes any object, as asyncio's
+            // Handle does): call its `run` as asyncio does, which for most
+            // objects raises AttributeError, reported like any callback's.
+            let run = cb.context.bind(py).getattr(pyo3::intern!(py, "run"))?;
+            let mut all = vec![cb.func.clone_ref(py).into_bound(py)];
+            all.extend(cb.args.bind(py).iter());
+            return run.call1(PyTuple::new(py, all)?).map(drop);
+        }
+        // SAFETY: `ctx` is a live `contextvars.Context` (checked just above)
+        // kept alive by `cb` for the whole call; we hold the GIL (`py`).
         if unsafe { ffi::PyContext_Enter(ctx) } < 0 {
             return Err(PyErr::fetch(py));
         }

@@ -2,11 +2,15 @@
 //!
 //! The native module `oxloop._core` holds the hot core (handles, ready queue,
 //! timers, reactor); `python/oxloop` wraps it into an
-//! `asyncio.AbstractEventLoop`. See DEVELOPERS.md for the design.
+//! `asyncio.AbstractEventLoop`. See DEVELOPERS.md for the design, and
+//! [`portability`] for what free-threaded CPython (`gil_used = false`) and
+//! Windows need.
 
+pub mod contexts;
 pub mod errors;
 pub mod event_loop;
 pub mod handles;
+pub mod portability;
 pub mod reactor;
 pub mod server;
 pub mod sockops;

@@ -391,7 +391,11 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
                              exc_info=True)
             return
         try:
-            self._exception_handler(self, context)
+            ctx = _failing_context(context) if _PY312 else None
+            if ctx is not None:
+                ctx.run(self._exception_handler, self, context)
+            else:
+                self._exception_handler(self, context)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -408,6 +412,22 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
                              "while handling an unexpected error "
                              "in custom exception handler",
                              exc_info=True)
+
+
+def _failing_context(context):
+    # 3.12+ (gh-96704): a custom exception handler runs in the context of
+    # the failing task, or future, or handle, when it has one.
+    thing = context.get("task")
+    if thing is None:
+        thing = context.get("future")
+    if thing is None:
+        thing = context.get("handle")
+    if thing is None or not hasattr(thing, "get_context"):
+        return None
+    ctx = thing.get_context()
+    if ctx is None or not hasattr(ctx, "run"):
+        return None
+    return ctx
 
 
 def _set_result_unless_done(fut, result):

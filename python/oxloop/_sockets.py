@@ -74,13 +74,15 @@ def _accept(sock):
 
 class _Sendfile:
     """sock_sendfile's native attempt: os.sendfile() until the count, EOF,
-    or EAGAIN (then wait for writability)."""
+    or EAGAIN (then wait for writability). The socket's fd is read at each
+    call, as asyncio does: once the socket is closed it is -1 (EBADF), never
+    a reused fd number."""
 
-    __slots__ = ("fd", "fileno", "offset", "count", "blocksize", "total_sent",
-                 "waited")
+    __slots__ = ("sock", "fileno", "offset", "count", "blocksize",
+                 "total_sent", "waited")
 
-    def __init__(self, fd, fileno, offset, count, blocksize):
-        self.fd = fd
+    def __init__(self, sock, fileno, offset, count, blocksize):
+        self.sock = sock
         self.fileno = fileno
         self.offset = offset
         self.count = count
@@ -97,7 +99,8 @@ class _Sendfile:
             else:
                 blocksize = self.blocksize
             try:
-                sent = os.sendfile(self.fd, self.fileno, self.offset, blocksize)
+                sent = os.sendfile(self.sock.fileno(), self.fileno,
+                                   self.offset, blocksize)
             except (BlockingIOError, InterruptedError):
                 self.waited = True
                 raise
@@ -223,7 +226,7 @@ class SocketsMixin(DatagramMixin):
         blocksize = count if count else fsize
         if not blocksize:
             return 0  # empty file
-        op = _Sendfile(sock.fileno(), fileno, offset, count, blocksize)
+        op = _Sendfile(sock, fileno, offset, count, blocksize)
         try:
             return await self._sockops.wait_call(sock, True, op,
                                                  name="sock_sendfile")

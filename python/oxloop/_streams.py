@@ -14,6 +14,7 @@ the core's own bound methods, set on the instance.
 """
 
 import collections.abc
+import contextvars
 import errno
 import functools
 import itertools
@@ -26,8 +27,8 @@ import sys
 from asyncio import base_events, events, staggered, tasks
 
 from . import _core, _streams_sendfile
-from ._streams_types import (Server, TCPTransport, UnixTransport,
-                             transport_class, wants_nodelay)
+from ._streams_types import (OWN_CONTEXT, Server, TCPTransport,
+                             UnixTransport, transport_class, wants_nodelay)
 
 try:
     import ssl as _ssl
@@ -80,12 +81,12 @@ class StreamsMixin:
     # -- transports --------------------------------------------------------
 
     def _stream_make_socket_transport(self, sock, protocol, waiter=None, *,
-                               extra=None, server=None):
+                               extra=None, server=None, context=None):
         cls = transport_class(sock.family)
         core = _core.StreamTransport(self, sock, cls.__name__,
                                      wants_nodelay(sock))
         transport = cls(core)
-        core._start(transport, protocol, waiter, server)
+        core._start(transport, protocol, waiter, server, context)
         return transport
 
     def _stream_ssl_protocol(self, protocol_factory, sslcontext,
@@ -104,14 +105,14 @@ class StreamsMixin:
                                    waiter=None, *, server_side=False,
                                    server_hostname=None, extra=None,
                                    server=None, ssl_handshake_timeout=None,
-                                   ssl_shutdown_timeout=None):
+                                   ssl_shutdown_timeout=None, context=None):
         if sslcontext is None:
             sslcontext = _ssl.create_default_context()
         ssl_protocol = self._stream_ssl_protocol(
             lambda: protocol, sslcontext, ssl_handshake_timeout,
             ssl_shutdown_timeout, waiter, server_side, server_hostname)
         self._stream_make_socket_transport(rawsock, ssl_protocol, extra=extra,
-                                    server=server)
+                                           server=server, context=context)
         return ssl_protocol._app_transport
 
     async def _stream_create_connection_transport(
@@ -119,6 +120,9 @@ class StreamsMixin:
             server_side=False, ssl_handshake_timeout=None,
             ssl_shutdown_timeout=None):
         sock.setblocking(False)
+        # 3.15+ (gh-140947): the transport runs its callbacks in a context
+        # of its own, copied before the protocol is made.
+        context = contextvars.copy_context() if OWN_CONTEXT else None
         protocol = protocol_factory()
         waiter = self.create_future()
         if ssl:
@@ -127,10 +131,10 @@ class StreamsMixin:
                 sock, protocol, sslcontext, waiter,
                 server_side=server_side, server_hostname=server_hostname,
                 ssl_handshake_timeout=ssl_handshake_timeout,
-                ssl_shutdown_timeout=ssl_shutdown_timeout)
+                ssl_shutdown_timeout=ssl_shutdown_timeout, context=context)
         else:
-            transport = self._stream_make_socket_transport(sock, protocol,
-                                                           waiter)
+            transport = self._stream_make_socket_transport(
+                sock, protocol, waiter, context=context)
         try:
             await waiter
         except BaseException:

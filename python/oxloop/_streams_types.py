@@ -7,7 +7,9 @@ each instance, so a `write` is one native call. `Server` is asyncio's
 listening socket.
 """
 
+import contextvars
 import functools
+import inspect
 import os
 import socket
 import sys
@@ -20,6 +22,19 @@ from . import _core
 __all__ = ("Server", "TCPTransport", "UnixTransport")
 
 _PY3121 = sys.version_info >= (3, 12, 1)
+
+
+def _stdlib_gives_own_context():
+    # CPython 3.15 (gh-140947) gives each transport of create_server/
+    # create_connection a context of its own; earlier ones run each callback
+    # in a copy of the context current where asyncio scheduled it.
+    from asyncio import selector_events
+    make = selector_events.BaseSelectorEventLoop._make_socket_transport
+    return "context" in inspect.signature(make).parameters
+
+
+#: Whether stream transports have a context of their own (see `contexts.rs`).
+OWN_CONTEXT = _stdlib_gives_own_context()
 
 
 def wants_nodelay(sock):
@@ -102,6 +117,10 @@ class _SocketTransport(transports.Transport):
         return self._core._protocol_paused
 
     @property
+    def _paused(self):
+        return self._core._paused
+
+    @property
     def _sock_fd(self):
         return self._core._sock_fd
 
@@ -138,6 +157,8 @@ class Server(events.AbstractServer):
         self._listeners = []
         self._clients = set()
         self._unix_cleanup = []
+        # 3.15+: every connection gets a copy of this one.
+        self._context = contextvars.copy_context() if OWN_CONTEXT else None
 
     def __repr__(self):
         return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
@@ -174,11 +195,15 @@ class Server(events.AbstractServer):
             return
         self._serving = True
         factory = self._protocol_factory_for_listener()
+        # Before 3.15 a connection sees a copy of the context current here
+        # (that of asyncio's reader handle on the listening socket).
+        context = (self._context if OWN_CONTEXT
+                   else contextvars.copy_context())
         for sock in self._sockets:
             sock.listen(self._backlog)
             listener = _core.StreamListener(
                 self._loop, sock, factory, self, transport_class(sock.family),
-                self._backlog, wants_nodelay(sock))
+                self._backlog, wants_nodelay(sock), context, OWN_CONTEXT)
             listener.start()
             self._listeners.append(listener)
 

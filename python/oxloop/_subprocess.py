@@ -34,6 +34,7 @@ Invariants:
   `waitpid`) is taken from `Popen.returncode`.
 """
 
+import contextvars
 import os
 import subprocess
 import sys
@@ -240,7 +241,11 @@ class SubprocessMixin:
                 returncode = 255
         else:
             returncode = _exitcode(status)
-        self._proc_exited_soon(transp, returncode)
+        # Up to 3.11 the stdlib reaps with a thread (ThreadedChildWatcher),
+        # so process_exited and connection_lost see a new thread's empty
+        # context; from 3.12 on, its pidfd watcher's reader: this one.
+        context = None if _PY312 else contextvars.Context()
+        self._proc_exited_soon(transp, returncode, context)
 
     def _proc_wait_thread(self, pid, transp):
         returncode = _reap_blocking(pid)
@@ -254,10 +259,10 @@ class SubprocessMixin:
         except RuntimeError:
             pass  # the loop was closed meanwhile
 
-    def _proc_exited_soon(self, transp, returncode):
+    def _proc_exited_soon(self, transp, returncode, context=None):
         if self.virtual_time:
             self._real_job_end()
-        self.call_soon(transp._process_exited, returncode)
+        self.call_soon(transp._process_exited, returncode, context=context)
 
     def _proc_close(self):
         """Called by `Loop.close()`: children still running are handed to

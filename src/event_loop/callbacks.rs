@@ -13,7 +13,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
 
-use super::io::SetError;
+use super::io::{SetError, Waiter};
 use super::{custody, LoopCore};
 use crate::errors;
 use crate::handles::{Handle, TimerHandle};
@@ -102,22 +102,14 @@ impl LoopCore {
     }
 
     /// The context a callback runs in: the given one, or a copy of the
-    /// current one.
+    /// current one. Like asyncio's `Handle`, any object is taken: one that
+    /// is not a `Context` fails when the handle runs (`Handle::run`).
     pub(super) fn context_for(
         py: Python<'_>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         match context {
-            Some(ctx) if !ctx.is_none() => {
-                // SAFETY: a type check on a live object, GIL held.
-                if unsafe { ffi::PyContext_CheckExact(ctx.as_ptr()) } == 0 {
-                    return Err(PyTypeError::new_err(format!(
-                        "context must be a contextvars.Context, got {}",
-                        repr_of(&ctx)
-                    )));
-                }
-                Ok(ctx.unbind())
-            }
+            Some(ctx) if !ctx.is_none() => Ok(ctx.unbind()),
             _ => {
                 // SAFETY: returns a new reference or NULL with an exception
                 // set; GIL held.
@@ -221,23 +213,22 @@ impl LoopCore {
             )?;
         }
         let handle = self.make_handle(py, callback, args, None, false)?;
-        let result = self
-            .state
-            .lock()
-            .io
-            .set_callback(py, &self.reactor, fd, write, handle);
+        let (replaced, result) =
+            self.state
+                .lock()
+                .io
+                .set_waiter(py, &self.reactor, fd, write, Waiter::Callback(handle));
+        replaced.dispose(py);
         match result {
-            Ok(old) => {
-                if let Some(old) = old {
-                    old.get().cancel_inner();
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(SetError::Taken(who)) => Err(errors::fd_taken(fd, &who)),
             Err(SetError::Os(e)) => Err(errors::os_error(e)),
         }
     }
 
+    /// `remove_reader`/`remove_writer`: removes the callback, or the pending
+    /// socket operation's waiter (its future then stays pending, as in
+    /// asyncio), of one side of the fd; true if there was one.
     pub(super) fn remove_io_callback(
         &self,
         py: Python<'_>,
@@ -252,13 +243,9 @@ impl LoopCore {
             .state
             .lock()
             .io
-            .remove_callback(py, &self.reactor, fd, write);
+            .remove_waiter(py, &self.reactor, fd, write, None);
         match result {
-            Ok(Some(old)) => {
-                old.get().cancel_inner();
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
+            Ok(replaced) => Ok(replaced.dispose(py)),
             Err(who) => Err(errors::fd_taken(fd, &who)),
         }
     }

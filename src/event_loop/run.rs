@@ -7,17 +7,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::custody;
-use super::io::{Dispatch, IoWatcher};
+use super::io::NativeCall;
 use super::LoopCore;
 use crate::errors::{self, must_propagate};
 use crate::handles::Handle;
-
-/// A native watcher to call: its token, itself and what its fd is ready for.
-type NativeCall = (
-    usize,
-    std::sync::Arc<dyn IoWatcher>,
-    crate::reactor::Readiness,
-);
 
 /// asyncio's cap on one wait (`MAXIMUM_SELECT_TIMEOUT`).
 const MAX_WAIT_SECS: f64 = 24.0 * 3600.0;
@@ -134,25 +127,29 @@ impl LoopCore {
         let this = slf.get();
         let mut garbage: Vec<Py<Handle>> = Vec::new();
         for (token, ready) in events.drain(..) {
-            let dispatch = {
-                let mut st = this.state.lock();
-                let st = &mut *st;
-                st.io
-                    .dispatch(py, &this.reactor, token, ready, &mut st.ready, &mut garbage)
-            };
-            if let Dispatch::Native(watcher) = dispatch {
-                natives.push((token, watcher, ready));
-            }
+            let mut st = this.state.lock();
+            let st = &mut *st;
+            st.io.dispatch(
+                py,
+                &this.reactor,
+                (token, ready),
+                &mut st.ready,
+                &mut garbage,
+                natives,
+            );
         }
         drop(garbage);
     }
 
-    /// Calls native watchers; an error that must leave the loop re-arms the
-    /// fds of the watchers not called yet (their edge would be lost).
+    /// Calls native watchers. An error that must leave the loop
+    /// (`KeyboardInterrupt`, `SystemExit`) re-arms the fd of the watcher it
+    /// came from and of those not called yet: their edge would be lost, and
+    /// asyncio's level-triggered readers run again when the loop does (the
+    /// rest of the data, the EOF and `connection_lost` still come).
     fn run_natives(slf: &Bound<'_, Self>, natives: &mut Vec<NativeCall>) -> PyResult<()> {
         let py = slf.py();
         let mut calls = std::mem::take(natives).into_iter();
-        while let Some((_, watcher, ready)) = calls.next() {
+        while let Some((token, watcher, ready)) = calls.next() {
             if let Err(e) = watcher.on_ready(py, slf, ready) {
                 let e = if must_propagate(py, &e) {
                     Err(e)
@@ -163,6 +160,7 @@ impl LoopCore {
                 if let Err(e) = e {
                     let this = slf.get();
                     let mut st = this.state.lock();
+                    let _ = st.io.rearm_native(&this.reactor, token);
                     for (token, _, _) in calls {
                         let _ = st.io.rearm_native(&this.reactor, token);
                     }

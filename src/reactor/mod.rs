@@ -13,6 +13,8 @@
 //!   polls, it is reported again. Native transports read and write until
 //!   `WouldBlock` and need no re-arming.
 //! - A `mio::Waker` (an eventfd on Linux) lets any thread interrupt `wait()`.
+//! - Unix only for now (raw fds, `libc` calls); `crate::portability` lists
+//!   what a Windows port changes here.
 
 pub mod clock;
 pub mod net;
@@ -54,6 +56,18 @@ impl Readiness {
     #[inline]
     pub fn for_writer(self) -> bool {
         self.0 & (Self::WRITABLE | Self::WRITE_CLOSED | Self::ERROR) != 0
+    }
+
+    /// The part of this readiness a reader acts on (an error goes to both).
+    #[inline]
+    pub fn reader_part(self) -> Self {
+        Self(self.0 & (Self::READABLE | Self::READ_CLOSED | Self::ERROR))
+    }
+
+    /// The part of this readiness a writer acts on (an error goes to both).
+    #[inline]
+    pub fn writer_part(self) -> Self {
+        Self(self.0 & (Self::WRITABLE | Self::WRITE_CLOSED | Self::ERROR))
     }
 
     #[inline]

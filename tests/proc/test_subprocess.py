@@ -111,8 +111,11 @@ def test_pass_fds_and_start_new_session(loop):
 def test_kill_terminate_send_signal(loop, how, sig):
     async def main():
         proc = await asyncio.create_subprocess_exec(
-            PY, "-c", "import sys, time; sys.stdout.write('ready\\n'); "
-            "sys.stdout.flush(); time.sleep(60)",
+            # A shell's background job starts with SIGINT ignored, and the
+            # child would inherit that: give it Python's usual handler.
+            PY, "-c", "import signal, sys, time; "
+            "signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(60)",
             stdout=subprocess.PIPE)
         assert await proc.stdout.readline() == b"ready\n"
         if how == "send_signal":
