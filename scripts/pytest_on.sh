@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the pytest suite on another CPython, against the wheel that
-# scripts/wheels.sh builds for it (installed into a venv that has only pytest
-# and pytest-timeout besides):
+# scripts/wheels.sh builds for it (installed into a venv that has only the
+# pytest* and anyio lines of requirements-dev.txt besides):
 #
 #   bash scripts/pytest_on.sh 3.14                 # the whole suite
 #   bash scripts/pytest_on.sh 3.9 tests/proc -x    # arguments go to pytest
@@ -42,14 +42,14 @@ wheel=""
 for f in dist/oxloop-*-"$abi"-"$abi"-*.whl; do [ -e "$f" ] && wheel="$f"; done
 [ -n "$wheel" ] || { say "no $abi wheel in dist/ (scripts/wheels.sh $ver makes it)"; exit 2; }
 
-reqs="$(grep -E '^pytest' requirements-dev.txt | tr '\n' ' ')"
+reqs="$(grep -E '^(pytest|anyio)' requirements-dev.txt)"
 key="$reqs $("$py" -c 'import sys; print(sys.version)')"
 if [ "$(cat "$venv/.pytest-key" 2>/dev/null)" != "$key" ]; then
-    say "making $venv with $py: $reqs"
+    say "making $venv with $py: $(echo $reqs)"
     rm -rf "$venv"
     "$py" -m venv "$venv"
-    # shellcheck disable=SC2086
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check $reqs >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+        -r <(printf '%s\n' "$reqs") >&2
     echo "$key" > "$venv/.pytest-key"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-index --no-deps \

@@ -74,7 +74,6 @@ impl LoopCore {
         // run their callbacks: after the callbacks that were ready before
         // the poll (and the add_reader/add_writer ones), before the timers.
         let mut natives: Vec<NativeCall> = Vec::new();
-        let mut woken = false;
         if !skip_poll {
             let mut events = std::mem::take(&mut *this.events.lock());
             let waited = py.detach(|| this.reactor.wait(timeout, &mut events));
@@ -84,11 +83,8 @@ impl LoopCore {
                 st.wake_pending = false;
             }
             match waited {
-                Ok(()) => woken = !events.is_empty(),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                    woken = true;
-                    py.check_signals()?
-                }
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
                 Err(e) => return Err(errors::os_error(e)),
             }
             Self::dispatch_events(slf, &mut events, &mut natives);
@@ -97,7 +93,7 @@ impl LoopCore {
         }
         let io_split = this.state.lock().ready.len();
         if let Some(when) = jump_to {
-            this.virtual_jump(woken, io_split, when);
+            this.virtual_jump(io_split + natives.len(), when);
         }
 
         // 3. Move due timers to the ready queue.
