@@ -7,6 +7,7 @@
 pub mod errors;
 pub mod event_loop;
 pub mod handles;
+pub mod oscalls;
 pub mod reactor;
 pub mod server;
 pub mod sockops;
@@ -26,5 +27,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transports::stream::StreamTransport>()?;
     m.add_class::<transports::pipe::PipeTransport>()?;
     m.add_class::<server::StreamListener>()?;
+    oscalls::register(m)?;
     Ok(())
 }

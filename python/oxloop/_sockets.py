@@ -97,7 +97,8 @@ class _Sendfile:
             else:
                 blocksize = self.blocksize
             try:
-                sent = os.sendfile(self.fd, self.fileno, self.offset, blocksize)
+                sent = _core.sendfile(self.fd, self.fileno, self.offset,
+                                      blocksize)
             except (BlockingIOError, InterruptedError):
                 self.waited = True
                 raise
@@ -217,7 +218,7 @@ class SocketsMixin(DatagramMixin):
         except (AttributeError, io.UnsupportedOperation):
             raise exceptions.SendfileNotAvailableError("not a regular file")
         try:
-            fsize = os.fstat(fileno).st_size
+            _, fsize = _core.stat_fd(fileno)
         except OSError:
             raise exceptions.SendfileNotAvailableError("not a regular file")
         blocksize = count if count else fsize

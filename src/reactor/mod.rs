@@ -15,6 +15,7 @@
 //! - A `mio::Waker` (an eventfd on Linux) lets any thread interrupt `wait()`.
 
 pub mod clock;
+pub mod fs;
 pub mod net;
 pub mod pipes;
 
