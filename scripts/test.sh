@@ -20,6 +20,9 @@ cargo test --quiet || status=1
 step "pytest"
 "$py" -m pytest -q -p no:cacheprovider tests || status=1
 
+step "pytest, oxloop half under blockbuster (no blocking call on the loop's thread)"
+OXLOOP_BLOCKBUSTER=1 "$py" -m pytest -q -p no:cacheprovider -k oxloop tests || status=1
+
 if [ -f benchmarks/run.py ]; then
     step "benchmarks (smoke)"
     "$py" benchmarks/run.py --smoke || status=1

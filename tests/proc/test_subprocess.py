@@ -70,6 +70,7 @@ def test_shell_returncode_and_stderr_to_stdout(loop):
     run(loop, main())
 
 
+@pytest.mark.blocking_on_purpose
 def test_devnull_and_fd_redirection(loop):
     rfd, wfd = os.pipe()
 
@@ -87,6 +88,7 @@ def test_devnull_and_fd_redirection(loop):
         os.close(rfd)
 
 
+@pytest.mark.blocking_on_purpose
 def test_pass_fds_and_start_new_session(loop):
     rfd, wfd = os.pipe()
 
