@@ -52,14 +52,6 @@ from . import _core, _spawn
 
 __all__ = ("SubprocessMixin",)
 
-# The stdlib's own get_child_watcher implementations (Python < 3.14): a
-# policy that overrides neither gives no watcher of its own.
-_STDLIB_GETTERS = tuple(
-    getattr(cls, "get_child_watcher", None) for cls in (
-        events.AbstractEventLoopPolicy,
-        getattr(unix_events, "_UnixDefaultEventLoopPolicy", None))
-    if cls is not None)
-
 
 def _reap_blocking(pid):
     """Block until `pid` exits (off the loop's thread); its exit code, or
@@ -72,7 +64,9 @@ def _reap_blocking(pid):
 
 
 def _installed_watcher():
-    """The child watcher the program chose (Python < 3.14), or None."""
+    """The child watcher the program chose (Python < 3.14), or None: one
+    set in the policy, or one that the policy's own `get_child_watcher`
+    gives (not the stdlib's, which would make a default watcher)."""
     if not hasattr(events, "get_child_watcher"):
         return None  # 3.14+: no child watchers
     with warnings.catch_warnings():
@@ -80,7 +74,10 @@ def _installed_watcher():
         policy = events.get_event_loop_policy()
         if getattr(policy, "_watcher", None) is None:
             getter = getattr(type(policy), "get_child_watcher", None)
-            if getter is None or getter in _STDLIB_GETTERS:
+            stdlib = (events.AbstractEventLoopPolicy.get_child_watcher,
+                      unix_events._UnixDefaultEventLoopPolicy
+                      .get_child_watcher)
+            if getter is None or getter in stdlib:
                 return None
         return events.get_child_watcher()
 
