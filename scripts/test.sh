@@ -31,6 +31,9 @@ cargo test --profile fast --quiet || status=1
 step "pytest"
 "$py" -m pytest -q -p no:cacheprovider tests || status=1
 
+step "pytest, oxloop half under blockbuster (no blocking call on the loop's thread)"
+OXLOOP_BLOCKBUSTER=1 "$py" -m pytest -q -p no:cacheprovider -k oxloop tests || status=1
+
 # --- wheels and the other CPythons (scripts/wheels.sh, scripts/pytest_on.sh) ---
 # A release wheel per CPython 3.9-3.15 (3.14/3.15 in the sid chroot, made by
 # ../shared/pythons/setup-sid.sh if missing), each installed into a fresh venv

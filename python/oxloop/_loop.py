@@ -169,6 +169,10 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
             logger.debug("Close %r", self)
         self._proc_close()
         self._close_native()
+        # The loop's own objects let go of it: once closed, it is freed by
+        # reference counting alone (no cycle for the GC to find), as
+        # asyncio's loop is.
+        self._sockops._detach()
         self._sig_close()
         executor = self._default_executor
         if executor is not None:

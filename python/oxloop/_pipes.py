@@ -56,7 +56,7 @@ class _PipeTransport:
     def _pipe_init(self, loop, pipe, protocol, waiter, writable, methods):
         self._extra["pipe"] = pipe
         fileno = pipe.fileno()
-        mode = os.fstat(fileno).st_mode
+        mode, _ = _core.stat_fd(fileno)
         is_fifo = stat.S_ISFIFO(mode)
         is_socket = stat.S_ISSOCK(mode)
         if not (is_fifo or is_socket or stat.S_ISCHR(mode)):

@@ -73,7 +73,7 @@ def _accept(sock):
 
 
 class _Sendfile:
-    """sock_sendfile's native attempt: os.sendfile() until the count, EOF,
+    """sock_sendfile's native attempt: sendfile(2) until the count, EOF,
     or EAGAIN (then wait for writability). The socket's fd is read at each
     call, as asyncio does: once the socket is closed it is -1 (EBADF), never
     a reused fd number."""
@@ -99,8 +99,8 @@ class _Sendfile:
             else:
                 blocksize = self.blocksize
             try:
-                sent = os.sendfile(self.sock.fileno(), self.fileno,
-                                   self.offset, blocksize)
+                sent = _core.sendfile(self.sock.fileno(), self.fileno,
+                                      self.offset, blocksize)
             except (BlockingIOError, InterruptedError):
                 self.waited = True
                 raise
@@ -220,7 +220,7 @@ class SocketsMixin(DatagramMixin):
         except (AttributeError, io.UnsupportedOperation):
             raise exceptions.SendfileNotAvailableError("not a regular file")
         try:
-            fsize = os.fstat(fileno).st_size
+            _, fsize = _core.stat_fd(fileno)
         except OSError:
             raise exceptions.SendfileNotAvailableError("not a regular file")
         blocksize = count if count else fsize

@@ -21,7 +21,6 @@ import itertools
 import logging
 import os
 import socket
-import stat
 import sys
 
 from asyncio import base_events, events, staggered, tasks
@@ -586,8 +585,8 @@ class StreamsMixin:
             # (a leading NUL) has no file.
             if path[0] not in (0, "\x00"):
                 try:
-                    if stat.S_ISSOCK(os.stat(path).st_mode):
-                        os.remove(path)
+                    # Natively, as asyncio's own (exempt) stat and remove.
+                    _core.remove_socket_path(os.fsencode(path))
                 except FileNotFoundError:
                     pass
                 except OSError as err:
@@ -620,7 +619,8 @@ class StreamsMixin:
             name = sock.getsockname()
             if isinstance(name, str) and name and name[0] != "\x00":
                 try:
-                    server._unix_cleanup.append((name, os.stat(name).st_ino))
+                    _, ino = _core.stat_path(os.fsencode(name))
+                    server._unix_cleanup.append((name, ino))
                 except OSError:
                     pass
         if start_serving:

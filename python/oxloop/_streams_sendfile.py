@@ -175,7 +175,7 @@ async def sendfile_native(loop, transp, file, offset, count):
             raise exceptions.SendfileNotAvailableError(
                 "not a regular file")
         try:
-            fsize = os.fstat(fileno).st_size
+            _, fsize = _core.stat_fd(fileno)
         except OSError:
             raise exceptions.SendfileNotAvailableError(
                 "not a regular file")

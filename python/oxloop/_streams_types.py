@@ -274,11 +274,7 @@ class Server(events.AbstractServer):
         for sock in sockets:
             sock.close()
         for path, ino in self._unix_cleanup:
-            try:
-                if os.stat(path).st_ino == ino:
-                    os.unlink(path)
-            except OSError:
-                pass
+            _core.unlink_if_inode(os.fsencode(path), ino)
         self._unix_cleanup = []
         self._serving = False
         if (self._serving_forever_fut is not None

@@ -372,6 +372,9 @@ impl LoopCore {
             return Ok(());
         }
         self.clear_everything();
+        // As asyncio closes its selector and self-pipe: no fd outlives
+        // close(), whenever the loop object itself goes.
+        self.reactor.close();
         Ok(())
     }
 

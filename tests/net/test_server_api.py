@@ -129,6 +129,7 @@ def test_reuse_port_and_backlog(loop):
     loop.run_until_complete(main())
 
 
+@pytest.mark.blocking_on_purpose
 def test_server_from_sock_and_connect_accepted_socket(loop):
     async def main():
         lsock = socket.create_server(("127.0.0.1", 0))
@@ -170,6 +171,7 @@ def test_server_from_sock_and_connect_accepted_socket(loop):
     loop.run_until_complete(main())
 
 
+@pytest.mark.blocking_on_purpose
 def test_close_clients_and_abort_clients(loop):
     async def main():
         protos = []
@@ -293,6 +295,7 @@ def test_wait_closed_waits_for_connections(loop):
     loop.run_until_complete(main())
 
 
+@pytest.mark.blocking_on_purpose
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
 def test_unix_server_options(loop):
     async def main():

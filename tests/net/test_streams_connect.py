@@ -60,6 +60,7 @@ def test_local_addr(loop):
     loop.run_until_complete(main())
 
 
+@pytest.mark.blocking_on_purpose
 def test_connect_with_sock(loop):
     async def main():
         server, port = await serve(loop, lambda: RecordingProtocol(loop))

@@ -149,6 +149,7 @@ def test_peer_reset_mid_write(loop):
     loop.run_until_complete(main())
 
 
+@pytest.mark.blocking_on_purpose
 def test_peer_reset_while_reading(loop):
     async def main():
         lsock = socket.create_server(("127.0.0.1", 0))
@@ -344,6 +345,7 @@ def test_write_buffer_limits(loop):
     loop.run_until_complete(main())
 
 
+@pytest.mark.blocking_on_purpose
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
 def test_unix_connection_and_stale_socket_cleanup(loop):
     async def main():
