@@ -164,7 +164,7 @@ def print_stats(loops, file=None):
             continue
         try:
             report = stats()
-        except Exception as exc:  # noqa: BLE001 - a report must not hide the exit status
+        except Exception as exc:  # catch-all: a report must not hide the exit status
             print(f"  loop.stats() failed: {exc!r}", file=file)
             continue
         for key, value in report.items():
@@ -261,7 +261,7 @@ def main(argv=None, use_policy=None):
         run_program(opts)
     except SystemExit:
         raise
-    except BaseException as exc:  # noqa: BLE001 - reported like python does
+    except BaseException as exc:  # catch-all: reported like python does
         if (opts.module is not None and isinstance(exc, ImportError)
                 and _program_traceback(exc.__traceback__) is None):
             # runpy could not find the module: python's own message.

@@ -8,7 +8,6 @@ import os
 import socket
 import sys
 import warnings
-
 from asyncio import futures, log, transports, trsock
 
 from . import _core
@@ -276,7 +275,7 @@ class DatagramMixin:
                     if sock is not None:
                         sock.close()
                     exceptions_.append(exc)
-                except:  # noqa: E722 - close the socket, re-raise anything
+                except:
                     if sock is not None:
                         sock.close()
                     raise
@@ -299,7 +298,7 @@ class DatagramMixin:
                              "(%r, %r)", remote_addr, transport, protocol)
         try:
             await waiter
-        except:  # noqa: E722 - as asyncio: close on any failure
+        except:
             transport.close()
             raise
         return transport, protocol

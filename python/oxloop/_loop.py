@@ -18,7 +18,6 @@ import threading
 import traceback
 import warnings
 import weakref
-
 from asyncio import events, format_helpers, futures, tasks
 
 from . import _core
@@ -394,7 +393,7 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
             warnings.warn(
                 f"asynchronous generator {agen!r} was scheduled after "
                 f"loop.shutdown_asyncgens() call",
-                ResourceWarning, source=self)
+                ResourceWarning, source=self, stacklevel=1)
         self._asyncgens.add(agen)
 
     async def shutdown_asyncgens(self):

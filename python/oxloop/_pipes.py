@@ -32,7 +32,6 @@ import os
 import stat
 import sys
 import warnings
-
 from asyncio import transports
 
 from . import _core

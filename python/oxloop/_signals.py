@@ -22,14 +22,13 @@ Invariants:
   other signal gets `SIG_DFL`, as asyncio does.
 """
 
+import contextvars
 import errno
 import logging
 import signal
 import socket
 import sys
 import warnings
-
-import contextvars
 from asyncio import coroutines
 
 __all__ = ("SignalsMixin",)
@@ -177,7 +176,7 @@ class SignalsMixin:
         if sys.is_finalizing():
             warnings.warn(f"Closing the loop {self!r} on interpreter "
                           f"shutdown stage, skipping signal handlers removal",
-                          ResourceWarning, source=self)
+                          ResourceWarning, source=self, stacklevel=1)
             handlers.clear()
             return
         for sig in list(handlers):

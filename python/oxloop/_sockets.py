@@ -20,7 +20,6 @@ import errno
 import io
 import os
 import socket
-
 from asyncio import constants, exceptions, log
 
 from . import _core

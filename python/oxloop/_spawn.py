@@ -98,7 +98,7 @@ def spawn(loop, args, kwargs):
         idle = signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         try:
             proc = subprocess.Popen(args, **kwargs)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
+        except BaseException as e:  # catch-all: handed to the caller
             exc = e
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, idle)

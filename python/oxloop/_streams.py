@@ -22,13 +22,18 @@ import logging
 import os
 import socket
 import sys
-
 from asyncio import base_events, events, staggered, tasks
 
 from . import _core, _streams_sendfile
-from ._streams_types import (OWN_CONTEXT, Server, TCPTransport,
-                             UnixTransport, hand_buffered_data_to_tls,
-                             transport_class, wants_nodelay)
+from ._streams_types import (
+    OWN_CONTEXT,
+    Server,
+    TCPTransport,
+    UnixTransport,
+    hand_buffered_data_to_tls,
+    transport_class,
+    wants_nodelay,
+)
 
 try:
     import ssl as _ssl
@@ -437,7 +442,7 @@ class StreamsMixin:
                     af, socktype, proto, canonname, sa = res
                     try:
                         sock = socket.socket(af, socktype, proto)
-                    except socket.error:
+                    except OSError:
                         if self.get_debug():
                             logger.warning("create_server() failed to create "
                                            "socket.socket(%r, %r, %r)",
@@ -460,8 +465,8 @@ class StreamsMixin:
                         sock.bind(sa)
                     except OSError as err:
                         msg = ("error while attempting "
-                               "to bind on address %r: %s"
-                               % (sa, err.strerror.lower()))
+                               f"to bind on address {sa!r}: "
+                               f"{err.strerror.lower()}")
                         raise OSError(err.errno, msg) from None
                 completed = True
             finally:

@@ -11,7 +11,6 @@ import io
 import os
 import socket
 import sys
-
 from asyncio import constants, exceptions, protocols
 
 from . import _core
@@ -145,18 +144,16 @@ def check_sendfile_params(file, offset, count, sock=None):
     if count is not None:
         if not isinstance(count, int):
             raise TypeError(
-                "count must be a positive integer (got {!r})".format(count))
+                f"count must be a positive integer (got {count!r})")
         if count <= 0:
             raise ValueError(
-                "count must be a positive integer (got {!r})".format(count))
+                f"count must be a positive integer (got {count!r})")
     if not isinstance(offset, int):
         raise TypeError(
-            "offset must be a non-negative integer (got {!r})".format(
-                offset))
+            f"offset must be a non-negative integer (got {offset!r})")
     if offset < 0:
         raise ValueError(
-            "offset must be a non-negative integer (got {!r})".format(
-                offset))
+            f"offset must be a non-negative integer (got {offset!r})")
 
 async def sendfile_native(loop, transp, file, offset, count):
     core = getattr(transp, "_core", None)

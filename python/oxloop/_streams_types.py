@@ -14,9 +14,7 @@ import os
 import socket
 import sys
 import warnings
-
-from asyncio import (base_events, constants, events, exceptions, streams,
-                     tasks, transports, trsock)
+from asyncio import base_events, constants, events, exceptions, streams, tasks, transports, trsock
 
 from . import _core
 

@@ -47,7 +47,6 @@ import subprocess
 import sys
 import threading
 import warnings
-
 from asyncio import events, unix_events
 
 from . import _core, _spawn
