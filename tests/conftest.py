@@ -29,6 +29,7 @@ import pytest
 
 from helpers import LOOP_KINDS, loop_factory_callable, make_loop
 
+
 class ErrorRecorder:
     """Collects every ``call_exception_handler`` call of the tracked loops."""
 
@@ -125,7 +126,7 @@ class LoopFactory:
         for loop in self.loops:
             try:
                 _finish_loop(loop)
-            except BaseException as exc:  # noqa: BLE001 - report them all
+            except BaseException as exc:  # catch-all: report them all
                 errors.append(exc)
         self.loops.clear()
         if errors:

@@ -1,5 +1,11 @@
 """Garbage collection: a closed loop is collected even when its handles,
-timers or readers reference it in a cycle; no uncollectable garbage."""
+timers or readers reference it in a cycle; no uncollectable garbage.
+
+A test whose callbacks close over the loop builds it in an inner `build()`
+and gets back only a weak reference: the closures' cell then keeps the loop
+alive after `build()` returns, so the collector must break the cycle
+(a `del loop` in the test itself would empty the cell and the cycle with it).
+"""
 
 import asyncio
 import gc
@@ -28,9 +34,8 @@ def fresh(loop_kind):
 def _assert_collected(ref):
     for _ in range(3):
         gc.collect()
-    assert ref() is None, "the loop was not collected; referrers: %r" % (
-        [type(r) for r in gc.get_referrers(ref())] if ref() is not None else None,
-    )
+    referrers = [type(r) for r in gc.get_referrers(ref())] if ref() is not None else None
+    assert ref() is None, f"the loop was not collected; referrers: {referrers!r}"
 
 
 def test_closed_loop_is_collected(fresh):
@@ -56,80 +61,87 @@ def test_loop_that_ran_is_collected(fresh):
 
 
 def test_pending_callback_referencing_loop(fresh):
-    loop = fresh()
-    loop.call_soon(lambda: loop.time())  # closure -> loop -> ready queue -> handle
-    loop.call_soon(loop.stop)  # bound method of the loop itself
-    ref = weakref.ref(loop)
-    loop.close()
-    del loop
-    _assert_collected(ref)
+    def build():
+        loop = fresh()
+        loop.call_soon(lambda: loop.time())  # closure -> loop -> ready queue -> handle
+        loop.call_soon(loop.stop)  # bound method of the loop itself
+        loop.close()
+        return weakref.ref(loop)
+
+    _assert_collected(build())
 
 
 def test_ran_callbacks_referencing_loop(fresh):
-    loop = fresh()
-    for _ in range(10):
-        loop.call_soon(lambda: loop.is_running())
-    run_briefly(loop)
-    ref = weakref.ref(loop)
-    loop.close()
-    del loop
-    _assert_collected(ref)
+    def build():
+        loop = fresh()
+        for _ in range(10):
+            loop.call_soon(lambda: loop.is_running())
+        run_briefly(loop)
+        loop.close()
+        return weakref.ref(loop)
+
+    _assert_collected(build())
 
 
 def test_unfired_timer_referencing_loop(fresh):
-    loop = fresh()
-    loop.call_later(3600, lambda: loop.stop())
-    loop.call_at(loop.time() + 7200, loop.stop)
-    ref = weakref.ref(loop)
-    loop.close()
-    del loop
-    _assert_collected(ref)
+    def build():
+        loop = fresh()
+        loop.call_later(3600, lambda: loop.stop())
+        loop.call_at(loop.time() + 7200, loop.stop)
+        loop.close()
+        return weakref.ref(loop)
+
+    _assert_collected(build())
 
 
 def test_cancelled_timer_referencing_loop(fresh):
-    loop = fresh()
-    h = loop.call_later(3600, lambda: loop.stop())
-    h.cancel()
-    run_briefly(loop)
-    del h
-    ref = weakref.ref(loop)
-    loop.close()
-    del loop
-    _assert_collected(ref)
+    def build():
+        loop = fresh()
+        h = loop.call_later(3600, lambda: loop.stop())
+        h.cancel()
+        run_briefly(loop)
+        del h
+        loop.close()
+        return weakref.ref(loop)
+
+    _assert_collected(build())
 
 
 def test_reader_and_writer_referencing_loop(fresh):
     a, b = socket.socketpair()
-    try:
+
+    def build():
         loop = fresh()
         loop.add_reader(a.fileno(), lambda: loop.stop())
         loop.add_writer(b.fileno(), lambda: loop.stop())
         run_briefly(loop)
-        ref = weakref.ref(loop)
         loop.close()
-        del loop
-        _assert_collected(ref)
+        return weakref.ref(loop)
+
+    try:
+        _assert_collected(build())
     finally:
         a.close()
         b.close()
 
 
 def test_exception_handler_referencing_loop(fresh):
-    loop = fresh()
-    seen = []
-    loop.set_exception_handler(lambda lp, ctx: seen.append(loop))
+    def build():
+        loop = fresh()
+        seen = []
+        loop.set_exception_handler(lambda lp, ctx: seen.append(loop))
 
-    def bad():
-        raise ValueError
+        def bad():
+            raise ValueError
 
-    loop.call_soon(bad)
-    run_briefly(loop)
-    assert seen and seen[0] is loop
-    seen.clear()
-    ref = weakref.ref(loop)
-    loop.close()
-    del loop
-    _assert_collected(ref)
+        loop.call_soon(bad)
+        run_briefly(loop)
+        assert seen and seen[0] is loop
+        seen.clear()
+        loop.close()
+        return weakref.ref(loop)
+
+    _assert_collected(build())
 
 
 def test_handle_cycle_through_args(fresh):
@@ -146,24 +158,24 @@ def test_handle_cycle_through_args(fresh):
 
 
 def test_pending_future_and_task_referencing_loop(fresh):
-    loop = fresh()
-    fut = loop.create_future()
-    fut.add_done_callback(lambda f: loop.stop())
+    def build():
+        loop = fresh()
+        fut = loop.create_future()
+        fut.add_done_callback(lambda f: loop.stop())
 
-    async def waiter():
-        await fut
+        async def waiter():
+            await fut
 
-    task = loop.create_task(waiter())
-    run_briefly(loop)
-    task.cancel()
-    run_briefly(loop, 2)
-    fut.cancel()
-    run_briefly(loop)
-    del fut, task
-    ref = weakref.ref(loop)
-    loop.close()
-    del loop
-    _assert_collected(ref)
+        task = loop.create_task(waiter())
+        run_briefly(loop)
+        task.cancel()
+        run_briefly(loop, 2)
+        fut.cancel()
+        run_briefly(loop)
+        loop.close()
+        return weakref.ref(loop)
+
+    _assert_collected(build())
 
 
 def test_loop_with_default_executor_is_collected(fresh):

@@ -415,9 +415,9 @@ def test_many_readers(loop):
             if len(got) == len(pairs):
                 loop.stop()
 
-        for i, (a, b) in enumerate(pairs):
+        for i, (a, _) in enumerate(pairs):
             loop.add_reader(a.fileno(), on_readable, i, a)
-        for i, (a, b) in enumerate(pairs):
+        for i, (_, b) in enumerate(pairs):
             b.send(b"%d" % i)
         _run_until_stopped(loop)
         assert got == {(i, b"%d" % i) for i in range(len(pairs))}

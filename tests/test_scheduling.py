@@ -608,10 +608,6 @@ def test_context_must_be_a_context_when_run(loop, expect_errors):
         assert isinstance(errors[0]["exception"], (TypeError, AttributeError))
 
 
-if sys.version_info < (3, 9):  # pragma: no cover
-    raise RuntimeError("oxloop targets CPython 3.9+")
-
-
 def test_repr_of_handle_in_its_own_args(loop, loop_kind):
     # repr() must terminate (and quickly) when a handle's arguments contain
     # the handle itself. The stdlib loop may end in RecursionError; oxloop

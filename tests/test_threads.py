@@ -307,7 +307,7 @@ def test_loop_per_thread(loop_factory):
                 return (i, total, threading.get_ident())
 
             results[i] = lp.run_until_complete(work())
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=thread_main, args=(i,)) for i in range(n)]
@@ -512,7 +512,3 @@ def test_threadsafe_handle_cancelling_itself_still_completes(loop, expect_errors
     assert isinstance(ctx["exception"], ZeroDivisionError)
     assert ctx["handle"] is handles[0]
     assert ctx["message"].startswith("Exception in callback ")
-
-
-if sys.version_info < (3, 9):  # pragma: no cover
-    raise RuntimeError("oxloop targets CPython 3.9+")

@@ -85,6 +85,7 @@ def test_getaddrinfo_in_debug_mode(loop):
 ])
 def test_ipaddr_info_matches_asyncio(args):
     from asyncio.base_events import _ipaddr_info
+
     from oxloop._sockets import ipaddr_info
 
     assert ipaddr_info(*args) == _ipaddr_info(*args)

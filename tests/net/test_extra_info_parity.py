@@ -12,9 +12,8 @@ import ssl
 import sys
 import tempfile
 
-from helpers import make_loop
-
 import oxloop
+from helpers import make_loop
 
 KEYS = ["socket", "sockname", "peername", "pipe", "subprocess", "sslcontext",
         "ssl_object", "peercert", "cipher", "compression", "no-such-key"]

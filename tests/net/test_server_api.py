@@ -10,7 +10,6 @@ import warnings
 import weakref
 
 import pytest
-
 from netutil import RecordingProtocol, serve, wait_for
 
 

@@ -11,7 +11,6 @@ import textwrap
 import time
 
 import pytest
-
 from netutil import wait_for
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

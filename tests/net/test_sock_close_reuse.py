@@ -27,6 +27,7 @@ import sys
 import tempfile
 
 import pytest
+
 from helpers import run_until
 
 PY311 = sys.version_info >= (3, 11)

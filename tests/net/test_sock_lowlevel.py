@@ -8,9 +8,8 @@ import gc
 import socket
 import ssl
 import struct
-import weakref
-
 import sys
+import weakref
 
 import pytest
 
@@ -386,20 +385,23 @@ def test_sock_recvfrom_into(loop, udp_pair):
 def test_loop_with_pending_sock_recv_is_collected(loop_kind, pair):
     a, b = pair
     gc.collect()
-    loop = make_loop(loop_kind)
 
-    async def start():
-        return asyncio.ensure_future(loop.sock_recv(a, 10))
+    def build():
+        # Only a weak reference leaves this function.
+        loop = make_loop(loop_kind)
 
-    task = loop.run_until_complete(start())
-    loop.run_until_complete(asyncio.sleep(0.01))
-    assert not task.done()
-    task.cancel()
-    loop.run_until_complete(asyncio.sleep(0))
-    del task
-    ref = weakref.ref(loop)
-    loop.close()
-    del loop
+        async def start():
+            return asyncio.ensure_future(loop.sock_recv(a, 10))
+
+        task = loop.run_until_complete(start())
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert not task.done()
+        task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        return weakref.ref(loop)
+
+    ref = build()
     for _ in range(3):
         gc.collect()
     assert ref() is None

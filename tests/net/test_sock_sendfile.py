@@ -129,7 +129,7 @@ def test_sendfile_text_file_is_value_error(loop, tcp_pair, tmp_path):
     client, _ = tcp_pair
     path = tmp_path / "t.txt"
     path.write_text("x")
-    with open(path, "r") as f:
+    with open(path) as f:
         with pytest.raises(ValueError, match="binary mode"):
             loop.run_until_complete(loop.sock_sendfile(client, f))
 

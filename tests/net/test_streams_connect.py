@@ -6,7 +6,6 @@ import socket
 import sys
 
 import pytest
-
 from netutil import RecordingProtocol, serve, wait_for
 
 

@@ -6,7 +6,6 @@ import contextlib
 import socket
 
 import pytest
-
 from netutil import RecordingProtocol, serve, wait_for
 
 

@@ -4,7 +4,6 @@ import asyncio
 import sys
 
 import pytest
-
 from netutil import wait_for
 
 ssl = pytest.importorskip("ssl")

@@ -8,7 +8,6 @@ import sys
 import tempfile
 
 import pytest
-
 from netutil import RecordingProtocol, rst_close, serve, summary, wait_for
 
 

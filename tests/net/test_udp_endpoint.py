@@ -478,19 +478,23 @@ def test_loop_and_transport_are_collected(loop_kind):
     from helpers import make_loop
 
     gc.collect()
-    loop = make_loop(loop_kind)
 
-    async def main():
-        return await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+    def build():
+        # Only weak references leave this function.
+        loop = make_loop(loop_kind)
 
-    tr, pr = loop.run_until_complete(main())
-    tr.sendto(b"to self", tr.get_extra_info("sockname"))
-    loop.run_until_complete(pr.datagrams.get())
-    tr.close()
-    loop.run_until_complete(asyncio.sleep(0.01))
-    refs = [weakref.ref(loop), weakref.ref(tr)]
-    loop.close()
-    del loop, tr, pr
+        async def main():
+            return await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+
+        tr, pr = loop.run_until_complete(main())
+        tr.sendto(b"to self", tr.get_extra_info("sockname"))
+        loop.run_until_complete(pr.datagrams.get())
+        tr.close()
+        loop.run_until_complete(asyncio.sleep(0.01))
+        loop.close()
+        return [weakref.ref(loop), weakref.ref(tr)]
+
+    refs = build()
     for _ in range(3):
         gc.collect()
     assert [r() for r in refs] == [None, None]

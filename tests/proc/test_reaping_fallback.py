@@ -6,11 +6,9 @@ child watchers, tested in test_subprocess.py on both loops)."""
 import asyncio
 import os
 import signal
-import sys
 import threading
 
 import pytest
-
 from test_subprocess import GUARD, PY, wait_gone
 
 

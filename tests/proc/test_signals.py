@@ -159,7 +159,7 @@ def test_not_main_thread(loop, first):
     def worker():
         try:
             loop.add_signal_handler(signal.SIGUSR1, lambda: None)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     t = threading.Thread(target=worker)
