@@ -38,7 +38,7 @@ import sys
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import loops  # noqa: E402
+import loops
 
 CHUNK = 64 * 1024
 BACKLOG = 1024

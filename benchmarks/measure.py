@@ -236,7 +236,7 @@ def echo_session(args, noise, loop, mode, transport, tmpdir):
             elif server.error:
                 r = {"status": "fail", "error": server.error}
             else:
-                r = noise.run(lambda: run_client(args, server, size, args.duration, args.warmup))
+                r = noise.run(lambda: run_client(args, server, size, args.duration, args.warmup))  # noqa: B023 - Noise.run calls it at once
             results.append((size, r))
     finally:
         err, crashed = server.stop()

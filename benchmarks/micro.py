@@ -36,8 +36,8 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import loops  # noqa: E402
-from sysstat import busy_cpu_seconds  # noqa: E402
+import loops
+from sysstat import busy_cpu_seconds
 
 BENCHES = {}
 

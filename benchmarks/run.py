@@ -251,7 +251,7 @@ def main(argv=None):
         for rep, (kind, transport, key, loop) in steps:
             if kind == "micro":
                 if len(key) == 1:
-                    batch = [(key[0], noise.run(lambda: run_micro(args, loop, key)[key[0]]))]
+                    batch = [(key[0], noise.run(lambda: run_micro(args, loop, key)[key[0]]))]  # noqa: B023 - Noise.run calls it at once
                 else:
                     batch = [(b, dict(r, attempts=1, foreign_pct=r.get("foreign_pct") or 0.0))
                              for b, r in run_micro(args, loop, key).items()]

@@ -46,7 +46,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from suites import COMMON_ARGS, SUITES, UVLOOP
+from suites import COMMON_ARGS, SUITES, UVLOOP  # noqa: E402 - found through HERE on sys.path
 
 HOOK = os.path.join(HERE, "hook")
 LOOPS = ("stdlib", "oxloop", "uvloop")
@@ -87,7 +87,7 @@ def remove_known(suite, tests):
     with open(path) as f:
         lines = f.readlines()
     with open(path, "w") as f:
-        f.writelines(l for l in lines if l.partition(" | ")[0].strip() not in drop)
+        f.writelines(line for line in lines if line.partition(" | ")[0].strip() not in drop)
 
 
 # -- installing ---------------------------------------------------------------
@@ -265,7 +265,7 @@ def judge(name, suite, runs, ci, alone=None, prune=False):
         print(f"GATE {name}: {p}")
     base = runs["stdlib"][0]
     ox = runs["oxloop"][0]
-    for loop, (res, counts, rc, _) in runs.items():
+    for loop, (_res, counts, rc, _) in runs.items():
         if rc not in (0, 1):
             ok = False
             print(f"GATE {name}: the {loop} run did not finish normally (exit {rc})")
