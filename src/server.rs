@@ -289,7 +289,10 @@ impl StreamListener {
 impl StreamListener {
     #[new]
     #[pyo3(signature = (lp, sock, protocol_factory, server, transport_class, backlog, nodelay, context = None, fixed_context = false))]
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the Python constructor's signature: one parameter per argument Python passes"
+    )]
     fn py_new(
         py: Python<'_>,
         lp: Bound<'_, LoopCore>,

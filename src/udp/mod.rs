@@ -63,7 +63,10 @@ pub struct UdpTransport {
 #[pymethods]
 impl UdpTransport {
     #[new]
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the Python constructor's signature: one parameter per argument Python passes"
+    )]
     #[pyo3(signature = (lp, sock, protocol, address, transport, connected, py313=false))]
     fn py_new(
         py: Python<'_>,
