@@ -25,6 +25,10 @@ step() {
     echo "==> $*"
 }
 
+# Cheap checks first: clippy, rustfmt, ruff, the native module's stubs.
+step "lint (scripts/lint.sh)"
+bash scripts/lint.sh "$py" || status=1
+
 step "cargo test"
 cargo test --profile fast --quiet || status=1
 
