@@ -260,10 +260,7 @@ impl Handle {
         let Some(_guard) = ReprGuard::enter(self as *const Self as usize) else {
             return Ok("...".into());
         };
-        let cb = match &*self.inner.lock() {
-            Some(cb) => Some(cb.clone_ref(py)),
-            None => None,
-        };
+        let cb = self.inner.lock().as_ref().map(|cb| cb.clone_ref(py));
         let mut text = String::new();
         if let Some(cb) = cb {
             let helpers = py.import("asyncio.format_helpers")?;
