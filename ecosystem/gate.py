@@ -273,7 +273,7 @@ def judge(name, suite, runs, ci, alone=None, prune=False):
         if rc not in (0, 1):
             ok = False
             print(f"GATE {name}: the {loop} run did not finish normally (exit {rc})")
-        if loop != "stdlib" and not suite.get("loop_free") and counts[loop] == 0:
+        if loop != "stdlib" and counts[loop] == 0:
             ok = False
             print(f"GATE {name}: the {loop} run created no {loop} loop: "
                   f"the switch did not happen ({counts})")
@@ -419,10 +419,11 @@ def main():
         known, _, _ = load_known(name)
         unexpected = [t for t in differing(runs) if t not in known]
         alone = None
-        if unexpected and len(unexpected) <= 50 and suite.get("cwd") != "site-packages":
+        if unexpected and len(unexpected) <= 50:
             # Diagnosis: rerun them by themselves on oxloop.
-            sdist, vpy, _ = prepared[name]
-            src = unpack(cache, name, sdist, "oxloop-alone")
+            sdist, vpy, site = prepared[name]
+            src = (site if suite.get("cwd") == "site-packages"
+                   else unpack(cache, name, sdist, "oxloop-alone"))
             alone = run_suite(name, suite, vpy, src, "oxloop", outdir, unexpected,
                               args.budget, tag=".alone")[0]
         all_ok &= judge(name, suite, runs, ci, alone, args.prune)
