@@ -15,9 +15,12 @@ __all__ = ("Loop", "new_event_loop", "EventLoopPolicy", "install", "run")
 __version__ = "0.1.0"
 
 
-def new_event_loop():
-    """A new oxloop event loop."""
-    return Loop()
+def new_event_loop(*, stats=False):
+    """A new oxloop event loop (`stats=True`: with `loop.stats()` on)."""
+    loop = Loop()
+    if stats:
+        loop.enable_stats(True)
+    return loop
 
 
 _BasePolicy = getattr(_asyncio.events, "BaseDefaultEventLoopPolicy", None) \

@@ -77,6 +77,11 @@ impl IoTable {
         self.entries.is_empty()
     }
 
+    /// The number of watched fds.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     pub(crate) fn entry_for_fd(&self, fd: RawFd) -> Option<&IoEntry> {
         self.by_fd.get(&fd).and_then(|t| self.entries.get(t))
     }

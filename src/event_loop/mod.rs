@@ -27,6 +27,7 @@ pub(crate) mod custody;
 pub(crate) mod io;
 mod native;
 mod run;
+pub(crate) mod stats;
 pub(crate) mod timers;
 
 use std::collections::VecDeque;
@@ -93,6 +94,8 @@ pub struct LoopCore {
     pub(crate) events: Mutex<Vec<(usize, crate::reactor::Readiness)>>,
     /// `set_task_factory()`'s factory.
     pub(crate) task_factory: Mutex<Option<Py<PyAny>>>,
+    /// `loop.stats()`'s measurements and the blocking detector's state.
+    pub(crate) stats: stats::LoopStats,
 }
 
 /// `asyncio.Future` and `asyncio.Task` (the C types when available).
@@ -127,6 +130,7 @@ impl LoopCore {
             owner: Mutex::new(None),
             events: Mutex::new(Vec::with_capacity(256)),
             task_factory: Mutex::new(None),
+            stats: stats::LoopStats::default(),
         })
     }
 

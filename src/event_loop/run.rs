@@ -77,7 +77,14 @@ impl LoopCore {
         // run their callbacks: after the callbacks that were ready before
         // the poll (and the add_reader/add_writer ones), before the timers.
         let mut natives: Vec<NativeCall> = Vec::new();
+        let timing = this.stats.timing();
+        let mut poll_start = 0;
+        let mut queued_before = 0;
         if !skip_poll {
+            if timing {
+                poll_start = this.clock.now_ns();
+                queued_before = this.state.lock().ready.len();
+            }
             let mut events = std::mem::take(&mut *this.events.lock());
             let waited = py.detach(|| this.reactor.wait(timeout, &mut events));
             {
@@ -97,8 +104,15 @@ impl LoopCore {
         let io_split = this.state.lock().ready.len();
 
         // 3. Move due timers to the ready queue.
+        let now = this.clock.now();
+        let now_ns = if timing {
+            this.stats
+                .after_poll(this, poll_start, now, queued_before, io_split)
+        } else {
+            0
+        };
         {
-            let end = this.clock.now() + CLOCK_RESOLUTION;
+            let end = now + CLOCK_RESOLUTION;
             let mut st = this.state.lock();
             while let Some(t) = st.timers.pop_due(end) {
                 let h = t.get();
@@ -115,7 +129,7 @@ impl LoopCore {
         }
 
         // 4. Run the callbacks that are ready now; later ones wait a turn.
-        Self::run_ready(slf, io_split, natives)
+        Self::run_ready(slf, io_split, natives, timing.then_some(now_ns))
     }
 
     fn dispatch_events(
@@ -142,11 +156,29 @@ impl LoopCore {
 
     /// Calls native watchers; an error that must leave the loop re-arms the
     /// fds of the watchers not called yet (their edge would be lost).
-    fn run_natives(slf: &Bound<'_, Self>, natives: &mut Vec<NativeCall>) -> PyResult<()> {
+    /// With stats on, `clock` is the last clock reading (updated) and
+    /// `polled` the end of the poll that reported the fds.
+    fn run_natives(
+        slf: &Bound<'_, Self>,
+        natives: &mut Vec<NativeCall>,
+        clock: &mut Option<u64>,
+        polled: u64,
+    ) -> PyResult<()> {
         let py = slf.py();
+        let this = slf.get();
         let mut calls = std::mem::take(natives).into_iter();
         while let Some((_, watcher, ready)) = calls.next() {
-            if let Err(e) = watcher.on_ready(py, slf, ready) {
+            let timed = clock.map(|t| this.stats.begin(t, t.saturating_sub(polled)));
+            let mut result = watcher.on_ready(py, slf, ready);
+            if let Some(s) = &timed {
+                let end = this.clock.now_ns();
+                *clock = Some(end);
+                if this.stats.end(s, end) {
+                    let reported = Self::after_timed(slf, None, Some(&*watcher), s, end);
+                    result = result.and(reported);
+                }
+            }
+            if let Err(e) = result {
                 let e = if must_propagate(py, &e) {
                     Err(e)
                 } else {
@@ -166,21 +198,28 @@ impl LoopCore {
         Ok(())
     }
 
+    /// `clock`: with stats on, the loop's last clock reading (the start of
+    /// the first callback, then each callback's end is the next one's start).
     fn run_ready(
         slf: &Bound<'_, Self>,
         io_split: usize,
         mut natives: Vec<NativeCall>,
+        mut clock: Option<u64>,
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        let polled = clock.unwrap_or(0);
         let mut batch = {
             let mut st = this.state.lock();
             let spare = std::mem::take(&mut st.spare);
             std::mem::replace(&mut st.ready, spare)
         };
+        if clock.is_some() {
+            this.stats.note_thread();
+        }
         if batch.is_empty() {
             this.state.lock().spare = batch;
-            return Self::run_natives(slf, &mut natives);
+            return Self::run_natives(slf, &mut natives, &mut clock, polled);
         }
         let debug = this.debug.load(Ordering::Relaxed);
         let slow: f64 = if debug {
@@ -194,7 +233,7 @@ impl LoopCore {
         loop {
             let mut outcome = Ok(());
             if done == io_split && !natives.is_empty() {
-                outcome = Self::run_natives(slf, &mut natives);
+                outcome = Self::run_natives(slf, &mut natives, &mut clock, polled);
             }
             let handle = match outcome {
                 Ok(()) => match batch.pop_front() {
@@ -216,6 +255,7 @@ impl LoopCore {
                 custody::release(py, handle);
                 continue;
             }
+            let timed = clock.map(|t| this.stats.begin(t, h.lag_ns(t)));
             let started = if debug { this.clock.now() } else { 0.0 };
             let mut outcome = h.run(py);
             if let Err(e) = outcome {
@@ -228,6 +268,16 @@ impl LoopCore {
                     )
                     .map(drop)
                 };
+            }
+            if let Some(s) = &timed {
+                let end = this.clock.now_ns();
+                clock = Some(end);
+                if this.stats.end(s, end) {
+                    let reported = Self::after_timed(slf, Some(&handle), None, s, end);
+                    if outcome.is_ok() {
+                        outcome = reported;
+                    }
+                }
             }
             if outcome.is_ok() && debug {
                 let took = this.clock.now() - started;

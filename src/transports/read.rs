@@ -112,7 +112,10 @@ impl StreamTransport {
         let py = slf.py();
         let got = with_read_buf(|buf| match net::recv(fd, buf) {
             Ok(0) => Ok(None),
-            Ok(n) => Ok(Some((PyBytes::new(py, &buf[..n]), n == buf.len()))),
+            Ok(n) => {
+                slf.get().count_in(n);
+                Ok(Some((PyBytes::new(py, &buf[..n]), n == buf.len())))
+            }
             Err(e) => Err(e),
         });
         match got {
@@ -169,6 +172,9 @@ impl StreamTransport {
         // SAFETY: `view` is a live writable view of `cap` contiguous bytes
         // and stays alive (pinning the exporter's memory) for the call.
         let r = unsafe { net::recv_raw(fd, view.as_ptr(), cap) };
+        if let Ok(n) = r {
+            slf.get().count_in(n);
+        }
         drop(view);
         drop(buf);
         match r {

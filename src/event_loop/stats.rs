@@ -1,0 +1,551 @@
+//! Loop statistics (`loop.stats()`) and the loop's half of the blocking-call
+//! detector.
+//!
+//! What is measured, once stats are on (`loop.enable_stats(True)`, or a
+//! blocking threshold is set):
+//! - lag: how late a callback starts. For a timer, the start minus its
+//!   deadline (`when()`); for a callback queued with `call_soon` (or
+//!   `call_soon_threadsafe`, or a future's done callback), the start minus
+//!   the clock reading taken when it was queued; for an `add_reader`/
+//!   `add_writer` callback or a native transport/server, the start minus the
+//!   end of the poll that reported the fd. Kept in a fixed log-bucket
+//!   histogram of nanoseconds (`Histogram`: four buckets per power of two,
+//!   so a percentile is known within ±12 %), plus the maximum.
+//! - duration: from one callback's start to the next reading after it (the
+//!   end of one callback is the start of the next, so a batch of n callbacks
+//!   costs n + 1 clock readings, and the first reuses the loop's timer-step
+//!   reading). Summed as busy time; poll waits summed as idle time.
+//! - slow callbacks: the `SLOW_KEEP` longest, described by the Python half
+//!   (`Loop._stats_describe`: qualified name and file:line) only when a
+//!   callback is longer than the shortest one kept, so describing is rare.
+//!
+//! Cost: with stats off the loop reads one flag per batch and one per
+//! queued callback (`queue_stamp`); nothing else changes. With stats on, one
+//! clock reading per callback and per `call_soon`, and per non-skipped poll.
+//!
+//! Invariants:
+//! - Counters and the histogram are written only by the loop's thread and
+//!   read from any (`stats()` may be called from an exporter's thread): they
+//!   are relaxed atomics updated with load + store (no read-modify-write).
+//! - `slow` is the only lock; it is taken with no Python code running and
+//!   never held across a call into Python.
+//! - The watchdog (`python/oxloop/_stats.py`) reads `cur_seq`/`cur_start`
+//!   without a lock: `cur_start` is 0.0 (bits 0) whenever no callback runs.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::LoopCore;
+
+/// How many slow callbacks are kept.
+pub(crate) const SLOW_KEEP: usize = 10;
+/// Histogram buckets: values 0..3 exactly, then four per power of two.
+const BUCKETS: usize = 256;
+
+/// A relaxed single-writer counter.
+#[inline]
+fn bump(c: &AtomicU64, by: u64) {
+    c.store(c.load(Relaxed).wrapping_add(by), Relaxed);
+}
+
+/// Seconds to whole nanoseconds (negative and NaN give 0).
+#[inline]
+fn nanos(secs: f64) -> u64 {
+    (secs * 1e9) as u64
+}
+
+/// A fixed-size histogram of nanosecond values with log buckets.
+pub(crate) struct Histogram {
+    /// Counts per bucket (`bucket_of`).
+    counts: [AtomicU64; BUCKETS],
+    /// The largest value seen.
+    max: AtomicU64,
+    /// How many values.
+    total: AtomicU64,
+    /// Their sum.
+    sum: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            max: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The bucket of `v`: exact below 4, else 4 per power of two.
+#[inline]
+fn bucket_of(v: u64) -> usize {
+    if v < 4 {
+        return v as usize;
+    }
+    let e = 63 - v.leading_zeros() as usize; // >= 2
+    let sub = ((v >> (e - 2)) & 3) as usize;
+    (e - 1) * 4 + sub
+}
+
+/// The values bucket `i` holds: `[low, high)`.
+fn bucket_range(i: usize) -> (u64, u64) {
+    if i < 4 {
+        return (i as u64, i as u64 + 1);
+    }
+    let e = i / 4 + 1;
+    let sub = (i % 4) as u64;
+    ((4 + sub) << (e - 2), (5 + sub) << (e - 2))
+}
+
+impl Histogram {
+    #[inline]
+    pub(crate) fn record(&self, v: u64) {
+        bump(&self.counts[bucket_of(v)], 1);
+        bump(&self.total, 1);
+        bump(&self.sum, v);
+        if v > self.max.load(Relaxed) {
+            self.max.store(v, Relaxed);
+        }
+    }
+
+    /// The `q` quantile (0..1): the middle of the bucket it falls in,
+    /// capped at the maximum seen.
+    pub(crate) fn quantile(&self, q: f64) -> u64 {
+        let total = self.total.load(Relaxed);
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c.load(Relaxed);
+            if seen >= rank {
+                let (lo, hi) = bucket_range(i);
+                return (lo + (hi - lo) / 2).min(self.max.load(Relaxed));
+            }
+        }
+        self.max.load(Relaxed)
+    }
+
+    fn clear(&self) {
+        for c in &self.counts {
+            c.store(0, Relaxed);
+        }
+        self.max.store(0, Relaxed);
+        self.total.store(0, Relaxed);
+        self.sum.store(0, Relaxed);
+    }
+}
+
+/// One of the slowest callbacks.
+#[derive(Clone)]
+pub(crate) struct SlowEntry {
+    /// How long it ran, in seconds.
+    pub(crate) seconds: f64,
+    /// "callback", "task" or "io".
+    pub(crate) kind: String,
+    /// Qualified name (a task: its coroutine's).
+    pub(crate) name: String,
+    /// "file:line" (a task: where its coroutine is suspended now), or "".
+    pub(crate) location: String,
+}
+
+/// Everything `loop.stats()` reports that the core measures.
+#[derive(Default)]
+pub(crate) struct LoopStats {
+    /// Clock readings are taken (stats on, or a blocking threshold set).
+    pub(crate) on: AtomicBool,
+    /// `enable_stats(True)` was called (reported as `enabled`).
+    pub(crate) enabled: AtomicBool,
+    /// Lag, in ns.
+    pub(crate) lag: Histogram,
+    /// Callbacks (and native I/O calls) run while on.
+    pub(crate) callbacks: AtomicU64,
+    /// Iterations while on.
+    pub(crate) iterations: AtomicU64,
+    /// Time in callbacks, ns.
+    pub(crate) busy_ns: AtomicU64,
+    /// Time blocked in the poll, ns.
+    pub(crate) idle_ns: AtomicU64,
+    /// Callbacks that went past the blocking threshold.
+    pub(crate) blocked: AtomicU64,
+    /// A callback shorter than this (ns) is not a slow one (the shortest
+    /// kept, once `SLOW_KEEP` are kept).
+    pub(crate) slow_floor: AtomicU64,
+    /// The slowest callbacks, longest first.
+    pub(crate) slow: Mutex<Vec<SlowEntry>>,
+    /// The blocking threshold in ns (0: no detector).
+    pub(crate) blocking_ns: AtomicU64,
+    /// Number of the callback running now (the watchdog's key).
+    pub(crate) cur_seq: AtomicU64,
+    /// Its start (ns); 0 when no callback runs.
+    pub(crate) cur_start: AtomicU64,
+    /// The loop's last clock reading (ns), the stamp of a `call_soon` made
+    /// on the loop's thread.
+    pub(crate) last: AtomicU64,
+    /// The loop thread's `threading.get_ident()`.
+    pub(crate) thread_ident: AtomicU64,
+    /// Bytes stream transports received (always counted).
+    pub(crate) bytes_in: AtomicU64,
+    /// Bytes stream transports sent (always counted).
+    pub(crate) bytes_out: AtomicU64,
+}
+
+/// What the loop knows about the callback it is about to run.
+pub(crate) struct Started {
+    /// Its start, ns on the loop's clock.
+    pub(crate) at: u64,
+    /// The watchdog's number for it (0 if no detector).
+    pub(crate) seq: u64,
+}
+
+impl LoopStats {
+    /// Whether clock readings are taken (one predictable branch).
+    #[inline(always)]
+    pub(crate) fn timing(&self) -> bool {
+        self.on.load(Relaxed)
+    }
+
+    /// Turns readings on or off from `enable_stats` / the threshold.
+    fn sync_on(&self) {
+        let on = self.enabled.load(Relaxed) || self.blocking_ns.load(Relaxed) > 0;
+        self.on.store(on, Relaxed);
+    }
+
+    /// The loop's last clock reading, ns.
+    #[inline]
+    pub(crate) fn last_ns(&self) -> u64 {
+        self.last.load(Relaxed)
+    }
+
+    /// Bookkeeping before a callback that is `lag` ns late starts at `at`.
+    #[inline]
+    pub(crate) fn begin(&self, at: u64, lag: u64) -> Started {
+        self.lag.record(lag);
+        let mut seq = 0;
+        if self.blocking_ns.load(Relaxed) > 0 {
+            seq = self.cur_seq.load(Relaxed) + 1;
+            self.cur_seq.store(seq, Relaxed);
+            self.cur_start.store(at, Relaxed);
+        }
+        Started { at, seq }
+    }
+
+    /// Bookkeeping after it ended at `end`; true if it needs a closer look
+    /// (`LoopCore::after_timed`): it may be among the slowest, or it went
+    /// past the blocking threshold.
+    #[inline]
+    pub(crate) fn end(&self, s: &Started, end: u64) -> bool {
+        let took = end.saturating_sub(s.at);
+        self.last.store(end, Relaxed);
+        bump(&self.callbacks, 1);
+        bump(&self.busy_ns, took);
+        if s.seq != 0 {
+            self.cur_start.store(0, Relaxed);
+        }
+        took > self.slow_floor.load(Relaxed)
+            || (s.seq != 0 && took >= self.blocking_ns.load(Relaxed))
+    }
+
+    /// Keeps `e` if it is among the `SLOW_KEEP` slowest.
+    pub(crate) fn add_slow(&self, e: SlowEntry) {
+        let mut slow = self.slow.lock();
+        let at = slow
+            .iter()
+            .position(|x| x.seconds < e.seconds)
+            .unwrap_or(slow.len());
+        if at < SLOW_KEEP {
+            slow.insert(at, e);
+            slow.truncate(SLOW_KEEP);
+        }
+        if slow.len() == SLOW_KEEP {
+            self.slow_floor
+                .store(nanos(slow[SLOW_KEEP - 1].seconds), Relaxed);
+        }
+    }
+
+    /// Forgets what was measured (not the settings, nor the byte totals).
+    fn reset(&self) {
+        self.lag.clear();
+        for c in [
+            &self.callbacks,
+            &self.iterations,
+            &self.busy_ns,
+            &self.idle_ns,
+            &self.blocked,
+            &self.slow_floor,
+        ] {
+            c.store(0, Relaxed);
+        }
+        let old = std::mem::take(&mut *self.slow.lock());
+        drop(old);
+    }
+}
+
+impl LoopStats {
+    /// After a poll that started at `poll_start` (NaN: skipped) and ended
+    /// at `now`: counts the iteration and the wait, and stamps the
+    /// `add_reader`/`add_writer` handles the poll queued
+    /// (`ready[before..after]`) as ready at `now`. A handle queued meanwhile
+    /// by `call_soon_threadsafe` keeps its own, later, stamp.
+    /// Returns `now` in ns, the start of the first callback.
+    pub(crate) fn after_poll(
+        &self,
+        lp: &LoopCore,
+        poll_start: u64,
+        now: f64,
+        before: usize,
+        after: usize,
+    ) -> u64 {
+        let now = nanos(now);
+        self.last.store(now, Relaxed);
+        bump(&self.iterations, 1);
+        if poll_start == 0 {
+            return now;
+        }
+        bump(&self.idle_ns, now.saturating_sub(poll_start));
+        if after > before {
+            let st = lp.state.lock();
+            for h in st.ready.range(before..after.min(st.ready.len())) {
+                let h = h.get();
+                if h.queued_ns() < poll_start {
+                    h.stamp_queued(now);
+                }
+            }
+        }
+        now
+    }
+
+    /// Records the loop thread's ident for the watchdog (once per batch,
+    /// only with a blocking threshold).
+    #[inline]
+    pub(crate) fn note_thread(&self) {
+        if self.blocking_ns.load(Relaxed) > 0 {
+            // SAFETY: pthread_self has no preconditions.
+            let me = unsafe { libc::pthread_self() } as u64;
+            self.thread_ident.store(me, Relaxed);
+        }
+    }
+}
+
+impl LoopCore {
+    /// After a timed callback (`handle`) or native watcher (`watcher`) that
+    /// started as `started`, ended at `end` and that `LoopStats::end` found
+    /// worth a look: keeps it if it is among the slowest (described by
+    /// `Loop._stats_describe`) and reports it if it went past the blocking
+    /// threshold (`Loop._stats_blocked`). Only the report's error is
+    /// returned; a failed description is replaced by "?" unless it must
+    /// propagate.
+    #[cold]
+    pub(super) fn after_timed(
+        slf: &Bound<'_, Self>,
+        handle: Option<&Py<crate::handles::Handle>>,
+        watcher: Option<&dyn super::io::IoWatcher>,
+        started: &Started,
+        end: u64,
+    ) -> PyResult<()> {
+        let s = &slf.get().stats;
+        let took_ns = end.saturating_sub(started.at);
+        let slow = took_ns > s.slow_floor.load(Relaxed);
+        let blocked = started.seq != 0 && took_ns >= s.blocking_ns.load(Relaxed);
+        if blocked {
+            bump(&s.blocked, 1);
+        }
+        let took = took_ns as f64 / 1e9;
+        let py = slf.py();
+        let (kind, name, location) = match (handle, watcher) {
+            (Some(h), _) => match slf
+                .call_method1(pyo3::intern!(py, "_stats_describe"), (h,))
+                .and_then(|d| d.extract::<(String, String, String)>())
+            {
+                Ok(d) => d,
+                Err(e) if crate::errors::must_propagate(py, &e) => return Err(e),
+                Err(_) => ("callback".into(), "?".into(), String::new()),
+            },
+            (None, Some(w)) => ("io".into(), w.describe(py), String::new()),
+            (None, None) => ("callback".into(), "?".into(), String::new()),
+        };
+        if slow {
+            s.add_slow(SlowEntry {
+                seconds: took,
+                kind: kind.clone(),
+                name: name.clone(),
+                location: location.clone(),
+            });
+        }
+        if blocked {
+            let handle = handle.map(|h| h.clone_ref(py));
+            slf.call_method1(
+                pyo3::intern!(py, "_stats_blocked"),
+                (handle, started.seq, took, kind, name, location),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// `Loop.enable_stats(on)`.
+#[pyfunction]
+pub(crate) fn _stats_enable(lp: &Bound<'_, LoopCore>, on: bool) {
+    let s = &lp.get().stats;
+    s.enabled.store(on, Relaxed);
+    s.sync_on();
+}
+
+/// `Loop.reset_stats()`.
+#[pyfunction]
+pub(crate) fn _stats_reset(lp: &Bound<'_, LoopCore>) {
+    lp.get().stats.reset();
+}
+
+/// Sets the blocking threshold in seconds (None or <= 0: off).
+#[pyfunction]
+#[pyo3(signature = (lp, seconds))]
+pub(crate) fn _stats_set_blocking(lp: &Bound<'_, LoopCore>, seconds: Option<f64>) {
+    let s = &lp.get().stats;
+    let ns = match seconds {
+        Some(x) if x > 0.0 && x.is_finite() => nanos(x).max(1),
+        _ => 0,
+    };
+    s.blocking_ns.store(ns, Relaxed);
+    s.sync_on();
+}
+
+/// For the watchdog: (number of the running callback, its start or None,
+/// the clock now, the loop thread's ident).
+#[pyfunction]
+pub(crate) fn _stats_probe(lp: &Bound<'_, LoopCore>) -> (u64, Option<f64>, f64, u64) {
+    let this = lp.get();
+    let s = &this.stats;
+    let start = s.cur_start.load(Relaxed);
+    (
+        s.cur_seq.load(Relaxed),
+        (start != 0).then(|| start as f64 / 1e9),
+        this.clock.now(),
+        s.thread_ident.load(Relaxed),
+    )
+}
+
+/// What the core measured, as a dict (`Loop.stats()` adds to it).
+#[pyfunction]
+pub(crate) fn _stats_snapshot<'py>(lp: &Bound<'py, LoopCore>) -> PyResult<Bound<'py, PyDict>> {
+    let py = lp.py();
+    let this = lp.get();
+    let s = &this.stats;
+    let (ready, timers, fds) = {
+        let st = this.state.lock();
+        (st.ready.len(), st.timers.len(), st.io.len())
+    };
+    let cancelled = this
+        .cancelled_timers
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let slow = s.slow.lock().clone();
+    let d = PyDict::new(py);
+    d.set_item("enabled", s.enabled.load(Relaxed))?;
+    d.set_item("callbacks", s.callbacks.load(Relaxed))?;
+    d.set_item("iterations", s.iterations.load(Relaxed))?;
+    d.set_item("lag_p50_ms", ms(s.lag.quantile(0.5)))?;
+    d.set_item("lag_p90_ms", ms(s.lag.quantile(0.9)))?;
+    d.set_item("lag_p99_ms", ms(s.lag.quantile(0.99)))?;
+    d.set_item("lag_max_ms", ms(s.lag.max.load(Relaxed)))?;
+    d.set_item("lag_count", s.lag.total.load(Relaxed))?;
+    d.set_item("lag_sum_s", s.lag.sum.load(Relaxed) as f64 / 1e9)?;
+    let busy = s.busy_ns.load(Relaxed) as f64 / 1e9;
+    let idle = s.idle_ns.load(Relaxed) as f64 / 1e9;
+    d.set_item("busy_s", busy)?;
+    d.set_item("idle_s", idle)?;
+    d.set_item(
+        "busy_ratio",
+        if busy + idle > 0.0 {
+            busy / (busy + idle)
+        } else {
+            0.0
+        },
+    )?;
+    d.set_item("ready", ready)?;
+    d.set_item("timers", timers.saturating_sub(cancelled))?;
+    d.set_item("fds", fds)?;
+    let blocking = s.blocking_ns.load(Relaxed);
+    d.set_item(
+        "blocking_threshold",
+        (blocking > 0).then(|| blocking as f64 / 1e9),
+    )?;
+    d.set_item("blocking_callbacks", s.blocked.load(Relaxed))?;
+    let list = PyList::empty(py);
+    for e in slow {
+        let item = PyDict::new(py);
+        item.set_item("duration_ms", e.seconds * 1e3)?;
+        item.set_item("kind", e.kind)?;
+        item.set_item("name", e.name)?;
+        item.set_item("location", e.location)?;
+        list.append(item)?;
+    }
+    d.set_item("slow_callbacks", list)?;
+    let tr = PyDict::new(py);
+    tr.set_item("bytes_in", s.bytes_in.load(Relaxed))?;
+    tr.set_item("bytes_out", s.bytes_out.load(Relaxed))?;
+    d.set_item("transports", tr)?;
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_contiguous_and_cover_u64() {
+        let mut expect_low = 0;
+        for i in 0..=bucket_of(u64::MAX) {
+            let (lo, hi) = bucket_range(i);
+            assert_eq!(lo, expect_low, "bucket {i}");
+            assert_eq!(bucket_of(lo), i);
+            assert_eq!(bucket_of(hi - 1), i);
+            expect_low = hi;
+            if i == bucket_of(u64::MAX) {
+                break;
+            }
+        }
+        assert!(bucket_of(u64::MAX) < BUCKETS);
+    }
+
+    #[test]
+    fn quantiles_within_a_bucket() {
+        let h = Histogram::default();
+        for v in 1..=1000u64 {
+            h.record(v * 1000);
+        }
+        let p50 = h.quantile(0.5) as f64;
+        let p99 = h.quantile(0.99) as f64;
+        assert!((p50 / 500_000.0 - 1.0).abs() < 0.13, "{p50}");
+        assert!((p99 / 990_000.0 - 1.0).abs() < 0.13, "{p99}");
+        assert_eq!(h.quantile(1.0), 1_000_000);
+        h.clear();
+        assert_eq!(h.quantile(0.5), 0);
+    }
+
+    #[test]
+    fn slow_keeps_the_longest() {
+        let s = LoopStats::default();
+        for i in 0..30 {
+            s.add_slow(SlowEntry {
+                seconds: (i % 15) as f64,
+                kind: "callback".into(),
+                name: format!("f{i}"),
+                location: String::new(),
+            });
+        }
+        let slow = s.slow.lock();
+        assert_eq!(slow.len(), SLOW_KEEP);
+        assert_eq!(slow[0].seconds, 14.0);
+        assert_eq!(slow[SLOW_KEEP - 1].seconds, 10.0);
+        assert_eq!(s.slow_floor.load(Relaxed), nanos(10.0));
+    }
+}
