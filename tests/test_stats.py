@@ -70,11 +70,17 @@ def test_a_slow_task_step_shows_its_coroutine_and_where_it_waits(oxloop):
     assert slow["duration_ms"] >= 50
 
 
+def quick():
+    pass
+
+
 def test_slow_callbacks_keep_the_ten_longest_longest_first(oxloop):
     loop = oxloop.new_event_loop(stats=True)
     try:
         for _ in range(200):
-            loop.call_soon(lambda: None)
+            loop.call_soon(quick)
+        for _ in range(12):
+            loop.call_soon(time.sleep, 0.001)
         loop.call_soon(sleepy_callback)
         _run(loop, asyncio.sleep(0))
         slow = loop.stats()["slow_callbacks"]
@@ -84,6 +90,21 @@ def test_slow_callbacks_keep_the_ten_longest_longest_first(oxloop):
     durations = [s["duration_ms"] for s in slow]
     assert durations == sorted(durations, reverse=True)
     assert slow[0]["name"] == "sleepy_callback"
+    assert {s["name"] for s in slow[1:]} == {"sleep"}
+    assert all(s["location"] == "" for s in slow[1:])  # a builtin has no file
+
+
+def test_microsecond_callbacks_are_not_slow_ones(oxloop):
+    loop = oxloop.new_event_loop(stats=True)
+    try:
+        for _ in range(100):
+            loop.call_soon(quick)
+        _run(loop, asyncio.sleep(0))
+        stats = loop.stats()
+    finally:
+        loop.close()
+    assert stats["callbacks"] >= 100
+    assert all(s["duration_ms"] >= 0.1 for s in stats["slow_callbacks"])
 
 
 def test_lag_rises_when_the_loop_is_blocked(oxloop):

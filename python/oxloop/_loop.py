@@ -57,7 +57,7 @@ def _stop_loop_when_done(fut):
 
 
 class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
-           SubprocessMixin, StatsMixin, _core.LoopCore,
+           SubprocessMixin, _core.LoopCore, StatsMixin,
            asyncio.AbstractEventLoop):
     """An asyncio event loop whose core is written in Rust."""
 

@@ -130,7 +130,7 @@ impl LoopCore {
             owner: Mutex::new(None),
             events: Mutex::new(Vec::with_capacity(256)),
             task_factory: Mutex::new(None),
-            stats: stats::LoopStats::default(),
+            stats: stats::LoopStats::new(),
         })
     }
 

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 use super::custody;
 use super::io::{Dispatch, IoWatcher};
+use super::stats::Started;
 use super::LoopCore;
 use crate::errors::{self, must_propagate};
 use crate::handles::Handle;
@@ -31,7 +32,9 @@ fn timer_cancelled(t: &Py<Handle>) -> bool {
 }
 
 impl LoopCore {
-    /// Runs one iteration.
+    /// Runs one iteration. Inlined into `run_forever`'s loop (as it was
+    /// before stats), with the timed batch out of line.
+    #[inline(always)]
     pub(crate) fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -78,11 +81,9 @@ impl LoopCore {
         // the poll (and the add_reader/add_writer ones), before the timers.
         let mut natives: Vec<NativeCall> = Vec::new();
         let timing = this.stats.timing();
-        let mut poll_start = 0;
         let mut queued_before = 0;
         if !skip_poll {
             if timing {
-                poll_start = this.clock.now_ns();
                 queued_before = this.state.lock().ready.len();
             }
             let mut events = std::mem::take(&mut *this.events.lock());
@@ -104,12 +105,11 @@ impl LoopCore {
         let io_split = this.state.lock().ready.len();
 
         // 3. Move due timers to the ready queue.
-        let now = this.clock.now();
-        let now_ns = if timing {
+        let (now, now_ns) = if timing {
             this.stats
-                .after_poll(this, poll_start, now, queued_before, io_split)
+                .after_poll(this, !skip_poll, queued_before, io_split)
         } else {
-            0
+            (this.clock.now(), 0)
         };
         {
             let end = now + CLOCK_RESOLUTION;
@@ -129,7 +129,11 @@ impl LoopCore {
         }
 
         // 4. Run the callbacks that are ready now; later ones wait a turn.
-        Self::run_ready(slf, io_split, natives, timing.then_some(now_ns))
+        if timing {
+            Self::run_ready_timed(slf, io_split, natives, now_ns)
+        } else {
+            Self::run_ready::<false>(slf, io_split, natives, 0)
+        }
     }
 
     fn dispatch_events(
@@ -156,25 +160,29 @@ impl LoopCore {
 
     /// Calls native watchers; an error that must leave the loop re-arms the
     /// fds of the watchers not called yet (their edge would be lost).
-    /// With stats on, `clock` is the last clock reading (updated) and
+    /// `TIMED` (stats on): `clock` is the last clock reading (updated) and
     /// `polled` the end of the poll that reported the fds.
-    fn run_natives(
+    fn run_natives<const TIMED: bool>(
         slf: &Bound<'_, Self>,
         natives: &mut Vec<NativeCall>,
-        clock: &mut Option<u64>,
+        clock: &mut u64,
         polled: u64,
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let mut calls = std::mem::take(natives).into_iter();
         while let Some((_, watcher, ready)) = calls.next() {
-            let timed = clock.map(|t| this.stats.begin(t, t.saturating_sub(polled)));
+            let timed = if TIMED {
+                this.stats.begin(*clock, clock.saturating_sub(polled))
+            } else {
+                Started::NONE
+            };
             let mut result = watcher.on_ready(py, slf, ready);
-            if let Some(s) = &timed {
+            if TIMED {
                 let end = this.clock.now_ns();
-                *clock = Some(end);
-                if this.stats.end(s, end) {
-                    let reported = Self::after_timed(slf, None, Some(&*watcher), s, end);
+                *clock = end;
+                if this.stats.end(&timed, end) {
+                    let reported = Self::after_timed(slf, None, Some(&*watcher), &timed, end);
                     result = result.and(reported);
                 }
             }
@@ -198,28 +206,47 @@ impl LoopCore {
         Ok(())
     }
 
-    /// `clock`: with stats on, the loop's last clock reading (the start of
-    /// the first callback, then each callback's end is the next one's start).
-    fn run_ready(
+    /// `run_ready` with stats on; lets the next iteration reuse its last
+    /// clock reading unless the loop stops or an error leaves it.
+    #[inline(always)]
+    fn run_ready_timed(
+        slf: &Bound<'_, Self>,
+        io_split: usize,
+        natives: Vec<NativeCall>,
+        now_ns: u64,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        let r = Self::run_ready::<true>(slf, io_split, natives, now_ns);
+        this.stats
+            .carry_over(r.is_ok() && !this.stopping.load(Ordering::Relaxed));
+        r
+    }
+
+    /// `TIMED` (stats on, see `stats`): `clock` is the loop's last clock
+    /// reading, the start of the first callback; each callback's end is the
+    /// next one's start. Not `TIMED`, it is unused and this is the loop of
+    /// a build without stats.
+    #[inline(always)]
+    fn run_ready<const TIMED: bool>(
         slf: &Bound<'_, Self>,
         io_split: usize,
         mut natives: Vec<NativeCall>,
-        mut clock: Option<u64>,
+        mut clock: u64,
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let polled = clock.unwrap_or(0);
+        let polled = clock;
         let mut batch = {
             let mut st = this.state.lock();
             let spare = std::mem::take(&mut st.spare);
             std::mem::replace(&mut st.ready, spare)
         };
-        if clock.is_some() {
+        if TIMED {
             this.stats.note_thread();
         }
         if batch.is_empty() {
             this.state.lock().spare = batch;
-            return Self::run_natives(slf, &mut natives, &mut clock, polled);
+            return Self::run_natives::<TIMED>(slf, &mut natives, &mut clock, polled);
         }
         let debug = this.debug.load(Ordering::Relaxed);
         let slow: f64 = if debug {
@@ -233,7 +260,7 @@ impl LoopCore {
         loop {
             let mut outcome = Ok(());
             if done == io_split && !natives.is_empty() {
-                outcome = Self::run_natives(slf, &mut natives, &mut clock, polled);
+                outcome = Self::run_natives::<TIMED>(slf, &mut natives, &mut clock, polled);
             }
             let handle = match outcome {
                 Ok(()) => match batch.pop_front() {
@@ -255,7 +282,11 @@ impl LoopCore {
                 custody::release(py, handle);
                 continue;
             }
-            let timed = clock.map(|t| this.stats.begin(t, h.lag_ns(t)));
+            let timed = if TIMED {
+                this.stats.begin(clock, h.lag_ns(clock))
+            } else {
+                Started::NONE
+            };
             let started = if debug { this.clock.now() } else { 0.0 };
             let mut outcome = h.run(py);
             if let Err(e) = outcome {
@@ -269,11 +300,11 @@ impl LoopCore {
                     .map(drop)
                 };
             }
-            if let Some(s) = &timed {
+            if TIMED {
                 let end = this.clock.now_ns();
-                clock = Some(end);
-                if this.stats.end(s, end) {
-                    let reported = Self::after_timed(slf, Some(&handle), None, s, end);
+                clock = end;
+                if this.stats.end(&timed, end) {
+                    let reported = Self::after_timed(slf, Some(&handle), None, &timed, end);
                     if outcome.is_ok() {
                         outcome = reported;
                     }

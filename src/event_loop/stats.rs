@@ -42,6 +42,9 @@ use super::LoopCore;
 
 /// How many slow callbacks are kept.
 pub(crate) const SLOW_KEEP: usize = 10;
+/// Shorter callbacks are never slow ones (ns): describing one costs a call
+/// into Python, which a loop of microsecond callbacks should not pay.
+const SLOW_MIN_NS: u64 = 100_000;
 /// Histogram buckets: values 0..3 exactly, then four per power of two.
 const BUCKETS: usize = 256;
 
@@ -63,8 +66,6 @@ pub(crate) struct Histogram {
     counts: [AtomicU64; BUCKETS],
     /// The largest value seen.
     max: AtomicU64,
-    /// How many values.
-    total: AtomicU64,
     /// Their sum.
     sum: AtomicU64,
 }
@@ -74,7 +75,6 @@ impl Default for Histogram {
         Self {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
             max: AtomicU64::new(0),
-            total: AtomicU64::new(0),
             sum: AtomicU64::new(0),
         }
     }
@@ -105,7 +105,6 @@ impl Histogram {
     #[inline]
     pub(crate) fn record(&self, v: u64) {
         bump(&self.counts[bucket_of(v)], 1);
-        bump(&self.total, 1);
         bump(&self.sum, v);
         if v > self.max.load(Relaxed) {
             self.max.store(v, Relaxed);
@@ -114,12 +113,20 @@ impl Histogram {
 
     /// The `q` quantile (0..1): the middle of the bucket it falls in,
     /// capped at the maximum seen.
+    /// How many values (the sum of the buckets: one counter less to bump).
+    pub(crate) fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
     pub(crate) fn quantile(&self, q: f64) -> u64 {
-        let total = self.total.load(Relaxed);
+        let total = self.count();
         if total == 0 {
             return 0;
         }
         let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        if rank == total {
+            return self.max.load(Relaxed);
+        }
         let mut seen = 0;
         for (i, c) in self.counts.iter().enumerate() {
             seen += c.load(Relaxed);
@@ -136,7 +143,6 @@ impl Histogram {
             c.store(0, Relaxed);
         }
         self.max.store(0, Relaxed);
-        self.total.store(0, Relaxed);
         self.sum.store(0, Relaxed);
     }
 }
@@ -163,8 +169,6 @@ pub(crate) struct LoopStats {
     pub(crate) enabled: AtomicBool,
     /// Lag, in ns.
     pub(crate) lag: Histogram,
-    /// Callbacks (and native I/O calls) run while on.
-    pub(crate) callbacks: AtomicU64,
     /// Iterations while on.
     pub(crate) iterations: AtomicU64,
     /// Time in callbacks, ns.
@@ -173,8 +177,8 @@ pub(crate) struct LoopStats {
     pub(crate) idle_ns: AtomicU64,
     /// Callbacks that went past the blocking threshold.
     pub(crate) blocked: AtomicU64,
-    /// A callback shorter than this (ns) is not a slow one (the shortest
-    /// kept, once `SLOW_KEEP` are kept).
+    /// A callback not longer than this (ns) is not a slow one:
+    /// `SLOW_MIN_NS`, then the shortest kept once `SLOW_KEEP` are kept.
     pub(crate) slow_floor: AtomicU64,
     /// The slowest callbacks, longest first.
     pub(crate) slow: Mutex<Vec<SlowEntry>>,
@@ -187,6 +191,10 @@ pub(crate) struct LoopStats {
     /// The loop's last clock reading (ns), the stamp of a `call_soon` made
     /// on the loop's thread.
     pub(crate) last: AtomicU64,
+    /// The end of the last iteration's callbacks (ns), for the next
+    /// iteration to use as its clock if it skips the poll; 0 if it may not
+    /// (the loop stopped or an error left it since).
+    pub(crate) carry: AtomicU64,
     /// The loop thread's `threading.get_ident()`.
     pub(crate) thread_ident: AtomicU64,
     /// Bytes stream transports received (always counted).
@@ -196,6 +204,7 @@ pub(crate) struct LoopStats {
 }
 
 /// What the loop knows about the callback it is about to run.
+#[derive(Clone, Copy)]
 pub(crate) struct Started {
     /// Its start, ns on the loop's clock.
     pub(crate) at: u64,
@@ -203,7 +212,18 @@ pub(crate) struct Started {
     pub(crate) seq: u64,
 }
 
+impl Started {
+    /// The placeholder when stats are off (never read).
+    pub(crate) const NONE: Started = Started { at: 0, seq: 0 };
+}
+
 impl LoopStats {
+    pub(crate) fn new() -> Self {
+        let s = Self::default();
+        s.slow_floor.store(SLOW_MIN_NS, Relaxed);
+        s
+    }
+
     /// Whether clock readings are taken (one predictable branch).
     #[inline(always)]
     pub(crate) fn timing(&self) -> bool {
@@ -242,7 +262,6 @@ impl LoopStats {
     pub(crate) fn end(&self, s: &Started, end: u64) -> bool {
         let took = end.saturating_sub(s.at);
         self.last.store(end, Relaxed);
-        bump(&self.callbacks, 1);
         bump(&self.busy_ns, took);
         if s.seq != 0 {
             self.cur_start.store(0, Relaxed);
@@ -263,8 +282,8 @@ impl LoopStats {
             slow.truncate(SLOW_KEEP);
         }
         if slow.len() == SLOW_KEEP {
-            self.slow_floor
-                .store(nanos(slow[SLOW_KEEP - 1].seconds), Relaxed);
+            let floor = nanos(slow[SLOW_KEEP - 1].seconds).max(SLOW_MIN_NS);
+            self.slow_floor.store(floor, Relaxed);
         }
     }
 
@@ -272,15 +291,14 @@ impl LoopStats {
     fn reset(&self) {
         self.lag.clear();
         for c in [
-            &self.callbacks,
             &self.iterations,
             &self.busy_ns,
             &self.idle_ns,
             &self.blocked,
-            &self.slow_floor,
         ] {
             c.store(0, Relaxed);
         }
+        self.slow_floor.store(SLOW_MIN_NS, Relaxed);
         let old = std::mem::take(&mut *self.slow.lock());
         drop(old);
     }
@@ -292,32 +310,52 @@ impl LoopStats {
     /// `add_reader`/`add_writer` handles the poll queued
     /// (`ready[before..after]`) as ready at `now`. A handle queued meanwhile
     /// by `call_soon_threadsafe` keeps its own, later, stamp.
-    /// Returns `now` in ns, the start of the first callback.
+    /// The iteration's clock, in seconds and ns (the start of its first
+    /// callback). An iteration that skipped the poll (`polled` false) right
+    /// after one that ran callbacks takes that one's last reading (so a
+    /// chain of `call_soon` callbacks costs one reading per callback, as
+    /// without stats); else the clock is read. After a poll: counts the wait
+    /// (from the last reading) and stamps the `add_reader`/`add_writer`
+    /// handles it queued (`ready[before..after]`) as ready now; a handle
+    /// that `call_soon_threadsafe` queued meanwhile keeps its own stamp.
     pub(crate) fn after_poll(
         &self,
         lp: &LoopCore,
-        poll_start: u64,
-        now: f64,
+        polled: bool,
         before: usize,
         after: usize,
-    ) -> u64 {
-        let now = nanos(now);
-        self.last.store(now, Relaxed);
+    ) -> (f64, u64) {
         bump(&self.iterations, 1);
-        if poll_start == 0 {
-            return now;
+        let carried = self.carry.load(Relaxed);
+        self.carry.store(0, Relaxed);
+        if !polled && carried != 0 {
+            return (carried as f64 * 1e-9, carried);
         }
-        bump(&self.idle_ns, now.saturating_sub(poll_start));
-        if after > before {
-            let st = lp.state.lock();
-            for h in st.ready.range(before..after.min(st.ready.len())) {
-                let h = h.get();
-                if h.queued_ns() < poll_start {
-                    h.stamp_queued(now);
+        let now = lp.clock.now_ns();
+        self.last.store(now, Relaxed);
+        if polled {
+            // The wait began at the previous iteration's last reading.
+            let since = if carried != 0 { carried } else { now };
+            bump(&self.idle_ns, now - since.min(now));
+            if after > before {
+                let st = lp.state.lock();
+                for h in st.ready.range(before..after.min(st.ready.len())) {
+                    let h = h.get();
+                    if h.queued_ns() < since {
+                        h.stamp_queued(now);
+                    }
                 }
             }
         }
-        now
+        (now as f64 * 1e-9, now)
+    }
+
+    /// At the end of an iteration: whether the next one may take its last
+    /// reading as its clock (`after_poll`).
+    #[inline]
+    pub(crate) fn carry_over(&self, ok: bool) {
+        self.carry
+            .store(if ok { self.last.load(Relaxed) } else { 0 }, Relaxed);
     }
 
     /// Records the loop thread's ident for the watchdog (once per batch,
@@ -450,13 +488,15 @@ pub(crate) fn _stats_snapshot<'py>(lp: &Bound<'py, LoopCore>) -> PyResult<Bound<
     let slow = s.slow.lock().clone();
     let d = PyDict::new(py);
     d.set_item("enabled", s.enabled.load(Relaxed))?;
-    d.set_item("callbacks", s.callbacks.load(Relaxed))?;
+    // Every timed callback records one lag.
+    let count = s.lag.count();
+    d.set_item("callbacks", count)?;
     d.set_item("iterations", s.iterations.load(Relaxed))?;
     d.set_item("lag_p50_ms", ms(s.lag.quantile(0.5)))?;
     d.set_item("lag_p90_ms", ms(s.lag.quantile(0.9)))?;
     d.set_item("lag_p99_ms", ms(s.lag.quantile(0.99)))?;
     d.set_item("lag_max_ms", ms(s.lag.max.load(Relaxed)))?;
-    d.set_item("lag_count", s.lag.total.load(Relaxed))?;
+    d.set_item("lag_count", count)?;
     d.set_item("lag_sum_s", s.lag.sum.load(Relaxed) as f64 / 1e9)?;
     let busy = s.busy_ns.load(Relaxed) as f64 / 1e9;
     let idle = s.idle_ns.load(Relaxed) as f64 / 1e9;
@@ -533,7 +573,7 @@ mod tests {
 
     #[test]
     fn slow_keeps_the_longest() {
-        let s = LoopStats::default();
+        let s = LoopStats::new();
         for i in 0..30 {
             s.add_slow(SlowEntry {
                 seconds: (i % 15) as f64,
