@@ -121,32 +121,38 @@ def _wait_for(predicate, timeout=5.0):
         time.sleep(0.01)
 
 
+def _new_watchdog_thread(before):
+    (thread,) = [t for t in _watchdog_threads() if t not in before]
+    return thread
+
+
 def test_turning_the_detector_off_stops_the_thread(oxloop):
-    before = len(_watchdog_threads())
+    before = _watchdog_threads()
     loop = oxloop.new_event_loop()
     try:
         loop.set_blocking_threshold(THRESHOLD)
         assert loop.get_blocking_threshold() == THRESHOLD
-        assert len(_watchdog_threads()) == before + 1
+        thread = _new_watchdog_thread(before)
         loop.set_blocking_threshold(None)
         assert loop.get_blocking_threshold() is None
         assert loop.stats()["blocking_threshold"] is None
-        _wait_for(lambda: len(_watchdog_threads()) == before)
+        _wait_for(lambda: not thread.is_alive())
     finally:
         loop.close()
 
 
 def test_the_watchdog_keeps_no_loop_alive(oxloop):
-    before = len(_watchdog_threads())
+    before = _watchdog_threads()
     loop = oxloop.new_event_loop()
     loop.set_blocking_threshold(THRESHOLD)
+    thread = _new_watchdog_thread(before)
     loop.run_until_complete(asyncio.sleep(0))
     ref = weakref.ref(loop)
     loop.close()
     del loop
     gc.collect()
     assert ref() is None
-    _wait_for(lambda: len(_watchdog_threads()) == before)
+    _wait_for(lambda: not thread.is_alive())
 
 
 def test_OXLOOP_BLOCKING_THRESHOLD_sets_the_threshold(oxloop, monkeypatch):

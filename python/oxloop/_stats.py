@@ -8,10 +8,11 @@ name and file:line), and the watchdog thread that samples the loop
 thread's Python stack while one callback holds the loop.
 
 The watchdog: a daemon thread that holds only a weak reference to its loop.
-Every quarter threshold it asks the core which callback runs and since
-when (``_stats_probe``, no lock); when one has run past the threshold it
-takes the loop thread's frame (``sys._current_frames()``) and keeps the
-stack for that callback. A callback that blocks in C code while holding the
+It asks the core which callback runs and since when (``_stats_probe``, no
+lock), then sleeps until that callback would reach the threshold (at most a
+quarter threshold); when one has run past the threshold it takes the loop
+thread's frame (``sys._current_frames()``) and keeps the stack for that
+callback. A callback that blocks in C code while holding the
 GIL cannot be sampled until it lets go of it (``time.sleep``, socket and
 file calls do). When the callback ends, the loop (on its own thread) hands
 the report to ``call_exception_handler`` with the stack and the full
@@ -89,31 +90,38 @@ class _Watchdog:
 
     def _run(self):
         interval = min(max(self.threshold / 4, 0.001), 0.25)
-        while not self._stop.wait(interval):
+        wait = interval
+        while not self._stop.wait(wait):
             loop = self._loop()
             if loop is None or loop.is_closed():
                 return
-            self._check(loop)
+            wait = self._check(loop, interval)
             del loop
 
-    def _check(self, loop):
+    def _check(self, loop, interval):
+        # Samples the running callback if it is past the threshold; returns
+        # how long to wait: until the running one reaches it, at most
+        # `interval`.
         seq, start, now, ident = _core._stats_probe(loop)
-        if start is None or now - start < self.threshold:
-            return
+        if start is None:
+            return interval
+        due = start + self.threshold - now
+        if due > 0:
+            return min(due + 0.0005, interval)
         with self._lock:
             if seq <= self._taken or seq in self._pending:
-                return
+                return interval
         frame = sys._current_frames().get(ident)
         if frame is None:
-            return
+            return interval
         stack = _callback_stack(frame)
         del frame
         # Still the same callback? Otherwise the stack is someone else's.
-        if _core._stats_probe(loop)[:2] != (seq, start):
-            return
-        with self._lock:
-            if seq > self._taken:
-                self._pending[seq] = stack
+        if _core._stats_probe(loop)[:2] == (seq, start):
+            with self._lock:
+                if seq > self._taken:
+                    self._pending[seq] = stack
+        return interval
 
     def take(self, seq):
         """The stack sampled for callback `seq` (None if none)."""
@@ -210,7 +218,8 @@ class StatsMixin:
             how = f"blocked at {at}"
         else:
             at = None
-            how = "its stack could not be sampled (it held the GIL)"
+            how = ("no stack was sampled (it ended before the watchdog "
+                   "looked, or held the GIL)")
         what = f"{kind} {name}" + (f" ({where})" if where else "")
         context = {
             "message": f"Executing {what} blocked the loop for "

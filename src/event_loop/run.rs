@@ -41,7 +41,7 @@ impl LoopCore {
         let mut dead_timers: Vec<Py<Handle>> = Vec::new();
 
         // 1. Sweep cancelled timers; decide how long to wait.
-        let (timeout, skip_poll) = {
+        let (timeout, skip_poll, queued_before) = {
             let mut st = this.state.lock();
             let n = st.timers.len();
             if n > MIN_SWEEP_TIMERS && this.cancelled_timers.load(Ordering::Acquire) * 2 > n {
@@ -68,7 +68,7 @@ impl LoopCore {
                 st.polling = true;
                 st.wake_pending = false;
             }
-            (timeout, skip)
+            (timeout, skip, st.ready.len())
         };
         for t in dead_timers.drain(..) {
             t.get().unschedule();
@@ -81,11 +81,7 @@ impl LoopCore {
         // the poll (and the add_reader/add_writer ones), before the timers.
         let mut natives: Vec<NativeCall> = Vec::new();
         let timing = this.stats.timing();
-        let mut queued_before = 0;
         if !skip_poll {
-            if timing {
-                queued_before = this.state.lock().ready.len();
-            }
             let mut events = std::mem::take(&mut *this.events.lock());
             let waited = py.detach(|| this.reactor.wait(timeout, &mut events));
             {
