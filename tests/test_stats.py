@@ -269,3 +269,24 @@ def test_OXLOOP_STATS_turns_stats_on(value, enabled):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, OXLOOP_STATS=value), check=True)
     assert out.stdout.strip() == str(enabled)
+
+
+def test_turning_stats_on_again_reuses_no_old_clock_reading(oxloop):
+    loop = oxloop.new_event_loop(stats=True)
+    try:
+        _run(loop, asyncio.sleep(0))
+        loop.enable_stats(False)
+        time.sleep(0.5)  # the loop's last reading with stats on is old now
+
+        async def main():
+            loop.enable_stats(True)
+            loop.reset_stats()
+            loop.call_soon(quick)  # stamped with the loop's last reading
+            await asyncio.sleep(0)
+
+        _run(loop, main())
+        stats = loop.stats()
+    finally:
+        loop.close()
+    assert stats["callbacks"] >= 1
+    assert stats["lag_max_ms"] < 400

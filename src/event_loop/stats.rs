@@ -230,6 +230,15 @@ impl LoopStats {
         self.on.load(Relaxed)
     }
 
+    /// Before readings (re)start: no reading from an earlier period is
+    /// reused, for a `call_soon` stamp or as an iteration's clock.
+    fn fresh_start(&self, lp: &LoopCore) {
+        if !self.on.load(Relaxed) {
+            self.last.store(lp.clock.now_ns(), Relaxed);
+            self.carry.store(0, Relaxed);
+        }
+    }
+
     /// Turns readings on or off from `enable_stats` / the threshold.
     fn sync_on(&self) {
         let on = self.enabled.load(Relaxed) || self.blocking_ns.load(Relaxed) > 0;
@@ -433,8 +442,10 @@ fn ms(ns: u64) -> f64 {
 /// `Loop.enable_stats(on)`.
 #[pyfunction]
 pub(crate) fn _stats_enable(lp: &Bound<'_, LoopCore>, on: bool) {
-    let s = &lp.get().stats;
+    let this = lp.get();
+    let s = &this.stats;
     s.enabled.store(on, Relaxed);
+    s.fresh_start(this);
     s.sync_on();
 }
 
@@ -454,6 +465,7 @@ pub(crate) fn _stats_set_blocking(lp: &Bound<'_, LoopCore>, seconds: Option<f64>
         _ => 0,
     };
     s.blocking_ns.store(ns, Relaxed);
+    s.fresh_start(lp.get());
     s.sync_on();
 }
 
