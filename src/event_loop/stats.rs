@@ -3,34 +3,42 @@
 //!
 //! What is measured, once stats are on (`loop.enable_stats(True)`, or a
 //! blocking threshold is set):
-//! - lag: how late a callback starts. For a timer, the start minus its
-//!   deadline (`when()`); for a callback queued with `call_soon` (or
-//!   `call_soon_threadsafe`, or a future's done callback), the start minus
-//!   the clock reading taken when it was queued; for an `add_reader`/
-//!   `add_writer` callback or a native transport/server, the start minus the
-//!   end of the poll that reported the fd. Kept in a fixed log-bucket
-//!   histogram of nanoseconds (`Histogram`: four buckets per power of two,
-//!   so a percentile is known within ±12 %), plus the maximum.
-//! - duration: from one callback's start to the next reading after it (the
-//!   end of one callback is the start of the next, so a batch of n callbacks
-//!   costs n + 1 clock readings, and the first reuses the loop's timer-step
-//!   reading). Summed as busy time; poll waits summed as idle time.
-//! - slow callbacks: the `SLOW_KEEP` longest, described by the Python half
-//!   (`Loop._stats_describe`: qualified name and file:line) only when a
-//!   callback is longer than the shortest one kept, so describing is rare.
+//! - lag: how late a callback starts. A timer: the start minus its deadline
+//!   (`when()`). A callback queued with `call_soon` on the running loop's
+//!   thread (a future's done callback too): the start minus the loop's last
+//!   clock reading when it was queued (the start of the callback or poll
+//!   that queued it), which spares a reading per `call_soon`. Queued from
+//!   another thread or before the loop runs: minus a reading taken then. An
+//!   `add_reader`/`add_writer` callback or a native transport/server: the
+//!   start minus the end of the poll that reported the fd. Kept in a fixed
+//!   log-bucket histogram of nanoseconds (`Histogram`: four buckets per
+//!   power of two, so a percentile is known within ±12 %), with sum and max.
+//! - duration: from one callback's start to the reading taken right after
+//!   it, which is the next one's start (one reading per callback). An
+//!   iteration that skips the poll takes the previous iteration's last
+//!   reading as its clock (`after_poll`, `carry`), so a chain of
+//!   `call_soon` callbacks reads the clock once per callback, as the loop
+//!   does without stats. Durations are summed as busy time, poll waits as
+//!   idle time.
+//! - slow callbacks: the `SLOW_KEEP` longest of at least `SLOW_MIN_NS`,
+//!   described by the Python half (`Loop._stats_describe`: qualified name and
+//!   file:line) only when a callback is longer than the shortest one kept,
+//!   so describing is rare.
 //!
-//! Cost: with stats off the loop reads one flag per batch and one per
-//! queued callback (`queue_stamp`); nothing else changes. With stats on, one
-//! clock reading per callback and per `call_soon`, and per non-skipped poll.
+//! Cost: with stats off the loop tests one flag per iteration (then runs
+//! `run_ready::<false>`, the loop as it was) and one per `call_soon`.
 //!
 //! Invariants:
 //! - Counters and the histogram are written only by the loop's thread and
 //!   read from any (`stats()` may be called from an exporter's thread): they
 //!   are relaxed atomics updated with load + store (no read-modify-write).
+//!   `enable_stats` from another thread may reset `last`/`carry` meanwhile;
+//!   the worst outcome is one stale lag sample.
 //! - `slow` is the only lock; it is taken with no Python code running and
 //!   never held across a call into Python.
 //! - The watchdog (`python/oxloop/_stats.py`) reads `cur_seq`/`cur_start`
-//!   without a lock: `cur_start` is 0.0 (bits 0) whenever no callback runs.
+//!   without a lock: `cur_start` is 0 whenever no callback runs, and the
+//!   watchdog checks both again after sampling the stack.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
