@@ -173,11 +173,11 @@ def stats_cost(t, loops):
         if ratios:
             gm = statistics.geometric_mean(ratios)
             rows.append([title, f"{gm:.3f}x", f"{min(ratios):.3f}x", str(len(ratios))])
-    return ["## Cost of stats: oxloop+stats vs oxloop", "",
-            "`oxloop+stats` is oxloop with `loop.stats()` on (`new_event_loop(stats=True)`); "
+    text = ("`oxloop+stats` is oxloop with `loop.stats()` on (`new_event_loop(stats=True)`); "
             "its advantage over plain oxloop per group (1 = free, below 1 = the cost; "
             "worst row shown too). Instruction counts, steadier than these timings: "
-            "`benchmarks/cg_overhead.py`.", "",
+            "`benchmarks/cg_overhead.py`.")
+    return ["## Cost of stats: oxloop+stats vs oxloop", "", text, "",
             md_table(["group", "geometric mean", "worst row", "rows"], rows), ""]
 
 
