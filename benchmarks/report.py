@@ -153,6 +153,34 @@ def summary(t, loops):
             md_table(["group"] + [f"oxloop vs {o}" for o in others], rows), ""]
 
 
+STATS = "oxloop+stats"
+
+
+def stats_cost(t, loops):
+    """What loop.stats() costs: oxloop with stats on against oxloop, per
+    group (geometric mean; below 1 = slower with stats)."""
+    if SUBJECT not in loops or STATS not in loops:
+        return []
+    rows = []
+    for title, kind, tr, field, higher in GROUPS:
+        ratios = []
+        for k in t.keys(kind, tr):
+            if k.startswith("ceiling/"):
+                continue
+            a, b = t.median(kind, tr, k, STATS, field), t.median(kind, tr, k, SUBJECT, field)
+            if a and b:
+                ratios.append(a / b if higher else b / a)
+        if ratios:
+            gm = statistics.geometric_mean(ratios)
+            rows.append([title, f"{gm:.3f}x", f"{min(ratios):.3f}x", str(len(ratios))])
+    text = ("`oxloop+stats` is oxloop with `loop.stats()` on (`new_event_loop(stats=True)`); "
+            "its advantage over plain oxloop per group (1 = free, below 1 = the cost; "
+            "worst row shown too). Instruction counts, steadier than these timings: "
+            "`benchmarks/cg_overhead.py`.")
+    return ["## Cost of stats: oxloop+stats vs oxloop", "", text, "",
+            md_table(["group", "geometric mean", "worst row", "rows"], rows), ""]
+
+
 def render(raw):
     meta, opts, results = raw["meta"], raw["options"], raw["results"]
     loops = meta["loops"]
@@ -171,6 +199,7 @@ def render(raw):
     A.append(f"- ratio in parentheses: loop / {base or 'nothing (baseline not run)'} in this run")
     A.append("")
     A += summary(t, loops)
+    A += stats_cost(t, loops)
     if t.keys("micro"):
         A += ["## Loop overhead (no network): operations/s", ""]
         rows = [[k] + [t.cell("micro", None, k, lp, "ops_per_s", t.median("micro", None, k, base, "ops_per_s") if base else None)

@@ -104,7 +104,7 @@ class Progress:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--loops", default="asyncio,uvloop,rloop,oxloop", help="comma list (see loops.py)")
+    ap.add_argument("--loops", default="asyncio,uvloop,rloop,oxloop,oxloop+stats", help="comma list (see loops.py)")
     ap.add_argument("--baseline", default="uvloop", help="loop the ratios refer to")
     ap.add_argument("--smoke", action="store_true", help="everything, tiny and once (seconds, for CI)")
     ap.add_argument("--reps", type=int, help="repetitions (3; smoke 1)")
