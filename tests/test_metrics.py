@@ -93,8 +93,9 @@ def test_prometheus_text_parses_back_to_the_stats(oxloop):
 
 
 def test_prometheus_collector_in_a_registry(oxloop):
-    from oxloop.metrics import PrometheusCollector
     from prometheus_client import CollectorRegistry, generate_latest
+
+    from oxloop.metrics import PrometheusCollector
 
     loop = _busy_loop(oxloop)
     registry = CollectorRegistry()
@@ -108,8 +109,9 @@ def test_prometheus_collector_in_a_registry(oxloop):
 
 
 def test_prometheus_collector_keeps_no_loop_alive(oxloop):
-    from oxloop.metrics import PrometheusCollector
     from prometheus_client import CollectorRegistry, generate_latest
+
+    from oxloop.metrics import PrometheusCollector
 
     loop = oxloop.new_event_loop(stats=True)
     registry = CollectorRegistry()

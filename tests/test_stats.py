@@ -51,7 +51,7 @@ def test_a_slow_callback_shows_with_its_name_and_file_line(oxloop):
 
 
 async def blocking_task_body():
-    time.sleep(0.05)  # noqa: ASYNC251 - blocking on purpose
+    time.sleep(0.05)  # blocking on purpose
     await asyncio.sleep(0)  # the task is suspended here after its slow step
     return 1
 

@@ -65,7 +65,7 @@ def test_a_blocking_sleep_in_a_callback_is_reported_with_its_file_line(oxloop):
 
 async def blocking_coroutine():
     await asyncio.sleep(0)
-    time.sleep(BLOCK)  # noqa: ASYNC251 - blocking on purpose
+    time.sleep(BLOCK)  # blocking on purpose
     return "done"
 
 

@@ -23,8 +23,8 @@ from asyncio import events, format_helpers, futures, tasks
 from . import _core
 from ._pipes import PipesMixin
 from ._signals import SignalsMixin
-from ._stats import StatsMixin
 from ._sockets import SocketsMixin
+from ._stats import StatsMixin
 from ._streams import StreamsMixin
 from ._subprocess import SubprocessMixin
 
