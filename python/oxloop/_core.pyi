@@ -20,6 +20,7 @@ __all__ = [
     "LoopCore", "SockOps", "SockOp", "UdpTransport", "Handle", "TimerHandle",
     "StreamTransport", "PipeTransport", "StreamListener", "stat_path", "stat_fd",
     "remove_socket_path", "unlink_if_inode", "sendfile", "try_wait",
+    "_stats_enable", "_stats_reset", "_stats_set_blocking", "_stats_probe", "_stats_snapshot",
 ]
 
 _Callback = Callable[..., object]
