@@ -16,6 +16,7 @@
 
 use crate::{cpu_seconds, json_num, json_str};
 use mio::{Events, Poll};
+use std::cell::Cell;
 use std::io::{ErrorKind, Write};
 use std::time::{Duration, Instant};
 
@@ -36,10 +37,26 @@ pub struct Run {
     /// 16th) or `none`: which answers are compared byte for byte.
     pub verify: String,
     pub start: Instant,
-    pub end: Instant,
+    /// End of the measured window: `start + duration`, moved later (at most
+    /// by `drain`) while no request has completed inside it, so that a
+    /// short window on a starved machine measures something instead of
+    /// failing; a server that answers nothing still fails.
+    pub end: Cell<Instant>,
+    /// How late `end` may move.
+    pub latest_end: Instant,
 }
 
 impl Run {
+    /// `stretch`: how far `end` may move (see `end`); zero for a warm-up run.
+    pub fn new(size: usize, verify: String, start: Instant, duration: Duration, stretch: Duration) -> Run {
+        let stretch = if duration.is_zero() { Duration::ZERO } else { stretch };
+        Run { size, verify, start, end: Cell::new(start + duration), latest_end: start + duration + stretch }
+    }
+
+    pub fn end(&self) -> Instant {
+        self.end.get()
+    }
+
     /// Whether request number `seq` (from 1) of a connection is checked.
     pub fn checks(&self, seq: u64) -> bool {
         match self.verify.as_str() {
@@ -72,9 +89,12 @@ impl Tally {
 
     /// A request that began at `began` is complete now.
     pub fn complete(&mut self, run: &Run, began: Instant, now: Instant, checked: bool) {
+        if self.measured == 0 && now >= run.start && now >= run.end() && now < run.latest_end {
+            run.end.set(now + Duration::from_micros(1)); // the first answer of a stretched window
+        }
         self.total += 1;
         self.checked += u64::from(checked);
-        if now >= run.start && now < run.end {
+        if now >= run.start && now < run.end() {
             self.measured += 1;
             self.lat_ns.push((now - began).as_nanos() as u64);
         }
@@ -118,12 +138,12 @@ pub fn marker(text: &str) {
 /// print the result; returns the exit status.
 pub fn drive<C: Client>(poll: &mut Poll, conns: &mut [C], run: &Run, ends: &Ends, scratch: &mut [u8]) -> i32 {
     let t0 = Instant::now();
-    let mut deadline = run.end + ends.drain;
+    let mut deadline = run.latest_end + ends.drain;
     let mut eof_deadline_set = false;
     let cpu0 = cpu_seconds();
     let mut t = Tally::default();
     let (mut started, mut ended) = (false, false);
-    let (mut win_start, mut win_end) = (run.start, run.end);
+    let (mut win_start, mut win_end) = (run.start, run.end());
     let mut cpu_window = (0.0, 0.0);
     for (id, c) in conns.iter_mut().enumerate() {
         c.start(t0, run);
@@ -141,7 +161,10 @@ pub fn drive<C: Client>(poll: &mut Poll, conns: &mut [C], run: &Run, ends: &Ends
             cpu_window.0 = cpu_seconds();
             marker("measure-start");
         }
-        if !ended && now >= run.end {
+        if !ended && now >= run.end() && t.measured == 0 && now < run.latest_end {
+            run.end.set(now + Duration::from_millis(20)); // nothing measured yet: wait for one answer
+        }
+        if !ended && now >= run.end() {
             ended = true;
             win_end = now;
             cpu_window.1 = cpu_seconds();
@@ -159,7 +182,7 @@ pub fn drive<C: Client>(poll: &mut Poll, conns: &mut [C], run: &Run, ends: &Ends
         let next_edge = if !started {
             run.start
         } else if !ended {
-            run.end
+            run.end()
         } else {
             deadline
         };

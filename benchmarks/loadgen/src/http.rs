@@ -209,7 +209,7 @@ impl Client for HttpConn {
                     // Nothing more can come before the next request: the
                     // next answer raises a new edge.
                     self.readable = false;
-                    if now >= run.end {
+                    if now >= run.end() {
                         self.phase = Phase::Done;
                         return Ok(());
                     }

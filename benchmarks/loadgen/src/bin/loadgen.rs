@@ -158,7 +158,7 @@ impl Client for Conn {
                 let now = Instant::now();
                 t.complete(run, self.began, now, self.check);
                 self.readable = false;
-                if now >= run.end {
+                if now >= run.end() {
                     self.stream.shutdown_write().map_err(|e| format!("shutdown: {e}"))?;
                     self.phase = Phase::Closing;
                     self.readable = true;
@@ -225,7 +225,7 @@ fn run_mode(ep: &Endpoint, o: &Opts) -> i32 {
         streams.push(stream);
     }
     let t0 = Instant::now();
-    let run = Run { size, verify, start: t0 + warmup, end: t0 + warmup + duration };
+    let run = Run::new(size, verify, t0 + warmup, duration, ends.drain);
     let mut scratch = vec![0u8; size.max(64 * 1024)];
     match http {
         Some(path) => {
