@@ -12,6 +12,7 @@ import sys
 import tempfile
 
 from helpers import make_loop
+from netutil import stdlib_keycert
 
 KEYS = ["socket", "sockname", "peername", "pipe", "subprocess", "sslcontext",
         "ssl_object", "peercert", "cipher", "compression", "no-such-key"]
@@ -68,11 +69,8 @@ def describe(tr, ports, paths):
 
 
 def tls_contexts():
-    import test
-    cert = os.path.join(os.path.dirname(test.__file__), "certdata",
-                        "keycert.pem")
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(cert)
+    server.load_cert_chain(stdlib_keycert())
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client.check_hostname = False
     client.verify_mode = ssl.CERT_NONE
