@@ -9,9 +9,8 @@ the unpacked sdist.
 Fields:
   sdist      the pinned requirement whose sdist holds the tests
   deps       pinned test dependencies (wheels are fine for these)
-  install_env environment for building the sdist
   tests      pytest arguments that choose the tests (paths relative to the
-             unpacked sdist, or --pyargs)
+             folder the tests run in, see cwd)
   ci         the time-bounded selection run by `gate.py --ci` (None: the
              whole suite, as --full runs it)
   args       further pytest arguments (options that replace the project's own
@@ -23,15 +22,12 @@ Fields:
   venv       share the venv of that suite (same sdist and deps)
   subject    the project under test when it is not the sdist's own (the
              websockets row runs uvicorn's tests against websockets)
-  loop_free  why the suite creates no event loop, if it does not (the gate
-             otherwise fails a run where no loop of the kind under test was
-             created)
 """
 
 # Each venv also gets uvloop (for the uvloop column), pinned here.
 UVLOOP = "uvloop==0.23.0"
 
-# Common pytest options: quiet, no cache dir in the sdist, a per-test timeout.
+# Common pytest options: quiet, no cache dir in the sdist, one char a test.
 COMMON_ARGS = ["-q", "-p", "no:cacheprovider", "-o", "console_output_style=classic"]
 
 _UVICORN = {
@@ -49,6 +45,7 @@ _UVICORN = {
 _UVICORN_ARGS = ["-o", "addopts=-rxXs --strict-config --strict-markers",
                  "--ignore=tests/benchmarks", "--timeout=60"]
 
+# The longest suites first: runs start in this order, --jobs at a time.
 SUITES = {
     "aiohttp": {
         "sdist": "aiohttp==3.14.5",
@@ -82,6 +79,19 @@ SUITES = {
             "tests/test_loop.py", "tests/test_streams.py",
             "tests/test_base_protocol.py", "tests/test_resolver.py",
             "tests/test_tcp_helpers.py", "tests/test_web_runner.py"],
+    },
+    "anyio": {
+        "sdist": "anyio==4.16.0",
+        "deps": ["blockbuster==1.5.26", "hypothesis==6.170.17", "psutil==7.2.2",
+              "pytest==9.0.3", "pytest-mock==3.15.1", "pytest-timeout==2.4.0",
+              "trustme==1.2.1", "truststore==0.10.5", "trio==0.35.0",
+              "exceptiongroup==1.3.1"],
+        "tests": ["tests"],
+        "args": ["-m", "not network"],
+        # Only anyio's plain asyncio backend: its trio runs and its own
+        # asyncio+uvloop variant are not the loop under test.
+        "deselect": r"\[(?:[^\]]*-)?(?:trio|asyncio\+uvloop)(?:-[^\]]*)?\]",
+        "ci": None,
     },
     "uvicorn": dict(
         **_UVICORN,
@@ -122,19 +132,14 @@ SUITES = {
         "deps": ["pytest==9.0.3", "hypothesis==6.170.17", "pytest-timeout==2.4.0"],
         "tests": ["tests"],
         "args": ["--timeout=120"],
-        "ci": None,
-    },
-    "anyio": {
-        "sdist": "anyio==4.16.0",
-        "deps": ["blockbuster==1.5.26", "hypothesis==6.170.17", "psutil==7.2.2",
-              "pytest==9.0.3", "pytest-mock==3.15.1", "pytest-timeout==2.4.0",
-              "trustme==1.2.1", "truststore==0.10.5", "trio==0.35.0",
-              "exceptiongroup==1.3.1"],
-        "tests": ["tests"],
-        "args": ["-m", "not network"],
-        # Only anyio's plain asyncio backend: its trio runs and its own
-        # asyncio+uvloop variant are not the loop under test.
-        "deselect": r"\[(?:[^\]]*-)?(?:trio|asyncio\+uvloop)(?:-[^\]]*)?\]",
-        "ci": None,
+        # Nearly every test is a nested pytest run (pytester): ~1 s each.
+        # CI runs the ones about loops, their scopes and what runs in them.
+        "ci": ["tests/test_event_loop_fixture.py", "tests/test_set_event_loop.py",
+               "tests/markers/test_function_scope.py",
+               "tests/async_fixtures/test_async_fixtures_contextvars.py",
+               "tests/test_task_cleanup.py", "tests/test_subprocess.py",
+               "tests/test_simple.py", "tests/test_port_factories.py",
+               "tests/async_fixtures/test_async_fixtures.py",
+               "tests/async_fixtures/test_nested.py"],
     },
 }

@@ -9,10 +9,19 @@ Every loop handed out gets an exception handler that records each call. At
 teardown a test fails if the handler was called and the test did not claim
 the calls with the ``expect_errors`` fixture (``expect_errors()`` returns the
 recorded contexts and clears them).
+
+With ``OXLOOP_BLOCKBUSTER=1`` in the environment every test of the oxloop half
+runs inside ``blockbuster.blockbuster_ctx("oxloop")``, configured as aiohttp's
+and anyio's suites configure it for their own package: any blocking call made
+on a thread whose loop is running, with an oxloop frame on the stack (always
+the case inside an oxloop loop, whose ``run_forever`` is Python), raises
+``BlockingError``. A test that blocks on purpose (to make a callback slow, say)
+says so with ``@pytest.mark.blocking_on_purpose``.
 """
 
 import asyncio
 import gc
+import os
 import traceback
 import warnings
 
@@ -149,6 +158,41 @@ def oxloop():
 
     yield module
     _reset_asyncio_state()
+
+
+BLOCKBUSTER = os.environ.get("OXLOOP_BLOCKBUSTER", "") not in ("", "0")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "blocking_on_purpose: the test itself blocks while a loop runs "
+        "(exempt from the OXLOOP_BLOCKBUSTER=1 check)",
+    )
+
+
+def _uses_oxloop(request):
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("loop_kind") == "oxloop":
+        return True
+    return "oxloop" in request.fixturenames
+
+
+@pytest.fixture(autouse=True)
+def _blockbuster(request):
+    """Fails an oxloop test that makes a blocking call while its loop runs
+    (only with OXLOOP_BLOCKBUSTER=1)."""
+    if (not BLOCKBUSTER or not _uses_oxloop(request)
+            or request.node.get_closest_marker("blocking_on_purpose")):
+        yield
+        return
+    from blockbuster import blockbuster_ctx
+
+    with blockbuster_ctx("oxloop") as bb:
+        # As aiohttp does: a lock the test machinery (coverage, logging)
+        # takes is not the loop's blocking call.
+        bb.functions["threading.Lock.acquire"].deactivate()
+        yield bb
 
 
 @pytest.fixture(autouse=True)

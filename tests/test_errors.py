@@ -343,6 +343,7 @@ def test_dev_mode_enables_debug(loop_kind):
     assert _debug_in_subprocess(loop_kind, {}, ["-X", "dev"]) == "True"
 
 
+@pytest.mark.blocking_on_purpose
 def test_slow_callback_logged_in_debug_mode(loop, caplog):
     loop.set_debug(True)
     loop.slow_callback_duration = 0.05
@@ -361,6 +362,7 @@ def test_slow_callback_logged_in_debug_mode(loop, caplog):
     assert slow[0].endswith(" seconds")
 
 
+@pytest.mark.blocking_on_purpose
 def test_slow_task_step_logged_in_debug_mode(loop, caplog):
     loop.set_debug(True)
     loop.slow_callback_duration = 0.05
@@ -385,6 +387,7 @@ def test_fast_callback_not_logged_in_debug_mode(loop, caplog):
     assert [r for r in caplog.records if r.name == "asyncio" and "Executing" in r.getMessage()] == []
 
 
+@pytest.mark.blocking_on_purpose
 def test_slow_callback_not_logged_without_debug(loop, caplog):
     loop.set_debug(False)
     loop.slow_callback_duration = 0.01

@@ -403,6 +403,7 @@ def test_close_with_registered_reader(loop, sockpair):
     assert a.recv(100) == b"still open"
 
 
+@pytest.mark.blocking_on_purpose
 def test_many_readers(loop):
     pairs = [socket.socketpair() for _ in range(50)]
     try:

@@ -286,3 +286,21 @@ def test_oxloop_main_subprocesses_and_child_watcher(tmp_path):
     assert lines[0] == "hi 0"
     if sys.version_info < (3, 12):
         assert lines[1] == "ThreadedChildWatcher"
+
+
+def test_oxloop_main_programs_that_choose_oxloop_get_the_options(tmp_path):
+    script = write(tmp_path / "own.py", """\
+        import asyncio, oxloop
+        async def main():
+            loop = asyncio.get_running_loop()
+            print(loop.virtual_time, loop.get_debug())
+        oxloop.run(main())
+        loop = oxloop.new_event_loop(virtual_time=False)  # explicit wins
+        print(loop.virtual_time)
+        loop.close()
+    """)
+    p = run(["--virtual-time", "--debug", "--stats", str(script)],
+            cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["True True", "False"]
+    assert "oxloop --stats: loop 2 of 2 (closed)" in p.stderr

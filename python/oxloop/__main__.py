@@ -251,7 +251,11 @@ def main(argv=None, use_policy=None):
               f"[Errno 2] No such file or directory", file=sys.stderr)
         return 2
     loops = [] if opts.stats else None
-    install(make_factory(opts, loops), use_policy=use_policy)
+    factory = make_factory(opts, loops)
+    install(factory, use_policy=use_policy)
+    # Programs that ask for oxloop themselves (oxloop.run, a Runner with
+    # loop_factory=oxloop.new_event_loop) get the options and the report too.
+    oxloop.new_event_loop = factory
     status = 0
     try:
         run_program(opts)

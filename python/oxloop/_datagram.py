@@ -6,7 +6,6 @@ face of the native datagram transport (src/udp/).
 
 import os
 import socket
-import stat
 import sys
 import warnings
 
@@ -206,8 +205,7 @@ class DatagramMixin:
                         raise TypeError("string is expected")
                 if local_addr and local_addr[0] not in (0, "\x00"):
                     try:
-                        if stat.S_ISSOCK(os.stat(local_addr).st_mode):
-                            os.remove(local_addr)
+                        _core.remove_socket_path(os.fsencode(local_addr))
                     except FileNotFoundError:
                         pass
                     except OSError as err:

@@ -15,9 +15,15 @@ import oxloop
 
 
 def make_factory(*, virtual_time=False, grace=None, debug=False, loops=None):
-    """A loop factory; each new loop is appended to `loops` if it is a list."""
-    def new_event_loop():
-        loop = oxloop.new_event_loop(virtual_time=virtual_time)
+    """A loop factory; each new loop is appended to `loops` if it is a list.
+    It also stands in for `oxloop.new_event_loop` (whose `virtual_time`
+    keyword it takes: a program's explicit choice wins)."""
+    default_virtual_time = virtual_time
+
+    def new_event_loop(*, virtual_time=None):
+        if virtual_time is None:
+            virtual_time = default_virtual_time
+        loop = oxloop.Loop(virtual_time=virtual_time)
         if virtual_time and grace is not None:
             loop.virtual_time_grace = grace
         if debug:

@@ -10,6 +10,7 @@ debug-mode reporting that the core calls back into.
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ from asyncio import events, format_helpers, futures, tasks
 from . import _core
 from ._pipes import PipesMixin
 from ._signals import SignalsMixin
+from ._stats import StatsMixin
 from ._sockets import SocketsMixin
 from ._streams import StreamsMixin
 from ._subprocess import SubprocessMixin
@@ -33,6 +35,23 @@ logger = logging.getLogger("asyncio")
 
 _PY311 = sys.version_info >= (3, 11)
 _PY312 = sys.version_info >= (3, 12)
+
+# CPython 3.13.3+ and 3.14+: `create_task(coro, **kwargs)` hands every keyword
+# (`name`, `context`, `eager_start`, ...) to the task factory, or to `Task`;
+# older versions take `name` and `context` only and refuse the rest. Follow
+# the installed asyncio.
+_CREATE_TASK_KWARGS = bool(
+    asyncio.base_events.BaseEventLoop.create_task.__code__.co_flags
+    & inspect.CO_VARKEYWORDS)
+# CPython 3.14+: call_soon_threadsafe returns an `events._ThreadSafeHandle`,
+# whose lock makes a `cancel()` or `cancelled()` from another thread wait for
+# a callback that is running (None before 3.14).
+_ThreadSafeHandle = getattr(events, "_ThreadSafeHandle", None)
+# asyncio.iscoroutinefunction warns from 3.14 on; asyncio calls this twin.
+_iscoroutinefunction = getattr(asyncio.coroutines, "_iscoroutinefunction",
+                               asyncio.coroutines.iscoroutinefunction)
+# The keywords the native create_task takes.
+_NATIVE_TASK_KWARGS = frozenset(("name", "context"))
 
 # asyncio.constants.DEBUG_STACK_DEPTH
 _DEBUG_STACK_DEPTH = 10
@@ -56,7 +75,7 @@ def _stop_loop_when_done(fut):
 
 
 class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
-           SubprocessMixin, _core.LoopCore,
+           SubprocessMixin, _core.LoopCore, StatsMixin,
            asyncio.AbstractEventLoop):
     """An asyncio event loop whose core is written in Rust.
 
@@ -77,6 +96,7 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         self._set_debug_flag(_debug_from_environment())
+        self._stats_init()
 
     def __repr__(self):
         return (f"<{type(self).__module__}.{type(self).__qualname__} "
@@ -151,6 +171,10 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
             logger.debug("Close %r", self)
         self._proc_close()
         self._close_native()
+        # The loop's own objects let go of it: once closed, it is freed by
+        # reference counting alone (no cycle for the GC to find), as
+        # asyncio's loop is.
+        self._sockops._detach()
         self._sig_close()
         executor = self._default_executor
         if executor is not None:
@@ -180,13 +204,17 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
     def _report_slow_callback(self, handle, seconds):
         # Called by the core in debug mode. A task's step shows as the task.
         owner = getattr(handle._callback, "__self__", None)
+        if isinstance(owner, events.Handle):
+            # A thread-safe handle, run through its _run.
+            handle = owner
+            owner = getattr(handle._callback, "__self__", None)
         what = repr(owner) if isinstance(owner, tasks.Task) else str(handle)
         logger.warning("Executing %s took %.3f seconds", what, seconds)
 
     def _report_callback_error(self, handle, exc):
         # Called by the core when a callback raised.
         cb = handle._callback
-        what = (format_helpers._format_callback_source(cb, handle._args)
+        what = (_format_callback_source(cb, handle._args, self.get_debug())
                 if cb is not None else repr(handle))
         context = {
             "message": f"Exception in callback {what}",
@@ -204,11 +232,56 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
             "exception": exc,
         })
 
+    # -- scheduling --------------------------------------------------------
+
+    # call_soon, call_later, call_at and call_soon_threadsafe are native
+    # (LoopCore); from 3.14 on call_soon_threadsafe hands out asyncio's own
+    # thread-safe handle, which the native queue runs through its `_run`
+    # (that method takes the handle's lock, skips a cancelled callback and
+    # reports an exception as asyncio does).
+
+    if _ThreadSafeHandle is not None:
+        def call_soon_threadsafe(self, callback, *args, context=None):
+            """Like call_soon(), but thread-safe.
+
+            The handle's `cancel()` and `cancelled()`, called from another
+            thread while the callback runs, wait until it has returned.
+            """
+            self._check_closed()
+            if self.get_debug():
+                self._check_callback(callback, "call_soon_threadsafe")
+            handle = _ThreadSafeHandle(callback, args, self, context)
+            if handle._source_traceback:
+                # This frame and _ThreadSafeHandle.__init__'s.
+                del handle._source_traceback[-2:]
+            _core.LoopCore.call_soon_threadsafe(self, handle._run)
+            return handle
+
     # -- futures and tasks -------------------------------------------------
 
     # create_future, create_task, set_task_factory and get_task_factory are
     # native (LoopCore); create_task comes here in debug mode or when a task
-    # factory is set.
+    # factory is set (_create_task_slow), and where asyncio forwards any
+    # keyword (_CREATE_TASK_KWARGS) a Python create_task handles the rest.
+
+    if _CREATE_TASK_KWARGS:
+        def create_task(self, coro, **kwargs):
+            """Schedule a coroutine as a Task (or through the task factory).
+
+            Every keyword goes to the task factory, or to `asyncio.Task`
+            when there is none (e.g. `eager_start=True`).
+            """
+            factory = self.get_task_factory()
+            if (factory is None and kwargs.keys() <= _NATIVE_TASK_KWARGS
+                    and not self.get_debug()):
+                return _core.LoopCore.create_task(self, coro, **kwargs)
+            self._check_closed()
+            if factory is not None:
+                return factory(self, coro, **kwargs)
+            task = tasks.Task(coro, loop=self, **kwargs)
+            if task._source_traceback:
+                del task._source_traceback[-1]
+            return task
 
     def _create_task_slow(self, coro, name, context):
         factory = self.get_task_factory()
@@ -262,7 +335,7 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
 
     def _check_callback(self, callback, method):
         if (asyncio.iscoroutine(callback)
-                or asyncio.iscoroutinefunction(callback)):
+                or _iscoroutinefunction(callback)):
             raise TypeError(f"coroutines cannot be used with {method}()")
         if not callable(callback):
             raise TypeError(f"a callable object was expected by {method}(), "
@@ -371,6 +444,9 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
             if key == "source_traceback":
                 value = ("Object created at (most recent call last):\n"
                          + "".join(traceback.format_list(value)).rstrip())
+            elif key == "stack" and value:
+                value = ("Blocked at (most recent call last):\n"
+                         + "".join(traceback.format_list(value)).rstrip())
             elif key == "handle_traceback":
                 value = ("Handle created at (most recent call last):\n"
                          + "".join(traceback.format_list(value)).rstrip())
@@ -428,6 +504,15 @@ def _failing_context(context):
     if ctx is None or not hasattr(ctx, "run"):
         return None
     return ctx
+
+
+if "debug" in inspect.signature(format_helpers._format_callback_source).parameters:
+    def _format_callback_source(func, args, debug):
+        # 3.14+: arguments are shown in debug mode only.
+        return format_helpers._format_callback_source(func, args, debug=debug)
+else:
+    def _format_callback_source(func, args, debug):
+        return format_helpers._format_callback_source(func, args)
 
 
 def _set_result_unless_done(fut, result):

@@ -26,7 +26,7 @@ from asyncio import constants, exceptions, log
 from . import _core
 from ._datagram import DatagramMixin
 from ._resolve import ensure_resolved, ipaddr_info
-from ._streams_sendfile import check_sendfile_params
+from ._streams_sendfile import check_sendfile_params, fallback_seek, seek_to_offset
 
 __all__ = ("SocketsMixin", "ensure_resolved", "ipaddr_info")
 
@@ -73,7 +73,7 @@ def _accept(sock):
 
 
 class _Sendfile:
-    """sock_sendfile's native attempt: os.sendfile() until the count, EOF,
+    """sock_sendfile's native attempt: sendfile(2) until the count, EOF,
     or EAGAIN (then wait for writability). The socket's fd is read at each
     call, as asyncio does: once the socket is closed it is -1 (EBADF), never
     a reused fd number."""
@@ -99,8 +99,8 @@ class _Sendfile:
             else:
                 blocksize = self.blocksize
             try:
-                sent = os.sendfile(self.sock.fileno(), self.fileno,
-                                   self.offset, blocksize)
+                sent = _core.sendfile(self.sock.fileno(), self.fileno,
+                                      self.offset, blocksize)
             except (BlockingIOError, InterruptedError):
                 self.waited = True
                 raise
@@ -220,12 +220,13 @@ class SocketsMixin(DatagramMixin):
         except (AttributeError, io.UnsupportedOperation):
             raise exceptions.SendfileNotAvailableError("not a regular file")
         try:
-            fsize = os.fstat(fileno).st_size
+            _, fsize = _core.stat_fd(fileno)
         except OSError:
             raise exceptions.SendfileNotAvailableError("not a regular file")
         blocksize = count if count else fsize
         if not blocksize:
             return 0  # empty file
+        seek_to_offset(fileno, offset)
         op = _Sendfile(sock, fileno, offset, count, blocksize)
         try:
             return await self._sockops.wait_call(sock, True, op,
@@ -234,8 +235,7 @@ class SocketsMixin(DatagramMixin):
             op.update_filepos()
 
     async def _sock_sendfile_fallback(self, sock, file, offset, count):
-        if offset:
-            file.seek(offset)
+        fallback_seek(file, offset)
         blocksize = (
             min(count, constants.SENDFILE_FALLBACK_READBUFFER_SIZE)
             if count else constants.SENDFILE_FALLBACK_READBUFFER_SIZE

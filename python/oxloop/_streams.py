@@ -21,14 +21,14 @@ import itertools
 import logging
 import os
 import socket
-import stat
 import sys
 
 from asyncio import base_events, events, staggered, tasks
 
 from . import _core, _streams_sendfile
 from ._streams_types import (OWN_CONTEXT, Server, TCPTransport,
-                             UnixTransport, transport_class, wants_nodelay)
+                             UnixTransport, hand_buffered_data_to_tls,
+                             transport_class, wants_nodelay)
 
 try:
     import ssl as _ssl
@@ -42,6 +42,10 @@ logger = logging.getLogger("asyncio")
 _PY312 = sys.version_info >= (3, 12)
 _PY313 = sys.version_info >= (3, 13)
 _HAS_IPv6 = hasattr(socket, "AF_INET6")
+# gh-153133 (CPython 3.14): create_connection(sock=...) closes the socket
+# when the protocol or the transport cannot be made; before, the caller's
+# socket stayed open.
+_CLOSE_SOCK_WITHOUT_TRANSPORT = sys.version_info >= (3, 14)
 _MISSING = object()
 _ipaddr_info = base_events._ipaddr_info
 _interleave_addrinfos = base_events._interleave_addrinfos
@@ -119,26 +123,32 @@ class StreamsMixin:
             self, sock, protocol_factory, ssl, server_hostname,
             server_side=False, ssl_handshake_timeout=None,
             ssl_shutdown_timeout=None):
-        sock.setblocking(False)
-        # 3.15+ (gh-140947): the transport runs its callbacks in a context
-        # of its own, copied before the protocol is made.
-        context = contextvars.copy_context() if OWN_CONTEXT else None
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        if ssl:
-            sslcontext = None if isinstance(ssl, bool) else ssl
-            transport = self._stream_make_ssl_transport(
-                sock, protocol, sslcontext, waiter,
-                server_side=server_side, server_hostname=server_hostname,
-                ssl_handshake_timeout=ssl_handshake_timeout,
-                ssl_shutdown_timeout=ssl_shutdown_timeout, context=context)
-        else:
-            transport = self._stream_make_socket_transport(
-                sock, protocol, waiter, context=context)
+        try:
+            sock.setblocking(False)
+            # 3.15+ (gh-140947): the transport runs its callbacks in a context
+            # of its own, copied before the protocol is made.
+            context = contextvars.copy_context() if OWN_CONTEXT else None
+            protocol = protocol_factory()
+            waiter = self.create_future()
+            if ssl:
+                sslcontext = None if isinstance(ssl, bool) else ssl
+                transport = self._stream_make_ssl_transport(
+                    sock, protocol, sslcontext, waiter,
+                    server_side=server_side, server_hostname=server_hostname,
+                    ssl_handshake_timeout=ssl_handshake_timeout,
+                    ssl_shutdown_timeout=ssl_shutdown_timeout, context=context)
+            else:
+                transport = self._stream_make_socket_transport(
+                    sock, protocol, waiter, context=context)
+        except BaseException:
+            if _CLOSE_SOCK_WITHOUT_TRANSPORT:
+                sock.close()
+            raise
         try:
             await waiter
         except BaseException:
             transport.close()
+            waiter = None  # the exception's frames would keep it (a cycle)
             raise
         return transport, protocol
 
@@ -168,6 +178,8 @@ class StreamsMixin:
         # Pause first so that data_received cannot come before
         # connection_made.
         transport.pause_reading()
+        if server_side:
+            hand_buffered_data_to_tls(protocol, ssl_protocol)
         transport.set_protocol(ssl_protocol)
         conmade_cb = self.call_soon(ssl_protocol.connection_made, transport)
         resume_cb = self.call_soon(transport.resume_reading)
@@ -177,6 +189,7 @@ class StreamsMixin:
             transport.close()
             conmade_cb.cancel()
             resume_cb.cancel()
+            waiter = None  # the exception's frames would keep it (a cycle)
             raise
         return ssl_protocol._app_transport
 
@@ -572,8 +585,8 @@ class StreamsMixin:
             # (a leading NUL) has no file.
             if path[0] not in (0, "\x00"):
                 try:
-                    if stat.S_ISSOCK(os.stat(path).st_mode):
-                        os.remove(path)
+                    # Natively, as asyncio's own (exempt) stat and remove.
+                    _core.remove_socket_path(os.fsencode(path))
                 except FileNotFoundError:
                     pass
                 except OSError as err:
@@ -606,7 +619,8 @@ class StreamsMixin:
             name = sock.getsockname()
             if isinstance(name, str) and name and name[0] != "\x00":
                 try:
-                    server._unix_cleanup.append((name, os.stat(name).st_ino))
+                    _, ino = _core.stat_path(os.fsencode(name))
+                    server._unix_cleanup.append((name, ino))
                 except OSError:
                     pass
         if start_serving:

@@ -15,13 +15,26 @@ import socket
 import sys
 import warnings
 
-from asyncio import constants, events, exceptions, tasks, transports, trsock
+from asyncio import (base_events, constants, events, exceptions, streams,
+                     tasks, transports, trsock)
 
 from . import _core
 
-__all__ = ("Server", "TCPTransport", "UnixTransport")
+__all__ = ("Server", "TCPTransport", "UnixTransport",
+           "hand_buffered_data_to_tls")
+
+
+def _nothing():
+    pass
+
 
 _PY3121 = sys.version_info >= (3, 12, 1)
+# asyncio's serve_forever() closes the clients when it is cancelled from
+# 3.14 on (and in late 3.13 releases): follow the installed stdlib.
+_SERVE_FOREVER_CLOSES_CLIENTS = (
+    "close_clients" in getattr(getattr(base_events, "Server", None),
+                               "serve_forever", _nothing).__code__.co_names)
+_PY313 = sys.version_info >= (3, 13)
 
 
 def _stdlib_gives_own_context():
@@ -49,6 +62,8 @@ class _SocketTransport(transports.Transport):
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    # asyncio's public read size (the native reads use as much).
+    max_size = 256 * 1024
 
     def __init__(self, core):
         # BaseTransport.__init__ is skipped: extra info lives in the core.
@@ -124,6 +139,30 @@ class _SocketTransport(transports.Transport):
     def _sock_fd(self):
         return self._core._sock_fd
 
+    @property
+    def _paused(self):
+        # asyncio's selector transports keep "reading paused by
+        # pause_reading()" in `_paused`, and code polls it (CPython 3.15's
+        # test_server_context does): the same fact, for an open transport.
+        return not self._core.is_closing() and not self._core.is_reading()
+
+
+def hand_buffered_data_to_tls(protocol, ssl_protocol):
+    """start_tls(server_side=True) on a stream: what the StreamReader has
+    buffered but not read (e.g. a ClientHello that came with the request
+    asking for TLS) is TLS data; it goes to the TLS protocol, not lost
+    (gh-142352, as asyncio does from 3.14 on)."""
+    if not isinstance(protocol, streams.StreamReaderProtocol):
+        return
+    reader = getattr(protocol, "_stream_reader", None)
+    incoming = getattr(ssl_protocol, "_incoming", None)
+    if reader is None or incoming is None:
+        return
+    buffer = reader._buffer
+    if buffer:
+        incoming.write(buffer)
+        buffer.clear()
+
 
 class TCPTransport(_SocketTransport):
     """A TCP stream transport."""
@@ -163,15 +202,20 @@ class Server(events.AbstractServer):
     def __repr__(self):
         return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
 
-    def _attach(self, transport):
+    # The transport argument is new in 3.13; 3.12's Server counts its
+    # connections with argument-less _attach()/_detach(), which code
+    # written for 3.12 (its own test suite included) calls.
+    def _attach(self, transport=None):
         assert self._sockets is not None
         self._active_count += 1
-        self._clients.add(transport)
+        if transport is not None:
+            self._clients.add(transport)
 
-    def _detach(self, transport):
+    def _detach(self, transport=None):
         assert self._active_count > 0
         self._active_count -= 1
-        self._clients.discard(transport)
+        if transport is not None:
+            self._clients.discard(transport)
         if self._active_count == 0 and self._sockets is None:
             self._wakeup()
 
@@ -230,11 +274,7 @@ class Server(events.AbstractServer):
         for sock in sockets:
             sock.close()
         for path, ino in self._unix_cleanup:
-            try:
-                if os.stat(path).st_ino == ino:
-                    os.unlink(path)
-            except OSError:
-                pass
+            _core.unlink_if_inode(os.fsencode(path), ino)
         self._unix_cleanup = []
         self._serving = False
         if (self._serving_forever_fut is not None
@@ -244,13 +284,14 @@ class Server(events.AbstractServer):
         if self._active_count == 0:
             self._wakeup()
 
-    def close_clients(self):
-        for transport in list(self._clients):
-            transport.close()
+    if _PY313:  # new in 3.13
+        def close_clients(self):
+            for transport in list(self._clients):
+                transport.close()
 
-    def abort_clients(self):
-        for transport in list(self._clients):
-            transport.abort()
+        def abort_clients(self):
+            for transport in list(self._clients):
+                transport.abort()
 
     async def start_serving(self):
         self._start_serving()
@@ -270,6 +311,8 @@ class Server(events.AbstractServer):
         except exceptions.CancelledError:
             try:
                 self.close()
+                if _SERVE_FOREVER_CLOSES_CLIENTS:
+                    self.close_clients()
                 await self.wait_closed()
             finally:
                 raise

@@ -6,7 +6,9 @@ create_subprocess_exec/shell` reach it through the public loop API.
 Design:
 - The transport is asyncio's `unix_events._UnixSubprocessTransport` (a
   `base_subprocess.BaseSubprocessTransport` over `subprocess.Popen`),
-  imported at runtime. It needs only public loop API (`create_future`,
+  imported at runtime, whose `_start` takes a `Popen` that the spawner
+  thread (`_spawn.py`) created: the loop's thread never waits for a child
+  to exec. It needs only public loop API (`create_future`,
   `create_task`, `call_soon`, `connect_read_pipe`/`connect_write_pipe`, ...),
   so its pipes are oxloop's pipe transports, and it gives asyncio's
   callback order: `connection_made`, the pipes' `pipe_data_received`/
@@ -14,12 +16,17 @@ Design:
   the process has exited and every pipe is closed.
 - Reaping never blocks the loop. On Linux ≥ 5.3 the child's pidfd
   (`os.pidfd_open`) is watched with `add_reader`; it becomes readable when
-  the child exits and `waitpid(WNOHANG)` collects the status. Where pidfds
-  are missing, a daemon thread per child blocks in `waitpid` and hands the
-  status back with `call_soon_threadsafe` (asyncio's ThreadedChildWatcher
-  strategy). On Python < 3.12 a child watcher that a program installed
-  explicitly in the policy (`asyncio.set_child_watcher`) is honoured as the
-  stdlib loop does.
+  the child exits and a native `waitpid(WNOHANG)` (`_core.try_wait`)
+  collects the status. Where pidfds are missing, a daemon thread per child
+  blocks in `waitpid` and hands the status back with `call_soon_threadsafe`
+  (asyncio's ThreadedChildWatcher strategy).
+- Child watchers (Python < 3.14): a watcher a program put in the policy
+  (`asyncio.set_child_watcher`, `policy.set_child_watcher`), or the one a
+  custom policy's `get_child_watcher` gives, is used as the stdlib loop uses
+  it: entered around the spawn, refused if inactive, given each child with
+  `add_child_handler`. With the stdlib's default policy and no watcher set,
+  the loop reaps its children itself, as above (the stdlib would make its
+  default watcher, which does the same).
 - The status reaches the transport one iteration later
   (`call_soon(transp._process_exited, rc)`), as asyncio's watcher callback
   does, so pipe data already read is delivered first.
@@ -43,37 +50,49 @@ import warnings
 
 from asyncio import events, unix_events
 
+from . import _core, _spawn
+
 __all__ = ("SubprocessMixin",)
 
 _PY312 = sys.version_info >= (3, 12)
 
 
-def _exitcode(status):
-    return os.waitstatus_to_exitcode(status)
-
-
 def _reap_blocking(pid):
-    """Block until `pid` exits; its exit code, or None if it was reaped
-    elsewhere (e.g. by `Popen.poll()`)."""
+    """Block until `pid` exits (off the loop's thread); its exit code, or
+    None if it was reaped elsewhere (e.g. by `Popen.poll()`)."""
     try:
         _, status = os.waitpid(pid, 0)
     except ChildProcessError:
         return None
-    return _exitcode(status)
+    return os.waitstatus_to_exitcode(status)
 
 
 def _installed_watcher():
-    """The child watcher a program set in the policy (Python < 3.12), or
-    None."""
-    if _PY312:
-        return None
-    policy = events.get_event_loop_policy()
-    watcher = getattr(policy, "_watcher", None)
-    if watcher is None:
-        return None
+    """The child watcher the program chose (Python < 3.14), or None: one
+    set in the policy, or one that the policy's own `get_child_watcher`
+    gives (not the stdlib's, which would make a default watcher)."""
+    if not hasattr(events, "get_child_watcher"):
+        return None  # 3.14+: no child watchers
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        policy = events.get_event_loop_policy()
+        if getattr(policy, "_watcher", None) is None:
+            getter = getattr(type(policy), "get_child_watcher", None)
+            stdlib = (events.AbstractEventLoopPolicy.get_child_watcher,
+                      unix_events._UnixDefaultEventLoopPolicy
+                      .get_child_watcher)
+            if getter is None or getter in stdlib:
+                return None
         return events.get_child_watcher()
+
+
+class _SpawnedTransport(unix_events._UnixSubprocessTransport):
+    """asyncio's subprocess transport over a child that was already
+    started (by the spawner thread)."""
+
+    def _start(self, args, shell, stdin, stdout, stderr, bufsize, *,
+               _oxloop_popen, **kwargs):
+        self._proc = _oxloop_popen
 
 
 class SubprocessMixin:
@@ -158,9 +177,12 @@ class SubprocessMixin:
     async def _proc_start(self, watcher, protocol, args, shell, stdin,
                           stdout, stderr, bufsize, extra, kwargs):
         waiter = self.create_future()
-        transp = unix_events._UnixSubprocessTransport(
+        popen = await _spawn.spawn(self, args, dict(
+            kwargs, shell=shell, stdin=stdin, stdout=stdout, stderr=stderr,
+            universal_newlines=False, bufsize=bufsize))
+        transp = _SpawnedTransport(
             self, protocol, args, shell, stdin, stdout, stderr, bufsize,
-            waiter=waiter, extra=extra, **kwargs)
+            waiter=waiter, extra=extra, _oxloop_popen=popen)
         pid = transp.get_pid()
         if watcher is not None:
             if self.virtual_time:
@@ -227,20 +249,17 @@ class SubprocessMixin:
             return
         pidfd, transp = entry
         try:
-            got, status = os.waitpid(pid, os.WNOHANG)
+            returncode = _core.try_wait(pid)
         except ChildProcessError:
-            got, status = pid, None
-        if got == 0:
-            return  # not exited yet (spurious wake-up)
-        del self._proc_children()[pid]
-        self.remove_reader(pidfd)
-        os.close(pidfd)
-        if status is None:
             returncode = transp._proc.returncode
             if returncode is None:
                 returncode = 255
         else:
-            returncode = _exitcode(status)
+            if returncode is None:
+                return  # not exited yet (spurious wake-up)
+        del self._proc_children()[pid]
+        self.remove_reader(pidfd)
+        os.close(pidfd)
         # Up to 3.11 the stdlib reaps with a thread (ThreadedChildWatcher),
         # so process_exited and connection_lost see a new thread's empty
         # context; from 3.12 on, its pidfd watcher's reader: this one.

@@ -28,6 +28,10 @@
 //!   by the caller after the lock is released.
 //! - A `Shared` entry's native waiters are visited by their owner (the
 //!   loop's `SockOps`), not by `traverse`: one reference, one visit.
+//! - An entry that `add_reader`/`add_writer` created with a file object
+//!   keeps it, as asyncio's selector key does: once the object's `fileno()`
+//!   is -1 (a closed socket), `remove_reader(sock)` still finds the entry by
+//!   the object itself (`fd_of_fileobj`).
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -80,27 +84,42 @@ impl Waiter {
 }
 
 /// What a change took out of the table: disposed of (callbacks cancelled,
-/// native waiters told) by the caller once the loop's lock is released.
+/// native waiters told, file objects released) by the caller once the
+/// loop's lock is released.
 #[must_use]
 #[derive(Default)]
-pub(crate) struct Replaced(Vec<(Waiter, bool)>);
+pub(crate) struct Replaced {
+    /// The waiters taken out, with their side (`true`: writer).
+    waiters: Vec<(Waiter, bool)>,
+    /// The file objects of removed entries.
+    objs: Vec<Py<PyAny>>,
+}
 
 impl Replaced {
     fn push(&mut self, waiter: Option<Waiter>, write: bool) {
         if let Some(w) = waiter {
-            self.0.push((w, write));
+            self.waiters.push((w, write));
+        }
+    }
+
+    fn push_entry(&mut self, entry: IoEntry) {
+        self.objs.extend(entry.fileobj);
+        if let IoKind::Shared { reader, writer } = entry.kind {
+            self.push(reader, false);
+            self.push(writer, true);
         }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.waiters.is_empty() && self.objs.is_empty()
     }
 
     /// Cancels the replaced callbacks and tells the replaced native waiters.
-    /// True if anything was replaced.
+    /// True if a waiter was replaced.
     pub(crate) fn dispose(self, py: Python<'_>) -> bool {
-        let any = !self.0.is_empty();
-        for (waiter, write) in self.0 {
+        let any = !self.waiters.is_empty();
+        drop(self.objs);
+        for (waiter, write) in self.waiters {
             match waiter {
                 Waiter::Callback(h) => {
                     h.get().cancel_inner();
@@ -112,7 +131,7 @@ impl Replaced {
     }
 
     /// Drops what was taken without telling anyone (a native waiter that
-    /// removed itself).
+    /// removed itself), after the loop's lock.
     pub(crate) fn forget(self) {
         drop(self);
     }
@@ -137,6 +156,8 @@ pub(crate) struct IoEntry {
     pub(crate) want: Want,
     /// Who is told.
     pub(crate) kind: IoKind,
+    /// The file object `add_reader`/`add_writer` created the entry with.
+    pub(crate) fileobj: Option<Py<PyAny>>,
 }
 
 /// A native watcher to call: the token of its entry, itself and what it
@@ -167,21 +188,34 @@ impl IoTable {
         self.entries.is_empty()
     }
 
+    /// The number of watched fds.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Registers a new entry; on failure the entry is given back.
     fn insert(
         &mut self,
         reactor: &Reactor,
-        fd: RawFd,
-        want: Want,
-        kind: IoKind,
-    ) -> Result<usize, (std::io::Error, IoKind)> {
+        entry: IoEntry,
+    ) -> Result<usize, (std::io::Error, IoEntry)> {
         let token = self.next_token;
-        if let Err(e) = reactor.register(fd, token, want) {
-            return Err((e, kind));
+        if let Err(e) = reactor.register(entry.fd, token, entry.want) {
+            return Err((e, entry));
         }
         self.next_token += 1;
-        self.entries.insert(token, IoEntry { fd, want, kind });
-        self.by_fd.insert(fd, token);
+        self.by_fd.insert(entry.fd, token);
+        self.entries.insert(token, entry);
         Ok(token)
+    }
+
+    /// The fd of the entry created with the file object `obj` (compared by
+    /// identity; no Python code runs).
+    pub(crate) fn fd_of_fileobj(&self, obj: *mut pyo3::ffi::PyObject) -> Option<RawFd> {
+        self.entries
+            .values()
+            .find(|e| e.fileobj.as_ref().is_some_and(|f| f.as_ptr() == obj))
+            .map(|e| e.fd)
     }
 
     fn remove_token(&mut self, reactor: &Reactor, token: usize) -> Option<IoEntry> {
@@ -191,26 +225,24 @@ impl IoTable {
         Some(entry)
     }
 
-    /// Removes a `Shared` entry whole, its waiters into `out`.
-    fn evict_shared(&mut self, reactor: &Reactor, token: usize, out: &mut Replaced) {
+    /// Removes an entry whole, what it held into `out`.
+    fn evict(&mut self, reactor: &Reactor, token: usize, out: &mut Replaced) {
         if let Some(entry) = self.remove_token(reactor, token) {
-            if let IoKind::Shared { reader, writer } = entry.kind {
-                out.push(reader, false);
-                out.push(writer, true);
-            }
+            out.push_entry(entry);
         }
     }
 
     /// Puts `waiter` on the reader (`write == false`) or writer side of
     /// `fd`, replacing what waited there (returned, unless it was this very
-    /// native waiter parking again). Fails if a native watcher owns `fd`,
-    /// or if the OS refuses the fd: then, as asyncio's selector does when
-    /// `epoll_ctl` fails, the fd's entry is dropped whole (returned too).
+    /// native waiter parking again). A new entry keeps `fileobj`. Fails if
+    /// a native watcher owns `fd`, or if the OS refuses the fd: then, as
+    /// asyncio's selector does when `epoll_ctl` fails, the fd's entry is
+    /// dropped whole (returned too).
     pub(crate) fn set_waiter(
         &mut self,
         py: Python<'_>,
         reactor: &Reactor,
-        fd: RawFd,
+        (fd, fileobj): (RawFd, Option<Py<PyAny>>),
         write: bool,
         waiter: Waiter,
     ) -> (Replaced, Result<(), SetError>) {
@@ -221,17 +253,21 @@ impl IoTable {
             } else {
                 (Some(waiter), None, Want::Read)
             };
-            let kind = IoKind::Shared { reader, writer };
-            return match self.insert(reactor, fd, want, kind) {
+            let entry = IoEntry {
+                fd,
+                want,
+                kind: IoKind::Shared { reader, writer },
+                fileobj,
+            };
+            return match self.insert(reactor, entry) {
                 Ok(_) => (replaced, Ok(())),
-                Err((e, IoKind::Shared { reader, writer })) => {
-                    replaced.push(reader, false);
-                    replaced.push(writer, true);
+                Err((e, entry)) => {
+                    replaced.push_entry(entry);
                     (replaced, Err(SetError::Os(e)))
                 }
-                Err((e, IoKind::Native(_))) => unreachable!("inserted a shared entry: {e}"),
             };
         };
+        replaced.objs.extend(fileobj);
         let entry = self
             .entries
             .get_mut(&token)
@@ -256,7 +292,7 @@ impl IoTable {
         let want = Want::from_flags(reader.is_some(), writer.is_some()).expect("one was just set");
         entry.want = want;
         if let Err(e) = reactor.rearm(fd, token, want) {
-            self.evict_shared(reactor, token, &mut replaced);
+            self.evict(reactor, token, &mut replaced);
             return (replaced, Err(SetError::Os(e)));
         }
         (replaced, Ok(()))
@@ -266,7 +302,9 @@ impl IoTable {
     /// there. With `only`, removes it only if that native waiter is still
     /// the one there (a socket operation that finished or was cancelled),
     /// and an fd a native watcher owns is left alone; without, that is an
-    /// error (the watcher's description).
+    /// error (`Taken`), and so is an fd the OS no longer knows while the
+    /// other side still waits: as asyncio's selector does when `epoll_ctl`
+    /// fails, the entry is then dropped whole (returned).
     pub(crate) fn remove_waiter(
         &mut self,
         py: Python<'_>,
@@ -274,10 +312,10 @@ impl IoTable {
         fd: RawFd,
         write: bool,
         only: Option<*const ()>,
-    ) -> Result<Replaced, String> {
+    ) -> (Replaced, Result<(), SetError>) {
         let mut replaced = Replaced::default();
         let Some(&token) = self.by_fd.get(&fd) else {
-            return Ok(replaced);
+            return (replaced, Ok(()));
         };
         let entry = self
             .entries
@@ -285,25 +323,27 @@ impl IoTable {
             .expect("by_fd and entries agree");
         let (reader, writer) = match &mut entry.kind {
             IoKind::Shared { reader, writer } => (reader, writer),
-            IoKind::Native(_) if only.is_some() => return Ok(replaced),
-            IoKind::Native(w) => return Err(w.describe(py)),
+            IoKind::Native(_) if only.is_some() => return (replaced, Ok(())),
+            IoKind::Native(w) => return (replaced, Err(SetError::Taken(w.describe(py)))),
         };
         let side = if write { &mut *writer } else { &mut *reader };
         if only.is_some_and(|id| !side.as_ref().is_some_and(|w| w.is(id))) {
-            return Ok(replaced);
+            return (replaced, Ok(()));
         }
         replaced.push(side.take(), write);
         match Want::from_flags(reader.is_some(), writer.is_some()) {
             Some(want) => {
                 entry.want = want;
-                // An error here means the fd is gone; the kernel forgot it.
-                let _ = reactor.rearm(fd, token, want);
+                if let Err(e) = reactor.rearm(fd, token, want) {
+                    if only.is_none() {
+                        self.evict(reactor, token, &mut replaced);
+                        return (replaced, Err(SetError::Os(e)));
+                    }
+                }
             }
-            None => {
-                self.remove_token(reactor, token);
-            }
+            None => self.evict(reactor, token, &mut replaced),
         }
-        Ok(replaced)
+        (replaced, Ok(()))
     }
 
     /// Registers a native watcher that owns `fd`; fails if another one
@@ -324,11 +364,15 @@ impl IoTable {
                 let e = std::io::Error::from_raw_os_error(libc::EEXIST);
                 return (replaced, Err(e));
             }
-            self.evict_shared(reactor, token, &mut replaced);
+            self.evict(reactor, token, &mut replaced);
         }
-        let result = self
-            .insert(reactor, fd, want, IoKind::Native(watcher))
-            .map_err(|(e, _)| e);
+        let entry = IoEntry {
+            fd,
+            want,
+            kind: IoKind::Native(watcher),
+            fileobj: None,
+        };
+        let result = self.insert(reactor, entry).map_err(|(e, _)| e);
         (replaced, result)
     }
 
@@ -390,7 +434,7 @@ impl IoTable {
         reactor: &Reactor,
         (token, ready): (usize, Readiness),
         queue: &mut std::collections::VecDeque<Py<Handle>>,
-        garbage: &mut Vec<Py<Handle>>,
+        garbage: &mut Vec<Py<PyAny>>,
         natives: &mut Vec<NativeCall>,
     ) {
         let Some(entry) = self.entries.get_mut(&token) else {
@@ -417,7 +461,7 @@ impl IoTable {
                     }
                     if h.get().is_cancelled() {
                         if let Some(Waiter::Callback(h)) = side.take() {
-                            garbage.push(h);
+                            garbage.push(h.into_any());
                         }
                     } else {
                         queue.push_back(h.clone_ref(py));
@@ -447,7 +491,9 @@ impl IoTable {
         };
         match Want::from_flags(reader, writer) {
             None => {
-                self.remove_token(reactor, token);
+                if let Some(e) = self.remove_token(reactor, token) {
+                    garbage.extend(e.fileobj);
+                }
             }
             Some(now) => {
                 entry.want = now;
@@ -470,6 +516,9 @@ impl IoTable {
 
     pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         for e in self.entries.values() {
+            if let Some(f) = &e.fileobj {
+                visit.call(f)?;
+            }
             match &e.kind {
                 IoKind::Shared { reader, writer } => {
                     for side in [reader, writer] {
@@ -498,11 +547,13 @@ impl LoopCore {
         waiter: Arc<dyn IoWatcher>,
     ) -> PyResult<()> {
         self.check_closed()?;
-        let (replaced, result) =
-            self.state
-                .lock()
-                .io
-                .set_waiter(py, &self.reactor, fd, write, Waiter::Native(waiter));
+        let (replaced, result) = self.state.lock().io.set_waiter(
+            py,
+            &self.reactor,
+            (fd, None),
+            write,
+            Waiter::Native(waiter),
+        );
         replaced.dispose(py);
         match result {
             Ok(()) => Ok(()),
@@ -520,14 +571,12 @@ impl LoopCore {
         write: bool,
         waiter: *const (),
     ) {
-        let removed =
+        let (removed, _) =
             self.state
                 .lock()
                 .io
                 .remove_waiter(py, &self.reactor, fd, write, Some(waiter));
-        if let Ok(r) = removed {
-            r.forget();
-        }
+        removed.forget();
     }
 
     /// Has the next poll report `fd` again if it is still ready.

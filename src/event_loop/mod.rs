@@ -27,6 +27,7 @@ pub(crate) mod custody;
 pub(crate) mod io;
 mod native;
 mod run;
+pub(crate) mod stats;
 pub(crate) mod timers;
 mod virtual_time;
 
@@ -100,21 +101,26 @@ pub struct LoopCore {
     /// Virtual time only: real seconds of quiet the loop waits for its fds
     /// before the clock jumps (an `f64`'s bits).
     pub(crate) io_grace: std::sync::atomic::AtomicU64,
+    /// `loop.stats()`'s measurements and the blocking detector's state.
+    pub(crate) stats: stats::LoopStats,
 }
 
-/// `asyncio.Future` and `asyncio.Task` (the C types when available).
-static FUTURE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static TASK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// `asyncio.futures` and `asyncio.tasks`. Like the stdlib loop, the loop
+/// reads `futures.Future` and `tasks.Task` from them at every call (the C
+/// types unless someone swapped in others, as CPython's own tests do with
+/// the pure-Python ones), so only the modules are cached.
+static FUTURES_MODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static TASKS_MODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn asyncio_type<'py>(
     py: Python<'py>,
     cell: &PyOnceLock<Py<PyAny>>,
-    name: &str,
+    module: &str,
+    name: &Bound<'py, pyo3::types::PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    cell.get_or_try_init(py, || {
-        py.import("asyncio")?.getattr(name).map(Bound::unbind)
-    })
-    .map(|t| t.bind(py).clone())
+    cell.get_or_try_init(py, || py.import(module).map(|m| m.into_any().unbind()))?
+        .bind(py)
+        .getattr(name)
 }
 
 #[pymethods]
@@ -137,6 +143,7 @@ impl LoopCore {
             task_factory: Mutex::new(None),
             real_jobs: AtomicUsize::new(0),
             io_grace: std::sync::atomic::AtomicU64::new(virtual_time::DEFAULT_IO_GRACE.to_bits()),
+            stats: stats::LoopStats::new(),
         })
     }
 
@@ -225,7 +232,13 @@ impl LoopCore {
         let py = slf.py();
         let kwargs = PyDict::new(py);
         kwargs.set_item(intern!(py, "loop"), slf)?;
-        asyncio_type(py, &FUTURE_TYPE, "Future")?.call((), Some(&kwargs))
+        asyncio_type(
+            py,
+            &FUTURES_MODULE,
+            "asyncio.futures",
+            intern!(py, "Future"),
+        )?
+        .call((), Some(&kwargs))
     }
 
     /// Schedules a coroutine as an `asyncio.Task` (or through the task
@@ -251,7 +264,8 @@ impl LoopCore {
         if let Some(context) = context.filter(|c| !c.is_none()) {
             kwargs.set_item(intern!(py, "context"), context)?;
         }
-        asyncio_type(py, &TASK_TYPE, "Task")?.call((coro,), Some(&kwargs))
+        asyncio_type(py, &TASKS_MODULE, "asyncio.tasks", intern!(py, "Task"))?
+            .call((coro,), Some(&kwargs))
     }
 
     fn set_task_factory(&self, factory: Option<Bound<'_, PyAny>>) -> PyResult<()> {
@@ -362,6 +376,9 @@ impl LoopCore {
             return Ok(());
         }
         self.clear_everything();
+        // As asyncio closes its selector and self-pipe: no fd outlives
+        // close(), whenever the loop object itself goes.
+        self.reactor.close();
         Ok(())
     }
 

@@ -45,11 +45,12 @@ impl LoopCore {
         }
     }
 
-    /// After the poll: jumps to `when` unless the wait was not quiet (an fd
-    /// became ready, a signal came, a callback was queued or a real job
-    /// started meanwhile).
-    pub(super) fn virtual_jump(&self, woken: bool, ready: usize, when: f64) {
-        if woken || ready > 0 || self.real_jobs.load(Ordering::Acquire) > 0 {
+    /// After the poll: jumps to `when` unless the wait was not quiet: `due`
+    /// counts what is to run now (callbacks queued by ready fds, by
+    /// signal handlers or from other threads, and native watchers), and a
+    /// real job may have started meanwhile.
+    pub(super) fn virtual_jump(&self, due: usize, when: f64) {
+        if due > 0 || self.real_jobs.load(Ordering::Acquire) > 0 {
             return;
         }
         self.clock.advance_to(when);

@@ -13,10 +13,18 @@
 //!   polls, it is reported again. Native transports read and write until
 //!   `WouldBlock` and need no re-arming.
 //! - A `mio::Waker` (an eventfd on Linux) lets any thread interrupt `wait()`.
+//! - `close()` (from `loop.close()`) closes the poller, the registry's
+//!   duplicate of it and the waker at once, as asyncio closes its selector
+//!   and self-pipe: a closed loop holds no fd. The registry and the waker
+//!   sit behind a read-write lock so that no thread can use an fd number
+//!   while it is being closed (and maybe reused); after `close()` every
+//!   operation fails with `EBADF`, except `wake()`, which has nothing to
+//!   wake and succeeds.
 //! - Unix only for now (raw fds, `libc` calls); `crate::portability` lists
 //!   what a Windows port changes here.
 
 pub mod clock;
+pub mod fs;
 pub mod net;
 pub mod pipes;
 
@@ -26,7 +34,7 @@ use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 /// The token reserved for the waker.
 const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -111,12 +119,17 @@ impl Want {
 
 /// The poller, its event buffer, the registry and the waker of one loop.
 pub struct Reactor {
-    /// The poller and its event buffer; locked only by `wait()`.
-    poll: Mutex<(Poll, Events)>,
-    /// For (re/de)registration while another thread may be in `wait()`.
-    registry: Registry,
-    /// Interrupts `wait()` from any thread.
-    waker: Waker,
+    /// The poller and its event buffer; locked only by `wait()` and
+    /// `close()`. `None` once closed.
+    poll: Mutex<Option<(Poll, Events)>>,
+    /// For (re/de)registration while another thread may be in `wait()`,
+    /// and the waker that interrupts `wait()` from any thread. `None` once
+    /// closed.
+    handles: RwLock<Option<(Registry, Waker)>>,
+}
+
+fn closed() -> io::Error {
+    io::Error::from_raw_os_error(libc::EBADF)
 }
 
 impl Reactor {
@@ -125,10 +138,26 @@ impl Reactor {
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(&registry, WAKER_TOKEN)?;
         Ok(Self {
-            poll: Mutex::new((poll, Events::with_capacity(1024))),
-            registry,
-            waker,
+            poll: Mutex::new(Some((poll, Events::with_capacity(1024)))),
+            handles: RwLock::new(Some((registry, waker))),
         })
+    }
+
+    /// Closes the poller and the waker (their fds). Call when no `wait()`
+    /// is in progress (the loop is not running).
+    pub fn close(&self) {
+        let handles = self.handles.write().take();
+        drop(handles);
+        let poll = self.poll.lock().take();
+        drop(poll);
+    }
+
+    /// Runs `f` with the registry, or fails with `EBADF` once closed.
+    fn with_registry<T>(&self, f: impl FnOnce(&Registry) -> io::Result<T>) -> io::Result<T> {
+        match &*self.handles.read() {
+            Some((registry, _)) => f(registry),
+            None => Err(closed()),
+        }
     }
 
     /// Waits up to `timeout` (forever if None) and appends `(token,
@@ -140,7 +169,7 @@ impl Reactor {
         out: &mut Vec<(usize, Readiness)>,
     ) -> io::Result<()> {
         let mut guard = self.poll.lock();
-        let (poll, events) = &mut *guard;
+        let (poll, events) = guard.as_mut().ok_or_else(closed)?;
         poll.poll(events, timeout)?;
         for ev in events.iter() {
             if ev.token() == WAKER_TOKEN {
@@ -169,8 +198,7 @@ impl Reactor {
 
     /// Starts watching `fd` under `token`.
     pub fn register(&self, fd: RawFd, token: usize, want: Want) -> io::Result<()> {
-        self.registry
-            .register(&mut SourceFd(&fd), Token(token), want.interest())
+        self.with_registry(|r| r.register(&mut SourceFd(&fd), Token(token), want.interest()))
     }
 
     /// Changes what `fd` is watched for. Also re-arms it: if the fd is ready
@@ -179,8 +207,7 @@ impl Reactor {
     /// kernel forgot it) is registered afresh.
     pub fn rearm(&self, fd: RawFd, token: usize, want: Want) -> io::Result<()> {
         match self
-            .registry
-            .reregister(&mut SourceFd(&fd), Token(token), want.interest())
+            .with_registry(|r| r.reregister(&mut SourceFd(&fd), Token(token), want.interest()))
         {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.register(fd, token, want),
             other => other,
@@ -190,12 +217,15 @@ impl Reactor {
     /// Stops watching `fd`. Errors (a closed fd) are ignored: the kernel
     /// already forgot a closed fd.
     pub fn deregister(&self, fd: RawFd) {
-        let _ = self.registry.deregister(&mut SourceFd(&fd));
+        let _ = self.with_registry(|r| r.deregister(&mut SourceFd(&fd)));
     }
 
     /// Interrupts a `wait()` in progress (or the next one).
     pub fn wake(&self) -> io::Result<()> {
-        self.waker.wake()
+        match &*self.handles.read() {
+            Some((_, waker)) => waker.wake(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -231,6 +261,21 @@ mod tests {
         r.rearm(b.as_raw_fd(), 7, Want::Read).unwrap();
         r.wait(Some(Duration::from_millis(0)), &mut out).unwrap();
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn closed_reactor_fails_cleanly() {
+        // (That close() releases the fds is tested in Python, where no
+        // other test opens fds concurrently.)
+        let r = Reactor::new().unwrap();
+        r.close();
+        let (_a, b) = UnixStream::pair().unwrap();
+        let err = r.register(b.as_raw_fd(), 1, Want::Read).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+        let mut out = Vec::new();
+        assert!(r.wait(Some(Duration::ZERO), &mut out).is_err());
+        r.wake().unwrap();
+        r.deregister(b.as_raw_fd());
     }
 
     #[test]

@@ -312,6 +312,13 @@ impl SockOps {
         drop(ws);
         drop(lp);
     }
+
+    /// Forgets the loop and the pending operations' futures (called by
+    /// `Loop.close()`), so that the loop and its `SockOps` form no cycle:
+    /// a closed loop is freed by reference counting alone, as asyncio's.
+    fn _detach(&self) {
+        self.__clear__();
+    }
 }
 
 /// Where a `SockOp` coroutine is.

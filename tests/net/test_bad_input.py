@@ -216,6 +216,19 @@ def test_write_pipe_odd_input(loop, expect_errors):
         with pytest.raises(ValueError):
             tr.write(released())
         assert not tr.is_closing()
+        # With data buffered, asyncio's `bytearray += data` refuses it.
+        tr.write(b"x" * (1 << 20))
+        assert tr.get_write_buffer_size()
+        with pytest.raises(TypeError):
+            tr.write(noncontig())
+        assert not tr.is_closing()
+        os.set_blocking(r, False)
+        while tr.get_write_buffer_size():
+            try:
+                os.read(r, 1 << 20)
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        # With nothing buffered, os.write() fails: a fatal error.
         assert tr.write(noncontig()) is None
         exc = await wait_for(proto.lost)
         assert isinstance(exc, BufferError)

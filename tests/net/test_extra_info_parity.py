@@ -1,5 +1,6 @@
-"""What tools read off transports and servers (`get_extra_info` keys, the
-`socket` extra and its repr, reprs), compared key by key between oxloop and
+"""What tools read off transports, servers and loops (`get_extra_info`
+keys, the `socket` extra and its repr, reprs, public names), compared key by
+key between oxloop and
 the stdlib loop for TCP, Unix, UDP, pipe, subprocess and TLS transports,
 open and closed."""
 
@@ -13,6 +14,8 @@ import tempfile
 
 from helpers import make_loop
 from netutil import stdlib_keycert
+
+import oxloop
 
 KEYS = ["socket", "sockname", "peername", "pipe", "subprocess", "sslcontext",
         "ssl_object", "peercert", "cipher", "compression", "no-such-key"]
@@ -65,7 +68,29 @@ def describe(tr, ports, paths):
             value = normalize(repr(value), ports, paths)
         out[key] = value
     out["repr"] = normalize(repr(tr), ports, paths)
+    out["public"] = public(tr)
     return out
+
+
+def public(obj):
+    """The public names (what tools look up with hasattr/getattr)."""
+    return sorted(n for n in dir(obj) if not n.startswith("_"))
+
+
+# oxloop's own loop API beyond asyncio's (virtual time, stats): present on
+# oxloop loops only, and checked to be there, so that the list cannot hide
+# a name that leaked by accident.
+OXLOOP_LOOP_EXTENSIONS = {"virtual_time", "virtual_time_grace",
+                          "virtual_time_skipped"}
+
+
+def loop_public(loop):
+    names = public(loop)
+    if isinstance(loop, oxloop.Loop):
+        missing = OXLOOP_LOOP_EXTENSIONS.difference(names)
+        assert not missing, f"oxloop extensions not on the loop: {missing}"
+        names = [n for n in names if n not in OXLOOP_LOOP_EXTENSIONS]
+    return names
 
 
 def tls_contexts():
@@ -94,6 +119,8 @@ async def survey():
     server = await loop.create_server(lambda: Recorder(made), "127.0.0.1", 0)
     ports.append(server.sockets[0].getsockname()[1])
     seen["server"] = normalize(repr(server), ports, paths)
+    seen["server public"] = public(server)
+    seen["loop public"] = loop_public(loop)
     client, _ = await loop.create_connection(
         lambda: Recorder([]), "127.0.0.1", ports[0])
     while not made:

@@ -380,7 +380,7 @@ def test_subprocess_pipe_data_context(loop):
             # stdout closes well before the exit: connection_lost follows
             # process_exited.
             "import os, time; print('x', flush=True); os.close(1); "
-            "time.sleep(0.2)",
+            "time.sleep(0.5)",
             stdin=None, stderr=None)
         var.set("after")
         await wait_for(proto.done)

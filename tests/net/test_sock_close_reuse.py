@@ -7,6 +7,9 @@ waits on them, as the stdlib selector loop behaves (3.9-3.15 alike):
   replaces it (the operation's future then stays pending until cancelled),
   `remove_reader` removes it and returns True, a `sock_*` call replaces an
   `add_reader` callback, a transport taking the socket replaces it.
+- `add_reader(sock)`/`remove_reader(sock)` once `sock` is closed find the
+  entry by the object (as `selectors` does), so anyio's raw-socket streams
+  can close from another task.
 - Closing a listener from another task: the accepting task wakes exactly as
   on the stdlib (anyio's and trio-style listener `aclose()`).
 - An fd number reused by a new socket after a close: the new socket's
@@ -345,6 +348,126 @@ def test_transport_taking_the_socket_replaces_pending_operation(loop):
         cancel_and_wait(loop, task)
         transport.close()
         spin(loop, 0.01)
+
+
+# -- add_reader/remove_reader with a socket closed since -----------------------
+
+
+def test_remove_reader_finds_a_closed_socket_by_the_object(loop):
+    # asyncio's selector keeps the object add_reader was given and finds
+    # the entry by it once fileno() is -1.
+    a, b = nonblocking_pair()
+    with b:
+        loop.add_reader(a, lambda: None)
+        a.close()
+        assert loop.remove_reader(a) is True
+        with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+            loop.remove_reader(a)
+    c, d = nonblocking_pair()
+    with d:
+        loop.add_writer(c, lambda: None)
+        loop.add_reader(c.fileno(), lambda: None)  # the entry keeps c
+        c.close()
+        # Found by the object; the reader still waits, so the fd is watched
+        # anew, which the kernel refuses: the entry goes whole.
+        with pytest.raises(OSError) as info:
+            loop.remove_writer(c)
+        assert info.value.errno == errno.EBADF
+        with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+            loop.remove_reader(c)
+
+
+def test_closed_socket_registered_by_fd_is_not_found_by_the_object(loop):
+    a, b = nonblocking_pair()
+    with b:
+        fd = a.fileno()
+        loop.add_reader(fd, lambda: None)
+        loop.add_writer(a, lambda: None)  # the entry was created with the int
+        a.close()
+        with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+            loop.remove_writer(a)
+        # The kernel forgot the fd: changing what it is watched for fails
+        # and drops the fd's entry, as the selector's epoll_ctl does.
+        with pytest.raises(OSError) as info:
+            loop.remove_reader(fd)
+        assert info.value.errno == errno.EBADF
+        assert loop.remove_writer(fd) is False
+
+
+def test_add_reader_on_a_closed_socket_watched_for_writing(loop):
+    a, b = nonblocking_pair()
+    with b:
+        loop.add_writer(a, lambda: None)
+        a.close()
+        with pytest.raises(OSError) as info:
+            loop.add_reader(a, lambda: None)
+        assert info.value.errno == errno.EBADF
+        with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+            loop.remove_writer(a)
+
+
+class RawSocketStream:
+    """anyio's UNIXSocketStream: waits with add_reader/add_writer(sock,
+    fut.set_result); each future's done callback removes it again;
+    aclose() closes the socket, then wakes the waiters."""
+
+    def __init__(self, loop, sock):
+        self.loop = loop
+        self.sock = sock
+        self.waiters = []
+        self.removed = []
+
+    def _wait(self, add, remove):
+        fut = self.loop.create_future()
+
+        def done(f):
+            self.removed.append(remove(self.sock))
+
+        add(self.sock, fut.set_result, None)
+        fut.add_done_callback(done)
+        self.waiters.append(fut)
+        return fut
+
+    async def receive(self):
+        while True:
+            try:
+                return self.sock.recv(65536)
+            except BlockingIOError:
+                await self._wait(self.loop.add_reader, self.loop.remove_reader)
+
+    async def send(self, data):
+        while data:
+            try:
+                data = data[self.sock.send(data):]
+            except BlockingIOError:
+                await self._wait(self.loop.add_writer, self.loop.remove_writer)
+
+    async def aclose(self):
+        self.sock.close()
+        for fut in self.waiters:
+            if not fut.done():
+                fut.set_result(None)
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("direction", ["receive", "send"])
+def test_raw_socket_stream_closed_during_io_anyio_style(loop, direction):
+    a, b = nonblocking_pair()
+    with b:
+        stream = RawSocketStream(loop, a)
+        if direction == "send":
+            fill(a)
+            io = stream.send(b"z" * 100_000)
+        else:
+            io = stream.receive()
+        task = loop.create_task(io)
+        spin(loop, 0.01)
+        assert not task.done()
+        run(loop, stream.aclose())
+        with pytest.raises(OSError) as info:
+            run(loop, task)
+        assert info.value.errno == errno.EBADF  # recv()/send() on the closed socket
+        assert stream.removed == [True]
 
 
 # -- closing a listener from another task -----------------------------------

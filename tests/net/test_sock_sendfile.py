@@ -141,21 +141,36 @@ def test_sendfile_datagram_socket_is_value_error(loop, datafile):
             loop.run_until_complete(loop.sock_sendfile(sock, datafile))
 
 
-def test_regular_file_goes_through_os_sendfile(loop, tcp_pair, datafile, monkeypatch):
-    import os
+class _CountingFile(io.FileIO):
+    """A file that counts the reads the copying fallback would make."""
 
-    calls = []
-    real = os.sendfile
+    reads = 0
 
-    def counting(*args):
-        calls.append(args[3])
-        return real(*args)
+    def readinto(self, buf):
+        _CountingFile.reads += 1
+        return super().readinto(buf)
 
-    monkeypatch.setattr(os, "sendfile", counting)
+    def read(self, size=-1):
+        _CountingFile.reads += 1
+        return super().read(size)
+
+
+def test_regular_file_goes_through_os_sendfile(loop, tcp_pair, tmp_path):
+    # The zero-copy path never reads the file through Python; the fallback
+    # (taken for a file without a usable fd) does.
+    path = tmp_path / "data.bin"
+    path.write_bytes(DATA)
     client, server = tcp_pair
-    sent, got = send_and_collect(loop, client, server, datafile, _expected=len(DATA))
+    _CountingFile.reads = 0
+    with _CountingFile(path, "rb") as f:
+        sent, got = send_and_collect(loop, client, server, f, _expected=len(DATA))
     assert got == DATA
-    assert calls, "the zero-copy path was not used"
-    calls.clear()
-    send_and_collect(loop, client, server, io.BytesIO(b"abc"), _expected=3)
-    assert calls == []
+    assert _CountingFile.reads == 0, "the zero-copy path was not used"
+
+    class NoFileno(_CountingFile):
+        def fileno(self):
+            raise io.UnsupportedOperation("no fileno")
+
+    with NoFileno(path, "rb") as f:
+        send_and_collect(loop, client, server, f, _expected=len(DATA))
+    assert _CountingFile.reads > 0

@@ -149,6 +149,7 @@ def test_peer_reset_mid_write(loop):
     loop.run_until_complete(main())
 
 
+@pytest.mark.blocking_on_purpose
 def test_peer_reset_while_reading(loop):
     async def main():
         lsock = socket.create_server(("127.0.0.1", 0))
@@ -211,7 +212,9 @@ def test_write_argument_errors(loop):
         server, port = await serve(loop, lambda: RecordingProtocol(loop))
         tr, client = await loop.create_connection(
             lambda: RecordingProtocol(loop), "127.0.0.1", port)
-        with pytest.raises(TypeError, match="bytes-like"):
+        # "bytes-like object" up to 3.13, "bytes, bytearray, or memoryview
+        # object" from 3.14 on.
+        with pytest.raises(TypeError, match="data argument must be a bytes"):
             tr.write("text")
         with pytest.raises(TypeError):
             tr.write(1234)
@@ -342,6 +345,7 @@ def test_write_buffer_limits(loop):
     loop.run_until_complete(main())
 
 
+@pytest.mark.blocking_on_purpose
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
 def test_unix_connection_and_stale_socket_cleanup(loop):
     async def main():

@@ -74,6 +74,7 @@ class WriteProto(asyncio.Protocol):
         self.lost.set_result(exc)
 
 
+@pytest.mark.blocking_on_purpose
 def test_read_pipe_data_and_eof(loop, loop_kind):
     rfd, wfd = os.pipe()
 
@@ -93,6 +94,7 @@ def test_read_pipe_data_and_eof(loop, loop_kind):
     run(loop, main())
 
 
+@pytest.mark.blocking_on_purpose
 def test_read_pipe_pause_resume(loop, loop_kind):
     rfd, wfd = os.pipe()
 
@@ -207,6 +209,7 @@ def test_write_pipe_abort_drops_buffer(loop):
         os.close(rfd)
 
 
+@pytest.mark.blocking_on_purpose
 def test_socket_and_char_device_accepted(loop):
     async def main():
         a, b = socket.socketpair()
@@ -278,6 +281,7 @@ def test_closed_pipe_transports_are_collected(loop):
     assert [r() for r in refs] == [None, None]
 
 
+@pytest.mark.blocking_on_purpose
 def test_write_rejects_non_bytes(loop):
     rfd, wfd = os.pipe()
 
@@ -323,6 +327,7 @@ def test_pty_read_and_write(loop):
     run(loop, main())
 
 
+@pytest.mark.blocking_on_purpose
 def test_data_received_error_is_reported_and_reading_goes_on(loop,
                                                              expect_errors):
     rfd, wfd = os.pipe()

@@ -70,6 +70,7 @@ def test_shell_returncode_and_stderr_to_stdout(loop):
     run(loop, main())
 
 
+@pytest.mark.blocking_on_purpose
 def test_devnull_and_fd_redirection(loop):
     rfd, wfd = os.pipe()
 
@@ -87,6 +88,7 @@ def test_devnull_and_fd_redirection(loop):
         os.close(rfd)
 
 
+@pytest.mark.blocking_on_purpose
 def test_pass_fds_and_start_new_session(loop):
     rfd, wfd = os.pipe()
 
@@ -237,6 +239,10 @@ def test_close_loop_with_running_child(loop_factory):
     pid = proc.pid
     lp.close()  # must not crash, nor leave the child unreaped
     os.kill(pid, signal.SIGKILL)
+    if loop_factory.kind == "asyncio" and sys.version_info >= (3, 14):
+        # asyncio 3.14 watches the child through a pidfd reader on the loop:
+        # once the loop is closed, nobody reaps it (oxloop still does).
+        os.waitpid(pid, 0)
     wait_gone(pid)
     for thread in threading.enumerate():
         if "waitpid" in thread.name:  # the reaper threads of both loops
@@ -252,8 +258,10 @@ WATCHERS = ["SafeChildWatcher", "FastChildWatcher", "PidfdChildWatcher",
             "ThreadedChildWatcher", "MultiLoopChildWatcher"]
 
 
-@pytest.mark.skipif(sys.version_info >= (3, 12),
-                    reason="child watchers are deprecated from 3.12 on")
+HAS_WATCHERS = hasattr(asyncio, "AbstractChildWatcher")  # gone in 3.14
+
+
+@pytest.mark.skipif(not HAS_WATCHERS, reason="no child watchers (3.14+)")
 @pytest.mark.parametrize("name", WATCHERS)
 def test_installed_child_watcher_is_used(loop, name):
     if name == "PidfdChildWatcher" and not hasattr(os, "pidfd_open"):
@@ -285,4 +293,98 @@ def test_installed_child_watcher_is_used(loop, name):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             asyncio.get_event_loop_policy().set_child_watcher(None)
+            watcher.close()
+
+
+@pytest.mark.skipif(not HAS_WATCHERS, reason="no child watchers (3.14+)")
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.Runner is 3.11+")
+def test_inactive_child_watcher_refuses_before_spawning(loop_factory):
+    # As 3.12's GenericWatcherTests: the watcher is entered, asked whether
+    # it is active and left with the RuntimeError; no child is started.
+    calls = []
+
+    with warnings.catch_warnings():
+        # (subclassing AbstractChildWatcher warns on 3.12+)
+        warnings.simplefilter("ignore", DeprecationWarning)
+
+        class Inactive(asyncio.AbstractChildWatcher):
+            def add_child_handler(self, pid, callback, *args):
+                calls.append("add_child_handler")
+
+            def remove_child_handler(self, pid):
+                calls.append("remove_child_handler")
+
+            def attach_loop(self, loop):
+                calls.append("attach_loop")
+
+            def close(self):
+                calls.append("close")
+
+            def is_active(self):
+                calls.append("is_active")
+                return False
+
+            def __enter__(self):
+                calls.append("enter")
+                return self
+
+            def __exit__(self, *exc):
+                calls.append(("exit", exc[0]))
+
+        watcher = Inactive()
+
+    async def main():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_child_watcher(watcher)
+        with pytest.raises(RuntimeError, match="not activated"):
+            await asyncio.create_subprocess_exec(PY, "-c", "pass")
+
+    try:
+        with asyncio.Runner(loop_factory=loop_factory.raw) as runner:
+            runner.run(main())
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.get_event_loop_policy()._watcher = None
+    assert calls == ["enter", "is_active", ("exit", RuntimeError)]
+
+
+@pytest.mark.skipif(not HAS_WATCHERS, reason="no child watchers (3.14+)")
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.Runner is 3.11+")
+def test_policy_get_child_watcher_is_honoured(loop_factory):
+    # A policy whose get_child_watcher gives a watcher of its own (with no
+    # set_child_watcher call) is asked for it, as the stdlib loop asks.
+    added = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        watcher = asyncio.ThreadedChildWatcher()
+    orig = watcher.add_child_handler
+
+    def spy(pid, callback, *args):
+        added.append(pid)
+        return orig(pid, callback, *args)
+
+    watcher.add_child_handler = spy
+
+    class Policy(asyncio.DefaultEventLoopPolicy):
+        def get_child_watcher(self):
+            return watcher
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-c", "import sys; sys.exit(5)")
+        assert await proc.wait() == 5
+        assert added == [proc.pid]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop_policy(Policy())
+    try:
+        with asyncio.Runner(loop_factory=loop_factory.raw) as runner:
+            runner.run(main())
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_event_loop_policy(None)
             watcher.close()
