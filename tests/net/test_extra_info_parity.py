@@ -13,6 +13,7 @@ import sys
 import tempfile
 
 from helpers import make_loop
+from netutil import stdlib_keycert
 
 import oxloop
 
@@ -93,11 +94,8 @@ def loop_public(loop):
 
 
 def tls_contexts():
-    import test
-    cert = os.path.join(os.path.dirname(test.__file__), "certdata",
-                        "keycert.pem")
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(cert)
+    server.load_cert_chain(stdlib_keycert())
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client.check_hostname = False
     client.verify_mode = ssl.CERT_NONE
