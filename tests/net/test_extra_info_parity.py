@@ -81,7 +81,9 @@ def public(obj):
 # oxloop loops only, and checked to be there, so that the list cannot hide
 # a name that leaked by accident.
 OXLOOP_LOOP_EXTENSIONS = {"virtual_time", "virtual_time_grace",
-                          "virtual_time_skipped"}
+                          "virtual_time_skipped", "enable_stats", "stats",
+                          "reset_stats", "get_blocking_threshold",
+                          "set_blocking_threshold"}
 
 
 def loop_public(loop):
