@@ -10,6 +10,7 @@ import socket
 import sys
 
 import pytest
+
 from netutil import wait_for
 
 PY312 = sys.version_info >= (3, 12)

@@ -20,6 +20,7 @@ import ssl
 import sys
 
 import pytest
+
 from netutil import wait_for
 
 var = contextvars.ContextVar("var", default="unset")

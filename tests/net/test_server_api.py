@@ -10,6 +10,7 @@ import warnings
 import weakref
 
 import pytest
+
 from netutil import RecordingProtocol, serve, wait_for
 
 

@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import pytest
+
 from netutil import wait_for
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

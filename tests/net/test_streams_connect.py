@@ -6,6 +6,7 @@ import socket
 import sys
 
 import pytest
+
 from netutil import RecordingProtocol, serve, wait_for
 
 

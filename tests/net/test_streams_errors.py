@@ -6,6 +6,7 @@ import contextlib
 import socket
 
 import pytest
+
 from netutil import RecordingProtocol, serve, wait_for
 
 

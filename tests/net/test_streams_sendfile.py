@@ -6,6 +6,7 @@ import os
 import tempfile
 
 import pytest
+
 from netutil import RecordingProtocol, serve, wait_for
 
 DATA = os.urandom(3 * 1024 * 1024 + 123)

@@ -4,6 +4,7 @@ import asyncio
 import sys
 
 import pytest
+
 from netutil import wait_for
 
 ssl = pytest.importorskip("ssl")

@@ -8,6 +8,7 @@ import sys
 import tempfile
 
 import pytest
+
 from netutil import RecordingProtocol, rst_close, serve, summary, wait_for
 
 
