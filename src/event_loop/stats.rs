@@ -322,19 +322,19 @@ impl LoopStats {
 }
 
 impl LoopStats {
-    /// After a poll that started at `poll_start` (NaN: skipped) and ended
-    /// at `now`: counts the iteration and the wait, and stamps the
-    /// `add_reader`/`add_writer` handles the poll queued
-    /// (`ready[before..after]`) as ready at `now`. A handle queued meanwhile
-    /// by `call_soon_threadsafe` keeps its own, later, stamp.
     /// The iteration's clock, in seconds and ns (the start of its first
-    /// callback). An iteration that skipped the poll (`polled` false) right
-    /// after one that ran callbacks takes that one's last reading (so a
-    /// chain of `call_soon` callbacks costs one reading per callback, as
-    /// without stats); else the clock is read. After a poll: counts the wait
-    /// (from the last reading) and stamps the `add_reader`/`add_writer`
-    /// handles it queued (`ready[before..after]`) as ready now; a handle
-    /// that `call_soon_threadsafe` queued meanwhile keeps its own stamp.
+    /// callback). An iteration that skipped the poll (`polled` false) with
+    /// callbacks already queued (`before > 0`), right after one that ran
+    /// callbacks, takes that one's last reading (so a chain of `call_soon`
+    /// callbacks costs one reading per callback, as without stats); else the
+    /// clock is read: with nothing queued the poll was skipped because a
+    /// timer is due by the clock (or the virtual clock jumped to it), and
+    /// an older reading would not see it due, nor would the next iteration
+    /// (the loop would spin). After a poll or a virtual jump (`polled`):
+    /// counts the wait (from the last reading; a jump's skipped time is
+    /// idle time) and stamps the `add_reader`/`add_writer` handles the poll
+    /// queued (`ready[before..after]`) as ready now; a handle that
+    /// `call_soon_threadsafe` queued meanwhile keeps its own stamp.
     pub(crate) fn after_poll(
         &self,
         lp: &LoopCore,
@@ -345,10 +345,13 @@ impl LoopStats {
         bump(&self.iterations, 1);
         let carried = self.carry.load(Relaxed);
         self.carry.store(0, Relaxed);
-        if !polled && carried != 0 {
+        if !polled && before > 0 && carried != 0 {
             return (carried as f64 * 1e-9, carried);
         }
-        let now = lp.clock.now_ns();
+        // `now()` itself decides which timers are due, so a virtual clock
+        // that jumped exactly to a deadline sees it due.
+        let secs = lp.clock.now();
+        let now = nanos(secs);
         self.last.store(now, Relaxed);
         if polled {
             // The wait began at the previous iteration's last reading.
@@ -364,7 +367,7 @@ impl LoopStats {
                 }
             }
         }
-        (now as f64 * 1e-9, now)
+        (secs, now)
     }
 
     /// At the end of an iteration: whether the next one may take its last
