@@ -15,11 +15,13 @@
 //!   power of two, so a percentile is known within ±12 %), with sum and max.
 //! - duration: from one callback's start to the reading taken right after
 //!   it, which is the next one's start (one reading per callback). An
-//!   iteration that skips the poll takes the previous iteration's last
-//!   reading as its clock (`after_poll`, `carry`), so a chain of
-//!   `call_soon` callbacks reads the clock once per callback, as the loop
-//!   does without stats. Durations are summed as busy time, poll waits as
-//!   idle time.
+//!   iteration that skips the poll with callbacks already queued takes the
+//!   previous iteration's last reading as its clock (`after_poll`,
+//!   `carry`), so a chain of `call_soon` callbacks reads the clock once per
+//!   callback, as the loop does without stats; one with nothing queued (a
+//!   timer due, a virtual jump) reads it, or a due timer would stay unseen.
+//!   The clock is `Clock::now` (virtual time included). Durations are
+//!   summed as busy time, poll waits and virtual jumps as idle time.
 //! - slow callbacks: the `SLOW_KEEP` longest of at least `SLOW_MIN_NS`,
 //!   described by the Python half (`Loop._stats_describe`: qualified name and
 //!   file:line) only when a callback is longer than the shortest one kept,
