@@ -331,7 +331,10 @@ def test_inactive_child_watcher_refuses_before_spawning(loop_factory):
 
             def __enter__(self):
                 calls.append("enter")
-                return self
+                # 3.12+ asyncio ignores what __enter__ returns (3.12's test
+                # uses a mock, whose __enter__ gives another mock); 3.11
+                # uses it.
+                return self if sys.version_info < (3, 12) else None
 
             def __exit__(self, *exc):
                 calls.append(("exit", exc[0]))
