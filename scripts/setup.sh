@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Sets up .venv at the repository root from nothing but python3 and cargo:
 # creates the venv, installs the dev requirements and builds oxloop into it
-# (release build). Safe to run again: it reuses the venv and rebuilds only
-# what changed. Prints the venv's python on its last line.
+# (Cargo's `fast` profile: optimized, no LTO, incremental; releases, wheels
+# and benchmarks use `--release`; OXLOOP_PROFILE=release asks for that one
+# here). Safe to run again: it reuses the venv and rebuilds only what
+# changed. Prints the venv's python on its last line.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -17,7 +19,8 @@ if [ ! -f "$stamp" ] || ! cmp -s requirements-dev.txt "$stamp"; then
     .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt >&2
     cp requirements-dev.txt "$stamp"
 fi
-echo "setup: building oxloop (release)" >&2
-VIRTUAL_ENV="$root/.venv" .venv/bin/maturin develop --release -q >&2
+profile="${OXLOOP_PROFILE:-fast}"
+echo "setup: building oxloop (profile $profile)" >&2
+VIRTUAL_ENV="$root/.venv" .venv/bin/maturin develop --profile "$profile" -q >&2
 .venv/bin/python -c "import oxloop" >&2
 echo "$root/.venv/bin/python"

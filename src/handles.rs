@@ -25,7 +25,7 @@
 //!   comes back without GC tracking, so a cycle through a recycled handle
 //!   would never be collected (tests/test_gc.py catches it).
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -53,6 +53,21 @@ impl Callback {
             context: self.context.clone_ref(py),
         }
     }
+}
+
+/// Whether `asyncio.format_helpers` takes `debug=` (CPython 3.14+).
+static FORMAT_TAKES_DEBUG: pyo3::sync::PyOnceLock<bool> = pyo3::sync::PyOnceLock::new();
+
+fn format_takes_debug(py: Python<'_>, helpers: &Bound<'_, PyAny>) -> PyResult<bool> {
+    FORMAT_TAKES_DEBUG
+        .get_or_try_init(py, || {
+            let code = helpers
+                .getattr("_format_args_and_kwargs")?
+                .getattr("__code__")?;
+            let kwonly: usize = code.getattr("co_kwonlyargcount")?.extract()?;
+            Ok::<bool, PyErr>(kwonly > 0)
+        })
+        .copied()
 }
 
 thread_local! {
@@ -107,6 +122,9 @@ pub struct Handle {
     source_traceback: Option<Py<PyAny>>,
     /// Deadline and heap accounting, for timers.
     timer: Option<TimerState>,
+    /// When stats are on: the loop's clock (ns) when the handle was last
+    /// queued; 0 when not stamped. See `event_loop::stats`.
+    queued: AtomicU64,
 }
 
 impl Handle {
@@ -125,6 +143,7 @@ impl Handle {
             flags: AtomicU8::new(0),
             source_traceback,
             timer: None,
+            queued: AtomicU64::new(0),
         }
     }
 
@@ -156,6 +175,31 @@ impl Handle {
     #[inline]
     pub(crate) fn when(&self) -> Option<f64> {
         self.timer.as_ref().map(|t| t.when)
+    }
+
+    /// Records when the handle was queued (ns on the loop's clock; stats on).
+    #[inline]
+    pub(crate) fn stamp_queued(&self, now_ns: u64) {
+        self.queued.store(now_ns, Ordering::Relaxed);
+    }
+
+    /// When it was last stamped (0: never).
+    #[inline]
+    pub(crate) fn queued_ns(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// How late it starts at `now_ns`: after a timer's deadline, or after it
+    /// was queued (0 if it never was stamped).
+    #[inline]
+    pub(crate) fn lag_ns(&self, now_ns: u64) -> u64 {
+        match &self.timer {
+            Some(t) => ((now_ns as f64 * 1e-9 - t.when) * 1e9) as u64,
+            None => match self.queued.load(Ordering::Relaxed) {
+                0 => 0,
+                q => now_ns.saturating_sub(q),
+            },
+        }
     }
 
     /// Marks the handle cancelled and releases its callback. Returns whether
@@ -209,9 +253,18 @@ impl Handle {
             _ => return Ok(()),
         };
         let ctx = cb.context.as_ptr();
-        // SAFETY: `ctx` is a live `contextvars.Context` (checked when the
-        // handle was made) kept alive by `cb` for the whole call; we hold the
-        // GIL (`py`).
+        // SAFETY: a type check on a live object, GIL held.
+        if unsafe { ffi::PyContext_CheckExact(ctx) } == 0 {
+            // Not a Context (call_soon takes any object, as asyncio's
+            // Handle does): call its `run` as asyncio does, which for most
+            // objects raises AttributeError, reported like any callback's.
+            let run = cb.context.bind(py).getattr(pyo3::intern!(py, "run"))?;
+            let mut all = vec![cb.func.clone_ref(py).into_bound(py)];
+            all.extend(cb.args.bind(py).iter());
+            return run.call1(PyTuple::new(py, all)?).map(drop);
+        }
+        // SAFETY: `ctx` is a live `contextvars.Context` (checked just above)
+        // kept alive by `cb` for the whole call; we hold the GIL (`py`).
         if unsafe { ffi::PyContext_Enter(ctx) } < 0 {
             return Err(PyErr::fetch(py));
         }
@@ -236,16 +289,21 @@ impl Handle {
         let Some(_guard) = ReprGuard::enter(self as *const Self as usize) else {
             return Ok("...".into());
         };
-        let cb = match &*self.inner.lock() {
-            Some(cb) => Some(cb.clone_ref(py)),
-            None => None,
-        };
+        let cb = self.inner.lock().as_ref().map(|cb| cb.clone_ref(py));
         let mut text = String::new();
         if let Some(cb) = cb {
             let helpers = py.import("asyncio.format_helpers")?;
-            text = helpers
-                .call_method1("_format_callback_source", (cb.func, cb.args))?
-                .extract()?;
+            let format = helpers.getattr("_format_callback_source")?;
+            // From 3.14 on asyncio shows a callback's arguments in debug mode
+            // only (`debug=`); a handle made in debug mode has a traceback.
+            text = if self.source_traceback.is_some() && format_takes_debug(py, &helpers)? {
+                let kwargs = pyo3::types::PyDict::new(py);
+                kwargs.set_item("debug", true)?;
+                format.call((cb.func, cb.args), Some(&kwargs))?
+            } else {
+                format.call1((cb.func, cb.args))?
+            }
+            .extract()?;
         }
         if let Some(tb) = &self.source_traceback {
             let tb = tb.bind(py);

@@ -2,12 +2,16 @@
 //!
 //! The native module `oxloop._core` holds the hot core (handles, ready queue,
 //! timers, reactor); `python/oxloop` wraps it into an
-//! `asyncio.AbstractEventLoop`. See DEVELOPERS.md for the design.
+//! `asyncio.AbstractEventLoop`. See DEVELOPERS.md for the design, and
+//! [`portability`] for what free-threaded CPython (`gil_used = false`) and
+//! Windows need.
 
+pub mod contexts;
 pub mod errors;
 pub mod event_loop;
 pub mod handles;
 pub mod oscalls;
+pub mod portability;
 pub mod reactor;
 pub mod server;
 pub mod sockops;
@@ -28,5 +32,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transports::pipe::PipeTransport>()?;
     m.add_class::<server::StreamListener>()?;
     oscalls::register(m)?;
+    m.add_function(wrap_pyfunction!(event_loop::stats::_stats_enable, m)?)?;
+    m.add_function(wrap_pyfunction!(event_loop::stats::_stats_reset, m)?)?;
+    m.add_function(wrap_pyfunction!(event_loop::stats::_stats_set_blocking, m)?)?;
+    m.add_function(wrap_pyfunction!(event_loop::stats::_stats_probe, m)?)?;
+    m.add_function(wrap_pyfunction!(event_loop::stats::_stats_snapshot, m)?)?;
     Ok(())
 }

@@ -15,6 +15,10 @@
 //!   watching the socket and try again after `ACCEPT_RETRY_DELAY` (1 s):
 //!   no busy loop, and the pending connections stay in the kernel's queue.
 //!
+//! - Contexts: the protocol factory and `connection_made` see the context of
+//!   `_start_serving` (3.15+: of the `Server`'s creation), one copy per
+//!   connection, as asyncio's accept task does; see `contexts`.
+//!
 //! Invariants: the listener never closes the listening socket (the `Server`
 //! owns it and closes it after `close()` deregistered the listener); no lock
 //! is held while Python code runs.
@@ -28,12 +32,12 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::errors;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::LoopCore;
 use crate::reactor::{net, Readiness, Want};
 use crate::transports::must_propagate;
 use crate::transports::stream::StreamTransport;
+use crate::{contexts, errors};
 
 /// asyncio's `constants.ACCEPT_RETRY_DELAY`, in seconds.
 const ACCEPT_RETRY_DELAY: f64 = 1.0;
@@ -56,12 +60,19 @@ struct LSt {
     backlog: usize,
     /// Set `TCP_NODELAY` on accepted sockets.
     nodelay: bool,
+    /// The listening socket's protocol number (accepted sockets share it).
+    proto: i32,
     /// The reactor token while watching.
     token: Option<usize>,
     /// The timer that resumes accepting after EMFILE.
     retry: Option<Py<PyAny>>,
     /// `close()` was called.
     closed: bool,
+    /// Each connection's accept step runs in a copy of this context (asyncio
+    /// runs it as a task made from the listening socket's reader handle).
+    ctx: Option<Py<PyAny>>,
+    /// 3.15+: that copy is also the transport's own context.
+    fixed_ctx: bool,
 }
 
 /// The accept loop of one listening socket.
@@ -159,28 +170,53 @@ impl StreamListener {
         addr: socket2::SockAddr,
     ) -> PyResult<()> {
         let py = slf.py();
-        let (factory, server, class, nodelay) = {
+        let (factory, server, class, (nodelay, sock_proto), ctx, fixed_ctx) = {
             let st = slf.get().st.lock();
             match (&st.protocol_factory, &st.server, &st.transport_class) {
                 (Some(f), Some(s), Some(c)) => (
                     f.clone_ref(py),
                     s.clone_ref(py),
                     c.clone_ref(py),
-                    st.nodelay,
+                    (st.nodelay, st.proto),
+                    st.ctx.as_ref().map(|c| c.clone_ref(py)),
+                    st.fixed_ctx,
                 ),
                 _ => return Ok(()),
             }
         };
+        let conn_ctx = match &ctx {
+            Some(c) => Some(contexts::copy_of(py, c)?),
+            None => None,
+        };
         let mut protocol = None;
         let mut transport = None;
-        let result = (|| -> PyResult<()> {
+        let result = contexts::run_in(py, conn_ctx.as_ref(), || -> PyResult<()> {
             let proto = factory.bind(py).call0()?;
             protocol = Some(proto.clone());
-            let core = StreamTransport::accepted(py, lp.clone().unbind(), conn, addr, nodelay)?;
+            let core = StreamTransport::accepted(
+                py,
+                lp.clone().unbind(),
+                conn,
+                addr,
+                nodelay,
+                sock_proto,
+            )?;
             let wrapper = class.bind(py).call1((core.clone_ref(py),))?;
             transport = Some(wrapper.clone());
-            StreamTransport::start(core.bind(py), &wrapper, &proto, None, Some(server.bind(py)))
-        })();
+            let own = if fixed_ctx {
+                conn_ctx.as_ref().map(|c| c.clone_ref(py))
+            } else {
+                None
+            };
+            StreamTransport::start(
+                core.bind(py),
+                &wrapper,
+                &proto,
+                None,
+                Some(server.bind(py)),
+                own,
+            )
+        });
         match result {
             Ok(()) => Ok(()),
             Err(e) if must_propagate(py, &e) => Err(e),
@@ -252,7 +288,8 @@ impl StreamListener {
 #[pymethods]
 impl StreamListener {
     #[new]
-    #[pyo3(signature = (lp, sock, protocol_factory, server, transport_class, backlog, nodelay))]
+    #[pyo3(signature = (lp, sock, protocol_factory, server, transport_class, backlog, nodelay, context = None, fixed_context = false))]
+    #[allow(clippy::too_many_arguments)]
     fn py_new(
         py: Python<'_>,
         lp: Bound<'_, LoopCore>,
@@ -262,8 +299,20 @@ impl StreamListener {
         transport_class: Bound<'_, PyAny>,
         backlog: i64,
         nodelay: bool,
+        context: Option<Bound<'_, PyAny>>,
+        fixed_context: bool,
     ) -> PyResult<Self> {
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+        let proto: i32 = sock.getattr(intern!(py, "proto"))?.extract()?;
+        let ctx = match context.filter(|c| !c.is_none()) {
+            Some(c) if contexts::is_context(&c) => Some(c.unbind()),
+            Some(_) => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "context must be a contextvars.Context",
+                ))
+            }
+            None => None,
+        };
         Ok(Self {
             st: Mutex::new(LSt {
                 fd,
@@ -274,9 +323,12 @@ impl StreamListener {
                 transport_class: Some(transport_class.unbind()),
                 backlog: backlog.clamp(1, 65535) as usize,
                 nodelay,
+                proto,
                 token: None,
                 retry: None,
                 closed: false,
+                ctx,
+                fixed_ctx: fixed_context,
             }),
         })
     }
@@ -308,6 +360,7 @@ impl StreamListener {
                 st.server.take(),
                 st.transport_class.take(),
                 st.sock.take(),
+                st.ctx.take(),
             )
         };
         let (token, lp, retry, ..) = &taken;
@@ -339,6 +392,7 @@ impl StreamListener {
             &st.server,
             &st.transport_class,
             &st.retry,
+            &st.ctx,
         ]
         .into_iter()
         .flatten()
@@ -358,6 +412,7 @@ impl StreamListener {
                 st.server.take(),
                 st.transport_class.take(),
                 st.retry.take(),
+                st.ctx.take(),
             )
         };
         drop(taken);

@@ -3,7 +3,10 @@ run. These run on oxloop only (every test name here contains 'oxloop' through
 the module name, so ``-k oxloop`` selects them and ``-k asyncio`` does not)."""
 
 import asyncio
+import subprocess
 import sys
+import textwrap
+import warnings
 
 import pytest
 
@@ -29,9 +32,19 @@ def test_new_event_loop_returns_fresh_loops(oxloop):
         b.close()
 
 
+# Policies are deprecated from 3.14 on (the public names warn) and gone from
+# 3.16: the tests reach them through asyncio's non-warning names.
+_AbstractPolicy = (getattr(asyncio.events, "_AbstractEventLoopPolicy", None)
+                   or asyncio.events.AbstractEventLoopPolicy)
+_get_policy = (getattr(asyncio.events, "_get_event_loop_policy", None)
+               or asyncio.events.get_event_loop_policy)
+_set_policy = (getattr(asyncio.events, "_set_event_loop_policy", None)
+               or asyncio.events.set_event_loop_policy)
+
+
 def test_policy(oxloop):
     policy = oxloop.EventLoopPolicy()
-    assert isinstance(policy, asyncio.AbstractEventLoopPolicy)
+    assert isinstance(policy, _AbstractPolicy)
     loop = policy.new_event_loop()
     try:
         assert isinstance(loop, oxloop.Loop)
@@ -40,20 +53,23 @@ def test_policy(oxloop):
 
 
 def test_policy_set_and_get_event_loop(oxloop):
-    asyncio.set_event_loop_policy(oxloop.EventLoopPolicy())
+    _set_policy(oxloop.EventLoopPolicy())
     loop = asyncio.new_event_loop()
     try:
         assert isinstance(loop, oxloop.Loop)
         asyncio.set_event_loop(loop)
-        assert asyncio.get_event_loop_policy().get_event_loop() is loop
+        assert _get_policy().get_event_loop() is loop
     finally:
         asyncio.set_event_loop(None)
         loop.close()
 
 
 def test_install(oxloop):
-    oxloop.install()
-    assert isinstance(asyncio.get_event_loop_policy(), oxloop.EventLoopPolicy)
+    with warnings.catch_warnings():
+        # No DeprecationWarning from oxloop's own use of the policy, 3.14 too.
+        warnings.simplefilter("error")
+        oxloop.install()
+    assert isinstance(_get_policy(), oxloop.EventLoopPolicy)
     loop = asyncio.new_event_loop()
     try:
         assert isinstance(loop, oxloop.Loop)
@@ -68,6 +84,95 @@ def test_install_then_stdlib_run(oxloop):
         return type(asyncio.get_running_loop())
 
     assert issubclass(asyncio.run(main()), oxloop.Loop)
+
+
+class _NoPolicyPlease(type(_get_policy())):
+    """A policy that fails the test if anything asks it for a loop."""
+
+    def get_event_loop(self):
+        raise AssertionError("get_event_loop() went through the policy")
+
+    def set_event_loop(self, loop):
+        raise AssertionError("set_event_loop() went through the policy")
+
+    def new_event_loop(self):
+        raise AssertionError("new_event_loop() went through the policy")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11),
+                    reason="3.9/3.10 have no loop_factory: asyncio.run and "
+                           "oxloop.run set the policy's current loop there")
+def test_run_and_loop_factory_do_not_use_the_policy(oxloop):
+    async def main():
+        return type(asyncio.get_running_loop())
+
+    _set_policy(_NoPolicyPlease())
+    assert oxloop.run(main()) is oxloop.Loop
+    with asyncio.Runner(loop_factory=oxloop.new_event_loop) as runner:
+        assert runner.run(main()) is oxloop.Loop
+    if sys.version_info >= (3, 12):
+        assert asyncio.run(main(), loop_factory=oxloop.new_event_loop) is oxloop.Loop
+    loop = oxloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(main()) is oxloop.Loop
+    finally:
+        loop.close()
+    _set_policy(None)
+
+
+_WITHOUT_POLICIES = textwrap.dedent("""\
+    # What CPython 3.16 (its main branch) did: asyncio has no policies.
+    import asyncio, asyncio.events
+    for mod in (asyncio, asyncio.events):
+        for name in ("AbstractEventLoopPolicy", "_AbstractEventLoopPolicy",
+                     "BaseDefaultEventLoopPolicy", "_BaseDefaultEventLoopPolicy",
+                     "DefaultEventLoopPolicy", "get_event_loop_policy",
+                     "_get_event_loop_policy", "set_event_loop_policy",
+                     "_set_event_loop_policy"):
+            mod.__dict__.pop(name, None)
+    import oxloop
+
+    async def echo():
+        async def handle(reader, writer):
+            writer.write(await reader.readline())
+            await writer.drain()
+            writer.close()
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"ping\\n")
+        line = await reader.readline()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return type(asyncio.get_running_loop()).__name__, line
+
+    print(oxloop.run(echo()))
+    with asyncio.Runner(loop_factory=oxloop.new_event_loop) as runner:
+        print(runner.run(echo()))
+    print("EventLoopPolicy" in oxloop.__all__)
+    try:
+        oxloop.EventLoopPolicy
+    except AttributeError as exc:
+        print("AttributeError:", exc)
+    try:
+        oxloop.install()
+    except RuntimeError as exc:
+        print("RuntimeError:", exc)
+""")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11),
+                    reason="3.9/3.10 have no loop_factory to run without policies")
+def test_without_policies(oxloop):
+    out = subprocess.run([sys.executable, "-W", "error", "-c", _WITHOUT_POLICIES],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:3] == ["('Loop', b'ping\\n')", "('Loop', b'ping\\n')", "False"]
+    assert lines[3].startswith("AttributeError: oxloop.EventLoopPolicy: ")
+    assert lines[4].startswith("RuntimeError: oxloop.install(): ")
+    assert "loop_factory=oxloop.new_event_loop" in lines[4]
 
 
 def test_run(oxloop):
@@ -100,11 +205,13 @@ def test_run_propagates_exception(oxloop):
 
 
 def test_run_rejects_non_coroutine(oxloop):
-    # asyncio.run() raises ValueError for a non-coroutine
-    with pytest.raises(ValueError):
-        oxloop.run(42)
-    with pytest.raises(ValueError):
-        oxloop.run(asyncio.sleep)  # a coroutine function, not a coroutine
+    # As asyncio.run(): ValueError up to 3.13, TypeError from 3.14 on (which
+    # also accepts other awaitables).
+    for bad in (42, asyncio.sleep):  # asyncio.sleep: a coroutine function
+        with pytest.raises((ValueError, TypeError)) as stdlib:
+            asyncio.run(bad)
+        with pytest.raises(type(stdlib.value)):
+            oxloop.run(bad)
 
 
 def test_run_inside_running_loop(oxloop):
@@ -180,3 +287,5 @@ def test_equal_deadline_timers_fire_in_scheduling_order(oxloop):
 def test_oxloop_exports(oxloop):
     for name in ("Loop", "new_event_loop", "EventLoopPolicy", "install", "run"):
         assert hasattr(oxloop, name), name
+    assert sorted(oxloop.__all__) == [
+        "EventLoopPolicy", "Loop", "install", "new_event_loop", "run"]

@@ -3,9 +3,11 @@ contexts, Handle and TimerHandle objects, the clock."""
 
 import contextvars
 import functools
+import inspect
 import math
 import sys
 import time
+from asyncio import format_helpers
 
 import pytest
 
@@ -614,6 +616,10 @@ def test_repr_of_handle_in_its_own_args(loop, loop_kind):
     # repr() must terminate (and quickly) when a handle's arguments contain
     # the handle itself. The stdlib loop may end in RecursionError; oxloop
     # shows the inner occurrence as "...", like reprlib.
+    if "debug" in inspect.signature(
+            format_helpers._format_callback_source).parameters:
+        # 3.14+ shows a callback's arguments in debug mode only.
+        loop.set_debug(True)
     box = []
     h = loop.call_soon(box.append, box)
     box.append(h)

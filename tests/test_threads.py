@@ -440,5 +440,79 @@ def test_close_shuts_down_default_executor(loop):
         loop.run_in_executor(None, lambda: None)
 
 
+# -- 3.14: a thread-safe handle's cancel() waits for a running callback --------
+
+PY314 = sys.version_info >= (3, 14)
+
+
+@pytest.mark.skipif(not PY314, reason="the thread-safe handle semantics are 3.14's")
+@pytest.mark.parametrize("call", ["cancel", "cancelled"])
+def test_threadsafe_handle_waits_for_running_callback(loop, call):
+    started = threading.Event()
+    order = []
+
+    def callback():
+        started.set()
+        time.sleep(0.2)
+        order.append("callback done")
+
+    def other_thread():
+        handle = loop.call_soon_threadsafe(callback)
+        assert started.wait(WAKE_BOUND)
+        # The callback is running: cancel()/cancelled() wait until it is over.
+        result = getattr(handle, call)()
+        order.append(f"{call} returned {result}")
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    loop.run_forever()
+    t.join(WAKE_BOUND)
+    expected = "cancelled returned False" if call == "cancelled" else "cancel returned None"
+    assert order == ["callback done", expected]
+
+
+@pytest.mark.skipif(not PY314, reason="the thread-safe handle semantics are 3.14's")
+def test_threadsafe_handle_cancelled_from_other_thread_before_it_runs(loop):
+    calls = []
+    go = threading.Event()
+
+    def other_thread():
+        handle = loop.call_soon_threadsafe(calls.append, "ran")
+        handle.cancel()
+        assert handle.cancelled()
+        go.set()
+        loop.call_soon_threadsafe(loop.stop)
+
+    loop.call_soon(go.wait, WAKE_BOUND)  # keep the loop busy meanwhile
+    t = threading.Thread(target=other_thread)
+    t.start()
+    loop.run_forever()
+    t.join(WAKE_BOUND)
+    assert calls == []
+
+
+@pytest.mark.skipif(not PY314, reason="the thread-safe handle semantics are 3.14's")
+def test_threadsafe_handle_cancelling_itself_still_completes(loop, expect_errors):
+    handles = []
+    calls = []
+
+    def callback():
+        handles[0].cancel()  # from the loop thread, while running: no wait
+        calls.append("completed")
+        raise ZeroDivisionError
+
+    handles.append(loop.call_soon_threadsafe(callback))
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert calls == ["completed"]
+    assert handles[0].cancelled()
+    # Its exception is reported as any callback's.
+    (ctx,) = expect_errors()
+    assert isinstance(ctx["exception"], ZeroDivisionError)
+    assert ctx["handle"] is handles[0]
+    assert ctx["message"].startswith("Exception in callback ")
+
+
 if sys.version_info < (3, 9):  # pragma: no cover
     raise RuntimeError("oxloop targets CPython 3.9+")

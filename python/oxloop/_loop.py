@@ -10,6 +10,7 @@ debug-mode reporting that the core calls back into.
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ from asyncio import events, format_helpers, futures, tasks
 from . import _core
 from ._pipes import PipesMixin
 from ._signals import SignalsMixin
+from ._stats import StatsMixin
 from ._sockets import SocketsMixin
 from ._streams import StreamsMixin
 from ._subprocess import SubprocessMixin
@@ -33,6 +35,23 @@ logger = logging.getLogger("asyncio")
 
 _PY311 = sys.version_info >= (3, 11)
 _PY312 = sys.version_info >= (3, 12)
+
+# CPython 3.13.3+ and 3.14+: `create_task(coro, **kwargs)` hands every keyword
+# (`name`, `context`, `eager_start`, ...) to the task factory, or to `Task`;
+# older versions take `name` and `context` only and refuse the rest. Follow
+# the installed asyncio.
+_CREATE_TASK_KWARGS = bool(
+    asyncio.base_events.BaseEventLoop.create_task.__code__.co_flags
+    & inspect.CO_VARKEYWORDS)
+# CPython 3.14+: call_soon_threadsafe returns an `events._ThreadSafeHandle`,
+# whose lock makes a `cancel()` or `cancelled()` from another thread wait for
+# a callback that is running (None before 3.14).
+_ThreadSafeHandle = getattr(events, "_ThreadSafeHandle", None)
+# asyncio.iscoroutinefunction warns from 3.14 on; asyncio calls this twin.
+_iscoroutinefunction = getattr(asyncio.coroutines, "_iscoroutinefunction",
+                               asyncio.coroutines.iscoroutinefunction)
+# The keywords the native create_task takes.
+_NATIVE_TASK_KWARGS = frozenset(("name", "context"))
 
 # asyncio.constants.DEBUG_STACK_DEPTH
 _DEBUG_STACK_DEPTH = 10
@@ -56,11 +75,17 @@ def _stop_loop_when_done(fut):
 
 
 class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
-           SubprocessMixin, _core.LoopCore,
+           SubprocessMixin, _core.LoopCore, StatsMixin,
            asyncio.AbstractEventLoop):
-    """An asyncio event loop whose core is written in Rust."""
+    """An asyncio event loop whose core is written in Rust.
 
-    def __init__(self):
+    `Loop(virtual_time=True)` runs on virtual time: when the loop has
+    nothing to do but wait for a timer, its clock jumps to the timer (see
+    `src/event_loop/virtual_time.rs` and the README for what real I/O,
+    threads and child processes get first).
+    """
+
+    def __init__(self, *, virtual_time=False):
         super().__init__()
         self.slow_callback_duration = 0.1
         self._exception_handler = None
@@ -71,6 +96,7 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         self._set_debug_flag(_debug_from_environment())
+        self._stats_init()
 
     def __repr__(self):
         return (f"<{type(self).__module__}.{type(self).__qualname__} "
@@ -178,13 +204,17 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
     def _report_slow_callback(self, handle, seconds):
         # Called by the core in debug mode. A task's step shows as the task.
         owner = getattr(handle._callback, "__self__", None)
+        if isinstance(owner, events.Handle):
+            # A thread-safe handle, run through its _run.
+            handle = owner
+            owner = getattr(handle._callback, "__self__", None)
         what = repr(owner) if isinstance(owner, tasks.Task) else str(handle)
         logger.warning("Executing %s took %.3f seconds", what, seconds)
 
     def _report_callback_error(self, handle, exc):
         # Called by the core when a callback raised.
         cb = handle._callback
-        what = (format_helpers._format_callback_source(cb, handle._args)
+        what = (_format_callback_source(cb, handle._args, self.get_debug())
                 if cb is not None else repr(handle))
         context = {
             "message": f"Exception in callback {what}",
@@ -202,11 +232,56 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
             "exception": exc,
         })
 
+    # -- scheduling --------------------------------------------------------
+
+    # call_soon, call_later, call_at and call_soon_threadsafe are native
+    # (LoopCore); from 3.14 on call_soon_threadsafe hands out asyncio's own
+    # thread-safe handle, which the native queue runs through its `_run`
+    # (that method takes the handle's lock, skips a cancelled callback and
+    # reports an exception as asyncio does).
+
+    if _ThreadSafeHandle is not None:
+        def call_soon_threadsafe(self, callback, *args, context=None):
+            """Like call_soon(), but thread-safe.
+
+            The handle's `cancel()` and `cancelled()`, called from another
+            thread while the callback runs, wait until it has returned.
+            """
+            self._check_closed()
+            if self.get_debug():
+                self._check_callback(callback, "call_soon_threadsafe")
+            handle = _ThreadSafeHandle(callback, args, self, context)
+            if handle._source_traceback:
+                # This frame and _ThreadSafeHandle.__init__'s.
+                del handle._source_traceback[-2:]
+            _core.LoopCore.call_soon_threadsafe(self, handle._run)
+            return handle
+
     # -- futures and tasks -------------------------------------------------
 
     # create_future, create_task, set_task_factory and get_task_factory are
     # native (LoopCore); create_task comes here in debug mode or when a task
-    # factory is set.
+    # factory is set (_create_task_slow), and where asyncio forwards any
+    # keyword (_CREATE_TASK_KWARGS) a Python create_task handles the rest.
+
+    if _CREATE_TASK_KWARGS:
+        def create_task(self, coro, **kwargs):
+            """Schedule a coroutine as a Task (or through the task factory).
+
+            Every keyword goes to the task factory, or to `asyncio.Task`
+            when there is none (e.g. `eager_start=True`).
+            """
+            factory = self.get_task_factory()
+            if (factory is None and kwargs.keys() <= _NATIVE_TASK_KWARGS
+                    and not self.get_debug()):
+                return _core.LoopCore.create_task(self, coro, **kwargs)
+            self._check_closed()
+            if factory is not None:
+                return factory(self, coro, **kwargs)
+            task = tasks.Task(coro, loop=self, **kwargs)
+            if task._source_traceback:
+                del task._source_traceback[-1]
+            return task
 
     def _create_task_slow(self, coro, name, context):
         factory = self.get_task_factory()
@@ -245,11 +320,22 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
                 executor = concurrent.futures.ThreadPoolExecutor(
                     thread_name_prefix="asyncio")
                 self._default_executor = executor
-        return futures.wrap_future(executor.submit(func, *args), loop=self)
+        job = executor.submit(func, *args)
+        future = futures.wrap_future(job, loop=self)
+        if self.virtual_time:
+            # The clock holds still while the job runs. Added after
+            # wrap_future's callback: the result is queued on the loop
+            # before the count drops, so the clock cannot jump in between.
+            self._real_job_begin()
+            job.add_done_callback(self._real_job_done)
+        return future
+
+    def _real_job_done(self, _job=None):
+        self._real_job_end()
 
     def _check_callback(self, callback, method):
         if (asyncio.iscoroutine(callback)
-                or asyncio.iscoroutinefunction(callback)):
+                or _iscoroutinefunction(callback)):
             raise TypeError(f"coroutines cannot be used with {method}()")
         if not callable(callback):
             raise TypeError(f"a callable object was expected by {method}(), "
@@ -267,6 +353,8 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
             return
         future = self.create_future()
         thread = threading.Thread(target=self._do_shutdown, args=(future,))
+        if self.virtual_time:
+            self._real_job_begin()  # ended by _do_shutdown
         thread.start()
         try:
             if timeout is None:
@@ -292,6 +380,9 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
         except Exception as ex:
             if not self.is_closed() and not future.cancelled():
                 self.call_soon_threadsafe(future.set_exception, ex)
+        finally:
+            if self.virtual_time:
+                self._real_job_end()  # after the result is queued
 
     # -- async generators --------------------------------------------------
 
@@ -353,6 +444,9 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
             if key == "source_traceback":
                 value = ("Object created at (most recent call last):\n"
                          + "".join(traceback.format_list(value)).rstrip())
+            elif key == "stack" and value:
+                value = ("Blocked at (most recent call last):\n"
+                         + "".join(traceback.format_list(value)).rstrip())
             elif key == "handle_traceback":
                 value = ("Handle created at (most recent call last):\n"
                          + "".join(traceback.format_list(value)).rstrip())
@@ -373,7 +467,11 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
                              exc_info=True)
             return
         try:
-            self._exception_handler(self, context)
+            ctx = _failing_context(context) if _PY312 else None
+            if ctx is not None:
+                ctx.run(self._exception_handler, self, context)
+            else:
+                self._exception_handler(self, context)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -390,6 +488,31 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
                              "while handling an unexpected error "
                              "in custom exception handler",
                              exc_info=True)
+
+
+def _failing_context(context):
+    # 3.12+ (gh-96704): a custom exception handler runs in the context of
+    # the failing task, or future, or handle, when it has one.
+    thing = context.get("task")
+    if thing is None:
+        thing = context.get("future")
+    if thing is None:
+        thing = context.get("handle")
+    if thing is None or not hasattr(thing, "get_context"):
+        return None
+    ctx = thing.get_context()
+    if ctx is None or not hasattr(ctx, "run"):
+        return None
+    return ctx
+
+
+if "debug" in inspect.signature(format_helpers._format_callback_source).parameters:
+    def _format_callback_source(func, args, debug):
+        # 3.14+: arguments are shown in debug mode only.
+        return format_helpers._format_callback_source(func, args, debug=debug)
+else:
+    def _format_callback_source(func, args, debug):
+        return format_helpers._format_callback_source(func, args)
 
 
 def _set_result_unless_done(fut, result):

@@ -88,13 +88,18 @@ class _PipeTransport:
 class ReadPipeTransport(_PipeTransport, transports.ReadTransport):
     """The read end of a pipe (`loop.connect_read_pipe`)."""
 
+    # asyncio's public read size (the native reads use as much).
+    max_size = 256 * 1024
+
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
         super().__init__(extra)
         self._pipe_init(loop, pipe, protocol, waiter, False, _READ_METHODS)
 
 
-class WritePipeTransport(_PipeTransport, transports.WriteTransport):
-    """The write end of a pipe (`loop.connect_write_pipe`)."""
+class WritePipeTransport(_PipeTransport, transports.Transport):
+    """The write end of a pipe (`loop.connect_write_pipe`). A full
+    `Transport`, as asyncio's: its reading methods raise
+    NotImplementedError."""
 
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
         super().__init__(extra)

@@ -34,6 +34,10 @@ from asyncio import coroutines
 
 __all__ = ("SignalsMixin",)
 
+# asyncio.iscoroutinefunction warns from 3.14 on; asyncio calls this twin.
+_iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction",
+                               coroutines.iscoroutinefunction)
+
 logger = logging.getLogger("asyncio")
 
 
@@ -66,7 +70,7 @@ class SignalsMixin:
         Raise RuntimeError if there is a problem setting up the handler.
         """
         if (coroutines.iscoroutine(callback)
-                or coroutines.iscoroutinefunction(callback)):
+                or _iscoroutinefunction(callback)):
             raise TypeError("coroutines cannot be used "
                             "with add_signal_handler()")
         self._sig_check(sig)

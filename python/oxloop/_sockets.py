@@ -26,7 +26,7 @@ from asyncio import constants, exceptions, log
 from . import _core
 from ._datagram import DatagramMixin
 from ._resolve import ensure_resolved, ipaddr_info
-from ._streams_sendfile import check_sendfile_params
+from ._streams_sendfile import check_sendfile_params, fallback_seek, seek_to_offset
 
 __all__ = ("SocketsMixin", "ensure_resolved", "ipaddr_info")
 
@@ -73,14 +73,16 @@ def _accept(sock):
 
 
 class _Sendfile:
-    """sock_sendfile's native attempt: os.sendfile() until the count, EOF,
-    or EAGAIN (then wait for writability)."""
+    """sock_sendfile's native attempt: sendfile(2) until the count, EOF,
+    or EAGAIN (then wait for writability). The socket's fd is read at each
+    call, as asyncio does: once the socket is closed it is -1 (EBADF), never
+    a reused fd number."""
 
-    __slots__ = ("fd", "fileno", "offset", "count", "blocksize", "total_sent",
-                 "waited")
+    __slots__ = ("sock", "fileno", "offset", "count", "blocksize",
+                 "total_sent", "waited")
 
-    def __init__(self, fd, fileno, offset, count, blocksize):
-        self.fd = fd
+    def __init__(self, sock, fileno, offset, count, blocksize):
+        self.sock = sock
         self.fileno = fileno
         self.offset = offset
         self.count = count
@@ -97,8 +99,8 @@ class _Sendfile:
             else:
                 blocksize = self.blocksize
             try:
-                sent = _core.sendfile(self.fd, self.fileno, self.offset,
-                                      blocksize)
+                sent = _core.sendfile(self.sock.fileno(), self.fileno,
+                                      self.offset, blocksize)
             except (BlockingIOError, InterruptedError):
                 self.waited = True
                 raise
@@ -224,7 +226,8 @@ class SocketsMixin(DatagramMixin):
         blocksize = count if count else fsize
         if not blocksize:
             return 0  # empty file
-        op = _Sendfile(sock.fileno(), fileno, offset, count, blocksize)
+        seek_to_offset(fileno, offset)
+        op = _Sendfile(sock, fileno, offset, count, blocksize)
         try:
             return await self._sockops.wait_call(sock, True, op,
                                                  name="sock_sendfile")
@@ -232,8 +235,7 @@ class SocketsMixin(DatagramMixin):
             op.update_filepos()
 
     async def _sock_sendfile_fallback(self, sock, file, offset, count):
-        if offset:
-            file.seek(offset)
+        fallback_seek(file, offset)
         blocksize = (
             min(count, constants.SENDFILE_FALLBACK_READBUFFER_SIZE)
             if count else constants.SENDFILE_FALLBACK_READBUFFER_SIZE

@@ -14,6 +14,7 @@ the core's own bound methods, set on the instance.
 """
 
 import collections.abc
+import contextvars
 import errno
 import functools
 import itertools
@@ -25,7 +26,8 @@ import sys
 from asyncio import base_events, events, staggered, tasks
 
 from . import _core, _streams_sendfile
-from ._streams_types import (Server, TCPTransport, UnixTransport,
+from ._streams_types import (OWN_CONTEXT, Server, TCPTransport,
+                             UnixTransport, hand_buffered_data_to_tls,
                              transport_class, wants_nodelay)
 
 try:
@@ -40,6 +42,10 @@ logger = logging.getLogger("asyncio")
 _PY312 = sys.version_info >= (3, 12)
 _PY313 = sys.version_info >= (3, 13)
 _HAS_IPv6 = hasattr(socket, "AF_INET6")
+# gh-153133 (CPython 3.14): create_connection(sock=...) closes the socket
+# when the protocol or the transport cannot be made; before, the caller's
+# socket stayed open.
+_CLOSE_SOCK_WITHOUT_TRANSPORT = sys.version_info >= (3, 14)
 _MISSING = object()
 _ipaddr_info = base_events._ipaddr_info
 _interleave_addrinfos = base_events._interleave_addrinfos
@@ -79,12 +85,12 @@ class StreamsMixin:
     # -- transports --------------------------------------------------------
 
     def _stream_make_socket_transport(self, sock, protocol, waiter=None, *,
-                               extra=None, server=None):
+                               extra=None, server=None, context=None):
         cls = transport_class(sock.family)
         core = _core.StreamTransport(self, sock, cls.__name__,
                                      wants_nodelay(sock))
         transport = cls(core)
-        core._start(transport, protocol, waiter, server)
+        core._start(transport, protocol, waiter, server, context)
         return transport
 
     def _stream_ssl_protocol(self, protocol_factory, sslcontext,
@@ -103,37 +109,46 @@ class StreamsMixin:
                                    waiter=None, *, server_side=False,
                                    server_hostname=None, extra=None,
                                    server=None, ssl_handshake_timeout=None,
-                                   ssl_shutdown_timeout=None):
+                                   ssl_shutdown_timeout=None, context=None):
         if sslcontext is None:
             sslcontext = _ssl.create_default_context()
         ssl_protocol = self._stream_ssl_protocol(
             lambda: protocol, sslcontext, ssl_handshake_timeout,
             ssl_shutdown_timeout, waiter, server_side, server_hostname)
         self._stream_make_socket_transport(rawsock, ssl_protocol, extra=extra,
-                                    server=server)
+                                           server=server, context=context)
         return ssl_protocol._app_transport
 
     async def _stream_create_connection_transport(
             self, sock, protocol_factory, ssl, server_hostname,
             server_side=False, ssl_handshake_timeout=None,
             ssl_shutdown_timeout=None):
-        sock.setblocking(False)
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        if ssl:
-            sslcontext = None if isinstance(ssl, bool) else ssl
-            transport = self._stream_make_ssl_transport(
-                sock, protocol, sslcontext, waiter,
-                server_side=server_side, server_hostname=server_hostname,
-                ssl_handshake_timeout=ssl_handshake_timeout,
-                ssl_shutdown_timeout=ssl_shutdown_timeout)
-        else:
-            transport = self._stream_make_socket_transport(sock, protocol,
-                                                           waiter)
+        try:
+            sock.setblocking(False)
+            # 3.15+ (gh-140947): the transport runs its callbacks in a context
+            # of its own, copied before the protocol is made.
+            context = contextvars.copy_context() if OWN_CONTEXT else None
+            protocol = protocol_factory()
+            waiter = self.create_future()
+            if ssl:
+                sslcontext = None if isinstance(ssl, bool) else ssl
+                transport = self._stream_make_ssl_transport(
+                    sock, protocol, sslcontext, waiter,
+                    server_side=server_side, server_hostname=server_hostname,
+                    ssl_handshake_timeout=ssl_handshake_timeout,
+                    ssl_shutdown_timeout=ssl_shutdown_timeout, context=context)
+            else:
+                transport = self._stream_make_socket_transport(
+                    sock, protocol, waiter, context=context)
+        except BaseException:
+            if _CLOSE_SOCK_WITHOUT_TRANSPORT:
+                sock.close()
+            raise
         try:
             await waiter
         except BaseException:
             transport.close()
+            waiter = None  # the exception's frames would keep it (a cycle)
             raise
         return transport, protocol
 
@@ -163,6 +178,8 @@ class StreamsMixin:
         # Pause first so that data_received cannot come before
         # connection_made.
         transport.pause_reading()
+        if server_side:
+            hand_buffered_data_to_tls(protocol, ssl_protocol)
         transport.set_protocol(ssl_protocol)
         conmade_cb = self.call_soon(ssl_protocol.connection_made, transport)
         resume_cb = self.call_soon(transport.resume_reading)
@@ -172,6 +189,7 @@ class StreamsMixin:
             transport.close()
             conmade_cb.cancel()
             resume_cb.cancel()
+            waiter = None  # the exception's frames would keep it (a cycle)
             raise
         return ssl_protocol._app_transport
 

@@ -7,19 +7,47 @@ each instance, so a `write` is one native call. `Server` is asyncio's
 listening socket.
 """
 
+import contextvars
 import functools
+import inspect
 import os
 import socket
 import sys
 import warnings
 
-from asyncio import constants, events, exceptions, tasks, transports, trsock
+from asyncio import (base_events, constants, events, exceptions, streams,
+                     tasks, transports, trsock)
 
 from . import _core
 
-__all__ = ("Server", "TCPTransport", "UnixTransport")
+__all__ = ("Server", "TCPTransport", "UnixTransport",
+           "hand_buffered_data_to_tls")
+
+
+def _nothing():
+    pass
+
 
 _PY3121 = sys.version_info >= (3, 12, 1)
+# asyncio's serve_forever() closes the clients when it is cancelled from
+# 3.14 on (and in late 3.13 releases): follow the installed stdlib.
+_SERVE_FOREVER_CLOSES_CLIENTS = (
+    "close_clients" in getattr(getattr(base_events, "Server", None),
+                               "serve_forever", _nothing).__code__.co_names)
+_PY313 = sys.version_info >= (3, 13)
+
+
+def _stdlib_gives_own_context():
+    # CPython 3.15 (gh-140947) gives each transport of create_server/
+    # create_connection a context of its own; earlier ones run each callback
+    # in a copy of the context current where asyncio scheduled it.
+    from asyncio import selector_events
+    make = selector_events.BaseSelectorEventLoop._make_socket_transport
+    return "context" in inspect.signature(make).parameters
+
+
+#: Whether stream transports have a context of their own (see `contexts.rs`).
+OWN_CONTEXT = _stdlib_gives_own_context()
 
 
 def wants_nodelay(sock):
@@ -34,6 +62,8 @@ class _SocketTransport(transports.Transport):
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    # asyncio's public read size (the native reads use as much).
+    max_size = 256 * 1024
 
     def __init__(self, core):
         # BaseTransport.__init__ is skipped: extra info lives in the core.
@@ -102,8 +132,36 @@ class _SocketTransport(transports.Transport):
         return self._core._protocol_paused
 
     @property
+    def _paused(self):
+        return self._core._paused
+
+    @property
     def _sock_fd(self):
         return self._core._sock_fd
+
+    @property
+    def _paused(self):
+        # asyncio's selector transports keep "reading paused by
+        # pause_reading()" in `_paused`, and code polls it (CPython 3.15's
+        # test_server_context does): the same fact, for an open transport.
+        return not self._core.is_closing() and not self._core.is_reading()
+
+
+def hand_buffered_data_to_tls(protocol, ssl_protocol):
+    """start_tls(server_side=True) on a stream: what the StreamReader has
+    buffered but not read (e.g. a ClientHello that came with the request
+    asking for TLS) is TLS data; it goes to the TLS protocol, not lost
+    (gh-142352, as asyncio does from 3.14 on)."""
+    if not isinstance(protocol, streams.StreamReaderProtocol):
+        return
+    reader = getattr(protocol, "_stream_reader", None)
+    incoming = getattr(ssl_protocol, "_incoming", None)
+    if reader is None or incoming is None:
+        return
+    buffer = reader._buffer
+    if buffer:
+        incoming.write(buffer)
+        buffer.clear()
 
 
 class TCPTransport(_SocketTransport):
@@ -138,19 +196,26 @@ class Server(events.AbstractServer):
         self._listeners = []
         self._clients = set()
         self._unix_cleanup = []
+        # 3.15+: every connection gets a copy of this one.
+        self._context = contextvars.copy_context() if OWN_CONTEXT else None
 
     def __repr__(self):
         return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
 
-    def _attach(self, transport):
+    # The transport argument is new in 3.13; 3.12's Server counts its
+    # connections with argument-less _attach()/_detach(), which code
+    # written for 3.12 (its own test suite included) calls.
+    def _attach(self, transport=None):
         assert self._sockets is not None
         self._active_count += 1
-        self._clients.add(transport)
+        if transport is not None:
+            self._clients.add(transport)
 
-    def _detach(self, transport):
+    def _detach(self, transport=None):
         assert self._active_count > 0
         self._active_count -= 1
-        self._clients.discard(transport)
+        if transport is not None:
+            self._clients.discard(transport)
         if self._active_count == 0 and self._sockets is None:
             self._wakeup()
 
@@ -174,11 +239,15 @@ class Server(events.AbstractServer):
             return
         self._serving = True
         factory = self._protocol_factory_for_listener()
+        # Before 3.15 a connection sees a copy of the context current here
+        # (that of asyncio's reader handle on the listening socket).
+        context = (self._context if OWN_CONTEXT
+                   else contextvars.copy_context())
         for sock in self._sockets:
             sock.listen(self._backlog)
             listener = _core.StreamListener(
                 self._loop, sock, factory, self, transport_class(sock.family),
-                self._backlog, wants_nodelay(sock))
+                self._backlog, wants_nodelay(sock), context, OWN_CONTEXT)
             listener.start()
             self._listeners.append(listener)
 
@@ -215,13 +284,14 @@ class Server(events.AbstractServer):
         if self._active_count == 0:
             self._wakeup()
 
-    def close_clients(self):
-        for transport in list(self._clients):
-            transport.close()
+    if _PY313:  # new in 3.13
+        def close_clients(self):
+            for transport in list(self._clients):
+                transport.close()
 
-    def abort_clients(self):
-        for transport in list(self._clients):
-            transport.abort()
+        def abort_clients(self):
+            for transport in list(self._clients):
+                transport.abort()
 
     async def start_serving(self):
         self._start_serving()
@@ -241,6 +311,8 @@ class Server(events.AbstractServer):
         except exceptions.CancelledError:
             try:
                 self.close()
+                if _SERVE_FOREVER_CLOSES_CLIENTS:
+                    self.close_clients()
                 await self.wait_closed()
             finally:
                 raise

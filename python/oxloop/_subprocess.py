@@ -41,6 +41,7 @@ Invariants:
   `waitpid`) is taken from `Popen.returncode`.
 """
 
+import contextvars
 import os
 import subprocess
 import sys
@@ -188,6 +189,8 @@ class SubprocessMixin:
             waiter=waiter, extra=extra, _oxloop_popen=popen)
         pid = transp.get_pid()
         if watcher is not None:
+            if self.virtual_time:
+                self._real_job_begin()  # ended by _child_watcher_callback
             watcher.add_child_handler(pid, self._child_watcher_callback,
                                       transp)
         else:
@@ -216,10 +219,19 @@ class SubprocessMixin:
 
     def _child_watcher_callback(self, pid, returncode, transp):
         # Called by an installed child watcher, maybe from another thread.
-        self.call_soon_threadsafe(self.call_soon, transp._process_exited,
-                                  returncode)
+        try:
+            self.call_soon_threadsafe(self.call_soon, transp._process_exited,
+                                      returncode)
+        finally:
+            if self.virtual_time:
+                self._real_job_end()  # after the exit is queued
 
     def _proc_watch(self, pid, transp):
+        if self.virtual_time:
+            # A running child holds the virtual clock still; the count
+            # drops when it is reaped (_proc_exited_soon) or handed off at
+            # close.
+            self._real_job_begin()
         pidfd = -1
         if hasattr(os, "pidfd_open"):
             try:
@@ -252,7 +264,11 @@ class SubprocessMixin:
         del self._proc_children()[pid]
         self.remove_reader(pidfd)
         os.close(pidfd)
-        self.call_soon(transp._process_exited, returncode)
+        # Up to 3.11 the stdlib reaps with a thread (ThreadedChildWatcher),
+        # so process_exited and connection_lost see a new thread's empty
+        # context; from 3.12 on, its pidfd watcher's reader: this one.
+        context = None if _PY312 else contextvars.Context()
+        self._proc_exited_soon(transp, returncode, context)
 
     def _proc_wait_thread(self, pid, transp):
         returncode = _reap_blocking(pid)
@@ -266,8 +282,10 @@ class SubprocessMixin:
         except RuntimeError:
             pass  # the loop was closed meanwhile
 
-    def _proc_exited_soon(self, transp, returncode):
-        self.call_soon(transp._process_exited, returncode)
+    def _proc_exited_soon(self, transp, returncode, context=None):
+        if self.virtual_time:
+            self._real_job_end()
+        self.call_soon(transp._process_exited, returncode, context=context)
 
     def _proc_close(self):
         """Called by `Loop.close()`: children still running are handed to
@@ -275,6 +293,8 @@ class SubprocessMixin:
         children = self._proc_children()
         while children:
             pid, (pidfd, _transp) = children.popitem()
+            if self.virtual_time:
+                self._real_job_end()
             self.remove_reader(pidfd)
             os.close(pidfd)
             threading.Thread(target=_reap_blocking, args=(pid,), daemon=True,

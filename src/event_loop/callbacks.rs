@@ -13,38 +13,41 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
 
-use super::io::SetError;
+use super::io::{SetError, Waiter};
 use super::{custody, LoopCore};
 use crate::errors;
 use crate::handles::{Handle, TimerHandle};
 
-/// `selectors`' rule: an int, or an object whose `fileno()` gives one; >= 0.
-pub(crate) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
-    let fd: i64 = if obj.is_instance_of::<PyInt>() {
-        obj.extract()?
-    } else {
-        let bad = || PyValueError::new_err(format!("Invalid file object: {}", repr_of(obj)));
-        match obj.call_method0(intern!(obj.py(), "fileno")) {
-            Ok(v) => v
-                .call_method0("__int__")
-                .and_then(|v| v.extract())
-                .map_err(|_| bad())?,
-            Err(e)
-                if e.is_instance_of::<PyTypeError>(obj.py())
-                    || e.is_instance_of::<PyValueError>(obj.py())
-                    || e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) =>
-            {
-                return Err(bad())
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    if fd < 0 {
-        return Err(PyValueError::new_err(format!(
-            "Invalid file descriptor: {fd}"
-        )));
+/// `selectors`' rule, first step: the int `obj` is, or its `fileno()` (any
+/// value: `resolve_fd` checks it); asyncio's "Invalid file object" error
+/// otherwise.
+fn raw_fd(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if obj.is_instance_of::<PyInt>() {
+        return obj.extract();
     }
-    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+    let bad = || PyValueError::new_err(format!("Invalid file object: {}", repr_of(obj)));
+    match obj.call_method0(intern!(obj.py(), "fileno")) {
+        Ok(v) => v
+            .call_method0("__int__")
+            .and_then(|v| v.extract())
+            .map_err(|_| bad()),
+        Err(e)
+            if e.is_instance_of::<PyTypeError>(obj.py())
+                || e.is_instance_of::<PyValueError>(obj.py())
+                || e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) =>
+        {
+            Err(bad())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn valid_fd(fd: i64) -> Option<RawFd> {
+    RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)
+}
+
+fn invalid_fd(fd: i64) -> PyErr {
+    PyValueError::new_err(format!("Invalid file descriptor: {fd}"))
 }
 
 pub(super) fn repr_of(obj: &Bound<'_, PyAny>) -> String {
@@ -81,12 +84,16 @@ impl LoopCore {
         method: &str,
     ) -> PyResult<()> {
         let coroutines = py.import(intern!(py, "asyncio.coroutines"))?;
+        // 3.14 deprecated asyncio.iscoroutinefunction (it warns); asyncio
+        // itself calls the private twin that 3.12 added.
+        let iscoroutinefunction = match coroutines.getattr(intern!(py, "_iscoroutinefunction")) {
+            Ok(f) => f,
+            Err(_) => coroutines.getattr(intern!(py, "iscoroutinefunction"))?,
+        };
         if coroutines
             .call_method1("iscoroutine", (callback,))?
             .is_truthy()?
-            || coroutines
-                .call_method1("iscoroutinefunction", (callback,))?
-                .is_truthy()?
+            || iscoroutinefunction.call1((callback,))?.is_truthy()?
         {
             return Err(PyTypeError::new_err(format!(
                 "coroutines cannot be used with {method}()"
@@ -102,22 +109,14 @@ impl LoopCore {
     }
 
     /// The context a callback runs in: the given one, or a copy of the
-    /// current one.
+    /// current one. Like asyncio's `Handle`, any object is taken: one that
+    /// is not a `Context` fails when the handle runs (`Handle::run`).
     pub(super) fn context_for(
         py: Python<'_>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         match context {
-            Some(ctx) if !ctx.is_none() => {
-                // SAFETY: a type check on a live object, GIL held.
-                if unsafe { ffi::PyContext_CheckExact(ctx.as_ptr()) } == 0 {
-                    return Err(PyTypeError::new_err(format!(
-                        "context must be a contextvars.Context, got {}",
-                        repr_of(&ctx)
-                    )));
-                }
-                Ok(ctx.unbind())
-            }
+            Some(ctx) if !ctx.is_none() => Ok(ctx.unbind()),
             _ => {
                 // SAFETY: returns a new reference or NULL with an exception
                 // set; GIL held.
@@ -162,6 +161,17 @@ impl LoopCore {
 
     /// Queues `handle` and wakes the reactor if the loop is blocked in it.
     pub(super) fn push_ready(&self, handle: Py<Handle>, wake: bool) -> PyResult<()> {
+        if self.stats.timing() {
+            // In a running loop, on its thread, the loop's last clock
+            // reading (the start of the running callback) spares a reading
+            // per call_soon.
+            let at = if wake || !self.running.load(Ordering::Relaxed) {
+                self.clock.now_ns()
+            } else {
+                self.stats.last_ns()
+            };
+            handle.get().stamp_queued(at);
+        }
         let must_wake = {
             let mut st = self.state.lock();
             st.ready.push_back(handle);
@@ -212,7 +222,8 @@ impl LoopCore {
         write: bool,
     ) -> PyResult<()> {
         self.check_closed()?;
-        let fd = fileobj_to_fd(fd)?;
+        let fileobj = fd;
+        let fd = self.resolve_fd(fileobj)?;
         if self.debug.load(Ordering::Relaxed) {
             Self::check_callback(
                 py,
@@ -221,23 +232,26 @@ impl LoopCore {
             )?;
         }
         let handle = self.make_handle(py, callback, args, None, false)?;
-        let result = self
-            .state
-            .lock()
-            .io
-            .set_callback(py, &self.reactor, fd, write, handle);
+        // A new entry keeps the file object (asyncio's selector key does).
+        let obj = (!fileobj.is_instance_of::<PyInt>()).then(|| fileobj.clone().unbind());
+        let (replaced, result) = self.state.lock().io.set_waiter(
+            py,
+            &self.reactor,
+            (fd, obj),
+            write,
+            Waiter::Callback(handle),
+        );
+        replaced.dispose(py);
         match result {
-            Ok(old) => {
-                if let Some(old) = old {
-                    old.get().cancel_inner();
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(SetError::Taken(who)) => Err(errors::fd_taken(fd, &who)),
             Err(SetError::Os(e)) => Err(errors::os_error(e)),
         }
     }
 
+    /// `remove_reader`/`remove_writer`: removes the callback, or the pending
+    /// socket operation's waiter (its future then stays pending, as in
+    /// asyncio), of one side of the fd; true if there was one.
     pub(super) fn remove_io_callback(
         &self,
         py: Python<'_>,
@@ -247,20 +261,35 @@ impl LoopCore {
         if self.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let fd = fileobj_to_fd(fd)?;
-        let result = self
-            .state
-            .lock()
-            .io
-            .remove_callback(py, &self.reactor, fd, write);
+        let fd = self.resolve_fd(fd)?;
+        let (replaced, result) =
+            self.state
+                .lock()
+                .io
+                .remove_waiter(py, &self.reactor, fd, write, None);
+        let removed = replaced.dispose(py);
         match result {
-            Ok(Some(old)) => {
-                old.get().cancel_inner();
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(who) => Err(errors::fd_taken(fd, &who)),
+            Ok(()) => Ok(removed),
+            Err(SetError::Taken(who)) => Err(errors::fd_taken(fd, &who)),
+            Err(SetError::Os(e)) => Err(errors::os_error(e)),
         }
+    }
+
+    /// The fd an `add_reader`-style call names. A file object whose
+    /// `fileno()` is no longer valid (a closed socket: -1) names the entry
+    /// `add_reader`/`add_writer` created with that very object, as
+    /// `selectors`' exhaustive search finds it; else asyncio's `ValueError`.
+    fn resolve_fd(&self, obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+        let raw = raw_fd(obj)?;
+        if let Some(fd) = valid_fd(raw) {
+            return Ok(fd);
+        }
+        if !obj.is_instance_of::<PyInt>() {
+            if let Some(fd) = self.state.lock().io.fd_of_fileobj(obj.as_ptr()) {
+                return Ok(fd);
+            }
+        }
+        Err(invalid_fd(raw))
     }
 }
 

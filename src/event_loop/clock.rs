@@ -1,16 +1,23 @@
-//! The loop's clock.
+//! The loop's clock, real or virtual.
 //!
 //! asyncio's `loop.time()` is `time.monotonic()`. On Unix the clock is read
 //! with the same system call CPython uses (`reactor::clock`), so the two
 //! agree exactly. Elsewhere it is anchored once to `time.monotonic()` and
 //! advanced with `Instant`, which reads the same OS clock (on Windows,
 //! QueryPerformanceCounter).
+//!
+//! Virtual time (`Loop(virtual_time=True)`): `now()` is the real monotonic
+//! time plus an offset. The offset only ever grows (`advance_to`), and the
+//! real clock never goes back, so virtual time never goes backwards either;
+//! between jumps it flows at real speed. A real clock reads the offset not
+//! at all: `now()` costs one predictable branch on `is_virtual`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(unix))]
 use std::time::Instant;
 
 /// A monotonic clock in seconds on `time.monotonic()`'s scale.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Clock {
     /// `time.monotonic()` at the anchor (non-Unix only).
     #[cfg(not(unix))]
@@ -18,23 +25,30 @@ pub struct Clock {
     /// `Instant::now()` at the anchor (non-Unix only).
     #[cfg(not(unix))]
     base: Instant,
+    /// Virtual time: `now()` adds `offset`, which `advance_to` grows.
+    is_virtual: bool,
+    /// Seconds skipped so far (an `f64`'s bits; only written by the loop's
+    /// thread, read by any).
+    offset: AtomicU64,
 }
 
 impl Clock {
     /// A clock; `monotonic_now` is `time.monotonic()` read just before.
     #[allow(unused_variables)]
-    pub fn anchored(monotonic_now: f64) -> Self {
+    pub fn anchored(monotonic_now: f64, is_virtual: bool) -> Self {
         Self {
             #[cfg(not(unix))]
             base_secs: monotonic_now,
             #[cfg(not(unix))]
             base: Instant::now(),
+            is_virtual,
+            offset: AtomicU64::new(0f64.to_bits()),
         }
     }
 
-    /// Seconds on `time.monotonic()`'s scale.
+    /// The real monotonic time.
     #[inline]
-    pub fn now(&self) -> f64 {
+    fn real(&self) -> f64 {
         #[cfg(unix)]
         {
             crate::reactor::clock::monotonic()
@@ -42,6 +56,67 @@ impl Clock {
         #[cfg(not(unix))]
         {
             self.base_secs + self.base.elapsed().as_secs_f64()
+        }
+    }
+
+    /// Seconds on `time.monotonic()`'s scale (plus the skipped time).
+    #[inline]
+    pub fn now(&self) -> f64 {
+        let t = self.real();
+        if self.is_virtual {
+            t + self.offset()
+        } else {
+            t
+        }
+    }
+
+    /// Whether this clock can jump.
+    #[inline]
+    pub fn is_virtual(&self) -> bool {
+        self.is_virtual
+    }
+
+    /// The seconds skipped so far (0 for a real clock).
+    pub fn offset(&self) -> f64 {
+        f64::from_bits(self.offset.load(Ordering::Relaxed))
+    }
+
+    /// Moves a virtual clock forward so that `now() >= when`; never back.
+    /// Returns the seconds skipped.
+    pub fn advance_to(&self, when: f64) -> f64 {
+        if !self.is_virtual || !when.is_finite() {
+            return 0.0;
+        }
+        let old = self.offset();
+        let real = self.real();
+        let mut offset = when - real;
+        if offset <= old {
+            return 0.0;
+        }
+        // Rounding may leave `real + offset` a hair before `when`.
+        while real + offset < when {
+            // The next f64 up (`offset > 0` here; `f64::next_up` is newer
+            // than the crate's MSRV).
+            offset = f64::from_bits(offset.to_bits() + 1);
+        }
+        self.offset.store(offset.to_bits(), Ordering::Relaxed);
+        offset - old
+    }
+}
+
+impl Clock {
+    /// The same clock in whole nanoseconds (for the loop's statistics),
+    /// the skipped time included.
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        #[cfg(unix)]
+        let t = crate::reactor::clock::monotonic_ns();
+        #[cfg(not(unix))]
+        let t = (self.real() * 1e9) as u64;
+        if self.is_virtual {
+            t + (self.offset() * 1e9) as u64
+        } else {
+            t
         }
     }
 }
@@ -52,9 +127,32 @@ mod tests {
 
     #[test]
     fn clock_is_monotonic() {
-        let c = Clock::anchored(0.0);
+        let c = Clock::anchored(0.0, false);
         let a = c.now();
         let b = c.now();
         assert!(b >= a);
+    }
+
+    #[test]
+    fn real_clock_never_jumps() {
+        let c = Clock::anchored(0.0, false);
+        let a = c.now();
+        assert_eq!(c.advance_to(a + 3600.0), 0.0);
+        assert!(c.now() < a + 3600.0);
+        assert_eq!(c.offset(), 0.0);
+    }
+
+    #[test]
+    fn virtual_clock_jumps_forward_only() {
+        let c = Clock::anchored(0.0, true);
+        let a = c.now();
+        let target = a + 1e7 + 0.1;
+        assert!(c.advance_to(target) > 0.0);
+        let b = c.now();
+        assert!(b >= target, "{b} < {target}");
+        assert_eq!(c.advance_to(a), 0.0, "a jump back is refused");
+        assert!(c.now() >= b);
+        assert_eq!(c.advance_to(f64::INFINITY), 0.0);
+        assert_eq!(c.advance_to(f64::NAN), 0.0);
     }
 }

@@ -21,6 +21,9 @@
 //!   is not reported: its references look external, which keeps them alive
 //!   for that moment. Missing a report is always safe; reporting twice never
 //!   happens (first invariant).
+//!
+//! Free-threaded builds: `release` reads `Py_REFCNT`, which is not exact
+//! there; see `crate::portability` before setting `gil_used = false`.
 
 use pyo3::ffi;
 use pyo3::prelude::*;

@@ -2,12 +2,36 @@
 //!
 //! Each fd has one entry, under a token that is never reused (so an event
 //! that arrives for an entry removed in the same iteration finds nothing).
-//! An entry is either a pair of `add_reader`/`add_writer` callbacks, or a
-//! native watcher (a Rust transport, server or socket operation) that the
-//! loop calls directly when the fd is ready.
+//! An entry is either
+//! - `Shared`: one waiter per direction, as asyncio's selector keeps one
+//!   reader and one writer per fd. A waiter is an `add_reader`/`add_writer`
+//!   callback, or a native waiter for that one direction (a pending `sock_*`
+//!   operation, see `sockops`). Setting a direction replaces whatever waited
+//!   there, of either kind, as asyncio's `_add_reader` cancels the old
+//!   reader: `add_reader` on an fd a `sock_recv` waits on takes its place
+//!   (the operation's future then stays pending until cancelled), and
+//!   `remove_reader` removes the operation's waiter and returns true.
+//! - `Native`: a native watcher that owns the fd (a Rust transport, server
+//!   or pipe). `add_reader` & co. on its fd are refused, as asyncio's
+//!   `_ensure_fd_no_transport` does. Registering one on an fd that has a
+//!   `Shared` entry evicts that entry: either the fd number was closed and
+//!   reused (the entry is stale), or a transport takes over a socket and
+//!   replaces its callbacks, as asyncio's transports do with `_add_reader`.
 //!
-//! Invariant: the reactor watches an fd exactly for the directions its entry
-//! wants; an entry that wants nothing is removed and deregistered.
+//! Invariants:
+//! - The reactor watches an fd exactly for the directions its entry wants;
+//!   an entry that wants nothing is removed and deregistered. Every change
+//!   of a `Shared` entry re-arms the fd, which registers it afresh if it was
+//!   closed and reused since (the kernel forgot the old file).
+//! - No Python code runs and no Python object is dropped under the loop's
+//!   lock: what a change takes out is returned as `Replaced` and disposed of
+//!   by the caller after the lock is released.
+//! - A `Shared` entry's native waiters are visited by their owner (the
+//!   loop's `SockOps`), not by `traverse`: one reference, one visit.
+//! - An entry that `add_reader`/`add_writer` created with a file object
+//!   keeps it, as asyncio's selector key does: once the object's `fileno()`
+//!   is -1 (a closed socket), `remove_reader(sock)` still finds the entry by
+//!   the object itself (`fd_of_fileobj`).
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -32,16 +56,95 @@ pub trait IoWatcher: Send + Sync {
 
     /// What `add_reader` says when the fd is taken (e.g. "transport <...>").
     fn describe(&self, py: Python<'_>) -> String;
+
+    /// This watcher waited on one direction of a `Shared` entry and was
+    /// replaced there (`add_reader`, `remove_reader`, a transport taking
+    /// the fd). Called without the loop's lock.
+    fn evicted(&self, _py: Python<'_>, _write: bool) {}
+}
+
+/// The identity of a watcher (the address of its data), for "is this
+/// direction still mine" checks.
+pub(crate) fn watcher_id(w: &dyn IoWatcher) -> *const () {
+    w as *const dyn IoWatcher as *const ()
+}
+
+/// Who waits on one direction of a `Shared` entry.
+pub(crate) enum Waiter {
+    /// An `add_reader`/`add_writer` callback.
+    Callback(Py<Handle>),
+    /// A native waiter for this direction (a pending socket operation).
+    Native(Arc<dyn IoWatcher>),
+}
+
+impl Waiter {
+    fn is(&self, id: *const ()) -> bool {
+        matches!(self, Waiter::Native(w) if Arc::as_ptr(w) as *const () == id)
+    }
+}
+
+/// What a change took out of the table: disposed of (callbacks cancelled,
+/// native waiters told, file objects released) by the caller once the
+/// loop's lock is released.
+#[must_use]
+#[derive(Default)]
+pub(crate) struct Replaced {
+    /// The waiters taken out, with their side (`true`: writer).
+    waiters: Vec<(Waiter, bool)>,
+    /// The file objects of removed entries.
+    objs: Vec<Py<PyAny>>,
+}
+
+impl Replaced {
+    fn push(&mut self, waiter: Option<Waiter>, write: bool) {
+        if let Some(w) = waiter {
+            self.waiters.push((w, write));
+        }
+    }
+
+    fn push_entry(&mut self, entry: IoEntry) {
+        self.objs.extend(entry.fileobj);
+        if let IoKind::Shared { reader, writer } = entry.kind {
+            self.push(reader, false);
+            self.push(writer, true);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.waiters.is_empty() && self.objs.is_empty()
+    }
+
+    /// Cancels the replaced callbacks and tells the replaced native waiters.
+    /// True if a waiter was replaced.
+    pub(crate) fn dispose(self, py: Python<'_>) -> bool {
+        let any = !self.waiters.is_empty();
+        drop(self.objs);
+        for (waiter, write) in self.waiters {
+            match waiter {
+                Waiter::Callback(h) => {
+                    h.get().cancel_inner();
+                }
+                Waiter::Native(w) => w.evicted(py, write),
+            }
+        }
+        any
+    }
+
+    /// Drops what was taken without telling anyone (a native waiter that
+    /// removed itself), after the loop's lock.
+    pub(crate) fn forget(self) {
+        drop(self);
+    }
 }
 
 /// What to do with one watched fd.
 pub(crate) enum IoKind {
-    /// `add_reader`/`add_writer` callbacks.
-    Callbacks {
-        reader: Option<Py<Handle>>,
-        writer: Option<Py<Handle>>,
+    /// One waiter per direction (callbacks and socket operations).
+    Shared {
+        reader: Option<Waiter>,
+        writer: Option<Waiter>,
     },
-    /// A native watcher.
+    /// A native watcher that owns the fd.
     Native(Arc<dyn IoWatcher>),
 }
 
@@ -53,13 +156,13 @@ pub(crate) struct IoEntry {
     pub(crate) want: Want,
     /// Who is told.
     pub(crate) kind: IoKind,
+    /// The file object `add_reader`/`add_writer` created the entry with.
+    pub(crate) fileobj: Option<Py<PyAny>>,
 }
 
-/// What an event resolved to; acted on outside the loop's lock.
-pub(crate) enum Dispatch {
-    Nothing,
-    Native(Arc<dyn IoWatcher>),
-}
+/// A native watcher to call: the token of its entry, itself and what it
+/// is to act on.
+pub(crate) type NativeCall = (usize, Arc<dyn IoWatcher>, Readiness);
 
 /// All fds the loop watches.
 #[derive(Default)]
@@ -72,28 +175,47 @@ pub(crate) struct IoTable {
     next_token: usize,
 }
 
+/// Why a waiter could not be set.
+pub(crate) enum SetError {
+    /// A native watcher owns the fd (its description).
+    Taken(String),
+    /// The OS refused the fd.
+    Os(std::io::Error),
+}
+
 impl IoTable {
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    pub(crate) fn entry_for_fd(&self, fd: RawFd) -> Option<&IoEntry> {
-        self.by_fd.get(&fd).and_then(|t| self.entries.get(t))
+    /// The number of watched fds.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 
+    /// Registers a new entry; on failure the entry is given back.
     fn insert(
         &mut self,
         reactor: &Reactor,
-        fd: RawFd,
-        want: Want,
-        kind: IoKind,
-    ) -> std::io::Result<usize> {
+        entry: IoEntry,
+    ) -> Result<usize, (std::io::Error, IoEntry)> {
         let token = self.next_token;
-        reactor.register(fd, token, want)?;
+        if let Err(e) = reactor.register(entry.fd, token, entry.want) {
+            return Err((e, entry));
+        }
         self.next_token += 1;
-        self.entries.insert(token, IoEntry { fd, want, kind });
-        self.by_fd.insert(fd, token);
+        self.by_fd.insert(entry.fd, token);
+        self.entries.insert(token, entry);
         Ok(token)
+    }
+
+    /// The fd of the entry created with the file object `obj` (compared by
+    /// identity; no Python code runs).
+    pub(crate) fn fd_of_fileobj(&self, obj: *mut pyo3::ffi::PyObject) -> Option<RawFd> {
+        self.entries
+            .values()
+            .find(|e| e.fileobj.as_ref().is_some_and(|f| f.as_ptr() == obj))
+            .map(|e| e.fd)
     }
 
     fn remove_token(&mut self, reactor: &Reactor, token: usize) -> Option<IoEntry> {
@@ -103,96 +225,155 @@ impl IoTable {
         Some(entry)
     }
 
-    /// Sets the reader (`write == false`) or writer callback of `fd`.
-    /// Returns the handle it replaces. Fails if a native watcher owns `fd`
-    /// (the `Err(Some(description))`) or the OS refuses the fd.
-    pub(crate) fn set_callback(
-        &mut self,
-        py: Python<'_>,
-        reactor: &Reactor,
-        fd: RawFd,
-        write: bool,
-        handle: Py<Handle>,
-    ) -> Result<Option<Py<Handle>>, SetError> {
-        if let Some(&token) = self.by_fd.get(&fd) {
-            let entry = self
-                .entries
-                .get_mut(&token)
-                .expect("by_fd and entries agree");
-            let (reader, writer) = match &mut entry.kind {
-                IoKind::Callbacks { reader, writer } => (reader, writer),
-                IoKind::Native(w) => return Err(SetError::Taken(w.describe(py))),
-            };
-            let old = if write {
-                writer.replace(handle)
-            } else {
-                reader.replace(handle)
-            };
-            let want =
-                Want::from_flags(reader.is_some(), writer.is_some()).expect("one was just set");
-            entry.want = want;
-            reactor.rearm(fd, token, want).map_err(SetError::Os)?;
-            return Ok(old);
+    /// Removes an entry whole, what it held into `out`.
+    fn evict(&mut self, reactor: &Reactor, token: usize, out: &mut Replaced) {
+        if let Some(entry) = self.remove_token(reactor, token) {
+            out.push_entry(entry);
         }
-        let (reader, writer, want) = if write {
-            (None, Some(handle), Want::Write)
-        } else {
-            (Some(handle), None, Want::Read)
-        };
-        self.insert(reactor, fd, want, IoKind::Callbacks { reader, writer })
-            .map_err(SetError::Os)?;
-        Ok(None)
     }
 
-    /// Removes the reader or writer callback of `fd`; returns it. A native
-    /// watcher on `fd` is an error (its description).
-    pub(crate) fn remove_callback(
+    /// Puts `waiter` on the reader (`write == false`) or writer side of
+    /// `fd`, replacing what waited there (returned, unless it was this very
+    /// native waiter parking again). A new entry keeps `fileobj`. Fails if
+    /// a native watcher owns `fd`, or if the OS refuses the fd: then, as
+    /// asyncio's selector does when `epoll_ctl` fails, the fd's entry is
+    /// dropped whole (returned too).
+    pub(crate) fn set_waiter(
+        &mut self,
+        py: Python<'_>,
+        reactor: &Reactor,
+        (fd, fileobj): (RawFd, Option<Py<PyAny>>),
+        write: bool,
+        waiter: Waiter,
+    ) -> (Replaced, Result<(), SetError>) {
+        let mut replaced = Replaced::default();
+        let Some(&token) = self.by_fd.get(&fd) else {
+            let (reader, writer, want) = if write {
+                (None, Some(waiter), Want::Write)
+            } else {
+                (Some(waiter), None, Want::Read)
+            };
+            let entry = IoEntry {
+                fd,
+                want,
+                kind: IoKind::Shared { reader, writer },
+                fileobj,
+            };
+            return match self.insert(reactor, entry) {
+                Ok(_) => (replaced, Ok(())),
+                Err((e, entry)) => {
+                    replaced.push_entry(entry);
+                    (replaced, Err(SetError::Os(e)))
+                }
+            };
+        };
+        replaced.objs.extend(fileobj);
+        let entry = self
+            .entries
+            .get_mut(&token)
+            .expect("by_fd and entries agree");
+        let (reader, writer) = match &mut entry.kind {
+            IoKind::Shared { reader, writer } => (reader, writer),
+            IoKind::Native(w) => {
+                let who = w.describe(py);
+                replaced.push(Some(waiter), write);
+                return (replaced, Err(SetError::Taken(who)));
+            }
+        };
+        let side = if write { &mut *writer } else { &mut *reader };
+        let id = match &waiter {
+            Waiter::Native(w) => Some(Arc::as_ptr(w) as *const ()),
+            Waiter::Callback(_) => None,
+        };
+        match side.replace(waiter) {
+            Some(old) if id.is_some_and(|id| old.is(id)) => {}
+            old => replaced.push(old, write),
+        }
+        let want = Want::from_flags(reader.is_some(), writer.is_some()).expect("one was just set");
+        entry.want = want;
+        if let Err(e) = reactor.rearm(fd, token, want) {
+            self.evict(reactor, token, &mut replaced);
+            return (replaced, Err(SetError::Os(e)));
+        }
+        (replaced, Ok(()))
+    }
+
+    /// Removes the reader or writer side of `fd` and returns what waited
+    /// there. With `only`, removes it only if that native waiter is still
+    /// the one there (a socket operation that finished or was cancelled),
+    /// and an fd a native watcher owns is left alone; without, that is an
+    /// error (`Taken`), and so is an fd the OS no longer knows while the
+    /// other side still waits: as asyncio's selector does when `epoll_ctl`
+    /// fails, the entry is then dropped whole (returned).
+    pub(crate) fn remove_waiter(
         &mut self,
         py: Python<'_>,
         reactor: &Reactor,
         fd: RawFd,
         write: bool,
-    ) -> Result<Option<Py<Handle>>, String> {
+        only: Option<*const ()>,
+    ) -> (Replaced, Result<(), SetError>) {
+        let mut replaced = Replaced::default();
         let Some(&token) = self.by_fd.get(&fd) else {
-            return Ok(None);
+            return (replaced, Ok(()));
         };
         let entry = self
             .entries
             .get_mut(&token)
             .expect("by_fd and entries agree");
         let (reader, writer) = match &mut entry.kind {
-            IoKind::Callbacks { reader, writer } => (reader, writer),
-            IoKind::Native(w) => return Err(w.describe(py)),
+            IoKind::Shared { reader, writer } => (reader, writer),
+            IoKind::Native(_) if only.is_some() => return (replaced, Ok(())),
+            IoKind::Native(w) => return (replaced, Err(SetError::Taken(w.describe(py)))),
         };
-        let old = if write { writer.take() } else { reader.take() };
-        if old.is_none() {
-            return Ok(None);
+        let side = if write { &mut *writer } else { &mut *reader };
+        if only.is_some_and(|id| !side.as_ref().is_some_and(|w| w.is(id))) {
+            return (replaced, Ok(()));
         }
+        replaced.push(side.take(), write);
         match Want::from_flags(reader.is_some(), writer.is_some()) {
             Some(want) => {
                 entry.want = want;
-                // An error here means the fd is gone; the kernel forgot it.
-                let _ = reactor.rearm(fd, token, want);
+                if let Err(e) = reactor.rearm(fd, token, want) {
+                    if only.is_none() {
+                        self.evict(reactor, token, &mut replaced);
+                        return (replaced, Err(SetError::Os(e)));
+                    }
+                }
             }
-            None => {
-                self.remove_token(reactor, token);
-            }
+            None => self.evict(reactor, token, &mut replaced),
         }
-        Ok(old)
+        (replaced, Ok(()))
     }
 
-    /// Registers a native watcher for `fd`; fails if `fd` is watched already.
+    /// Registers a native watcher that owns `fd`; fails if another one
+    /// owns it already. A `Shared` entry on `fd` is evicted (returned).
     pub(crate) fn add_native(
         &mut self,
         reactor: &Reactor,
         fd: RawFd,
         want: Want,
         watcher: Arc<dyn IoWatcher>,
-    ) -> std::io::Result<usize> {
-        if self.by_fd.contains_key(&fd) {
-            return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
+    ) -> (Replaced, std::io::Result<usize>) {
+        let mut replaced = Replaced::default();
+        if let Some(&token) = self.by_fd.get(&fd) {
+            if matches!(
+                self.entries.get(&token).map(|e| &e.kind),
+                Some(IoKind::Native(_))
+            ) {
+                let e = std::io::Error::from_raw_os_error(libc::EEXIST);
+                return (replaced, Err(e));
+            }
+            self.evict(reactor, token, &mut replaced);
         }
-        self.insert(reactor, fd, want, IoKind::Native(watcher))
+        let entry = IoEntry {
+            fd,
+            want,
+            kind: IoKind::Native(watcher),
+            fileobj: None,
+        };
+        let result = self.insert(reactor, entry).map_err(|(e, _)| e);
+        (replaced, result)
     }
 
     /// Changes the directions a native watcher waits for (`None`: stop
@@ -227,61 +408,98 @@ impl IoTable {
         }
     }
 
+    /// Re-arms `fd` (a socket operation that is still pending although its
+    /// fd was reported ready).
+    pub(crate) fn rearm_fd(&mut self, reactor: &Reactor, fd: RawFd) -> std::io::Result<()> {
+        match self.by_fd.get(&fd) {
+            Some(&token) => self.rearm_native(reactor, token),
+            None => Ok(()),
+        }
+    }
+
     /// Removes the entry under `token` (a native watcher going away).
     pub(crate) fn remove(&mut self, reactor: &Reactor, token: usize) -> Option<IoEntry> {
         self.remove_token(reactor, token)
     }
 
     /// Resolves an event. Callbacks that should run are appended to `ready`
-    /// (as asyncio does, they run with the other ready callbacks), the fd is
-    /// re-armed (level-triggered emulation), and cancelled callbacks are
-    /// dropped from the entry into `garbage`.
+    /// (as asyncio does, they run with the other ready callbacks) and the
+    /// fd is re-armed (level-triggered emulation); cancelled callbacks are
+    /// dropped from the entry into `garbage`. Native watchers to call are
+    /// appended to `natives` (one call per watcher, with the readiness of
+    /// the sides it waits on).
     pub(crate) fn dispatch(
         &mut self,
         py: Python<'_>,
         reactor: &Reactor,
-        token: usize,
-        ready: Readiness,
+        (token, ready): (usize, Readiness),
         queue: &mut std::collections::VecDeque<Py<Handle>>,
-        garbage: &mut Vec<Py<Handle>>,
-    ) -> Dispatch {
+        garbage: &mut Vec<Py<PyAny>>,
+        natives: &mut Vec<NativeCall>,
+    ) {
         let Some(entry) = self.entries.get_mut(&token) else {
-            return Dispatch::Nothing;
+            return;
         };
         let (reader, writer) = match &mut entry.kind {
-            IoKind::Native(w) => return Dispatch::Native(w.clone()),
-            IoKind::Callbacks { reader, writer } => (reader, writer),
-        };
-        for (slot, fire) in [(reader, ready.for_reader()), (writer, ready.for_writer())] {
-            if !fire {
-                continue;
+            IoKind::Native(w) => {
+                natives.push((token, w.clone(), ready));
+                return;
             }
-            if let Some(h) = slot.as_ref() {
-                if h.get().is_cancelled() {
-                    garbage.extend(slot.take());
-                } else {
-                    queue.push_back(h.clone_ref(py));
+            IoKind::Shared { reader, writer } => (reader, writer),
+        };
+        let mut callbacks = false;
+        let mut called: Option<(Arc<dyn IoWatcher>, Readiness)> = None;
+        for (side, fire, part) in [
+            (reader, ready.for_reader(), ready.reader_part()),
+            (writer, ready.for_writer(), ready.writer_part()),
+        ] {
+            match side {
+                Some(Waiter::Callback(h)) => {
+                    callbacks = true;
+                    if !fire {
+                        continue;
+                    }
+                    if h.get().is_cancelled() {
+                        if let Some(Waiter::Callback(h)) = side.take() {
+                            garbage.push(h.into_any());
+                        }
+                    } else {
+                        queue.push_back(h.clone_ref(py));
+                    }
                 }
+                Some(Waiter::Native(w)) if fire => match &called {
+                    // One watcher on both sides: one call with both.
+                    Some((c, _)) if Arc::ptr_eq(c, w) => called = Some((c.clone(), ready)),
+                    Some((c, r)) => {
+                        natives.push((token, c.clone(), *r));
+                        called = Some((w.clone(), part));
+                    }
+                    None => called = Some((w.clone(), part)),
+                },
+                _ => {}
             }
         }
-        let (fd, want) = (entry.fd, entry.want);
-        let (reader, writer) = match &entry.kind {
-            IoKind::Callbacks { reader, writer } => (reader.is_some(), writer.is_some()),
+        if let Some((w, r)) = called {
+            natives.push((token, w, r));
+        }
+        if !callbacks {
+            return; // native waiters re-arm for themselves
+        }
+        let (fd, reader, writer) = match &entry.kind {
+            IoKind::Shared { reader, writer } => (entry.fd, reader.is_some(), writer.is_some()),
             IoKind::Native(_) => unreachable!(),
         };
         match Want::from_flags(reader, writer) {
             None => {
-                self.remove_token(reactor, token);
+                if let Some(e) = self.remove_token(reactor, token) {
+                    garbage.extend(e.fileobj);
+                }
             }
             Some(now) => {
-                if let Some(e) = self.entries.get_mut(&token) {
-                    e.want = now;
-                }
-                let _ = want;
+                entry.want = now;
                 let _ = reactor.rearm(fd, token, now);
             }
         }
-        Dispatch::Nothing
     }
 
     /// Empties the table (loop close / GC clear), deregistering every fd.
@@ -298,13 +516,15 @@ impl IoTable {
 
     pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         for e in self.entries.values() {
+            if let Some(f) = &e.fileobj {
+                visit.call(f)?;
+            }
             match &e.kind {
-                IoKind::Callbacks { reader, writer } => {
-                    if let Some(h) = reader {
-                        visit.call(h)?;
-                    }
-                    if let Some(h) = writer {
-                        visit.call(h)?;
+                IoKind::Shared { reader, writer } => {
+                    for side in [reader, writer] {
+                        if let Some(Waiter::Callback(h)) = side {
+                            visit.call(h)?;
+                        }
                     }
                 }
                 IoKind::Native(w) => w.traverse(visit)?,
@@ -314,10 +534,54 @@ impl IoTable {
     }
 }
 
-/// Why a callback could not be set.
-pub(crate) enum SetError {
-    /// A native watcher owns the fd (its description).
-    Taken(String),
-    /// The OS refused the fd.
-    Os(std::io::Error),
+impl LoopCore {
+    /// Puts a native waiter (a pending socket operation) on one side of
+    /// `fd`, replacing a callback or waiter there, as asyncio's
+    /// `_add_reader`/`_add_writer` do. Fails with asyncio's `RuntimeError`
+    /// if a transport owns the fd, or with the OS error.
+    pub(crate) fn io_set_waiter(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        write: bool,
+        waiter: Arc<dyn IoWatcher>,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        let (replaced, result) = self.state.lock().io.set_waiter(
+            py,
+            &self.reactor,
+            (fd, None),
+            write,
+            Waiter::Native(waiter),
+        );
+        replaced.dispose(py);
+        match result {
+            Ok(()) => Ok(()),
+            Err(SetError::Taken(who)) => Err(crate::errors::fd_taken(fd, &who)),
+            Err(SetError::Os(e)) => Err(crate::errors::os_error(e)),
+        }
+    }
+
+    /// Takes the native waiter `waiter` off one side of `fd`, if it is
+    /// still the one there.
+    pub(crate) fn io_clear_waiter(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        write: bool,
+        waiter: *const (),
+    ) {
+        let (removed, _) =
+            self.state
+                .lock()
+                .io
+                .remove_waiter(py, &self.reactor, fd, write, Some(waiter));
+        removed.forget();
+    }
+
+    /// Has the next poll report `fd` again if it is still ready.
+    pub(crate) fn io_rearm_fd(&self, fd: RawFd) -> PyResult<()> {
+        let result = self.state.lock().io.rearm_fd(&self.reactor, fd);
+        result.map_err(crate::errors::os_error)
+    }
 }

@@ -27,7 +27,9 @@ pub(crate) mod custody;
 pub(crate) mod io;
 mod native;
 mod run;
+pub(crate) mod stats;
 pub(crate) mod timers;
+mod virtual_time;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -93,32 +95,44 @@ pub struct LoopCore {
     pub(crate) events: Mutex<Vec<(usize, crate::reactor::Readiness)>>,
     /// `set_task_factory()`'s factory.
     pub(crate) task_factory: Mutex<Option<Py<PyAny>>>,
+    /// Virtual time only: executor jobs and child processes still running
+    /// (the clock does not jump while there are any).
+    pub(crate) real_jobs: AtomicUsize,
+    /// Virtual time only: real seconds of quiet the loop waits for its fds
+    /// before the clock jumps (an `f64`'s bits).
+    pub(crate) io_grace: std::sync::atomic::AtomicU64,
+    /// `loop.stats()`'s measurements and the blocking detector's state.
+    pub(crate) stats: stats::LoopStats,
 }
 
-/// `asyncio.Future` and `asyncio.Task` (the C types when available).
-static FUTURE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static TASK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// `asyncio.futures` and `asyncio.tasks`. Like the stdlib loop, the loop
+/// reads `futures.Future` and `tasks.Task` from them at every call (the C
+/// types unless someone swapped in others, as CPython's own tests do with
+/// the pure-Python ones), so only the modules are cached.
+static FUTURES_MODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static TASKS_MODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn asyncio_type<'py>(
     py: Python<'py>,
     cell: &PyOnceLock<Py<PyAny>>,
-    name: &str,
+    module: &str,
+    name: &Bound<'py, pyo3::types::PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    cell.get_or_try_init(py, || {
-        py.import("asyncio")?.getattr(name).map(Bound::unbind)
-    })
-    .map(|t| t.bind(py).clone())
+    cell.get_or_try_init(py, || py.import(module).map(|m| m.into_any().unbind()))?
+        .bind(py)
+        .getattr(name)
 }
 
 #[pymethods]
 impl LoopCore {
     #[new]
-    fn py_new(py: Python<'_>) -> PyResult<Self> {
+    #[pyo3(signature = (*, virtual_time=false))]
+    fn py_new(py: Python<'_>, virtual_time: bool) -> PyResult<Self> {
         let monotonic: f64 = py.import("time")?.call_method0("monotonic")?.extract()?;
         Ok(Self {
             state: Mutex::new(State::default()),
             reactor: Reactor::new().map_err(errors::os_error)?,
-            clock: Clock::anchored(monotonic),
+            clock: Clock::anchored(monotonic, virtual_time),
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
             debug: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -127,10 +141,14 @@ impl LoopCore {
             owner: Mutex::new(None),
             events: Mutex::new(Vec::with_capacity(256)),
             task_factory: Mutex::new(None),
+            real_jobs: AtomicUsize::new(0),
+            io_grace: std::sync::atomic::AtomicU64::new(virtual_time::DEFAULT_IO_GRACE.to_bits()),
+            stats: stats::LoopStats::new(),
         })
     }
 
-    /// The loop's clock: `time.monotonic()`.
+    /// The loop's clock: `time.monotonic()` (plus the skipped time when
+    /// the loop runs on virtual time).
     fn time(&self) -> f64 {
         self.clock.now()
     }
@@ -214,7 +232,13 @@ impl LoopCore {
         let py = slf.py();
         let kwargs = PyDict::new(py);
         kwargs.set_item(intern!(py, "loop"), slf)?;
-        asyncio_type(py, &FUTURE_TYPE, "Future")?.call((), Some(&kwargs))
+        asyncio_type(
+            py,
+            &FUTURES_MODULE,
+            "asyncio.futures",
+            intern!(py, "Future"),
+        )?
+        .call((), Some(&kwargs))
     }
 
     /// Schedules a coroutine as an `asyncio.Task` (or through the task
@@ -240,7 +264,8 @@ impl LoopCore {
         if let Some(context) = context.filter(|c| !c.is_none()) {
             kwargs.set_item(intern!(py, "context"), context)?;
         }
-        asyncio_type(py, &TASK_TYPE, "Task")?.call((coro,), Some(&kwargs))
+        asyncio_type(py, &TASKS_MODULE, "asyncio.tasks", intern!(py, "Task"))?
+            .call((coro,), Some(&kwargs))
     }
 
     fn set_task_factory(&self, factory: Option<Bound<'_, PyAny>>) -> PyResult<()> {
@@ -365,6 +390,44 @@ impl LoopCore {
     /// The number of scheduled timers, cancelled ones included.
     fn _timer_count(&self) -> usize {
         self.state.lock().timers.len()
+    }
+
+    /// Whether the loop runs on virtual time.
+    #[getter]
+    fn virtual_time(&self) -> bool {
+        self.clock.is_virtual()
+    }
+
+    /// Seconds the virtual clock has skipped so far (0.0 on real time).
+    #[getter]
+    fn virtual_time_skipped(&self) -> f64 {
+        self.clock.offset()
+    }
+
+    /// Real seconds a virtual-time loop waits on its fds before jumping.
+    #[getter]
+    fn get_virtual_time_grace(&self) -> f64 {
+        self.io_grace()
+    }
+
+    #[setter]
+    fn set_virtual_time_grace(&self, seconds: f64) -> PyResult<()> {
+        self.set_io_grace(seconds)
+    }
+
+    /// A real job (thread or child process) started: the clock holds still.
+    fn _real_job_begin(&self) {
+        self.real_jobs.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A real job ended (from any thread).
+    fn _real_job_end(&self) -> PyResult<()> {
+        self.real_job_end().map_err(errors::os_error)
+    }
+
+    /// The number of real jobs running (for tests and introspection).
+    fn _real_job_count(&self) -> usize {
+        self.real_jobs.load(Ordering::Acquire)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

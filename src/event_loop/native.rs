@@ -45,7 +45,9 @@ impl LoopCore {
 /// talk to the loop. All of it is called on the loop's thread with the GIL.
 impl LoopCore {
     /// Watches `fd` for `want` and calls `watcher` when it is ready. Fails
-    /// with `FileExistsError` if the fd is watched already.
+    /// with `FileExistsError` if another native watcher owns the fd; the
+    /// callbacks and socket operations that waited on it are replaced (the
+    /// fd was closed and reused, or the watcher takes over the socket).
     pub(crate) fn io_register(
         &self,
         fd: RawFd,
@@ -53,11 +55,18 @@ impl LoopCore {
         watcher: Arc<dyn io::IoWatcher>,
     ) -> PyResult<usize> {
         self.check_closed()?;
-        let result = self
+        let (evicted, result) = self
             .state
             .lock()
             .io
             .add_native(&self.reactor, fd, want, watcher);
+        if !evicted.is_empty() {
+            // The caller may hold its own lock here. What is disposed of
+            // (callbacks and pending operations of a stale or taken-over
+            // fd) was created before this watcher and holds no reference
+            // to it, so nothing it releases can re-enter the caller.
+            Python::attach(|py| evicted.dispose(py));
+        }
         result.map_err(errors::os_error)
     }
 
@@ -97,8 +106,20 @@ impl LoopCore {
         func: Py<PyAny>,
         args: Py<PyTuple>,
     ) -> PyResult<Py<Handle>> {
+        self.soon_in(py, func, args, None)
+    }
+
+    /// `call_soon(func, *args, context=ctx)` from Rust; `None`: a copy of
+    /// the current context. `ctx` must be a `contextvars.Context`.
+    pub(crate) fn soon_in(
+        &self,
+        py: Python<'_>,
+        func: Py<PyAny>,
+        args: Py<PyTuple>,
+        ctx: Option<&Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
         self.check_closed()?;
-        let ctx = Self::context_for(py, None)?;
+        let ctx = crate::contexts::fixed_or_copy(py, ctx)?;
         let handle = Py::new(py, Handle::new(func, args, ctx, None))?;
         custody::adopt(py, &handle);
         self.push_ready(handle.clone_ref(py), false)?;

@@ -20,6 +20,8 @@
 //!   while it is being closed (and maybe reused); after `close()` every
 //!   operation fails with `EBADF`, except `wake()`, which has nothing to
 //!   wake and succeeds.
+//! - Unix only for now (raw fds, `libc` calls); `crate::portability` lists
+//!   what a Windows port changes here.
 
 pub mod clock;
 pub mod fs;
@@ -62,6 +64,18 @@ impl Readiness {
     #[inline]
     pub fn for_writer(self) -> bool {
         self.0 & (Self::WRITABLE | Self::WRITE_CLOSED | Self::ERROR) != 0
+    }
+
+    /// The part of this readiness a reader acts on (an error goes to both).
+    #[inline]
+    pub fn reader_part(self) -> Self {
+        Self(self.0 & (Self::READABLE | Self::READ_CLOSED | Self::ERROR))
+    }
+
+    /// The part of this readiness a writer acts on (an error goes to both).
+    #[inline]
+    pub fn writer_part(self) -> Self {
+        Self(self.0 & (Self::WRITABLE | Self::WRITE_CLOSED | Self::ERROR))
     }
 
     #[inline]

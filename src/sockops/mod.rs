@@ -14,10 +14,17 @@
 //!   future. Otherwise it creates a stdlib future, parks the operation in
 //!   the fd's `SockWatcher` (see `watcher`) and yields the future to the
 //!   task, exactly as `Future.__await__` would.
-//! - The loop calls the watcher directly when the fd is ready (no Python
-//!   `add_reader` round trip, no handle); the watcher retries the syscall and
-//!   resolves the future with `set_result`/`set_exception`, then drops its
-//!   registration, so the fd is free again.
+//! - The watcher is the loop's waiter on one side of the fd, in the fd's
+//!   shared entry beside any `add_reader`/`add_writer` callback of the other
+//!   side (see `event_loop::io`). The loop calls it directly when the fd is
+//!   ready (no Python `add_reader` round trip, no handle); it retries the
+//!   syscall, resolves the future with `set_result`/`set_exception` and
+//!   leaves that side, so the fd is free again.
+//! - As in asyncio, the operation's waiter is a reader/writer like any
+//!   other: `add_reader`/`remove_reader` (and the writer ones) on the fd
+//!   replace or remove it and its future stays pending until cancelled; a
+//!   `sock_*` call replaces an `add_reader` callback; a transport taking
+//!   the fd replaces both.
 //! - Cancellation: a done future is never read for (see `watcher`), and the
 //!   coroutine removes its slot when the task throws the `CancelledError`
 //!   in, when it is closed, or when it is dropped.
@@ -43,7 +50,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::event_loop::io::{IoKind, IoWatcher};
+use crate::event_loop::io::IoWatcher;
 use crate::event_loop::LoopCore;
 pub(crate) use watcher::{future_done, Op, Outcome, Slot, SockWatcher};
 
@@ -129,28 +136,11 @@ impl SockOps {
         Ok(())
     }
 
-    /// The error asyncio gives when a transport (or another native watcher)
-    /// owns the fd; a plain OS error otherwise.
-    fn busy_error(py: Python<'_>, lp: &LoopCore, fd: RawFd, e: PyErr) -> PyErr {
-        let owner = {
-            let st = lp.state.lock();
-            match st.io.entry_for_fd(fd).map(|entry| &entry.kind) {
-                Some(IoKind::Native(w)) => Some(w.clone()),
-                Some(IoKind::Callbacks { .. }) => None,
-                None => return e,
-            }
-        };
-        let who = match owner {
-            Some(w) => w.describe(py),
-            None => "a reader or writer callback".to_string(),
-        };
-        crate::errors::fd_taken(fd, &who)
-    }
-
-    /// Parks `slot` in the watcher of `fd` and makes sure the loop watches
-    /// the fd for the slot's direction. A slot already there (a second
-    /// operation in the same direction) is replaced, as asyncio's
-    /// `add_reader`/`add_writer` replace the callback.
+    /// Parks `slot` in the watcher of `fd` and makes it the loop's waiter
+    /// on the slot's side of the fd. A slot already there (a second
+    /// operation in the same direction) is replaced, and so is an
+    /// `add_reader`/`add_writer` callback, as asyncio's `_add_reader`/
+    /// `_add_writer` replace the old reader or writer.
     fn park(
         &self,
         py: Python<'_>,
@@ -161,48 +151,13 @@ impl SockOps {
     ) -> PyResult<Arc<SockWatcher>> {
         let w = self.watcher_for(fd);
         let id = slot.id;
-        let (replaced, failed) = {
-            let mut st = w.state.lock();
-            let replaced = st.slot(write).replace(slot);
-            let failed = match Self::watch(lp, &w, &mut st) {
-                Ok(()) => None,
-                Err(e) => {
-                    let mine = st.slot(write);
-                    let ours = mine.as_ref().is_some_and(|s| s.id == id);
-                    Some((e, if ours { mine.take() } else { None }))
-                }
-            };
-            (replaced, failed)
-        };
+        let replaced = w.state.lock().slot(write).replace(slot);
         drop(replaced);
-        if let Some((e, slot)) = failed {
-            drop(slot);
-            return Err(Self::busy_error(py, lp, fd, e));
+        if let Err(e) = lp.io_set_waiter(py, fd, write, w.clone() as Arc<dyn IoWatcher>) {
+            w.remove(py, None, id, write);
+            return Err(e);
         }
         Ok(w)
-    }
-
-    /// Registers or widens the watcher's registration to what its slots
-    /// want (called with its state locked, after a slot was filled).
-    fn watch(lp: &LoopCore, w: &Arc<SockWatcher>, st: &mut watcher::WState) -> PyResult<()> {
-        let want = st.desired().expect("a slot was just filled");
-        match st.token {
-            // Same directions as before (an operation was replaced). The fd
-            // may have been closed and reused since it was registered, and
-            // the kernel then forgot it: re-arming registers it again.
-            Some(t) if st.want == Some(want) => lp.io_rearm(t),
-            Some(t) => {
-                lp.io_set_want(t, Some(want))?;
-                st.want = Some(want);
-                Ok(())
-            }
-            None => {
-                let t = lp.io_register(w.fd, want, w.clone() as Arc<dyn IoWatcher>)?;
-                st.token = Some(t);
-                st.want = Some(want);
-                Ok(())
-            }
-        }
     }
 
     fn op(
@@ -318,7 +273,10 @@ impl SockOps {
         self.watchers
             .lock()
             .values()
-            .filter(|w| w.state.lock().want.is_some())
+            .filter(|w| {
+                let st = w.state.lock();
+                st.reader.is_some() || st.writer.is_some()
+            })
             .count()
     }
 
@@ -467,6 +425,7 @@ impl SockCoro {
             id,
             fut: fut.clone().unbind(),
             op,
+            sock: sock.clone().unbind(),
         };
         let watcher = ops.park(py, core, fd, write, slot)?;
         self.state = CoroState::Waiting {
@@ -514,7 +473,7 @@ impl SockCoro {
 
     fn release(&self, py: Python<'_>, watcher: &SockWatcher, id: u64, write: bool) {
         let lp = self.ops.get().lp.lock().as_ref().map(|l| l.clone_ref(py));
-        watcher.remove(lp.as_ref().map(|l| l.get()), id, write);
+        watcher.remove(py, lp.as_ref().map(|l| l.get()), id, write);
     }
 
     /// Gives up a pending operation: its slot goes, the fd is released.

@@ -2,11 +2,10 @@
 //! themselves.
 //!
 //! A `SockWatcher` has one slot per direction (asyncio's reader/writer of a
-//! `sock_*` call). A slot holds the operation, its future and an id. The
-//! watcher is registered with the loop while a slot is full and for exactly
-//! the directions that are full; when both are empty it is unregistered (the
-//! fd is free for `add_reader` again), but the `Arc` is kept by `SockOps` and
-//! reused by the next operation on the same fd.
+//! `sock_*` call). A slot holds the operation, its future, its socket and an
+//! id. While a slot is full, the watcher is the loop's waiter on that side
+//! of the fd (see `event_loop::io`, `Shared` entries); the `Arc` is kept by
+//! `SockOps` and reused by the next operation on the same fd.
 //!
 //! Invariants:
 //! - `state` is never held while Python code runs or a Python object is
@@ -14,9 +13,20 @@
 //! - A slot whose future is done (cancelled) is dropped without touching the
 //!   socket: cancelling `sock_recv` loses no bytes.
 //! - A second operation on the same direction replaces the first (its future
-//!   stays pending), as asyncio's `add_reader`/`add_writer` do.
-//! - Lock order: watcher `state`, then the loop's `state` (register/rearm);
-//!   `traverse` only `try_lock`s, since the GC may run while it is held.
+//!   stays pending), as asyncio's `add_reader`/`add_writer` do; so do
+//!   `add_reader`/`remove_reader` on the fd and a transport taking it over
+//!   (`evicted`).
+//! - A socket closed while an operation waits: the kernel forgets the fd,
+//!   so, as asyncio's reader, the operation waits until cancelled. If the
+//!   loop reports the fd anyway (the close came after this iteration's poll,
+//!   or the fd number was reused by a new socket that is watched), the
+//!   operation runs as asyncio's callback would on the closed socket
+//!   (`Op::attempt_closed`: it fails with EBADF) and never touches the fd,
+//!   which may be the new socket's.
+//! - A `KeyboardInterrupt`/`SystemExit` from an attempt puts the slot back:
+//!   asyncio's reader stays registered and runs again when the loop does.
+//! - Lock order: watcher `state`, then the loop's `state`; `traverse` only
+//!   `try_lock`s, since the GC may run while it is held.
 
 use std::os::fd::RawFd;
 
@@ -34,7 +44,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::LoopCore;
 use crate::reactor::sockets as sys;
-use crate::reactor::{Readiness, Want};
+use crate::reactor::Readiness;
 
 extern "C" {
     /// CPython's `_PyBytes_Resize` (exported since 2.x; pyo3 keeps it
@@ -161,6 +171,22 @@ fn recv_bytes(py: Python<'_>, fd: RawFd, n: usize) -> Outcome {
     }
 }
 
+/// One call of a Python attempt: its result, or wait on
+/// `BlockingIOError`/`InterruptedError`.
+fn call_attempt(attempt: &Bound<'_, PyAny>) -> Outcome {
+    let py = attempt.py();
+    match attempt.call0() {
+        Ok(v) => Outcome::Done(v.unbind()),
+        Err(e)
+            if e.is_instance_of::<PyBlockingIOError>(py)
+                || e.is_instance_of::<PyInterruptedError>(py) =>
+        {
+            Outcome::Pending
+        }
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
 impl Op {
     /// Takes the buffers the operation needs (the errors `socket.recv_into`
     /// and `socket.send` raise for bad arguments).
@@ -230,16 +256,21 @@ impl Op {
                     }
                 }
             }
-            Op::Call { attempt } => match attempt.bind(py).call0() {
-                Ok(v) => Outcome::Done(v.unbind()),
-                Err(e)
-                    if e.is_instance_of::<PyBlockingIOError>(py)
-                        || e.is_instance_of::<PyInterruptedError>(py) =>
-                {
-                    Outcome::Pending
-                }
-                Err(e) => Outcome::Failed(e),
-            },
+            Op::Call { attempt } => call_attempt(attempt.bind(py)),
+        }
+    }
+
+    /// Runs the operation as asyncio's callback would on a socket that was
+    /// closed (or detached) since it started. The fd number may belong to
+    /// another socket by now and is never touched: the native operations
+    /// fail as `socket.recv`/`send` do on a closed socket (EBADF); a Python
+    /// attempt goes through the socket object, which raises.
+    pub(crate) fn attempt_closed(&mut self, py: Python<'_>) -> Outcome {
+        match self {
+            Op::Call { attempt } => call_attempt(attempt.bind(py)),
+            _ => Outcome::Failed(crate::errors::os_error(std::io::Error::from_raw_os_error(
+                libc::EBADF,
+            ))),
         }
     }
 
@@ -260,15 +291,13 @@ pub(crate) struct Slot {
     pub(crate) fut: Py<PyAny>,
     /// The operation.
     pub(crate) op: Op,
+    /// The socket object (its `fileno()` tells whether it still has the fd).
+    pub(crate) sock: Py<PyAny>,
 }
 
 /// The watcher's mutable part.
 #[derive(Default)]
 pub(crate) struct WState {
-    /// The loop's token while registered.
-    pub(crate) token: Option<usize>,
-    /// What the loop watches for (None: unregistered).
-    pub(crate) want: Option<Want>,
     /// The read-side operation.
     pub(crate) reader: Option<Slot>,
     /// The write-side operation.
@@ -276,10 +305,6 @@ pub(crate) struct WState {
 }
 
 impl WState {
-    pub(crate) fn desired(&self) -> Option<Want> {
-        Want::from_flags(self.reader.is_some(), self.writer.is_some())
-    }
-
     pub(crate) fn slot(&mut self, write: bool) -> &mut Option<Slot> {
         if write {
             &mut self.writer
@@ -293,13 +318,20 @@ impl WState {
 pub(crate) struct SockWatcher {
     /// The fd.
     pub(crate) fd: RawFd,
-    /// Slots and registration.
+    /// The slots.
     pub(crate) state: Mutex<WState>,
 }
 
 /// `fut.done()`.
 pub(crate) fn future_done(fut: &Bound<'_, PyAny>) -> PyResult<bool> {
     fut.call_method0(intern!(fut.py(), "done"))?.is_truthy()
+}
+
+/// Whether `sock` still has `fd` (it was not closed or detached since).
+fn still_has(sock: &Bound<'_, PyAny>, fd: RawFd) -> bool {
+    sock.call_method0(intern!(sock.py(), "fileno"))
+        .and_then(|v| v.extract::<RawFd>())
+        .is_ok_and(|f| f == fd)
 }
 
 impl SockWatcher {
@@ -310,31 +342,18 @@ impl SockWatcher {
         }
     }
 
-    /// Narrows or drops the registration after slots were emptied.
-    pub(crate) fn shrink(&self, lp: &LoopCore) {
-        let (token, want) = {
-            let mut st = self.state.lock();
-            let want = st.desired();
-            if want == st.want {
-                return;
-            }
-            st.want = want;
-            let token = if want.is_none() {
-                st.token.take()
-            } else {
-                st.token
-            };
-            (token, want)
-        };
-        if let Some(t) = token {
-            // A failure means the fd is gone; the kernel forgot it already.
-            let _ = lp.io_set_want(t, want);
-        }
+    fn id(&self) -> *const () {
+        crate::event_loop::io::watcher_id(self)
     }
 
-    /// Removes the slot `id` (if it is still there) and updates the
-    /// registration: a cancelled or abandoned operation.
-    pub(crate) fn remove(&self, lp: Option<&LoopCore>, id: u64, write: bool) {
+    /// Stops the loop from calling us for one side (nothing waits there).
+    fn unwatch(&self, py: Python<'_>, lp: &LoopCore, write: bool) {
+        lp.io_clear_waiter(py, self.fd, write, self.id());
+    }
+
+    /// Removes the slot `id` (if it is still there) and stops waiting on its
+    /// side: a cancelled or abandoned operation.
+    pub(crate) fn remove(&self, py: Python<'_>, lp: Option<&LoopCore>, id: u64, write: bool) {
         let taken = {
             let mut st = self.state.lock();
             let slot = st.slot(write);
@@ -346,45 +365,68 @@ impl SockWatcher {
         };
         if taken.is_some() {
             if let Some(lp) = lp {
-                self.shrink(lp);
+                self.unwatch(py, lp, write);
             }
         }
         drop(taken);
     }
 
+    /// Puts `slot` back on its side unless a newer one took it meanwhile.
+    fn put_back(&self, write: bool, slot: Slot) {
+        let rejected = {
+            let mut st = self.state.lock();
+            let dst = st.slot(write);
+            if dst.is_none() {
+                *dst = Some(slot);
+                None
+            } else {
+                Some(slot) // replaced meanwhile: the newer one wins
+            }
+        };
+        drop(rejected);
+    }
+
     /// Runs the slot of one direction; true if it is still pending.
-    fn run_slot(&self, py: Python<'_>, write: bool) -> PyResult<bool> {
+    fn run_slot(&self, py: Python<'_>, lp: &LoopCore, write: bool) -> PyResult<bool> {
         let Some(mut slot) = self.state.lock().slot(write).take() else {
+            self.unwatch(py, lp, write);
             return Ok(false);
         };
         let fut = slot.fut.bind(py).clone();
         if future_done(&fut)? {
-            return Ok(false); // cancelled: the socket is not touched
+            // Cancelled: the socket is not touched.
+            self.unwatch(py, lp, write);
+            drop(slot);
+            return Ok(false);
         }
-        match slot.op.attempt(py, self.fd) {
+        let attempt = if still_has(slot.sock.bind(py), self.fd) {
+            slot.op.attempt(py, self.fd)
+        } else {
+            slot.op.attempt_closed(py)
+        };
+        let outcome = match attempt {
             Outcome::Pending => {
-                let rejected = {
-                    let mut st = self.state.lock();
-                    let dst = st.slot(write);
-                    if dst.is_none() {
-                        *dst = Some(slot);
-                        None
-                    } else {
-                        Some(slot) // replaced meanwhile: the newer one wins
-                    }
-                };
-                drop(rejected);
+                self.put_back(write, slot);
                 return Ok(true);
             }
+            Outcome::Failed(e) if must_propagate(py, &e) => {
+                self.put_back(write, slot);
+                return Err(e);
+            }
+            other => other,
+        };
+        if self.state.lock().slot(write).is_none() {
+            self.unwatch(py, lp, write);
+        }
+        drop(slot);
+        match outcome {
             Outcome::Done(v) => {
                 fut.call_method1(intern!(py, "set_result"), (v,))?;
             }
             Outcome::Failed(e) => {
-                if must_propagate(py, &e) {
-                    return Err(e);
-                }
                 fut.call_method1(intern!(py, "set_exception"), (e.value(py),))?;
             }
+            Outcome::Pending => unreachable!(),
         }
         Ok(false)
     }
@@ -392,29 +434,22 @@ impl SockWatcher {
 
 impl IoWatcher for SockWatcher {
     fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
-        let mut result = Ok(false);
+        let core = lp.get();
+        let mut pending = false;
         if ready.for_reader() {
-            result = self.run_slot(py, false);
+            pending |= self.run_slot(py, core, false)?;
         }
         if ready.for_writer() {
-            let r = self.run_slot(py, true);
-            result = match (result, r) {
-                (Ok(a), Ok(b)) => Ok(a || b),
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            };
+            pending |= self.run_slot(py, core, true)?;
         }
-        self.shrink(lp.get());
         // An attempt that would block although the fd was reported ready
         // (EINTR, a racing reader, a Python attempt that chose to wait):
         // have the fd reported again if it stays ready, as a level-triggered
         // selector would.
-        if let Ok(true) = result {
-            let token = self.state.lock().token;
-            if let Some(t) = token {
-                lp.get().io_rearm(t)?;
-            }
+        if pending {
+            core.io_rearm_fd(self.fd)?;
         }
-        result.map(drop)
+        Ok(())
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -423,6 +458,7 @@ impl IoWatcher for SockWatcher {
         };
         for slot in [&st.reader, &st.writer].into_iter().flatten() {
             visit.call(&slot.fut)?;
+            visit.call(&slot.sock)?;
             slot.op.traverse(visit)?;
         }
         Ok(())
@@ -430,5 +466,12 @@ impl IoWatcher for SockWatcher {
 
     fn describe(&self, _py: Python<'_>) -> String {
         format!("a pending socket operation (fd {})", self.fd)
+    }
+
+    fn evicted(&self, _py: Python<'_>, write: bool) {
+        // Replaced by add_reader/remove_reader or a transport: the
+        // operation's future stays pending until cancelled, as in asyncio.
+        let taken = self.state.lock().slot(write).take();
+        drop(taken);
     }
 }

@@ -69,8 +69,9 @@ impl StreamTransport {
         let Some(lp) = lp else { return Ok(()) };
         let cb = slf.getattr(intern!(py, "_call_connection_lost"))?.unbind();
         let arg = exc.map(Bound::unbind).unwrap_or_else(|| py.None());
+        let ctx = slf.get().st.lock().ctx.as_ref().map(|c| c.clone_ref(py));
         lp.get()
-            .soon(py, cb, PyTuple::new(py, [arg])?.unbind())
+            .soon_in(py, cb, PyTuple::new(py, [arg])?.unbind(), ctx.as_ref())
             .map(drop)
     }
 
@@ -115,9 +116,10 @@ impl StreamTransport {
                 .map(drop),
             None => Ok(()),
         };
-        let (lp, token, sock, wrapper, protocol, kind, server, waiter, sendfile) = {
+        let (lp, token, sock, wrapper, protocol, kind, server, waiter, sendfile, ctxs) = {
             let mut st = slf.get().st.lock();
             st.fd = -1;
+            let ctxs = (st.ctx.take(), st.read_ctx.take(), st.write_ctx.take());
             (
                 st.lp.take(),
                 st.token.take(),
@@ -128,6 +130,7 @@ impl StreamTransport {
                 st.server.take(),
                 st.empty_waiter.take(),
                 st.sendfile.take(),
+                ctxs,
             )
         };
         if let (Some(lp), Some(token)) = (&lp, token) {
@@ -146,7 +149,7 @@ impl StreamTransport {
         if let Some(op) = sendfile {
             op.abandon(py, lp.as_ref().map(|l| l.bind(py)))?;
         }
-        drop((protocol, kind, wrapper, lp));
+        drop((protocol, kind, wrapper, lp, ctxs));
         result.and(closed)
     }
 
@@ -156,12 +159,18 @@ impl StreamTransport {
         protocol: &Bound<'_, PyAny>,
         waiter: Option<&Bound<'_, PyAny>>,
         server: Option<&Bound<'_, PyAny>>,
+        ctx: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
         let lp = {
             let mut st = slf.get().st.lock();
             st.wrapper = Some(wrapper.clone().unbind());
             st.server = server.map(|s| s.clone().unbind());
+            if let Some(c) = &ctx {
+                st.ctx = Some(c.clone_ref(py));
+                st.read_ctx = Some(c.clone_ref(py));
+                st.write_ctx = Some(c.clone_ref(py));
+            }
             Self::set_protocol_locked(py, &mut st, protocol)?;
             st.lp(py).ok_or_else(errors::loop_closed)?
         };
@@ -169,15 +178,20 @@ impl StreamTransport {
             server.call_method1(intern!(py, "_attach"), (wrapper,))?;
         }
         let core = lp.get();
-        core.soon(
+        // Each in a copy of the current context, as asyncio's call_soon
+        // makes them (3.15+: in the transport's own).
+        let ctx = ctx.as_ref();
+        core.soon_in(
             py,
             protocol.getattr(intern!(py, "connection_made"))?.unbind(),
             PyTuple::new(py, [wrapper])?.unbind(),
+            ctx,
         )?;
-        core.soon(
+        core.soon_in(
             py,
             slf.getattr(intern!(py, "_start_reading"))?.unbind(),
             PyTuple::empty(py).unbind(),
+            ctx,
         )?;
         if let Some(w) = waiter {
             let f = cached(
@@ -186,10 +200,11 @@ impl StreamTransport {
                 "asyncio.futures",
                 "_set_result_unless_cancelled",
             )?;
-            core.soon(
+            core.soon_in(
                 py,
                 f.unbind(),
                 PyTuple::new(py, [w.clone(), py.None().into_bound(py)])?.unbind(),
+                ctx,
             )?;
         }
         Ok(())
@@ -203,6 +218,11 @@ impl StreamTransport {
             let st = slf.get().st.lock();
             match &st.sock {
                 Sock::Rust(fd) => fd.as_raw_fd(),
+                Sock::Closed if st.extra_socket.is_none() => {
+                    let kind = st.sock_kind;
+                    drop(st);
+                    return Self::closed_extra_socket(slf, kind);
+                }
                 _ => return Ok(py.None()),
             }
         };
@@ -220,6 +240,30 @@ impl StreamTransport {
             let _ = owned.into_raw_fd();
         }
         st.extra_socket = Some(wrapped.clone().unbind());
+        Ok(wrapped.unbind())
+    }
+}
+
+impl StreamTransport {
+    /// The `socket` extra of a connection whose socket was closed before
+    /// anyone asked: as asyncio's, a `TransportSocket` over a closed socket
+    /// of the same family, type and protocol.
+    fn closed_extra_socket(slf: &Bound<'_, Self>, kind: (i32, i32, i32)) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let pysock = py
+            .import("socket")?
+            .getattr("socket")?
+            .call1((kind.0, kind.1, kind.2))?;
+        pysock.call_method0(intern!(py, "close"))?;
+        let wrapped = cached(py, &TRANSPORT_SOCKET, "asyncio.trsock", "TransportSocket")?
+            .call1((&pysock,))?;
+        let old = slf
+            .get()
+            .st
+            .lock()
+            .extra_socket
+            .replace(wrapped.clone().unbind());
+        drop(old);
         Ok(wrapped.unbind())
     }
 }

@@ -18,7 +18,8 @@
 //!   fairness cap (then the fd is re-armed); writes go on until the buffer is
 //!   empty or `WouldBlock`.
 //! - Reads land in one reusable per-thread buffer (`READ_BUF_SIZE`) and
-//!   become one `bytes` per `data_received`; a `BufferedProtocol` gets the
+//!   become one `bytes` per `data_received` (after a large read, straight in
+//!   a fresh `bytes`: `recv_bytes.rs`); a `BufferedProtocol` gets the
 //!   bytes straight into the buffer its `get_buffer()` returned. The protocol
 //!   methods on the hot path are looked up once per `set_protocol`.
 //! - `write()` tries the socket at once and buffers only what the kernel did
@@ -40,14 +41,22 @@
 //! - Callback order is asyncio's: `connection_made` is scheduled with
 //!   `call_soon`, reading starts in the callback after it, and the waiter of
 //!   `create_connection` is resolved after both.
+//! - Contexts are asyncio's (see `crate::contexts`): the loop calls a
+//!   transport outside any handle, so reads run with `read_ctx` entered
+//!   (taken where asyncio adds its reader: the start of reading and each
+//!   `resume_reading()`), the flush of buffered data with `write_ctx`
+//!   (taken by the `write()` that started buffering); on 3.15+ a transport
+//!   of `create_server`/`create_connection` uses its own `ctx` for all.
 
 pub mod flow;
 pub mod lifecycle;
 pub mod pipe;
 pub mod pipe_io;
 pub mod read;
+pub mod recv_bytes;
 pub mod sendfile;
 pub mod stream;
+pub mod stream_state;
 pub mod write;
 
 use std::cell::RefCell;

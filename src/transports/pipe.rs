@@ -23,6 +23,10 @@
 //!   readability, which on a write end means the reader went away: the
 //!   transport closes, with `BrokenPipeError()` if data was still buffered
 //!   (asyncio's rule).
+//! - Contexts: reads (and a write end's close detection) run in `read_ctx`,
+//!   taken where asyncio adds its reader (`_start_io`, `resume_reading`);
+//!   the flush of buffered data in `write_ctx`, taken by the `write()` that
+//!   started buffering (see `crate::contexts`).
 //!
 //! Invariants:
 //! - The mutex is never held while Python code runs (protocol callbacks
@@ -43,6 +47,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::flow::{FlowControl, WriteBuffer};
 use super::BufView;
+use crate::contexts::{copy_current, run_in};
 use crate::errors;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::LoopCore;
@@ -53,6 +58,8 @@ use crate::reactor::{Readiness, Want};
 pub(super) struct PipeSt {
     /// The pipe's fd (-1 once closed).
     pub(super) fd: RawFd,
+    /// The fd number, kept after close for reprs (asyncio's `_fileno`).
+    pub(super) fileno: RawFd,
     /// The pipe object (`get_extra_info('pipe')`), closed with the transport.
     pub(super) pipe: Option<Py<PyAny>>,
     /// The loop (None after `connection_lost`).
@@ -83,6 +90,10 @@ pub(super) struct PipeSt {
     pub(super) wbuf: WriteBuffer,
     /// Write-buffer limits (write pipe).
     pub(super) flow: FlowControl,
+    /// The context readability runs in (asyncio's reader handle's).
+    pub(super) read_ctx: Option<Py<PyAny>>,
+    /// The context writability runs in (asyncio's writer handle's).
+    pub(super) write_ctx: Option<Py<PyAny>>,
 }
 
 impl PipeSt {
@@ -123,22 +134,27 @@ impl IoWatcher for Watch {
         ready: Readiness,
     ) -> PyResult<()> {
         let slf = self.0.bind(py);
-        let (writable, watch_close) = {
+        let (writable, watch_close, read_ctx, write_ctx) = {
             let st = slf.get().st.lock();
-            (st.writable, st.watch_close)
+            (
+                st.writable,
+                st.watch_close,
+                st.read_ctx.as_ref().map(|c| c.clone_ref(py)),
+                st.write_ctx.as_ref().map(|c| c.clone_ref(py)),
+            )
         };
         if !writable {
             if ready.for_reader() {
-                PipeTransport::read_ready(slf)?;
+                run_in(py, read_ctx.as_ref(), || PipeTransport::read_ready(slf))?;
             }
             return Ok(());
         }
         if watch_close && ready.for_reader() {
             // Readable on a write end: the reader went away.
-            return PipeTransport::peer_closed(slf);
+            return run_in(py, read_ctx.as_ref(), || PipeTransport::peer_closed(slf));
         }
         if ready.for_writer() {
-            PipeTransport::write_ready(slf)?;
+            run_in(py, write_ctx.as_ref(), || PipeTransport::write_ready(slf))?;
         }
         Ok(())
     }
@@ -172,6 +188,7 @@ impl PipeTransport {
         Ok(Self {
             st: Mutex::new(PipeSt {
                 fd,
+                fileno: fd,
                 pipe: Some(pipe.unbind()),
                 lp: Some(lp.unbind()),
                 wrapper: None,
@@ -187,6 +204,8 @@ impl PipeTransport {
                 want: None,
                 wbuf: WriteBuffer::default(),
                 flow: FlowControl::default(),
+                read_ctx: None,
+                write_ctx: None,
             }),
         })
     }
@@ -236,11 +255,17 @@ impl PipeTransport {
         Ok(())
     }
 
-    /// Starts watching the fd (scheduled after `connection_made`).
+    /// Starts watching the fd (scheduled after `connection_made`): asyncio
+    /// adds its reader here, so reads run in a copy of this context.
     fn _start_io(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let ctx = copy_current(slf.py())?;
         let mut st = slf.get().st.lock();
         st.started = true;
-        Self::sync_interest(slf, &mut st)
+        let old = st.read_ctx.replace(ctx);
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        drop(old);
+        r
     }
 
     fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
@@ -253,12 +278,30 @@ impl PipeTransport {
             || data.is_instance_of::<PyByteArray>()
             || data.is_instance_of::<PyMemoryView>())
         {
-            return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {:?}",
-                data.get_type().name()?.to_string()
-            )));
+            // asyncio's `assert isinstance(data, (bytes, bytearray,
+            // memoryview)), repr(data)`.
+            return Err(pyo3::exceptions::PyAssertionError::new_err(
+                data.repr()?.unbind(),
+            ));
         }
-        let view = BufView::get(data, false)?;
+        let view = match BufView::get(data, false) {
+            Ok(v) => v,
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyBufferError>(py) => {
+                // Not contiguous: asyncio fails in os.write() (a fatal
+                // error) or, with data buffered, in `bytearray += data`.
+                let mut st = slf.get().st.lock();
+                if !Self::write_allowed(slf, &mut st)? {
+                    return Ok(());
+                }
+                if !st.wbuf.is_empty() {
+                    return Err(PyTypeError::new_err("can't concat memoryview to bytearray"));
+                }
+                st.conn_lost += 1;
+                drop(st);
+                return Self::fatal_error(slf, e, "Fatal write error on pipe transport");
+            }
+            Err(e) => return Err(e),
+        };
         let bytes = view.as_slice();
         if bytes.is_empty() {
             return Ok(());
@@ -268,7 +311,8 @@ impl PipeTransport {
             return Ok(());
         }
         let mut start = 0;
-        if st.wbuf.is_empty() && st.fd >= 0 {
+        let was_empty = st.wbuf.is_empty();
+        if was_empty && st.fd >= 0 {
             match pipes::write(st.fd, bytes) {
                 Ok(n) if n == bytes.len() => return Ok(()),
                 Ok(n) => start = n,
@@ -293,7 +337,13 @@ impl PipeTransport {
         let r = Self::sync_interest(slf, &mut st);
         drop(st);
         r?;
-        let _ = py;
+        if was_empty {
+            // Where asyncio adds its writer: the flush runs in a copy of
+            // this caller's context.
+            let ctx = copy_current(py)?;
+            let old = slf.get().st.lock().write_ctx.replace(ctx);
+            drop(old);
+        }
         Self::flow_callback(slf, true)
     }
 
@@ -372,12 +422,22 @@ impl PipeTransport {
     }
 
     fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        // asyncio adds the reader again, in a copy of the caller's context.
+        let ctx = copy_current(slf.py())?;
         let mut st = slf.get().st.lock();
         if st.closing || !st.paused {
             return Ok(());
         }
         st.paused = false;
-        Self::sync_interest(slf, &mut st)
+        let old = if st.started {
+            st.read_ctx.replace(ctx)
+        } else {
+            None
+        };
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        drop(old);
+        r
     }
 
     fn set_protocol(&self, protocol: Py<PyAny>) {
@@ -422,7 +482,7 @@ impl PipeTransport {
                 st.lp(py),
                 st.pipe.is_none(),
                 st.closing,
-                st.fd,
+                st.fileno,
                 st.token.is_some(),
                 st.writable,
                 st.wbuf.len(),
@@ -483,6 +543,8 @@ impl PipeTransport {
             &st.wrapper.as_ref(),
             &st.protocol.as_ref(),
             &st.pipe.as_ref(),
+            &st.read_ctx.as_ref(),
+            &st.write_ctx.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -495,7 +557,13 @@ impl PipeTransport {
     fn __clear__(&self) {
         let taken = {
             let mut st = self.st.lock();
-            (st.lp.take(), st.wrapper.take(), st.protocol.take())
+            (
+                st.lp.take(),
+                st.wrapper.take(),
+                st.protocol.take(),
+                st.read_ctx.take(),
+                st.write_ctx.take(),
+            )
         };
         drop(taken);
     }

@@ -14,10 +14,10 @@ use std::os::fd::RawFd;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 
+use super::recv_bytes::Received;
 use super::stream::*;
-use super::{logger, with_read_buf, BufView};
+use super::{logger, BufView};
 use crate::errors;
 use crate::event_loop::LoopCore;
 use crate::reactor::net::{self};
@@ -110,13 +110,17 @@ impl StreamTransport {
         cb: &Bound<'_, PyAny>,
     ) -> PyResult<Option<bool>> {
         let py = slf.py();
-        let got = with_read_buf(|buf| match net::recv(fd, buf) {
-            Ok(0) => Ok(None),
-            Ok(n) => Ok(Some((PyBytes::new(py, &buf[..n]), n == buf.len()))),
-            Err(e) => Err(e),
-        });
+        // SAFETY (of the closure's call): `recv_bytes` offers `len` writable
+        // bytes at `ptr` for the duration of the call.
+        let got = slf
+            .get()
+            .read_hint
+            .read(py, |ptr, len| unsafe { net::recv_raw(fd, ptr, len) })?;
+        if let Received::Data(data, _) = &got {
+            slf.get().count_in(data.as_bytes().len());
+        }
         match got {
-            Ok(Some((data, full))) => match cb.call1((data,)) {
+            Received::Data(data, full) => match cb.call1((data,)) {
                 Ok(_) => Ok(Some(full)),
                 Err(e) => {
                     Self::fatal_error(
@@ -127,9 +131,9 @@ impl StreamTransport {
                     Ok(None)
                 }
             },
-            Ok(None) => Self::on_eof(slf).map(|()| None),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Self::fatal_error(
+            Received::Eof => Self::on_eof(slf).map(|()| None),
+            Received::Failed(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
+            Received::Failed(e) => Self::fatal_error(
                 slf,
                 errors::os_error(e),
                 "Fatal read error on socket transport",
@@ -169,6 +173,9 @@ impl StreamTransport {
         // SAFETY: `view` is a live writable view of `cap` contiguous bytes
         // and stays alive (pinning the exporter's memory) for the call.
         let r = unsafe { net::recv_raw(fd, view.as_ptr(), cap) };
+        if let Ok(n) = r {
+            slf.get().count_in(n);
+        }
         drop(view);
         drop(buf);
         match r {

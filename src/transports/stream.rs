@@ -8,6 +8,7 @@
 //! idle socket), so the fd is claimed until `connection_lost`.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -20,100 +21,60 @@ use socket2::SockAddr;
 
 use super::flow::{FlowControl, WriteBuffer};
 pub(crate) use super::lifecycle::{close_sock, set_exception_unless_done, set_result_unless_done};
+use super::recv_bytes::ReadSizeHint;
 use super::sockaddr_to_py;
+pub(crate) use super::stream_state::{ProtoKind, Sock, St};
+use crate::contexts::{fixed_or_copy, run_in};
 use crate::errors;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::LoopCore;
 use crate::reactor::net::{self};
 use crate::reactor::{Readiness, Want};
 
-/// Who owns the socket.
-pub(crate) enum Sock {
-    /// The transport (an accepted connection).
-    Rust(OwnedFd),
-    /// A `socket.socket` (passed in, or made for `get_extra_info`).
-    Python(Py<PyAny>),
-    /// Closed.
-    Closed,
-}
-
-/// How data reaches the protocol; methods looked up once per protocol.
-pub(crate) enum ProtoKind {
-    /// `Protocol.data_received`.
-    Plain(Py<PyAny>),
-    /// `BufferedProtocol.get_buffer` and `buffer_updated`.
-    Buffered(Py<PyAny>, Py<PyAny>),
-    /// The methods were missing at `set_protocol`; look them up each time
-    /// (the lookup raises the error asyncio would). `true`: buffered.
-    Lazy(bool),
-}
-
-/// The mutable state of a transport.
-pub(crate) struct St {
-    /// The socket's fd (-1 once closed).
-    pub(crate) fd: RawFd,
-    /// The socket's owner.
-    pub(crate) sock: Sock,
-    /// The loop (None after `connection_lost`).
-    pub(crate) lp: Option<Py<LoopCore>>,
-    /// The Python transport object user code sees.
-    pub(crate) wrapper: Option<Py<PyAny>>,
-    /// The protocol.
-    pub(crate) protocol: Option<Py<PyAny>>,
-    /// Its cached methods.
-    pub(crate) kind: Option<ProtoKind>,
-    /// The `Server` that accepted the connection.
-    pub(crate) server: Option<Py<PyAny>>,
-    /// The reactor token while registered.
-    pub(crate) token: Option<usize>,
-    /// What the reactor watches for.
-    pub(crate) want: Option<Want>,
-    /// Reading was started (after `connection_made`).
-    pub(crate) started: bool,
-    /// `pause_reading()`.
-    pub(crate) paused: bool,
-    /// EOF received and the protocol kept the transport half-open.
-    pub(crate) read_eof: bool,
-    /// `close()` was called (or the transport is being force-closed).
-    pub(crate) closing: bool,
-    /// `write_eof()` was called.
-    pub(crate) eof: bool,
-    /// `connection_lost` scheduled (then counts writes after that).
-    pub(crate) conn_lost: u32,
-    /// Unsent data.
-    pub(crate) wbuf: WriteBuffer,
-    /// Write-buffer limits.
-    pub(crate) flow: FlowControl,
-    /// `get_extra_info('sockname')`.
-    pub(crate) sockname: Option<Py<PyAny>>,
-    /// `get_extra_info('peername')`.
-    pub(crate) peername: Option<Py<PyAny>>,
-    /// `get_extra_info('socket')`, made on first use.
-    pub(crate) extra_socket: Option<Py<PyAny>>,
-    /// Resolved when the write buffer is empty (used by `sendfile`).
-    pub(crate) empty_waiter: Option<Py<PyAny>>,
-    /// The `sendfile` in progress.
-    pub(crate) sendfile: Option<super::sendfile::SendfileOp>,
-    /// The class name shown in reprs.
-    pub(crate) name: &'static str,
-}
-
-impl St {
-    #[inline]
-    pub(crate) fn reading_active(&self) -> bool {
-        self.started && !self.paused && !self.closing && !self.read_eof && self.conn_lost == 0
-    }
-
-    pub(crate) fn lp<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
-        self.lp.as_ref().map(|l| l.bind(py).clone())
-    }
-}
-
 /// The native core of a stream transport.
 #[pyclass(frozen, module = "oxloop._core")]
 pub struct StreamTransport {
     /// Everything; see `St`.
     pub(crate) st: Mutex<St>,
+    /// How large this connection's reads have been (outside `st`: only the
+    /// read path, on the loop thread, uses it).
+    pub(crate) read_hint: ReadSizeHint,
+    /// Bytes received (written only on the loop's thread).
+    pub(crate) bytes_in: AtomicU64,
+    /// Bytes sent (written only on the loop's thread).
+    pub(crate) bytes_out: AtomicU64,
+}
+
+/// Adds `n` to a single-writer counter.
+#[inline]
+fn add(c: &AtomicU64, n: usize) {
+    c.store(c.load(Relaxed).wrapping_add(n as u64), Relaxed);
+}
+
+impl StreamTransport {
+    fn with_state(st: St) -> Self {
+        Self {
+            st: Mutex::new(st),
+            read_hint: ReadSizeHint::default(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts `n` bytes received (the loop's total is counted by `Watch`).
+    #[inline]
+    pub(crate) fn count_in(&self, n: usize) {
+        add(&self.bytes_in, n);
+    }
+
+    /// Counts `n` bytes sent, here and in the loop's total.
+    #[inline]
+    pub(crate) fn count_out(&self, lp: Option<&Py<LoopCore>>, n: usize) {
+        add(&self.bytes_out, n);
+        if let Some(lp) = lp {
+            add(&lp.get().stats.bytes_out, n);
+        }
+    }
 }
 
 /// The loop's handle on a transport.
@@ -123,10 +84,25 @@ impl IoWatcher for Watch {
     fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
         let slf = self.0.bind(py);
         if ready.for_reader() {
-            StreamTransport::handle_read(slf, lp, ready)?;
+            let this = slf.get();
+            let ctx = this.st.lock().read_ctx.as_ref().map(|c| c.clone_ref(py));
+            let before = this.bytes_in.load(Relaxed);
+            let r = run_in(py, ctx.as_ref(), || {
+                StreamTransport::handle_read(slf, lp, ready)
+            });
+            let got = this.bytes_in.load(Relaxed).wrapping_sub(before);
+            add(&lp.get().stats.bytes_in, got as usize);
+            r?;
         }
         if ready.for_writer() {
-            StreamTransport::handle_write(slf)?;
+            let ctx = slf
+                .get()
+                .st
+                .lock()
+                .write_ctx
+                .as_ref()
+                .map(|c| c.clone_ref(py));
+            run_in(py, ctx.as_ref(), || StreamTransport::handle_write(slf))?;
         }
         Ok(())
     }
@@ -179,6 +155,8 @@ impl StreamTransport {
         };
         St {
             fd,
+            fileno: fd,
+            sock_kind: (0, libc::SOCK_STREAM, 0),
             sock,
             lp: Some(lp),
             wrapper: None,
@@ -201,6 +179,10 @@ impl StreamTransport {
             empty_waiter: None,
             sendfile: None,
             name,
+            ctx: None,
+            read_ctx: None,
+            write_ctx: None,
+            unsendable: None,
         }
     }
 
@@ -211,6 +193,7 @@ impl StreamTransport {
         fd: OwnedFd,
         peer: SockAddr,
         nodelay: bool,
+        proto: i32,
     ) -> PyResult<Py<Self>> {
         let raw = fd.as_raw_fd();
         if nodelay {
@@ -221,8 +204,10 @@ impl StreamTransport {
         } else {
             "TCPTransport"
         };
-        let st = Self::new_state(py, lp, raw, Sock::Rust(fd), Some(peer), name);
-        Py::new(py, Self { st: Mutex::new(st) })
+        let family = i32::from(peer.family());
+        let mut st = Self::new_state(py, lp, raw, Sock::Rust(fd), Some(peer), name);
+        st.sock_kind = (family, libc::SOCK_STREAM, proto);
+        Py::new(py, Self::with_state(st))
     }
 
     pub(crate) fn set_protocol_locked(
@@ -324,28 +309,53 @@ impl StreamTransport {
                 .call1((sock,))?
                 .unbind(),
         );
-        Ok(Self { st: Mutex::new(st) })
+        Ok(Self::with_state(st))
     }
 
     /// Sets the protocol and the Python transport object, attaches to the
     /// server, and schedules `connection_made`, the start of reading and the
     /// waiter, in asyncio's order.
-    #[pyo3(signature = (wrapper, protocol, waiter = None, server = None))]
+    /// `context`: the transport's own context (3.15+), else None.
+    #[pyo3(signature = (wrapper, protocol, waiter = None, server = None, context = None))]
     fn _start(
         slf: &Bound<'_, Self>,
         wrapper: Bound<'_, PyAny>,
         protocol: Bound<'_, PyAny>,
         waiter: Option<Bound<'_, PyAny>>,
         server: Option<Bound<'_, PyAny>>,
+        context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        Self::start(slf, &wrapper, &protocol, waiter.as_ref(), server.as_ref())
+        let context = context.filter(|c| !c.is_none());
+        if let Some(c) = &context {
+            if !crate::contexts::is_context(c) {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "context must be a contextvars.Context",
+                ));
+            }
+        }
+        Self::start(
+            slf,
+            &wrapper,
+            &protocol,
+            waiter.as_ref(),
+            server.as_ref(),
+            context.map(Bound::unbind),
+        )
     }
 
-    /// Starts reading (scheduled after `connection_made`).
+    /// Starts reading (scheduled after `connection_made`): asyncio adds
+    /// the reader here, so reads run in a copy of this callback's context.
     fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let fixed = slf.get().st.lock().ctx.as_ref().map(|c| c.clone_ref(py));
+        let ctx = fixed_or_copy(py, fixed.as_ref())?;
         let mut st = slf.get().st.lock();
         st.started = true;
-        Self::sync_interest(slf, &mut st)
+        let old = st.read_ctx.replace(ctx);
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        drop(old);
+        r
     }
 
     fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
@@ -409,12 +419,31 @@ impl StreamTransport {
     }
 
     fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let fixed = {
+            let st = slf.get().st.lock();
+            if st.closing || !st.paused {
+                return Ok(());
+            }
+            st.ctx.as_ref().map(|c| c.clone_ref(py))
+        };
+        // asyncio adds the reader again: reads now run in a copy of the
+        // caller's context (or in the transport's own).
+        let ctx = fixed_or_copy(py, fixed.as_ref())?;
         let mut st = slf.get().st.lock();
         if st.closing || !st.paused {
             return Ok(());
         }
         st.paused = false;
-        Self::sync_interest(slf, &mut st)
+        let old = if st.started {
+            st.read_ctx.replace(ctx)
+        } else {
+            None
+        };
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        drop(old);
+        r
     }
 
     fn set_protocol(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
@@ -468,6 +497,13 @@ impl StreamTransport {
         Ok(match name.to_str()? {
             "peername" => st.peername.as_ref().map(|p| p.clone_ref(py)),
             "sockname" => st.sockname.as_ref().map(|p| p.clone_ref(py)),
+            "oxloop_stats" => {
+                let this = slf.get();
+                let d = pyo3::types::PyDict::new(py);
+                d.set_item("bytes_in", this.bytes_in.load(Relaxed))?;
+                d.set_item("bytes_out", this.bytes_out.load(Relaxed))?;
+                Some(d.into_any().unbind())
+            }
             "socket" => {
                 if let Some(s) = &st.extra_socket {
                     return Ok(Some(s.clone_ref(py)));
@@ -488,7 +524,7 @@ impl StreamTransport {
         } else if st.closing {
             info.push("closing".to_string());
         }
-        info.push(format!("fd={}", st.fd));
+        info.push(format!("fd={}", st.fileno));
         if !matches!(st.sock, Sock::Closed) {
             let read = st.token.is_some() && matches!(st.want, Some(Want::Read | Want::Both));
             let write = st.token.is_some() && !st.wbuf.is_empty();
@@ -544,10 +580,10 @@ impl StreamTransport {
         Self::sendfile_start(slf, in_fd, offset, count, fut)
     }
 
-    /// The fd (-1 once closed).
+    /// The fd number (kept after close, as asyncio's).
     #[getter]
     fn _sock_fd(&self) -> RawFd {
-        self.st.lock().fd
+        self.st.lock().fileno
     }
 
     /// The loop (None after `connection_lost`).
@@ -560,6 +596,12 @@ impl StreamTransport {
     #[getter]
     fn _protocol_paused(&self) -> bool {
         self.st.lock().flow.paused
+    }
+
+    /// Whether reading is paused (`pause_reading()`), as asyncio's `_paused`.
+    #[getter]
+    fn _paused(&self) -> bool {
+        self.st.lock().paused
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -575,6 +617,10 @@ impl StreamTransport {
             &st.peername.as_ref(),
             &st.extra_socket.as_ref(),
             &st.empty_waiter.as_ref(),
+            &st.ctx.as_ref(),
+            &st.read_ctx.as_ref(),
+            &st.write_ctx.as_ref(),
+            &st.unsendable.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -610,6 +656,10 @@ impl StreamTransport {
                 st.extra_socket.take(),
                 st.empty_waiter.take(),
                 st.sendfile.take(),
+                st.ctx.take(),
+                st.read_ctx.take(),
+                st.write_ctx.take(),
+                st.unsendable.take(),
             )
         };
         drop(taken);

@@ -6,7 +6,7 @@
 use std::io::{ErrorKind, IoSlice};
 
 use parking_lot::MutexGuard;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyBufferError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 
@@ -25,6 +25,14 @@ impl StreamTransport {
             if st.conn_lost > 0 {
                 return Ok(());
             }
+            if let Some(exc) = st.unsendable.take() {
+                st.wbuf.clear(&mut released);
+                Self::sync_interest(slf, &mut st)?;
+                drop(st);
+                drop(released);
+                let err = PyErr::from_value(exc.into_bound(py));
+                return Self::fatal_error(slf, err, "Fatal write error on socket transport");
+            }
             if st.wbuf.is_empty() {
                 let sending = st.sendfile.is_some();
                 drop(st);
@@ -42,6 +50,7 @@ impl StreamTransport {
                 };
                 match r {
                     Ok((sent, offered)) => {
+                        this.count_out(st.lp.as_ref(), sent);
                         st.wbuf.consume(sent, &mut released);
                         if st.wbuf.is_empty() || sent < offered {
                             break;
@@ -165,14 +174,23 @@ impl StreamTransport {
         Ok(true)
     }
 
-    /// Buffers what is left, watches for writability, pauses the protocol
-    /// if needed.
+    /// Watches for writability now that data is buffered, pauses the
+    /// protocol if needed. `was_empty`: the buffer was empty before, so
+    /// this is where asyncio adds its writer (whose handle's context the
+    /// drain then runs in: a copy of the writer's caller's context).
     pub(crate) fn after_buffering(
         slf: &Bound<'_, Self>,
         mut st: MutexGuard<'_, St>,
+        was_empty: bool,
     ) -> PyResult<()> {
         Self::sync_interest(slf, &mut st)?;
+        let fresh_ctx = was_empty && st.ctx.is_none();
         drop(st);
+        if fresh_ctx {
+            let ctx = crate::contexts::copy_current(slf.py())?;
+            let old = slf.get().st.lock().write_ctx.replace(ctx);
+            drop(old);
+        }
         Self::maybe_pause_protocol(slf)
     }
 
@@ -189,7 +207,13 @@ impl StreamTransport {
                         data.get_type().name()?.repr()?
                     )));
                 }
-                view = BufView::get(data, false)?;
+                view = match BufView::get(data, false) {
+                    Ok(v) => v,
+                    Err(e) if e.is_instance_of::<PyBufferError>(slf.py()) => {
+                        return Self::write_unexported(slf, e);
+                    }
+                    Err(e) => return Err(e),
+                };
                 view.as_slice()
             }
         };
@@ -202,8 +226,13 @@ impl StreamTransport {
             return Ok(());
         }
         let mut sent = 0;
-        if st.wbuf.is_empty() {
-            match net::send(st.fd, slice) {
+        let was_empty = st.wbuf.is_empty();
+        if was_empty {
+            let r = net::send(st.fd, slice);
+            if let Ok(n) = r {
+                slf.get().count_out(st.lp.as_ref(), n);
+            }
+            match r {
                 Ok(n) if n == slice.len() => return Ok(()),
                 Ok(n) => sent = n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -221,28 +250,88 @@ impl StreamTransport {
             Some(b) => st.wbuf.push_bytes(b, sent),
             None => st.wbuf.push_copy(&slice[sent..]),
         }
-        Self::after_buffering(slf, st)
+        Self::after_buffering(slf, st, was_empty)
+    }
+
+    /// `write()` of a memoryview that cannot be exported as contiguous
+    /// bytes (`err`, a BufferError): asyncio accepts it and fails in the
+    /// send, with a fatal error; with data already buffered, 3.11's
+    /// `bytearray.extend` refuses it (TypeError), 3.12+ fails at the next
+    /// flush.
+    fn write_unexported(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
+        let py = slf.py();
+        let mut st = slf.get().st.lock();
+        Self::check_writable(&st, "write")?;
+        if !Self::write_checks(slf, &mut st)? {
+            return Ok(());
+        }
+        if st.wbuf.is_empty() {
+            drop(st);
+            return Self::fatal_error(slf, err, "Fatal write error on socket transport");
+        }
+        if py.version_info() >= (3, 12) {
+            if st.unsendable.is_none() {
+                st.unsendable = Some(err.into_value(py).into_any());
+            }
+            return Ok(());
+        }
+        Err(PyTypeError::new_err(
+            "can't set bytearray slice from memoryview",
+        ))
     }
 
     pub(crate) fn writelines_impl(
         slf: &Bound<'_, Self>,
         list_of_data: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
+        let py = slf.py();
+        // 3.11 joins the chunks (b''.join: TypeError for anything it cannot
+        // take); 3.12+ makes a memoryview of each (its own error) and fails
+        // in the send for one that is not contiguous.
+        let py312 = py.version_info() >= (3, 12);
+        // 3.14+ skips any false chunk (`if not data`) before looking at it.
+        let py314 = py.version_info() >= (3, 14);
         let mut items = Vec::new();
+        let mut unsendable = None;
         for item in list_of_data.try_iter()? {
             let item = item?;
-            let view = BufView::get(&item, false).map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "data argument must be a bytes-like object, not {}",
-                    item.get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default()
-                ))
-            })?;
+            let view = match BufView::get(&item, false) {
+                Ok(v) => v,
+                Err(_) if py314 && !item.is_truthy()? => continue,
+                Err(e)
+                    if py312
+                        && (e.is_instance_of::<PyBufferError>(py)
+                            || e.is_instance_of::<PyValueError>(py)) =>
+                {
+                    if e.is_instance_of::<PyValueError>(py) {
+                        return Err(e);
+                    }
+                    unsendable.get_or_insert(e);
+                    continue;
+                }
+                Err(_) => {
+                    return Err(PyTypeError::new_err(format!(
+                        "data argument must be a bytes-like object, not {}",
+                        item.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
+                    )))
+                }
+            };
             if !view.is_empty() {
                 items.push((item, view));
             }
+        }
+        if let Some(err) = unsendable {
+            let st = slf.get().st.lock();
+            Self::check_writable(&st, "writelines")?;
+            if st.conn_lost > 0 || matches!(st.sock, Sock::Closed) {
+                return Ok(());
+            }
+            drop(st);
+            drop(items);
+            return Self::fatal_error(slf, err, "Fatal write error on socket transport");
         }
         let mut st = slf.get().st.lock();
         Self::check_writable(&st, "writelines")?;
@@ -253,14 +342,19 @@ impl StreamTransport {
             return Ok(());
         }
         let mut skip = 0;
-        if st.wbuf.is_empty() {
+        let was_empty = st.wbuf.is_empty();
+        if was_empty {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let n = items.len().min(MAX_IOV);
             for (i, (_, v)) in items.iter().take(n).enumerate() {
                 iov[i] = IoSlice::new(v.as_slice());
             }
             let total: usize = items.iter().map(|(_, v)| v.len()).sum();
-            match net::send_vectored(st.fd, &iov[..n]) {
+            let r = net::send_vectored(st.fd, &iov[..n]);
+            if let Ok(s) = r {
+                slf.get().count_out(st.lp.as_ref(), s);
+            }
+            match r {
                 Ok(s) if s == total => return Ok(()),
                 Ok(s) => skip = s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -286,6 +380,6 @@ impl StreamTransport {
             }
             skip = 0;
         }
-        Self::after_buffering(slf, st)
+        Self::after_buffering(slf, st, was_empty)
     }
 }

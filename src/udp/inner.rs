@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::contexts::run_in;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::LoopCore;
 use crate::reactor::sockets::{self as sys, Addr};
@@ -66,6 +67,10 @@ pub(crate) struct UState {
     pub(crate) sock: Option<Py<PyAny>>,
     /// The remote address of a connected endpoint (asyncio's `_address`).
     pub(crate) address: Option<Py<PyAny>>,
+    /// The context reads run in (asyncio's reader handle's; see `contexts`).
+    pub(crate) read_ctx: Option<Py<PyAny>>,
+    /// The context the flush of buffered datagrams runs in (the writer's).
+    pub(crate) write_ctx: Option<Py<PyAny>>,
 }
 
 /// The watcher half of the transport.
@@ -472,8 +477,15 @@ impl IoWatcher for UdpInner {
     fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
         let mut drained = true;
         let mut result = Ok(());
+        let (read_ctx, write_ctx) = {
+            let st = self.state.lock();
+            (
+                st.read_ctx.as_ref().map(|c| c.clone_ref(py)),
+                st.write_ctx.as_ref().map(|c| c.clone_ref(py)),
+            )
+        };
         if ready.for_reader() {
-            match self.read_ready(py) {
+            match run_in(py, read_ctx.as_ref(), || self.read_ready(py)) {
                 Ok(d) => drained = d,
                 Err(e) => {
                     drained = false;
@@ -482,7 +494,7 @@ impl IoWatcher for UdpInner {
             }
         }
         if ready.for_writer() && result.is_ok() {
-            result = self.write_ready(py);
+            result = run_in(py, write_ctx.as_ref(), || self.write_ready(py));
         }
         self.sync(lp.get())?;
         if !drained {
@@ -499,9 +511,16 @@ impl IoWatcher for UdpInner {
         let Some(st) = self.state.try_lock() else {
             return Ok(());
         };
-        for o in [&st.protocol, &st.transport, &st.sock, &st.address]
-            .into_iter()
-            .flatten()
+        for o in [
+            &st.protocol,
+            &st.transport,
+            &st.sock,
+            &st.address,
+            &st.read_ctx,
+            &st.write_ctx,
+        ]
+        .into_iter()
+        .flatten()
         {
             visit.call(o)?;
         }

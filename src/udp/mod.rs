@@ -27,6 +27,10 @@
 //!   (names, Unix paths, bad values) goes through `sock.sendto`, so its
 //!   parsing and errors stay the `socket` module's.
 //!
+//! - Contexts: datagram callbacks run where asyncio's reader/writer handles
+//!   would (`read_ctx` from `_start`/`resume_reading`, `write_ctx` from the
+//!   `sendto` that started buffering); see `crate::contexts`.
+//!
 //! Invariant: `state` is never held while Python code runs or a Python object
 //! is dropped; everything Python is cloned out first.
 
@@ -43,6 +47,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::contexts::copy_current;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::LoopCore;
 use crate::reactor::Want;
@@ -96,9 +101,16 @@ impl UdpTransport {
         Ok(Self { inner })
     }
 
-    /// Starts reading (after `connection_made`).
-    fn _start(&self) -> PyResult<()> {
-        self.inner.state.lock().started = true;
+    /// Starts reading (after `connection_made`): asyncio adds the reader
+    /// here, so reads run in a copy of this callback's context.
+    fn _start(&self, py: Python<'_>) -> PyResult<()> {
+        let ctx = copy_current(py)?;
+        let old = {
+            let mut st = self.inner.state.lock();
+            st.started = true;
+            st.read_ctx.replace(ctx)
+        };
+        drop(old);
         self.inner.sync(self.inner.lp.get())
     }
 
@@ -118,12 +130,30 @@ impl UdpTransport {
                 data.get_type().name()?
             )));
         }
-        let buf = PyUntypedBuffer::get(&data)?;
-        if buf.len_bytes() == 0 && !self.inner.py313 {
-            return Ok(());
-        }
-        if !buf.is_c_contiguous() {
-            return Err(PyTypeError::new_err("data must be a contiguous buffer"));
+        // A memoryview that cannot give contiguous bytes (not contiguous;
+        // released, from 3.13 on) passes asyncio's checks and fails in the
+        // send: a fatal error, or, when it has to be buffered, in bytes().
+        let (buf, unsendable) = match PyUntypedBuffer::get(&data) {
+            Ok(b) if b.is_c_contiguous() => (Some(b), None),
+            Ok(b) => {
+                if b.len_bytes() == 0 && !self.inner.py313 {
+                    return Ok(());
+                }
+                drop(b);
+                let err = crate::transports::BufView::get(&data, false)
+                    .err()
+                    .unwrap_or_else(|| {
+                        pyo3::exceptions::PyBufferError::new_err("not a contiguous buffer")
+                    });
+                (None, Some(err))
+            }
+            Err(e) if self.inner.py313 && e.is_instance_of::<PyValueError>(py) => (None, Some(e)),
+            Err(e) => return Err(e),
+        };
+        if let Some(b) = &buf {
+            if b.len_bytes() == 0 && !self.inner.py313 {
+                return Ok(());
+            }
         }
         let inner = &*self.inner;
         let address = inner.state.lock().address.as_ref().map(|a| a.clone_ref(py));
@@ -156,10 +186,21 @@ impl UdpTransport {
                 return Ok(());
             }
         }
-        // SAFETY: a C-contiguous buffer export we hold for this call.
+        let empty = inner.state.lock().buffer.is_empty();
+        let (buf, _copy) = match (buf, unsendable) {
+            (Some(b), _) => (b, None),
+            (None, Some(err)) if empty => {
+                return inner.fatal_error(py, err, "Fatal write error on datagram transport");
+            }
+            (None, _) => {
+                let copy = py.get_type::<PyBytes>().call1((&data,))?;
+                (PyUntypedBuffer::get(&copy)?, Some(copy))
+            }
+        };
+        // SAFETY: a C-contiguous buffer export we hold for this call (of
+        // `data`, or of `copy`, alive until the end of the call).
         let bytes =
             unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) };
-        let empty = inner.state.lock().buffer.is_empty();
         if empty {
             match inner.send_one(py, bytes, addr.as_ref()) {
                 Sent::Ok => return Ok(()),
@@ -169,11 +210,18 @@ impl UdpTransport {
                 }
             }
         }
-        {
+        // The first buffered datagram is where asyncio adds its writer.
+        let ctx = if empty { Some(copy_current(py)?) } else { None };
+        let old = {
             let mut st = inner.state.lock();
             st.buffer.push_back((bytes.to_vec(), addr));
             st.buffer_size += bytes.len() + inner.header();
-        }
+            match ctx {
+                Some(c) => st.write_ctx.replace(c),
+                None => None,
+            }
+        };
+        drop(old);
         inner.sync(inner.lp.get())?;
         inner.maybe_pause_protocol(py)
     }
@@ -234,14 +282,22 @@ impl UdpTransport {
         Ok(true)
     }
 
-    fn resume_reading(&self) -> PyResult<bool> {
-        {
+    fn resume_reading(&self, py: Python<'_>) -> PyResult<bool> {
+        // asyncio adds the reader again, in a copy of the caller's context.
+        let ctx = copy_current(py)?;
+        let old = {
             let mut st = self.inner.state.lock();
             if st.closing || !st.paused {
                 return Ok(false);
             }
             st.paused = false;
-        }
+            if st.started {
+                st.read_ctx.replace(ctx)
+            } else {
+                None
+            }
+        };
+        drop(old);
         self.inner.sync(self.inner.lp.get())?;
         Ok(true)
     }
@@ -329,6 +385,8 @@ impl UdpTransport {
                 st.transport.take(),
                 st.address.take(),
                 std::mem::take(&mut st.buffer),
+                st.read_ctx.take(),
+                st.write_ctx.take(),
             )
         };
         drop(taken);

@@ -213,6 +213,60 @@ def test_close_clients_and_abort_clients(loop):
     loop.run_until_complete(main())
 
 
+@pytest.mark.skipif(sys.version_info < (3, 13),
+                    reason="create_server(keep_alive=) is 3.13+")
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_keep_alive(loop, keep_alive):
+    async def main():
+        server, _ = await serve(loop, lambda: RecordingProtocol(loop),
+                                keep_alive=keep_alive)
+        opts = [s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+                for s in server.sockets]
+        server.close()
+        await server.wait_closed()
+        return opts
+
+    opts = loop.run_until_complete(main())
+    assert opts and all(bool(o) == keep_alive for o in opts)
+
+
+def _serve_forever_closes_clients():
+    # asyncio's serve_forever() closes the clients when it is cancelled from
+    # 3.14 on.
+    return "close_clients" in asyncio.base_events.Server.serve_forever.__code__.co_names
+
+
+@pytest.mark.skipif(not _serve_forever_closes_clients(),
+                    reason="before 3.14, a cancelled serve_forever() waits for "
+                           "its clients to leave")
+def test_cancelled_serve_forever_with_a_hanging_client(loop):
+    async def main():
+        protos = []
+
+        def factory():
+            p = RecordingProtocol(loop)
+            protos.append(p)
+            return p
+
+        server, port = await serve(loop, factory)
+        serving = asyncio.ensure_future(server.serve_forever())
+        await asyncio.sleep(0)
+        client = _connect(port)
+        while not protos or not protos[0].made.done():
+            await asyncio.sleep(0.01)
+        serving.cancel()  # e.g. Ctrl+C while a client hangs on
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+        assert not server.is_serving()
+        # It closed the client, so that its wait_closed() could return.
+        assert protos[0].lost.done()
+        assert client.recv(1) == b""
+        client.close()
+        await wait_for(server.wait_closed())
+
+    loop.run_until_complete(main())
+
+
 def test_wait_closed_waits_for_connections(loop):
     if sys.version_info < (3, 12, 1):
         pytest.skip("asyncio's Server.wait_closed waits for connections "

@@ -118,3 +118,22 @@ def test_cancelled_connect_leaves_nothing_behind(loop):
         await server.wait_closed()
 
     loop.run_until_complete(main())
+
+
+def test_create_connection_sock_when_the_protocol_factory_fails(loop):
+    # gh-153133 (3.14): the caller's socket is closed when no transport is
+    # made; before, it stayed open (the caller's to close).
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    sock = socket.create_connection(listener.getsockname())
+    sock.setblocking(False)
+
+    def factory():
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        loop.run_until_complete(loop.create_connection(factory, sock=sock))
+    assert (sock.fileno() == -1) == (sys.version_info >= (3, 14))
+    sock.close()
+    listener.close()

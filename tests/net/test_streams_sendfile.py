@@ -80,6 +80,46 @@ def test_sendfile_fallback_for_non_regular_file(loop):
     assert received == DATA[:100_000]
 
 
+def _sendfile_seeks_to_offset():
+    # CPython 3.14's asyncio: the file ends at offset + bytes sent even when
+    # nothing was sent, and the fallback starts at `offset` even when it is
+    # 0 (before, it seeked only for a non-zero offset and after sending).
+    from asyncio import unix_events
+    update = unix_events._UnixSelectorEventLoop._sock_sendfile_update_filepos
+    return update.__code__.co_argcount == 3
+
+
+@pytest.mark.parametrize("where", ["end", "start"])
+def test_sendfile_file_position_from_elsewhere(loop, datafile, where):
+    offset = len(DATA) if where == "end" else 0
+    datafile.seek(123)
+
+    async def body(tr):
+        return await loop.sendfile(tr, datafile, offset=offset)
+
+    sent, received = _run(loop, body)
+    assert sent == len(DATA) - offset
+    assert received == DATA[offset:]
+    if _sendfile_seeks_to_offset() or where == "start":
+        assert datafile.tell() == len(DATA)
+    else:
+        assert datafile.tell() == 123
+
+
+def test_sendfile_fallback_starts_at_offset_zero(loop):
+    buf = io.BytesIO(DATA[:100_000])
+    buf.seek(123)
+
+    async def body(tr):
+        return await loop.sendfile(tr, buf, offset=0)
+
+    sent, received = _run(loop, body)
+    start = 0 if _sendfile_seeks_to_offset() else 123
+    assert sent == 100_000 - start
+    assert received == DATA[start:100_000]
+    assert buf.tell() == 0 + sent  # offset + bytes sent, whatever it read
+
+
 def test_write_during_sendfile_raises(loop):
     # More than the socket buffers of both ends hold, so it cannot finish
     # while the peer does not read.

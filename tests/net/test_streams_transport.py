@@ -212,7 +212,9 @@ def test_write_argument_errors(loop):
         server, port = await serve(loop, lambda: RecordingProtocol(loop))
         tr, client = await loop.create_connection(
             lambda: RecordingProtocol(loop), "127.0.0.1", port)
-        with pytest.raises(TypeError, match="bytes-like"):
+        # "bytes-like object" up to 3.13, "bytes, bytearray, or memoryview
+        # object" from 3.14 on.
+        with pytest.raises(TypeError, match="data argument must be a bytes"):
             tr.write("text")
         with pytest.raises(TypeError):
             tr.write(1234)

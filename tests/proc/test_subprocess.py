@@ -113,8 +113,11 @@ def test_pass_fds_and_start_new_session(loop):
 def test_kill_terminate_send_signal(loop, how, sig):
     async def main():
         proc = await asyncio.create_subprocess_exec(
-            PY, "-c", "import sys, time; sys.stdout.write('ready\\n'); "
-            "sys.stdout.flush(); time.sleep(60)",
+            # A shell's background job starts with SIGINT ignored, and the
+            # child would inherit that: give it Python's usual handler.
+            PY, "-c", "import signal, sys, time; "
+            "signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(60)",
             stdout=subprocess.PIPE)
         assert await proc.stdout.readline() == b"ready\n"
         if how == "send_signal":
@@ -242,8 +245,9 @@ def test_close_loop_with_running_child(loop_factory):
     lp.close()  # must not crash, nor leave the child unreaped
     os.kill(pid, signal.SIGKILL)
     if forgets_children_at_close(loop_factory.kind):
-        # The stdlib's pidfd watcher (3.12+) forgets its children when the
-        # loop closes: reap this one here. oxloop always reaps.
+        # The stdlib's pidfd watcher (3.12, 3.13; on 3.14 its pidfd reader)
+        # forgets its children when the loop closes: reap this one here.
+        # oxloop always reaps.
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:

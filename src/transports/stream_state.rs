@@ -1,0 +1,109 @@
+//! The state of a `StreamTransport` (see `stream.rs`): who owns the
+//! socket, how data reaches the protocol, and `St`, everything the
+//! transport's mutex guards.
+
+use std::os::fd::{OwnedFd, RawFd};
+
+use pyo3::prelude::*;
+
+use super::flow::{FlowControl, WriteBuffer};
+use crate::event_loop::LoopCore;
+use crate::reactor::Want;
+
+/// Who owns the socket.
+pub(crate) enum Sock {
+    /// The transport (an accepted connection).
+    Rust(OwnedFd),
+    /// A `socket.socket` (passed in, or made for `get_extra_info`).
+    Python(Py<PyAny>),
+    /// Closed.
+    Closed,
+}
+
+/// How data reaches the protocol; methods looked up once per protocol.
+pub(crate) enum ProtoKind {
+    /// `Protocol.data_received`.
+    Plain(Py<PyAny>),
+    /// `BufferedProtocol.get_buffer` and `buffer_updated`.
+    Buffered(Py<PyAny>, Py<PyAny>),
+    /// The methods were missing at `set_protocol`; look them up each time
+    /// (the lookup raises the error asyncio would). `true`: buffered.
+    Lazy(bool),
+}
+
+/// The mutable state of a transport.
+pub(crate) struct St {
+    /// The socket's fd (-1 once closed).
+    pub(crate) fd: RawFd,
+    /// The socket's fd number, kept after close (asyncio's `_sock_fd`, in
+    /// reprs).
+    pub(crate) fileno: RawFd,
+    /// `(family, type, proto)` of the socket, for the `socket` extra of a
+    /// connection closed before anyone asked for it.
+    pub(crate) sock_kind: (i32, i32, i32),
+    /// The socket's owner.
+    pub(crate) sock: Sock,
+    /// The loop (None after `connection_lost`).
+    pub(crate) lp: Option<Py<LoopCore>>,
+    /// The Python transport object user code sees.
+    pub(crate) wrapper: Option<Py<PyAny>>,
+    /// The protocol.
+    pub(crate) protocol: Option<Py<PyAny>>,
+    /// Its cached methods.
+    pub(crate) kind: Option<ProtoKind>,
+    /// The `Server` that accepted the connection.
+    pub(crate) server: Option<Py<PyAny>>,
+    /// The reactor token while registered.
+    pub(crate) token: Option<usize>,
+    /// What the reactor watches for.
+    pub(crate) want: Option<Want>,
+    /// Reading was started (after `connection_made`).
+    pub(crate) started: bool,
+    /// `pause_reading()`.
+    pub(crate) paused: bool,
+    /// EOF received and the protocol kept the transport half-open.
+    pub(crate) read_eof: bool,
+    /// `close()` was called (or the transport is being force-closed).
+    pub(crate) closing: bool,
+    /// `write_eof()` was called.
+    pub(crate) eof: bool,
+    /// `connection_lost` scheduled (then counts writes after that).
+    pub(crate) conn_lost: u32,
+    /// Unsent data.
+    pub(crate) wbuf: WriteBuffer,
+    /// Write-buffer limits.
+    pub(crate) flow: FlowControl,
+    /// `get_extra_info('sockname')`.
+    pub(crate) sockname: Option<Py<PyAny>>,
+    /// `get_extra_info('peername')`.
+    pub(crate) peername: Option<Py<PyAny>>,
+    /// `get_extra_info('socket')`, made on first use.
+    pub(crate) extra_socket: Option<Py<PyAny>>,
+    /// Resolved when the write buffer is empty (used by `sendfile`).
+    pub(crate) empty_waiter: Option<Py<PyAny>>,
+    /// The `sendfile` in progress.
+    pub(crate) sendfile: Option<super::sendfile::SendfileOp>,
+    /// The class name shown in reprs.
+    pub(crate) name: &'static str,
+    /// The transport's own context (3.15+'s transports of `create_server`
+    /// and `create_connection`): every callback runs in it. See `contexts`.
+    pub(crate) ctx: Option<Py<PyAny>>,
+    /// The context reads run in (asyncio's reader handle's).
+    pub(crate) read_ctx: Option<Py<PyAny>>,
+    /// The context writability runs in (asyncio's writer handle's).
+    pub(crate) write_ctx: Option<Py<PyAny>>,
+    /// 3.12+: a buffered chunk that cannot be sent (a non-contiguous
+    /// memoryview); the next flush fails with this error, as asyncio's.
+    pub(crate) unsendable: Option<Py<PyAny>>,
+}
+
+impl St {
+    #[inline]
+    pub(crate) fn reading_active(&self) -> bool {
+        self.started && !self.paused && !self.closing && !self.read_eof && self.conn_lost == 0
+    }
+
+    pub(crate) fn lp<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
+        self.lp.as_ref().map(|l| l.bind(py).clone())
+    }
+}
