@@ -25,12 +25,15 @@ The verdict, per suite:
     python ecosystem/gate.py --full        # every suite whole, + uvloop
     python ecosystem/gate.py --full -s aiohttp --loops oxloop
 
-Venvs, sdists and results live in ecosystem/.cache (git-ignored); a suite's
-venv is rebuilt only when its pins change.
+Downloaded sdists and the suite venvs live in ~/.cache/oxloop-ecosystem
+(--store; shared by checkouts and by CI's fresh clones on the same machine), a
+venv per set of pins; unpacked trees and results in ecosystem/.cache
+(git-ignored).
 """
 
 import argparse
 import concurrent.futures
+import fcntl
 import hashlib
 import json
 import os
@@ -103,11 +106,11 @@ def python_version(python):
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-def sdist_path(cache, suite):
+def sdist_path(store, suite):
     """Download the suite's sdist once; return its path."""
     req = suite["sdist"]
     name, version = req.split("==")
-    folder = os.path.join(cache, "sdists", f"{name}-{version}")
+    folder = os.path.join(store, "sdists", f"{name}-{version}")
     found = [f for f in os.listdir(folder)] if os.path.isdir(folder) else []
     if not found:
         os.makedirs(folder, exist_ok=True)
@@ -121,40 +124,40 @@ def sdist_path(cache, suite):
     return os.path.join(folder, found[0])
 
 
-def ensure_venv(cache, name, suite, python, sdist):
-    """The suite's venv, (re)built when its pins or the interpreter change."""
+def ensure_venv(store, name, suite, python, sdist):
+    """The suite's venv, built once per set of pins and interpreter.
+
+    Venvs are named by the hash of their pins, so checkouts with other pins
+    never share one; a lock makes concurrent gates build each venv once."""
     name = suite.get("venv", name)
-    venv = os.path.join(cache, "venvs", name)
+    want = spec_hash(name, suite, python_version(python))
+    venv = os.path.join(store, "venvs", f"{name}-{want}")
     vpy = os.path.join(venv, "bin", "python")
     stamp = os.path.join(venv, ".eco-stamp")
-    want = spec_hash(name, suite, python_version(python))
-    if os.path.exists(stamp):
-        with open(stamp) as f:
-            if f.read() == want:
-                return vpy
-    log(f"{name}: building the venv (pins changed or first run)")
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([python, "-m", "venv", venv], check=True)
-    subprocess.run([vpy, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    "--no-binary", suite["sdist"].split("==")[0], sdist,
-                    *suite["deps"], UVLOOP], check=True)
-    with open(stamp, "w") as f:
-        f.write(want)
+    os.makedirs(os.path.join(store, "venvs"), exist_ok=True)
+    with open(venv + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(stamp):
+            return vpy
+        log(f"{name}: building the venv (first run with these pins)")
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([python, "-m", "venv", venv], check=True)
+        subprocess.run([vpy, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "--no-binary", suite["sdist"].split("==")[0], sdist,
+                        *suite["deps"], UVLOOP], check=True)
+        # The loop switch (hook/_ecoloop.py), at interpreter start when a
+        # gate run asks for it; the run puts the hook folder and this
+        # checkout's oxloop on PYTHONPATH (so the venv serves any checkout).
+        with open(os.path.join(site_packages(vpy), "zz_ecoloop.pth"), "w") as f:
+            f.write('import os; os.environ.get("ECO_LOOP") and __import__("_ecoloop")\n')
+        with open(stamp, "w") as f:
+            f.write(want)
     return vpy
 
 
-def link_hooks(vpy):
-    """Point the venv at this checkout's oxloop and at the loop switch;
-    return the venv's site-packages."""
-    site = subprocess.run([vpy, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+def site_packages(vpy):
+    return subprocess.run([vpy, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    with open(os.path.join(site, "oxloop.pth"), "w") as f:
-        f.write(os.path.join(ROOT, "python") + "\n")
-    # A .pth's import line runs at startup; the path line before it makes
-    # _ecoloop and the ecoreport plugin importable.
-    with open(os.path.join(site, "zz_ecoloop.pth"), "w") as f:
-        f.write(HOOK + "\nimport _ecoloop\n")
-    return site
 
 
 def unpack(cache, name, sdist, loop):
@@ -203,7 +206,8 @@ def run_suite(name, suite, vpy, src, loop, outdir, selection, budget, tag=""):
     env = dict(os.environ, ECO_LOOP=loop, ECO_COUNT_DIR=counts_dir,
                ECO_RESULTS=results, ECO_EXCLUDE=exclude,
                PYTHONDONTWRITEBYTECODE="1")
-    env.pop("PYTHONPATH", None)
+    # This checkout's oxloop and the hook folder (_ecoloop, the plugins).
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "python"), HOOK])
     if suite.get("deselect"):
         env["ECO_DESELECT_RE"] = suite["deselect"]
     pytest = os.path.join(os.path.dirname(vpy), "pytest")
@@ -269,7 +273,7 @@ def judge(name, suite, runs, ci, alone=None, prune=False):
         if rc not in (0, 1):
             ok = False
             print(f"GATE {name}: the {loop} run did not finish normally (exit {rc})")
-        if loop != "stdlib" and not suite.get("loop_free") and counts[loop] == 0:
+        if loop != "stdlib" and counts[loop] == 0:
             ok = False
             print(f"GATE {name}: the {loop} run created no {loop} loop: "
                   f"the switch did not happen ({counts})")
@@ -355,7 +359,12 @@ def main():
                     "(stdlib and oxloop are always run: the verdict needs both)")
     ap.add_argument("--python", default=sys.executable,
                     help="interpreter for the suite venvs (oxloop must be built for it)")
-    ap.add_argument("--cache", default=os.path.join(HERE, ".cache"))
+    ap.add_argument("--store", default=os.environ.get(
+                        "OXLOOP_ECO_STORE", os.path.expanduser("~/.cache/oxloop-ecosystem")),
+                    help="downloaded sdists and suite venvs, shared by checkouts "
+                    "(default: $OXLOOP_ECO_STORE or ~/.cache/oxloop-ecosystem)")
+    ap.add_argument("--cache", default=os.path.join(HERE, ".cache"),
+                    help="this checkout's unpacked trees and results")
     ap.add_argument("--budget", type=int, default=1800,
                     help="seconds one suite may run on one loop before it is killed")
     ap.add_argument("-j", "--jobs", type=int, default=2,
@@ -375,6 +384,7 @@ def main():
         loops = [x for x in LOOPS if x in extra or x in ("stdlib", "oxloop")]
     names = args.suite or list(SUITES)
     cache = os.path.abspath(args.cache)
+    store = os.path.abspath(args.store)
     outdir = os.path.join(cache, "results")
     os.makedirs(outdir, exist_ok=True)
 
@@ -382,9 +392,9 @@ def main():
     prepared = {}
     for name in names:
         suite = SUITES[name]
-        sdist = sdist_path(cache, suite)
-        vpy = ensure_venv(cache, name, suite, args.python, sdist)
-        prepared[name] = (sdist, vpy, link_hooks(vpy))
+        sdist = sdist_path(store, suite)
+        vpy = ensure_venv(store, name, suite, args.python, sdist)
+        prepared[name] = (sdist, vpy, site_packages(vpy))
     if args.prepare:
         return 0
     offline_prefix()
@@ -409,10 +419,11 @@ def main():
         known, _, _ = load_known(name)
         unexpected = [t for t in differing(runs) if t not in known]
         alone = None
-        if unexpected and len(unexpected) <= 50 and suite.get("cwd") != "site-packages":
+        if unexpected and len(unexpected) <= 50:
             # Diagnosis: rerun them by themselves on oxloop.
-            sdist, vpy, _ = prepared[name]
-            src = unpack(cache, name, sdist, "oxloop-alone")
+            sdist, vpy, site = prepared[name]
+            src = (site if suite.get("cwd") == "site-packages"
+                   else unpack(cache, name, sdist, "oxloop-alone"))
             alone = run_suite(name, suite, vpy, src, "oxloop", outdir, unexpected,
                               args.budget, tag=".alone")[0]
         all_ok &= judge(name, suite, runs, ci, alone, args.prune)

@@ -9,9 +9,8 @@ the unpacked sdist.
 Fields:
   sdist      the pinned requirement whose sdist holds the tests
   deps       pinned test dependencies (wheels are fine for these)
-  install_env environment for building the sdist
   tests      pytest arguments that choose the tests (paths relative to the
-             unpacked sdist, or --pyargs)
+             folder the tests run in, see cwd)
   ci         the time-bounded selection run by `gate.py --ci` (None: the
              whole suite, as --full runs it)
   args       further pytest arguments (options that replace the project's own
@@ -23,15 +22,12 @@ Fields:
   venv       share the venv of that suite (same sdist and deps)
   subject    the project under test when it is not the sdist's own (the
              websockets row runs uvicorn's tests against websockets)
-  loop_free  why the suite creates no event loop, if it does not (the gate
-             otherwise fails a run where no loop of the kind under test was
-             created)
 """
 
 # Each venv also gets uvloop (for the uvloop column), pinned here.
 UVLOOP = "uvloop==0.23.0"
 
-# Common pytest options: quiet, no cache dir in the sdist, a per-test timeout.
+# Common pytest options: quiet, no cache dir in the sdist, one char a test.
 COMMON_ARGS = ["-q", "-p", "no:cacheprovider", "-o", "console_output_style=classic"]
 
 _UVICORN = {

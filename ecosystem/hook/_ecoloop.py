@@ -1,7 +1,8 @@
 """Loop switch and loop census for the ecosystem gate (imported at startup).
 
 Each suite venv has a `.pth` file that imports this module when the
-interpreter starts. It does nothing unless ECO_LOOP is set; then it does what
+interpreter starts with ECO_LOOP set (the gate puts this folder on
+PYTHONPATH for its runs, with the checkout's oxloop). It does what
 a user switching loops puts first in their program, before anything else
 runs, so that pytest, pytester's runs and every Python subprocess the tests
 start get the same loop:

@@ -240,45 +240,6 @@ impl FlowControl {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limits_follow_asyncio() {
-        let mut f = FlowControl::default();
-        assert_eq!((f.low, f.high), (16 * 1024, 64 * 1024));
-        f.set_limits(Some(100), None).unwrap();
-        assert_eq!((f.low, f.high), (25, 100));
-        f.set_limits(None, Some(10)).unwrap();
-        assert_eq!((f.low, f.high), (10, 40));
-        assert!(f.set_limits(Some(1), Some(2)).is_err());
-        assert!(f.set_limits(Some(-1), None).is_err());
-        assert!(f.should_pause(41) && !f.should_pause(40));
-        f.paused = true;
-        assert!(f.should_resume(10) && !f.should_resume(11));
-    }
-
-    #[test]
-    fn owned_chunks_coalesce_and_consume() {
-        let mut b = WriteBuffer::default();
-        let mut released = Vec::new();
-        b.push_copy(b"hello ");
-        b.push_copy(b"world");
-        assert_eq!(b.len(), 11);
-        assert_eq!(b.chunks.len(), 1); // coalesced
-        b.consume(3, &mut released);
-        assert_eq!(b.len(), 8);
-        b.push_copy(&vec![7u8; BLOCK]); // too big to coalesce
-        assert_eq!(b.chunks.len(), 2);
-        b.consume(8, &mut released);
-        assert_eq!(b.len(), BLOCK);
-        assert_eq!(b.chunks.len(), 1);
-        b.consume(BLOCK, &mut released);
-        assert!(b.is_empty() && b.chunks.is_empty() && released.is_empty());
-    }
-}
-
 /// Tells the protocol to pause (`pause`) or resume writing. As in asyncio, an
 /// exception from it goes to the loop's exception handler (with the
 /// transport and protocol in the context); KeyboardInterrupt and SystemExit
@@ -316,4 +277,43 @@ pub fn notify_protocol(
         lp.call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_follow_asyncio() {
+        let mut f = FlowControl::default();
+        assert_eq!((f.low, f.high), (16 * 1024, 64 * 1024));
+        f.set_limits(Some(100), None).unwrap();
+        assert_eq!((f.low, f.high), (25, 100));
+        f.set_limits(None, Some(10)).unwrap();
+        assert_eq!((f.low, f.high), (10, 40));
+        assert!(f.set_limits(Some(1), Some(2)).is_err());
+        assert!(f.set_limits(Some(-1), None).is_err());
+        assert!(f.should_pause(41) && !f.should_pause(40));
+        f.paused = true;
+        assert!(f.should_resume(10) && !f.should_resume(11));
+    }
+
+    #[test]
+    fn owned_chunks_coalesce_and_consume() {
+        let mut b = WriteBuffer::default();
+        let mut released = Vec::new();
+        b.push_copy(b"hello ");
+        b.push_copy(b"world");
+        assert_eq!(b.len(), 11);
+        assert_eq!(b.chunks.len(), 1); // coalesced
+        b.consume(3, &mut released);
+        assert_eq!(b.len(), 8);
+        b.push_copy(&vec![7u8; BLOCK]); // too big to coalesce
+        assert_eq!(b.chunks.len(), 2);
+        b.consume(8, &mut released);
+        assert_eq!(b.len(), BLOCK);
+        assert_eq!(b.chunks.len(), 1);
+        b.consume(BLOCK, &mut released);
+        assert!(b.is_empty() && b.chunks.is_empty() && released.is_empty());
+    }
 }
