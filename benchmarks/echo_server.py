@@ -25,6 +25,11 @@ A loop that raises NotImplementedError while starting the server makes it
 print ``UNSUPPORTED ...`` and exit with status 3 (rloop 0.5.0 has no Unix
 servers); the driver reports that as "n/a", a failure for required loops.
 
+``--tls DIR`` serves TLS with ``DIR/cert.pem`` and ``DIR/key.pem`` (written
+by ``loadgen --gen-cert DIR``): the ``ssl=`` argument of create_server /
+start_server, so the loop's own TLS transport is what is measured.  Not in
+``sockets`` mode (asyncio has no TLS for the sock_* calls).
+
 ``--corrupt-every N`` flips one byte in every Nth chunk echoed: it exists
 to check that the harness catches wrong bytes (``run.py --self-test``).
 """
@@ -34,6 +39,7 @@ import asyncio
 import os
 import resource
 import socket
+import ssl
 import sys
 import traceback
 
@@ -123,7 +129,16 @@ async def serve_sockets(loop, addr):
     return lsock
 
 
-async def serve_streams(loop, addr):
+def server_tls(cert_dir):
+    """An SSLContext serving the suite's throw-away certificate, or None."""
+    if not cert_dir:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(os.path.join(cert_dir, "cert.pem"), os.path.join(cert_dir, "key.pem"))
+    return ctx
+
+
+async def serve_streams(loop, addr, tls=None):
     async def echo(reader, writer):
         nodelay(writer.get_extra_info("socket"))
         try:
@@ -134,8 +149,8 @@ async def serve_streams(loop, addr):
             writer.close()
 
     if isinstance(addr, str):
-        return await asyncio.start_unix_server(echo, addr, backlog=BACKLOG)
-    return await asyncio.start_server(echo, addr[0], addr[1], backlog=BACKLOG)
+        return await asyncio.start_unix_server(echo, addr, backlog=BACKLOG, ssl=tls)
+    return await asyncio.start_server(echo, addr[0], addr[1], backlog=BACKLOG, ssl=tls)
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -162,10 +177,10 @@ class EchoBufferedProtocol(asyncio.BufferedProtocol):
         self.transport.write(MANGLE(bytes(self.buffer[:nbytes])))
 
 
-async def serve_protocol(loop, addr, factory):
+async def serve_protocol(loop, addr, factory, tls=None):
     if isinstance(addr, str):
-        return await loop.create_unix_server(factory, addr, backlog=BACKLOG)
-    return await loop.create_server(factory, addr[0], addr[1], backlog=BACKLOG)
+        return await loop.create_unix_server(factory, addr, backlog=BACKLOG, ssl=tls)
+    return await loop.create_server(factory, addr[0], addr[1], backlog=BACKLOG, ssl=tls)
 
 
 def parse_addr(text):
@@ -183,9 +198,13 @@ def main():
     ap.add_argument("--loop", default="asyncio")
     ap.add_argument("--mode", default="protocol", choices=["sockets", "streams", "protocol", "buffered"])
     ap.add_argument("--addr", default="127.0.0.1:0", help="HOST:PORT or unix:PATH")
+    ap.add_argument("--tls", metavar="DIR", help="serve TLS with DIR/cert.pem and DIR/key.pem")
     ap.add_argument("--corrupt-every", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     MANGLE.every = args.corrupt_every
+    if args.tls and args.mode == "sockets":
+        ap.error("--tls: not in sockets mode")
+    tls = server_tls(args.tls)
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -196,9 +215,9 @@ def main():
     loops.report_errors(loop)
     start = {
         "sockets": lambda: serve_sockets(loop, addr),
-        "streams": lambda: serve_streams(loop, addr),
-        "protocol": lambda: serve_protocol(loop, addr, EchoProtocol),
-        "buffered": lambda: serve_protocol(loop, addr, EchoBufferedProtocol),
+        "streams": lambda: serve_streams(loop, addr, tls),
+        "protocol": lambda: serve_protocol(loop, addr, EchoProtocol, tls),
+        "buffered": lambda: serve_protocol(loop, addr, EchoBufferedProtocol, tls),
     }[args.mode]
     # The Server (or listening socket) lives as long as the process.
     try:

@@ -1,9 +1,10 @@
 """Create the event loop under test from its name.
 
-Names: ``asyncio`` (the stdlib loop), ``uvloop``, ``rloop``, ``oxloop``, or
-any importable module with a ``new_event_loop()`` function, or
-``package.module:factory``.  ``asyncio`` and ``oxloop`` are REQUIRED: the
-driver stops if either cannot be created; any other loop that fails to
+Names: ``asyncio`` (the stdlib loop), ``uvloop``, ``rloop``, ``oxloop``,
+``oxloop+stats`` (oxloop with ``loop.stats()`` on: what stats cost), or any
+importable module with a ``new_event_loop()`` function, or
+``package.module:factory``.  ``asyncio``, ``oxloop`` and ``oxloop+stats`` are REQUIRED: the
+driver stops if one cannot be created; any other loop that fails to
 import is skipped with a note.
 
 ``python loops.py NAME`` creates the loop, runs a trivial coroutine on it and
@@ -15,13 +16,17 @@ import asyncio
 import importlib
 import sys
 
-REQUIRED = ("asyncio", "oxloop")
+REQUIRED = ("asyncio", "oxloop", "oxloop+stats")
 
 
 def new_loop(name):
     """A new, not yet running event loop of the named implementation."""
     if name == "asyncio":
         return asyncio.new_event_loop()
+    if name == "oxloop+stats":
+        import oxloop
+
+        return oxloop.new_event_loop(stats=True)
     module, _, attr = name.partition(":")
     factory = getattr(importlib.import_module(module), attr or "new_event_loop")
     return factory()
@@ -32,13 +37,15 @@ def describe(name, loop):
     cls = type(loop)
     text = f"{cls.__module__}.{cls.__qualname__}"
     if name != "asyncio":
-        dist = name.partition(":")[0].split(".")[0]
+        dist = name.partition(":")[0].partition("+")[0].split(".")[0]
         try:
             from importlib.metadata import version
 
             text += " " + version(dist)
         except Exception:
             text += " " + str(getattr(sys.modules.get(dist), "__version__", "?"))
+        if name.endswith("+stats"):
+            text += " (stats on)"
     return text
 
 

@@ -1,6 +1,8 @@
 """The measurements themselves, each in processes of its own: a micro
 benchmark run (micro.py), an echo server (echo_server.py or the Rust
-ceiling) driven by the native client, and the idle-connection memory run.
+ceiling; plain or TLS) driven by the native client, an HTTP application
+server (http_server.py: uvicorn or aiohttp) driven by the same client in
+its HTTP mode, and the idle-connection memory run.
 Every function returns a result dict with ``status`` "ok", "fail" or "n/a";
 a failure carries ``error`` and, where there is one, the ``detail`` of the
 server's stderr or the traceback.
@@ -110,16 +112,32 @@ def run_micro(args, loop, benches):
     return results
 
 
+def cert_dir(tmpdir):
+    """The run's throw-away TLS certificate (``loadgen --gen-cert``), made
+    on first use in ``tmpdir``: ca.pem, cert.pem, key.pem."""
+    path = os.path.join(tmpdir, "tls")
+    if not os.path.exists(os.path.join(path, "key.pem")):
+        os.makedirs(path, exist_ok=True)
+        subprocess.run([LOADGEN, "--gen-cert", path], check=True, capture_output=True, timeout=60)
+    return path
+
+
 class Server:
-    """One server process: a Python echo server or the Rust ceiling."""
+    """One server process: a Python echo server, the Rust ceiling, or (mode
+    ``http:uvicorn`` / ``http:aiohttp``) an HTTP application server.
+    Transport ``tls`` is TCP with the run's certificate."""
 
     def __init__(self, args, loop, mode, transport, tmpdir, extra=()):
         if transport == "unix":
             addr = "unix:" + os.path.join(tmpdir, f"{loop}-{mode}.sock")
         else:
             addr = "127.0.0.1:0"
+        if transport == "tls":
+            extra = ["--tls", cert_dir(tmpdir), *extra]
         if loop == CEILING:
             cmd = [CEILING_BIN, "--addr", addr]
+        elif mode.startswith("http:"):
+            cmd = [PY, os.path.join(HERE, "http_server.py"), "--server", mode[5:], "--loop", loop, "--addr", addr, *extra]
         else:
             cmd = [PY, os.path.join(HERE, "echo_server.py"), "--loop", loop, "--mode", mode, "--addr", addr, *extra]
         self.errfile = tempfile.TemporaryFile("w+", dir=tmpdir)
@@ -161,11 +179,12 @@ class Server:
         return err, crashed
 
 
-def run_client(args, server, size, duration, warmup):
-    """One loadgen run against ``server``; CPU sampled at its window edges."""
+def run_client(args, server, size, duration, warmup, extra=()):
+    """One loadgen run against ``server``; CPU sampled at its window edges.
+    ``extra``: more loadgen options (``--tls``, ``--http``)."""
     cmd = [LOADGEN, "--addr", server.addr, "--conns", str(args.conns), "--size", str(size),
            "--duration", str(duration), "--warmup", str(warmup), "--verify", args.verify, "--eof-wait", str(args.eof_wait),
-           "--drain", str(args.drain)]
+           "--drain", str(args.drain), *extra]
     cl = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           preexec_fn=sysstat.pinned(args.client_cpu))
     sel = selectors.DefaultSelector()
@@ -193,7 +212,8 @@ def run_client(args, server, size, duration, warmup):
         return {"status": "fail", "error": why}
     problems = list(result["errors"])
     if result["wrong"]:
-        problems.insert(0, f"WRONG BYTES echoed ({result['wrong']} of {result['checked']} checked; "
+        what = "WRONG ANSWERS" if "--http" in extra else "WRONG BYTES echoed"
+        problems.insert(0, f"{what} ({result['wrong']} of {result['checked']} checked; "
                            f"first: {result['first_wrong']})")
     if not server.alive():
         problems.insert(0, f"server died during the run ({describe_exit(server.proc.returncode)})")
@@ -223,12 +243,36 @@ def echo_session(args, noise, loop, mode, transport, tmpdir):
     """One server for (loop, mode, transport): warm it up, then measure each
     size.  Returns [(size, result)]."""
     server = Server(args, loop, mode, transport, tmpdir)
+    extra = ["--tls", os.path.join(cert_dir(tmpdir), "ca.pem")] if transport == "tls" else []
+    sizes = args.tls_size_list if transport == "tls" else args.size_list
+    return session(args, noise, loop, server, [(size, size, extra) for size in sizes])
+
+
+# The HTTP requests: (row name, request body size, loadgen options).
+HTTP_REQUESTS = [
+    ("GET /hello", 0, ["--http", "/hello", "--expect", '{"message": "Hello, world!"}']),
+    ("POST /echo 10KiB", 10 * 1024, ["--http", "/echo"]),
+]
+
+
+def http_session(args, noise, loop, server_kind, tmpdir):
+    """One HTTP server (uvicorn or aiohttp) on ``loop``: warm it up, then
+    measure each request kind.  Returns [(row name, result)]."""
+    server = Server(args, loop, f"http:{server_kind}", "tcp", tmpdir)
+    return session(args, noise, loop, server, HTTP_REQUESTS)
+
+
+def session(args, noise, loop, server, runs):
+    """Warm ``server`` up with the largest of ``runs`` [(name, size, loadgen
+    options)], measure each, stop it; returns [(name, result)] with the
+    server's own troubles (crash, logged errors) folded in."""
     results = []
     try:
         warm = {"status": "ok"}
         if server.addr and args.server_warmup > 0:
-            warm = run_client(args, server, max(args.size_list), 0, args.server_warmup)
-        for size in args.size_list:
+            _, size, extra = max(runs, key=lambda run: run[1])
+            warm = run_client(args, server, size, 0, args.server_warmup, extra)
+        for name, size, extra in runs:
             if warm["status"] != "ok":  # wrong bytes count during warm-up too
                 r = {"status": "fail", "error": f"during the server's warm-up: {warm['error']}"}
             elif server.unsupported:
@@ -236,8 +280,8 @@ def echo_session(args, noise, loop, mode, transport, tmpdir):
             elif server.error:
                 r = {"status": "fail", "error": server.error}
             else:
-                r = noise.run(lambda: run_client(args, server, size, args.duration, args.warmup))
-            results.append((size, r))
+                r = noise.run(lambda: run_client(args, server, size, args.duration, args.warmup, extra))
+            results.append((name, r))
     finally:
         err, crashed = server.stop()
     trouble = None if server.unsupported else server_trouble(err, crashed and server.addr is not None, server.proc)

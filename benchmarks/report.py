@@ -75,7 +75,7 @@ def md_table(header, rows):
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
 
 
-def echo_sections(t, tr, loops, base, opts):
+def echo_sections(t, tr, loops, base, opts, py=""):
     keys = t.keys("echo", tr)
     sizes = []
     for k in keys:
@@ -108,7 +108,7 @@ def echo_sections(t, tr, loops, base, opts):
                         c += " †"
                 row.append(c)
             rows.append(row)
-        out += [f"### {tr.upper()}: {title}", "", md_table(["mode/size"] + cols, rows), ""]
+        out += [f"### {tr.upper()}: {title} ({py})", "", md_table(["mode/size"] + cols, rows), ""]
         if field == "rps":
             out += [f"† the client used ≥ {CLIENT_BOUND:.0f}% of its core: the server may be faster than shown. "
                     "`ceiling` = the pure-Rust single-threaded server, same client.", ""]
@@ -116,17 +116,54 @@ def echo_sections(t, tr, loops, base, opts):
 
 
 SUBJECT = "oxloop"
+APPS = ("uvicorn", "aiohttp")
+HTTP_METRICS = [("req/s", "rps", True), ("p50 / p99 µs", "p50_us", False), ("server µs/req", "cpu_us_per_req", True)]
+
+
+def http_sections(t, loops, base, py):
+    """One table per HTTP server: per request kind, requests/s, latency and
+    the server's CPU per request, for every loop."""
+    out = []
+    for app in APPS:
+        keys = t.keys("http", app)
+        if not keys:
+            continue
+        rows = []
+        for key in keys:
+            for label, field, ratio in HTTP_METRICS:
+                b = t.median("http", app, key, base, field) if (ratio and base) else None
+                row = [f"{key}: {label}"]
+                for lp in loops:
+                    if field == "p50_us":
+                        p50, p99 = t.median("http", app, key, lp, "p50_us"), t.median("http", app, key, lp, "p99_us")
+                        row.append(f"{p50:.0f} / {p99:.0f}" if p50 is not None else t.cell("http", app, key, lp, field))
+                    else:
+                        c = t.cell("http", app, key, lp, field, b)
+                        cli = t.median("http", app, key, lp, "client_cpu_pct")
+                        row.append(c + (" †" if field == "rps" and cli is not None and cli >= CLIENT_BOUND else ""))
+                rows.append(row)
+        what = ("uvicorn + httptools, an ASGI app" if app == "uvicorn" else "aiohttp.web, two handlers")
+        out += [f"## HTTP: {what} ({py})", "",
+                "The native client in HTTP/1.1 keep-alive mode, one request in flight per connection; "
+                "every answer's status, length and framing checked, bodies as --verify says. "
+                "Ratios: loop / baseline (for µs/req below 1 is better).", "",
+                md_table(["request: metric"] + loops, rows), ""]
+    return out
 GROUPS = [  # (title, kind, transport, field, higher is better)
     ("loop overhead, ops/s", "micro", None, "ops_per_s", True),
     ("echo TCP, requests/s", "echo", "tcp", "rps", True),
     ("echo Unix, requests/s", "echo", "unix", "rps", True),
     ("echo TCP, server CPU per request", "echo", "tcp", "cpu_us_per_req", False),
     ("echo Unix, server CPU per request", "echo", "unix", "cpu_us_per_req", False),
+    ("echo TLS, requests/s", "echo", "tls", "rps", True),
+    ("HTTP uvicorn, requests/s", "http", "uvicorn", "rps", True),
+    ("HTTP aiohttp, requests/s", "http", "aiohttp", "rps", True),
+    ("HTTP, p99 latency", "http", None, "p99_us", False),
     ("memory, RSS with idle connections", "memory", "tcp", "rss_mib", False),
 ]
 
 
-def summary(t, loops):
+def summary(t, loops, py=""):
     """oxloop against uvloop and the stdlib loop: geometric mean of the
     per-row ratios of each group, written so that above 1 is better."""
     others = [lp for lp in ("uvloop", "asyncio") if lp in loops]
@@ -134,23 +171,52 @@ def summary(t, loops):
         return []
     rows = []
     for title, kind, tr, field, higher in GROUPS:
-        keys = [k for k in t.keys(kind, tr) if not k.startswith("ceiling/")]
+        trs = [tr] if tr or kind != "http" else APPS
+        keys = [(x, k) for x in trs for k in t.keys(kind, x) if not k.startswith("ceiling/")]
         if not keys:
             continue
         row = [title]
         for other in others:
             ratios = []
-            for k in keys:
-                a, b = t.median(kind, tr, k, SUBJECT, field), t.median(kind, tr, k, other, field)
+            for x, k in keys:
+                a, b = t.median(kind, x, k, SUBJECT, field), t.median(kind, x, k, other, field)
                 if a and b:
                     ratios.append(a / b if higher else b / a)
             gm = statistics.geometric_mean(ratios) if ratios else None
             row.append(f"{gm:.2f}x ({len(ratios)}/{len(keys)} rows)" if gm else f"- (0/{len(keys)} rows)")
         rows.append(row)
-    return ["## Summary: oxloop", "",
+    return [f"## Summary: oxloop ({py})", "",
             "Geometric mean over the rows of each group of oxloop's advantage (above 1 = oxloop better: "
             "faster, less CPU or less memory); rows where either loop failed are left out.", "",
             md_table(["group"] + [f"oxloop vs {o}" for o in others], rows), ""]
+
+
+STATS = "oxloop+stats"
+
+
+def stats_cost(t, loops):
+    """What loop.stats() costs: oxloop with stats on against oxloop, per
+    group (geometric mean; below 1 = slower with stats)."""
+    if SUBJECT not in loops or STATS not in loops:
+        return []
+    rows = []
+    for title, kind, tr, field, higher in GROUPS:
+        ratios = []
+        for k in t.keys(kind, tr):
+            if k.startswith("ceiling/"):
+                continue
+            a, b = t.median(kind, tr, k, STATS, field), t.median(kind, tr, k, SUBJECT, field)
+            if a and b:
+                ratios.append(a / b if higher else b / a)
+        if ratios:
+            gm = statistics.geometric_mean(ratios)
+            rows.append([title, f"{gm:.3f}x", f"{min(ratios):.3f}x", str(len(ratios))])
+    text = ("`oxloop+stats` is oxloop with `loop.stats()` on (`new_event_loop(stats=True)`); "
+            "its advantage over plain oxloop per group (1 = free, below 1 = the cost; "
+            "worst row shown too). Instruction counts, steadier than these timings: "
+            "`benchmarks/cg_overhead.py`.")
+    return ["## Cost of stats: oxloop+stats vs oxloop", "", text, "",
+            md_table(["group", "geometric mean", "worst row", "rows"], rows), ""]
 
 
 def render(raw):
@@ -164,24 +230,32 @@ def render(raw):
     A.append("- loops: " + "; ".join(f"**{k}** = {v}" for k, v in meta["impls"].items()))
     if meta.get("skipped"):
         A.append("- skipped (not importable): " + "; ".join(f"{k}: {v}" for k, v in meta["skipped"].items()))
+    if meta.get("skipped_apps"):
+        A.append("- HTTP benchmarks skipped (server not installed): "
+                 + "; ".join(f"{k}: {v}" for k, v in meta["skipped_apps"].items()))
     A.append(f"- `{meta['command']}`: {opts['reps']} rep(s), loops interleaved and rotated per rep; "
              f"median shown; echo {opts['conns']} connections, {opts['duration']} s measured after "
              f"{opts['warmup']} s warm-up; server on CPU {opts['server_cpu']}, client on CPU {opts['client_cpu']}; "
              f"took {meta.get('elapsed_s', '?')} s")
     A.append(f"- ratio in parentheses: loop / {base or 'nothing (baseline not run)'} in this run")
     A.append("")
-    A += summary(t, loops)
+    py = meta["python"]
+    A += summary(t, loops, py)
+    A += stats_cost(t, loops)
     if t.keys("micro"):
-        A += ["## Loop overhead (no network): operations/s", ""]
+        A += [f"## Loop overhead (no network): operations/s ({py})", ""]
         rows = [[k] + [t.cell("micro", None, k, lp, "ops_per_s", t.median("micro", None, k, base, "ops_per_s") if base else None)
                        for lp in loops] for k in t.keys("micro")]
         A += [md_table(["benchmark"] + loops, rows), ""]
-    for tr in ("tcp", "unix"):
+    for tr in ("tcp", "unix", "tls"):
         if t.keys("echo", tr):
-            A += [f"## Echo over {tr.upper()}", ""] + echo_sections(t, tr, loops, base, opts)
+            note = (["Protocol-mode echo server with `ssl=` (a certificate made for the run); the client speaks "
+                     "TLS 1.3 (rustls) and checks the echoed bytes as over plain TCP.", ""] if tr == "tls" else [])
+            A += [f"## Echo over {tr.upper()} ({py})", ""] + note + echo_sections(t, tr, loops, base, opts, py)
+    A += http_sections(t, loops, base, py)
     if t.keys("memory", "tcp"):
         n = opts["idle_conns"]
-        A += [f"## Memory: server RSS holding {n:,} idle TCP connections (MiB; lower is better)", "",
+        A += [f"## Memory: server RSS holding {n:,} idle TCP connections (MiB; lower is better; {py})", "",
               "Cell: RSS with the connections open (ratio to the baseline), then the growth per connection.", ""]
         rows = []
         for k in t.keys("memory", "tcp"):
@@ -267,7 +341,8 @@ def chart(raw, path):
         return f"no chart: the baseline {base} was not run"
     t = Table(raw["results"])
     panels = [("micro: ops/s", "micro", None, "ops_per_s")]
-    panels += [(f"echo {tr.upper()}: requests/s", "echo", tr, "rps") for tr in ("tcp", "unix")]
+    panels += [(f"echo {tr.upper()}: requests/s", "echo", tr, "rps") for tr in ("tcp", "unix", "tls")]
+    panels += [(f"HTTP {app}: requests/s", "http", app, "rps") for app in APPS]
     panels += [(f"memory: RSS, {opts['idle_conns']:,} idle conns (lower is better)", "memory", "tcp", "rss_mib")]
     panels = [p for p in panels if [k for k in t.keys(p[1], p[2]) if not k.startswith("ceiling/")]]
     if not panels:
@@ -294,7 +369,7 @@ def chart(raw, path):
         ax.set_title(f"{title}, ratio to {base}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     axes[0, 0].legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"oxloop benchmarks {meta['started']} (median of {opts['reps']} rep(s))", fontsize=11)
+    fig.suptitle(f"oxloop benchmarks {meta['started']}, {meta['python']} (median of {opts['reps']} rep(s))", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""oxloop benchmark suite: oxloop against the stdlib loop, uvloop and rloop.
+"""oxloop benchmark suite: oxloop against the stdlib loop, uvloop, rloop and zuvloop.
 
     python benchmarks/run.py                  # everything, 3 reps (~15 min)
     python benchmarks/run.py --smoke          # everything, tiny, 1 rep (CI, ~15 s)
@@ -11,7 +11,15 @@ What is measured (each in processes of its own, never in this one):
   client (loadgen/): requests/s, latency p50/p99, and the server's CPU time
   per request; the pure-Rust ``echo-ceiling`` server, measured by the same
   client, is the ceiling;
+- TLS echo: the Protocol-mode echo server with ``ssl=`` (a certificate made
+  for the run), the same client speaking TLS (rustls);
+- HTTP applications: uvicorn (httptools) and aiohttp serving a small app on
+  each loop, the same client in its HTTP/1.1 keep-alive mode: requests/s,
+  p99 latency, server CPU per request; every answer's status and length
+  checked, bodies as --verify says;
 - memory: RSS of a server holding 10,000 idle connections.
+
+Every table names the Python it ran on (run.sh --py314 runs on CPython 3.14).
 
 How: every rep runs every measurement on every loop, loops interleaved,
 their order rotated from rep to rep, so that drift in the machine's speed
@@ -36,6 +44,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,16 +56,19 @@ sys.path.insert(0, HERE)
 import loops  # noqa: E402
 import report  # noqa: E402
 import sysstat  # noqa: E402
-from measure import CEILING, LOADGEN_DIR, PY, Noise, echo_session, memory_run, run_micro  # noqa: E402
+from measure import (CEILING, HTTP_REQUESTS, LOADGEN_DIR, PY, Noise, echo_session, http_session,  # noqa: E402
+                     memory_run, run_micro)
 from micro import BENCHES  # noqa: E402
 
 MODES = ["sockets", "streams", "protocol", "buffered"]
 MEM_MODES = ["protocol", "streams"]
+APPS = {"uvicorn": "import uvicorn, httptools", "aiohttp": "import aiohttp"}  # server: its import check
 
 # (full, smoke) defaults of the options that --smoke shrinks
 DEFAULTS = {
     "reps": (3, 1),
     "sizes": ("1KiB,10KiB,100KiB", "100KiB"),
+    "tls_sizes": ("1KiB,100KiB", "1KiB,100KiB"),
     "micro_seconds": (0.5, 0.0),
     "duration": (1.2, 0.1),
     "warmup": (0.3, 0.05),
@@ -104,7 +116,7 @@ class Progress:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--loops", default="asyncio,uvloop,rloop,oxloop", help="comma list (see loops.py)")
+    ap.add_argument("--loops", default="asyncio,uvloop,rloop,zuvloop,oxloop,oxloop+stats", help="comma list (see loops.py)")
     ap.add_argument("--baseline", default="uvloop", help="loop the ratios refer to")
     ap.add_argument("--smoke", action="store_true", help="everything, tiny and once (seconds, for CI)")
     ap.add_argument("--reps", type=int, help="repetitions (3; smoke 1)")
@@ -113,6 +125,8 @@ def parse_args(argv=None):
     ap.add_argument("--modes", default=",".join(MODES), help="echo modes, comma list or 'none'")
     ap.add_argument("--sizes", help="echo message sizes (1KiB,10KiB,100KiB; smoke 100KiB)")
     ap.add_argument("--transport", default="tcp,unix", help="tcp, unix or both")
+    ap.add_argument("--tls-sizes", help="TLS echo (Protocol mode) sizes, or 'none' (1KiB,100KiB)")
+    ap.add_argument("--apps", default=",".join(APPS), help="HTTP servers (uvicorn, aiohttp), comma list or 'none'")
     ap.add_argument("--conns", type=int, default=10, help="echo connections")
     ap.add_argument("--duration", type=float, help="measured seconds per echo run (1.2; smoke 0.1)")
     ap.add_argument("--warmup", type=float, help="unmeasured seconds before each echo run (0.3)")
@@ -144,8 +158,10 @@ def parse_args(argv=None):
     args.mem_list = [] if args.memory == "none" else args.memory.split(",")
     args.transport_list = args.transport.split(",")
     args.size_list = [parse_size(s) for s in args.sizes.split(",")]
+    args.tls_size_list = [] if args.tls_sizes == "none" else [parse_size(s) for s in args.tls_sizes.split(",")]
+    args.app_list = [] if args.apps == "none" else args.apps.split(",")
     for bad, known in ((set(args.micro_list) - set(BENCHES), BENCHES), (set(args.mode_list + args.mem_list) - set(MODES), MODES),
-                       (set(args.transport_list) - {"tcp", "unix"}, ["tcp", "unix"])):
+                       (set(args.transport_list) - {"tcp", "unix"}, ["tcp", "unix"]), (set(args.app_list) - set(APPS), APPS)):
         if bad:
             ap.error(f"unknown {', '.join(sorted(bad))}; known: {', '.join(known)}")
     args.server_cpu = args.client_cpu = None
@@ -180,6 +196,19 @@ def probe_loops(names):
     return usable, impls, skipped
 
 
+def probe_apps(names):
+    """The HTTP servers whose packages import; the others are skipped with a note."""
+    usable, skipped = [], {}
+    for name in names:
+        p = subprocess.run([PY, "-c", APPS[name]], capture_output=True, text=True, timeout=120)
+        if p.returncode == 0:
+            usable.append(name)
+        else:
+            skipped[name] = (p.stderr.strip().splitlines() or ["?"])[-1]
+            log(f"note: skipping the {name} benchmark: {skipped[name]}")
+    return usable, skipped
+
+
 def machine_info():
     model = "?"
     with open("/proc/cpuinfo") as f:
@@ -203,6 +232,9 @@ def plan(args, loop_names, rep):
             steps += [("echo", tr, mode, lp) for lp in order]
         if args.mode_list and not args.no_ceiling:
             steps.append(("echo", tr, "ceiling", CEILING))
+    if args.tls_size_list:
+        steps += [("echo", "tls", "protocol", lp) for lp in order]
+    steps += [("http", app, None, lp) for app in args.app_list for lp in order]
     steps += [("memory", "tcp", mode, lp) for mode in args.mem_list for lp in order]
     return steps
 
@@ -227,21 +259,23 @@ def main(argv=None):
         report.write_all(raw, os.path.dirname(os.path.abspath(args.report)))
         return 0
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: report what was measured
-    if args.mode_list or args.mem_list:
+    if args.mode_list or args.mem_list or args.tls_size_list or args.app_list:
         build_native()
     loop_names, impls, skipped = probe_loops(args.loop_list)
+    args.app_list, skipped_apps = probe_apps(args.app_list)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if args.mem_list and args.idle_conns + 200 > hard:
         args.idle_conns = hard - 200
         log(f"note: RLIMIT_NOFILE hard limit is {hard}: memory benchmark uses {args.idle_conns} connections")
     meta = {"started": datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_info(),
             "python": f"{platform.python_implementation()} {platform.python_version()}", "impls": impls,
-            "skipped": skipped, "loops": loop_names, "command": " ".join(["run.py"] + (argv or sys.argv[1:])),
+            "skipped": skipped, "skipped_apps": skipped_apps, "loops": loop_names, "command": " ".join(["run.py"] + (argv or sys.argv[1:])),
             "load_before": os.getloadavg()}
     opts = {k: v for k, v in vars(args).items() if k not in ("report",)}
     steps = [(rep, s) for rep in range(args.reps) for s in plan(args, loop_names, rep)]
-    total = sum(len(args.size_list) if kind == "echo" else len(key) if kind == "micro" else 1
-                for _, (kind, _, key, _) in steps)
+    per_step = {"echo": len(args.size_list), "http": len(HTTP_REQUESTS), "memory": 1}
+    total = sum(len(key) if kind == "micro" else len(args.tls_size_list) if tr == "tls" else per_step[kind]
+                for _, (kind, tr, key, _) in steps)
     log(f"{total} measurements: loops {', '.join(loop_names)}; {args.reps} rep(s); "
         f"server on CPU {args.server_cpu}, client on CPU {args.client_cpu}")
     noise, progress, results = Noise(args), Progress(total), []
@@ -258,6 +292,8 @@ def main(argv=None):
             elif kind == "echo":
                 batch = [(f"{key}/{size_label(size)}", r)
                          for size, r in echo_session(args, noise, loop, key, transport, tmpdir)]
+            elif kind == "http":
+                batch = http_session(args, noise, loop, transport, tmpdir)
             else:
                 batch = [(key, memory_run(args, loop, key, tmpdir))]
             where = f"{kind} {transport or ''}".ljust(11)
@@ -268,9 +304,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         log("interrupted: reporting what was measured so far")
     finally:
-        for name in os.listdir(tmpdir):
-            os.unlink(os.path.join(tmpdir, name))
-        os.rmdir(tmpdir)
+        shutil.rmtree(tmpdir, ignore_errors=True)  # sockets, and the TLS key: never kept
     meta.update(elapsed_s=round(time.monotonic() - t0, 1), retry_seconds=round(noise.spent, 1),
                 load_after=os.getloadavg())
     raw = {"meta": meta, "options": opts, "results": results}

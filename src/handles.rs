@@ -26,7 +26,7 @@
 //!   would never be collected (tests/test_gc.py catches it).
 
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -171,6 +171,9 @@ pub struct Handle {
     source_traceback: Option<Py<PyAny>>,
     /// Deadline and heap accounting, for timers.
     timer: Option<TimerState>,
+    /// When stats are on: the loop's clock (ns) when the handle was last
+    /// queued; 0 when not stamped. See `event_loop::stats`.
+    queued: AtomicU64,
 }
 
 impl Handle {
@@ -189,6 +192,7 @@ impl Handle {
             flags: AtomicU8::new(0),
             source_traceback,
             timer: None,
+            queued: AtomicU64::new(0),
         }
     }
 
@@ -220,6 +224,31 @@ impl Handle {
     #[inline]
     pub(crate) fn when(&self) -> Option<f64> {
         self.timer.as_ref().map(|t| t.when)
+    }
+
+    /// Records when the handle was queued (ns on the loop's clock; stats on).
+    #[inline]
+    pub(crate) fn stamp_queued(&self, now_ns: u64) {
+        self.queued.store(now_ns, Ordering::Relaxed);
+    }
+
+    /// When it was last stamped (0: never).
+    #[inline]
+    pub(crate) fn queued_ns(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// How late it starts at `now_ns`: after a timer's deadline, or after it
+    /// was queued (0 if it never was stamped).
+    #[inline]
+    pub(crate) fn lag_ns(&self, now_ns: u64) -> u64 {
+        match &self.timer {
+            Some(t) => ((now_ns as f64 * 1e-9 - t.when) * 1e9) as u64,
+            None => match self.queued.load(Ordering::Relaxed) {
+                0 => 0,
+                q => now_ns.saturating_sub(q),
+            },
+        }
     }
 
     /// Marks the handle cancelled and releases its callback. Returns whether

@@ -41,10 +41,14 @@ else:
     __all__ = ("Loop", "install", "new_event_loop", "run")
 
 
-def new_event_loop(*, virtual_time=False):
-    """A new oxloop event loop; `virtual_time=True` makes its clock jump
-    over idle waits (for tests: see `Loop`)."""
-    return Loop(virtual_time=virtual_time)
+def new_event_loop(*, virtual_time=False, stats=False):
+    """A new oxloop event loop. `virtual_time=True` makes its clock jump
+    over idle waits (for tests: see `Loop`); `stats=True` turns
+    `loop.stats()` on."""
+    loop = Loop(virtual_time=virtual_time)
+    if stats:
+        loop.enable_stats(True)
+    return loop
 
 
 if _HAS_POLICIES:

@@ -24,6 +24,7 @@ from asyncio import events, format_helpers, futures, tasks
 from . import _core
 from ._pipes import PipesMixin
 from ._signals import SignalsMixin
+from ._stats import StatsMixin
 from ._sockets import SocketsMixin
 from ._streams import StreamsMixin
 from ._subprocess import SubprocessMixin
@@ -70,7 +71,7 @@ def _stop_loop_when_done(fut):
 
 
 class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
-           SubprocessMixin, _core.LoopCore,
+           SubprocessMixin, _core.LoopCore, StatsMixin,
            asyncio.AbstractEventLoop):
     """An asyncio event loop whose core is written in Rust.
 
@@ -91,6 +92,7 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         self._set_debug_flag(_debug_from_environment())
+        self._stats_init()
 
     def __repr__(self):
         return (f"<{type(self).__module__}.{type(self).__qualname__} "
@@ -420,6 +422,9 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
             value = context[key]
             if key == "source_traceback":
                 value = ("Object created at (most recent call last):\n"
+                         + "".join(traceback.format_list(value)).rstrip())
+            elif key == "stack" and value:
+                value = ("Blocked at (most recent call last):\n"
                          + "".join(traceback.format_list(value)).rstrip())
             elif key == "handle_traceback":
                 value = ("Handle created at (most recent call last):\n"

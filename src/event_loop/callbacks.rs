@@ -161,6 +161,17 @@ impl LoopCore {
 
     /// Queues `handle` and wakes the reactor if the loop is blocked in it.
     pub(super) fn push_ready(&self, handle: Py<Handle>, wake: bool) -> PyResult<()> {
+        if self.stats.timing() {
+            // In a running loop, on its thread, the loop's last clock
+            // reading (the start of the running callback) spares a reading
+            // per call_soon.
+            let at = if wake || !self.running.load(Ordering::Relaxed) {
+                self.clock.now_ns()
+            } else {
+                self.stats.last_ns()
+            };
+            handle.get().stamp_queued(at);
+        }
         let must_wake = {
             let mut st = self.state.lock();
             st.ready.push_back(handle);

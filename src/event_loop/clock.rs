@@ -104,6 +104,21 @@ impl Clock {
     }
 }
 
+impl Clock {
+    /// The same clock in whole nanoseconds (for the loop's statistics).
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        #[cfg(unix)]
+        {
+            crate::reactor::clock::monotonic_ns()
+        }
+        #[cfg(not(unix))]
+        {
+            (self.now() * 1e9) as u64
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

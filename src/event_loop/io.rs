@@ -188,6 +188,11 @@ impl IoTable {
         self.entries.is_empty()
     }
 
+    /// The number of watched fds.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Registers a new entry; on failure the entry is given back.
     fn insert(
         &mut self,

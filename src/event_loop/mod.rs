@@ -27,6 +27,7 @@ pub(crate) mod custody;
 pub(crate) mod io;
 mod native;
 mod run;
+pub(crate) mod stats;
 pub(crate) mod timers;
 mod virtual_time;
 
@@ -100,6 +101,8 @@ pub struct LoopCore {
     /// Virtual time only: real seconds of quiet the loop waits for its fds
     /// before the clock jumps (an `f64`'s bits).
     pub(crate) io_grace: std::sync::atomic::AtomicU64,
+    /// `loop.stats()`'s measurements and the blocking detector's state.
+    pub(crate) stats: stats::LoopStats,
 }
 
 /// `asyncio.futures` and `asyncio.tasks`. Like the stdlib loop, the loop
@@ -140,6 +143,7 @@ impl LoopCore {
             task_factory: Mutex::new(None),
             real_jobs: AtomicUsize::new(0),
             io_grace: std::sync::atomic::AtomicU64::new(virtual_time::DEFAULT_IO_GRACE.to_bits()),
+            stats: stats::LoopStats::new(),
         })
     }
 

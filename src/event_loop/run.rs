@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 use super::custody;
 use super::io::NativeCall;
+use super::stats::Started;
 use super::LoopCore;
 use crate::errors::{self, must_propagate};
 use crate::handles::Handle;
@@ -24,14 +25,16 @@ fn timer_cancelled(t: &Py<Handle>) -> bool {
 }
 
 impl LoopCore {
-    /// Runs one iteration.
+    /// Runs one iteration. Inlined into `run_forever`'s loop (as it was
+    /// before stats), with the timed batch out of line.
+    #[inline(always)]
     pub(crate) fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let mut dead_timers: Vec<Py<Handle>> = Vec::new();
 
         // 1. Sweep cancelled timers; decide how long to wait.
-        let (timeout, skip_poll, jump_to) = {
+        let (timeout, skip_poll, jump_to, queued_before) = {
             let mut st = this.state.lock();
             let n = st.timers.len();
             if n > MIN_SWEEP_TIMERS && this.cancelled_timers.load(Ordering::Acquire) * 2 > n {
@@ -62,7 +65,7 @@ impl LoopCore {
                 st.polling = true;
                 st.wake_pending = false;
             }
-            (timeout, skip, jump_to)
+            (timeout, skip, jump_to, st.ready.len())
         };
         for t in dead_timers.drain(..) {
             t.get().unschedule();
@@ -74,6 +77,7 @@ impl LoopCore {
         // run their callbacks: after the callbacks that were ready before
         // the poll (and the add_reader/add_writer ones), before the timers.
         let mut natives: Vec<NativeCall> = Vec::new();
+        let timing = this.stats.timing();
         if !skip_poll {
             let mut events = std::mem::take(&mut *this.events.lock());
             let waited = py.detach(|| this.reactor.wait(timeout, &mut events));
@@ -97,8 +101,14 @@ impl LoopCore {
         }
 
         // 3. Move due timers to the ready queue.
+        let (now, now_ns) = if timing {
+            this.stats
+                .after_poll(this, !skip_poll, queued_before, io_split)
+        } else {
+            (this.clock.now(), 0)
+        };
         {
-            let end = this.clock.now() + CLOCK_RESOLUTION;
+            let end = now + CLOCK_RESOLUTION;
             let mut st = this.state.lock();
             while let Some(t) = st.timers.pop_due(end) {
                 let h = t.get();
@@ -115,7 +125,11 @@ impl LoopCore {
         }
 
         // 4. Run the callbacks that are ready now; later ones wait a turn.
-        Self::run_ready(slf, io_split, natives)
+        if timing {
+            Self::run_ready_timed(slf, io_split, natives, now_ns)
+        } else {
+            Self::run_ready::<false>(slf, io_split, natives, 0)
+        }
     }
 
     fn dispatch_events(
@@ -146,11 +160,33 @@ impl LoopCore {
     /// came from and of those not called yet: their edge would be lost, and
     /// asyncio's level-triggered readers run again when the loop does (the
     /// rest of the data, the EOF and `connection_lost` still come).
-    fn run_natives(slf: &Bound<'_, Self>, natives: &mut Vec<NativeCall>) -> PyResult<()> {
+    /// `TIMED` (stats on): `clock` is the last clock reading (updated) and
+    /// `polled` the end of the poll that reported the fds.
+    fn run_natives<const TIMED: bool>(
+        slf: &Bound<'_, Self>,
+        natives: &mut Vec<NativeCall>,
+        clock: &mut u64,
+        polled: u64,
+    ) -> PyResult<()> {
         let py = slf.py();
+        let this = slf.get();
         let mut calls = std::mem::take(natives).into_iter();
         while let Some((token, watcher, ready)) = calls.next() {
-            if let Err(e) = watcher.on_ready(py, slf, ready) {
+            let timed = if TIMED {
+                this.stats.begin(*clock, clock.saturating_sub(polled))
+            } else {
+                Started::NONE
+            };
+            let mut result = watcher.on_ready(py, slf, ready);
+            if TIMED {
+                let end = this.clock.now_ns();
+                *clock = end;
+                if this.stats.end(&timed, end) {
+                    let reported = Self::after_timed(slf, None, Some(&*watcher), &timed, end);
+                    result = result.and(reported);
+                }
+            }
+            if let Err(e) = result {
                 let e = if must_propagate(py, &e) {
                     Err(e)
                 } else {
@@ -171,21 +207,47 @@ impl LoopCore {
         Ok(())
     }
 
-    fn run_ready(
+    /// `run_ready` with stats on; lets the next iteration reuse its last
+    /// clock reading unless the loop stops or an error leaves it.
+    #[inline(always)]
+    fn run_ready_timed(
+        slf: &Bound<'_, Self>,
+        io_split: usize,
+        natives: Vec<NativeCall>,
+        now_ns: u64,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        let r = Self::run_ready::<true>(slf, io_split, natives, now_ns);
+        this.stats
+            .carry_over(r.is_ok() && !this.stopping.load(Ordering::Relaxed));
+        r
+    }
+
+    /// `TIMED` (stats on, see `stats`): `clock` is the loop's last clock
+    /// reading, the start of the first callback; each callback's end is the
+    /// next one's start. Not `TIMED`, it is unused and this is the loop of
+    /// a build without stats.
+    #[inline(always)]
+    fn run_ready<const TIMED: bool>(
         slf: &Bound<'_, Self>,
         io_split: usize,
         mut natives: Vec<NativeCall>,
+        mut clock: u64,
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        let polled = clock;
         let mut batch = {
             let mut st = this.state.lock();
             let spare = std::mem::take(&mut st.spare);
             std::mem::replace(&mut st.ready, spare)
         };
+        if TIMED {
+            this.stats.note_thread();
+        }
         if batch.is_empty() {
             this.state.lock().spare = batch;
-            return Self::run_natives(slf, &mut natives);
+            return Self::run_natives::<TIMED>(slf, &mut natives, &mut clock, polled);
         }
         let debug = this.debug.load(Ordering::Relaxed);
         let slow: f64 = if debug {
@@ -199,7 +261,7 @@ impl LoopCore {
         loop {
             let mut outcome = Ok(());
             if done == io_split && !natives.is_empty() {
-                outcome = Self::run_natives(slf, &mut natives);
+                outcome = Self::run_natives::<TIMED>(slf, &mut natives, &mut clock, polled);
             }
             let handle = match outcome {
                 Ok(()) => match batch.pop_front() {
@@ -221,6 +283,11 @@ impl LoopCore {
                 custody::release(py, handle);
                 continue;
             }
+            let timed = if TIMED {
+                this.stats.begin(clock, h.lag_ns(clock))
+            } else {
+                Started::NONE
+            };
             let started = if debug { this.clock.now() } else { 0.0 };
             let mut outcome = h.run(py);
             if let Err(e) = outcome {
@@ -233,6 +300,16 @@ impl LoopCore {
                     )
                     .map(drop)
                 };
+            }
+            if TIMED {
+                let end = this.clock.now_ns();
+                clock = end;
+                if this.stats.end(&timed, end) {
+                    let reported = Self::after_timed(slf, Some(&handle), None, &timed, end);
+                    if outcome.is_ok() {
+                        outcome = reported;
+                    }
+                }
             }
             if outcome.is_ok() && debug {
                 let took = this.clock.now() - started;

@@ -4,6 +4,21 @@
 /// Seconds of the clock behind `time.monotonic()`.
 #[cfg(unix)]
 pub fn monotonic() -> f64 {
+    let ts = monotonic_timespec();
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// The same clock in whole nanoseconds.
+#[cfg(unix)]
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    let ts = monotonic_timespec();
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(unix)]
+#[inline]
+fn monotonic_timespec() -> libc::timespec {
     // CPython: clock_gettime(CLOCK_MONOTONIC) on Linux and the BSDs; on
     // macOS mach_absolute_time(), which CLOCK_UPTIME_RAW reads in ns.
     #[cfg(target_vendor = "apple")]
@@ -17,5 +32,5 @@ pub fn monotonic() -> f64 {
     // SAFETY: `ts` is a valid, writable timespec; the clock id is supported
     // on every platform this branch compiles for, so the call cannot fail.
     unsafe { libc::clock_gettime(CLOCK, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    ts
 }

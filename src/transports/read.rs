@@ -116,6 +116,9 @@ impl StreamTransport {
             .get()
             .read_hint
             .read(py, |ptr, len| unsafe { net::recv_raw(fd, ptr, len) })?;
+        if let Received::Data(data, _) = &got {
+            slf.get().count_in(data.as_bytes().len());
+        }
         match got {
             Received::Data(data, full) => match cb.call1((data,)) {
                 Ok(_) => Ok(Some(full)),
@@ -170,6 +173,9 @@ impl StreamTransport {
         // SAFETY: `view` is a live writable view of `cap` contiguous bytes
         // and stays alive (pinning the exporter's memory) for the call.
         let r = unsafe { net::recv_raw(fd, view.as_ptr(), cap) };
+        if let Ok(n) = r {
+            slf.get().count_in(n);
+        }
         drop(view);
         drop(buf);
         match r {

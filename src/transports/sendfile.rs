@@ -87,6 +87,8 @@ impl StreamTransport {
                 .call_method0(intern!(py, "done"))?
                 .is_truthy()?;
             let outcome = {
+                // Taken before the lock, so dropped after it.
+                let lp = slf.get().st.lock().lp.as_ref().map(|l| l.clone_ref(py));
                 let mut st = slf.get().st.lock();
                 let fd = st.fd;
                 let Some(op) = st.sendfile.as_mut() else {
@@ -105,6 +107,7 @@ impl StreamTransport {
                         match net::sendfile(fd, op.in_fd, &mut op.offset, want) {
                             Ok(0) => Outcome::Done(st.sendfile.take().expect("checked")),
                             Ok(n) => {
+                                slf.get().count_out(lp.as_ref(), n);
                                 op.sent += n as u64;
                                 continue;
                             }

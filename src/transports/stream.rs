@@ -8,6 +8,7 @@
 //! idle socket), so the fd is claimed until `connection_lost`.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -38,6 +39,42 @@ pub struct StreamTransport {
     /// How large this connection's reads have been (outside `st`: only the
     /// read path, on the loop thread, uses it).
     pub(crate) read_hint: ReadSizeHint,
+    /// Bytes received (written only on the loop's thread).
+    pub(crate) bytes_in: AtomicU64,
+    /// Bytes sent (written only on the loop's thread).
+    pub(crate) bytes_out: AtomicU64,
+}
+
+/// Adds `n` to a single-writer counter.
+#[inline]
+fn add(c: &AtomicU64, n: usize) {
+    c.store(c.load(Relaxed).wrapping_add(n as u64), Relaxed);
+}
+
+impl StreamTransport {
+    fn with_state(st: St) -> Self {
+        Self {
+            st: Mutex::new(st),
+            read_hint: ReadSizeHint::default(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts `n` bytes received (the loop's total is counted by `Watch`).
+    #[inline]
+    pub(crate) fn count_in(&self, n: usize) {
+        add(&self.bytes_in, n);
+    }
+
+    /// Counts `n` bytes sent, here and in the loop's total.
+    #[inline]
+    pub(crate) fn count_out(&self, lp: Option<&Py<LoopCore>>, n: usize) {
+        add(&self.bytes_out, n);
+        if let Some(lp) = lp {
+            add(&lp.get().stats.bytes_out, n);
+        }
+    }
 }
 
 /// The loop's handle on a transport.
@@ -47,16 +84,15 @@ impl IoWatcher for Watch {
     fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
         let slf = self.0.bind(py);
         if ready.for_reader() {
-            let ctx = slf
-                .get()
-                .st
-                .lock()
-                .read_ctx
-                .as_ref()
-                .map(|c| c.clone_ref(py));
-            run_in(py, ctx.as_ref(), || {
+            let this = slf.get();
+            let ctx = this.st.lock().read_ctx.as_ref().map(|c| c.clone_ref(py));
+            let before = this.bytes_in.load(Relaxed);
+            let r = run_in(py, ctx.as_ref(), || {
                 StreamTransport::handle_read(slf, lp, ready)
-            })?;
+            });
+            let got = this.bytes_in.load(Relaxed).wrapping_sub(before);
+            add(&lp.get().stats.bytes_in, got as usize);
+            r?;
         }
         if ready.for_writer() {
             let ctx = slf
@@ -171,13 +207,7 @@ impl StreamTransport {
         let family = i32::from(peer.family());
         let mut st = Self::new_state(py, lp, raw, Sock::Rust(fd), Some(peer), name);
         st.sock_kind = (family, libc::SOCK_STREAM, proto);
-        Py::new(
-            py,
-            Self {
-                st: Mutex::new(st),
-                read_hint: ReadSizeHint::default(),
-            },
-        )
+        Py::new(py, Self::with_state(st))
     }
 
     pub(crate) fn set_protocol_locked(
@@ -279,10 +309,7 @@ impl StreamTransport {
                 .call1((sock,))?
                 .unbind(),
         );
-        Ok(Self {
-            st: Mutex::new(st),
-            read_hint: ReadSizeHint::default(),
-        })
+        Ok(Self::with_state(st))
     }
 
     /// Sets the protocol and the Python transport object, attaches to the
@@ -470,6 +497,13 @@ impl StreamTransport {
         Ok(match name.to_str()? {
             "peername" => st.peername.as_ref().map(|p| p.clone_ref(py)),
             "sockname" => st.sockname.as_ref().map(|p| p.clone_ref(py)),
+            "oxloop_stats" => {
+                let this = slf.get();
+                let d = pyo3::types::PyDict::new(py);
+                d.set_item("bytes_in", this.bytes_in.load(Relaxed))?;
+                d.set_item("bytes_out", this.bytes_out.load(Relaxed))?;
+                Some(d.into_any().unbind())
+            }
             "socket" => {
                 if let Some(s) = &st.extra_socket {
                     return Ok(Some(s.clone_ref(py)));

@@ -50,6 +50,7 @@ impl StreamTransport {
                 };
                 match r {
                     Ok((sent, offered)) => {
+                        this.count_out(st.lp.as_ref(), sent);
                         st.wbuf.consume(sent, &mut released);
                         if st.wbuf.is_empty() || sent < offered {
                             break;
@@ -227,7 +228,11 @@ impl StreamTransport {
         let mut sent = 0;
         let was_empty = st.wbuf.is_empty();
         if was_empty {
-            match net::send(st.fd, slice) {
+            let r = net::send(st.fd, slice);
+            if let Ok(n) = r {
+                slf.get().count_out(st.lp.as_ref(), n);
+            }
+            match r {
                 Ok(n) if n == slice.len() => return Ok(()),
                 Ok(n) => sent = n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -345,7 +350,11 @@ impl StreamTransport {
                 iov[i] = IoSlice::new(v.as_slice());
             }
             let total: usize = items.iter().map(|(_, v)| v.len()).sum();
-            match net::send_vectored(st.fd, &iov[..n]) {
+            let r = net::send_vectored(st.fd, &iov[..n]);
+            if let Ok(s) = r {
+                slf.get().count_out(st.lp.as_ref(), s);
+            }
+            match r {
                 Ok(s) if s == total => return Ok(()),
                 Ok(s) => skip = s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}

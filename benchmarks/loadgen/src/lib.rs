@@ -3,6 +3,12 @@
 //!
 //! Sockets are plain `std` sockets in non-blocking mode, registered with mio
 //! through `SourceFd`, so one `Sock` type serves TCP and Unix streams alike.
+//! `tls::Stream` puts TLS (rustls) over a `Sock`; `drive` is the closed-loop
+//! run that the echo and HTTP (`http`) modes share.
+
+pub mod drive;
+pub mod http;
+pub mod tls;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -264,6 +270,18 @@ pub fn cpu_seconds() -> f64 {
         libc::getrusage(libc::RUSAGE_SELF, &mut ru);
         let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
         secs(ru.ru_utime) + secs(ru.ru_stime)
+    }
+}
+
+/// Stamp request number `seq` on a request's bytes (first and last 8), so
+/// that stale, reordered, duplicated or foreign bytes differ from it.
+pub fn stamp(tx: &mut [u8], seq: u64) {
+    let s = seq.to_le_bytes();
+    let n = tx.len().min(8);
+    tx[..n].copy_from_slice(&s[..n]);
+    if tx.len() >= 16 {
+        let len = tx.len();
+        tx[len - 8..].copy_from_slice(&(!seq).to_le_bytes());
     }
 }
 

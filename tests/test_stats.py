@@ -1,0 +1,292 @@
+"""loop.stats(): what the core measures responds to what the loop does.
+
+oxloop-only API (the stdlib loop has no stats), so these tests use the
+``oxloop`` fixture. The waits are real (time.sleep on the loop thread, on
+purpose: that is what the stats must show); bounds are one-sided so that a
+slow machine cannot fail them.
+"""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.abspath(__file__)
+
+
+def _line_of(func):
+    return func.__code__.co_firstlineno
+
+
+def _run(loop, coro):
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+
+
+def sleepy_callback():
+    time.sleep(0.05)
+
+
+def test_a_slow_callback_shows_with_its_name_and_file_line(oxloop):
+    loop = oxloop.new_event_loop(stats=True)
+    try:
+        loop.call_soon(sleepy_callback)
+        _run(loop, asyncio.sleep(0.01))
+        stats = loop.stats()
+    finally:
+        loop.close()
+    # (On a busy machine another callback may have been slower.)
+    (slow,) = [s for s in stats["slow_callbacks"] if s["name"] == "sleepy_callback"]
+    assert slow["kind"] == "callback"
+    assert slow["location"] == f"{HERE}:{_line_of(sleepy_callback)}"
+    assert slow["duration_ms"] >= 50
+    assert stats["busy_s"] >= 0.05
+    assert 0 < stats["busy_ratio"] <= 1
+
+
+async def blocking_task_body():
+    time.sleep(0.05)  # noqa: ASYNC251 - blocking on purpose
+    await asyncio.sleep(0)  # the task is suspended here after its slow step
+    return 1
+
+
+def test_a_slow_task_step_shows_its_coroutine_and_where_it_waits(oxloop):
+    loop = oxloop.new_event_loop(stats=True)
+    try:
+        assert _run(loop, blocking_task_body()) == 1
+        stats = loop.stats()
+    finally:
+        loop.close()
+    (slow,) = [s for s in stats["slow_callbacks"] if s["name"] == "blocking_task_body"
+               and s["duration_ms"] >= 50]
+    assert slow["kind"] == "task"
+    assert slow["location"] == f"{HERE}:{_line_of(blocking_task_body) + 2}"
+    assert slow["duration_ms"] >= 50
+
+
+def quick():
+    pass
+
+
+def test_slow_callbacks_keep_the_ten_longest_longest_first(oxloop):
+    loop = oxloop.new_event_loop(stats=True)
+    try:
+        for _ in range(200):
+            loop.call_soon(quick)
+        for _ in range(12):
+            loop.call_soon(time.sleep, 0.001)
+        loop.call_soon(sleepy_callback)
+        _run(loop, asyncio.sleep(0))
+        slow = loop.stats()["slow_callbacks"]
+    finally:
+        loop.close()
+    assert len(slow) == 10
+    durations = [s["duration_ms"] for s in slow]
+    assert durations == sorted(durations, reverse=True)
+    # 13 callbacks took 1 ms or more: the ten kept are among them (or
+    # slower still, on a busy machine).
+    assert durations[-1] >= 1.0
+    assert "sleepy_callback" in [s["name"] for s in slow]
+    sleeps = [s for s in slow if s["name"] == "sleep"]
+    assert sleeps and all(s["location"] == "" for s in sleeps)  # a builtin has no file
+
+
+def test_microsecond_callbacks_are_not_slow_ones(oxloop):
+    loop = oxloop.new_event_loop(stats=True)
+    try:
+        for _ in range(100):
+            loop.call_soon(quick)
+        _run(loop, asyncio.sleep(0))
+        stats = loop.stats()
+    finally:
+        loop.close()
+    assert stats["callbacks"] >= 100
+    assert all(s["duration_ms"] >= 0.1 for s in stats["slow_callbacks"])
+
+
+def test_lag_rises_when_the_loop_is_blocked(oxloop):
+    loop = oxloop.new_event_loop(stats=True)
+    try:
+        fired = []
+        # The timer is due in 10 ms but a callback holds the loop for 100 ms;
+        # the callback queued behind the blocker waits just as long.
+        loop.call_later(0.01, fired.append, "timer")
+        loop.call_soon(time.sleep, 0.1)
+        loop.call_soon(fired.append, "soon")
+        _run(loop, asyncio.sleep(0.05))
+        stats = loop.stats()
+    finally:
+        loop.close()
+    assert fired == ["soon", "timer"]
+    assert stats["lag_max_ms"] >= 85
+    # Two of the few samples are ~100 ms late: the p99 falls in their
+    # bucket (log buckets, within 12 %).
+    assert stats["lag_p99_ms"] >= 0.85 * 85
+    assert stats["lag_count"] >= 3
+    assert stats["lag_sum_s"] >= 0.17
+
+
+def test_lag_of_a_timer_is_counted_from_its_deadline(oxloop):
+    loop = oxloop.new_event_loop(stats=True)
+    try:
+        loop.call_at(loop.time() - 0.2, lambda: None)  # 200 ms late already
+        _run(loop, asyncio.sleep(0))
+        stats = loop.stats()
+    finally:
+        loop.close()
+    assert stats["lag_max_ms"] >= 200
+
+
+def test_counts_of_ready_timers_and_fds(oxloop):
+    loop = oxloop.new_event_loop(stats=True)
+    a, b = socket.socketpair()
+    try:
+        timers = [loop.call_later(100, lambda: None) for _ in range(3)]
+        timers[0].cancel()
+        loop.call_soon(lambda: None)
+        loop.call_soon(lambda: None)
+        loop.add_reader(a, lambda: None)
+        stats = loop.stats()
+        assert (stats["ready"], stats["timers"], stats["fds"]) == (2, 2, 1)
+        _run(loop, asyncio.sleep(0))
+        stats = loop.stats()
+        assert stats["ready"] == 0
+        assert stats["callbacks"] >= 3
+        assert stats["iterations"] >= 1
+        loop.remove_reader(a)
+        for t in timers:
+            t.cancel()
+    finally:
+        a.close()
+        b.close()
+        loop.close()
+
+
+def test_stats_off_measure_nothing(oxloop):
+    loop = oxloop.new_event_loop()
+    try:
+        loop.call_soon(sleepy_callback)
+        _run(loop, asyncio.sleep(0))
+        stats = loop.stats()
+        assert stats["enabled"] is False
+        assert stats["callbacks"] == 0
+        assert stats["slow_callbacks"] == []
+        assert stats["lag_max_ms"] == 0
+        loop.enable_stats(True)
+        _run(loop, asyncio.sleep(0))
+        assert loop.stats()["callbacks"] > 0
+        loop.enable_stats(False)
+        loop.reset_stats()
+        _run(loop, asyncio.sleep(0))
+        assert loop.stats()["callbacks"] == 0
+    finally:
+        loop.close()
+
+
+def test_reset_forgets_what_was_measured(oxloop):
+    loop = oxloop.new_event_loop(stats=True)
+    try:
+        loop.call_soon(sleepy_callback)
+        _run(loop, asyncio.sleep(0))
+        assert loop.stats()["slow_callbacks"]
+        loop.reset_stats()
+        stats = loop.stats()
+        assert stats["slow_callbacks"] == []
+        assert stats["callbacks"] == 0
+        assert stats["lag_count"] == 0
+    finally:
+        loop.close()
+
+
+def test_bytes_in_and_out_per_transport_and_per_loop(oxloop):
+    loop = oxloop.new_event_loop()  # counted with stats off too
+
+    async def main():
+        async def echo(reader, writer):
+            data = await reader.readexactly(3000)
+            writer.write(data + b"!")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"x" * 1000)
+        writer.writelines([b"y" * 1000, b"z" * 1000])
+        await writer.drain()
+        assert await reader.read() == b"x" * 1000 + b"y" * 1000 + b"z" * 1000 + b"!"
+        mine = writer.transport.get_extra_info("oxloop_stats")
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return mine
+
+    try:
+        mine = _run(loop, main())
+        totals = loop.stats()["transports"]
+    finally:
+        loop.close()
+    assert mine == {"bytes_in": 3001, "bytes_out": 3000}
+    # Both ends are on this loop.
+    assert totals == {"bytes_in": 6001, "bytes_out": 6001}
+
+
+def test_stats_can_be_read_from_another_thread_while_the_loop_runs(oxloop):
+    import threading
+
+    loop = oxloop.new_event_loop(stats=True)
+    seen = []
+
+    def reader():
+        for _ in range(50):
+            seen.append(loop.stats()["callbacks"])
+
+    async def main():
+        t = threading.Thread(target=reader)
+        t.start()
+        while t.is_alive():
+            await asyncio.sleep(0)
+        t.join()
+
+    try:
+        _run(loop, main())
+    finally:
+        loop.close()
+    assert len(seen) == 50 and seen == sorted(seen)
+
+
+@pytest.mark.parametrize("value, enabled", [("1", True), ("0", False)])
+def test_OXLOOP_STATS_turns_stats_on(value, enabled):
+    code = ("import oxloop; loop = oxloop.new_event_loop(); "
+            "print(loop.stats()['enabled']); loop.close()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, OXLOOP_STATS=value), check=True)
+    assert out.stdout.strip() == str(enabled)
+
+
+def test_turning_stats_on_again_reuses_no_old_clock_reading(oxloop):
+    loop = oxloop.new_event_loop(stats=True)
+    try:
+        _run(loop, asyncio.sleep(0))
+        loop.enable_stats(False)
+        time.sleep(0.5)  # the loop's last reading with stats on is old now
+
+        async def main():
+            loop.enable_stats(True)
+            loop.reset_stats()
+            loop.call_soon(quick)  # stamped with the loop's last reading
+            await asyncio.sleep(0)
+
+        _run(loop, main())
+        stats = loop.stats()
+    finally:
+        loop.close()
+    assert stats["callbacks"] >= 1
+    assert stats["lag_max_ms"] < 400
