@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the pytest suite on another CPython, against the wheel that
-# scripts/wheels.sh builds for it (installed into a venv that has only the
-# pytest* and anyio lines of requirements-dev.txt besides):
+# scripts/wheels.sh builds for it (installed into a venv that has the test
+# requirements of requirements-dev.txt besides):
 #
 #   bash scripts/pytest_on.sh 3.14                 # the whole suite
 #   bash scripts/pytest_on.sh 3.9 tests/proc -x    # arguments go to pytest
@@ -9,8 +9,8 @@
 # The wheel is (re)built first by `scripts/wheels.sh VERSION` (quick when
 # nothing changed) unless WHEELS_FRESH=1 says the caller just built them all.
 # The venv is cached (scripts/pythons.sh: $OXLOOP_CACHE/pytest-cpXY, or
-# /opt/sid/opt/wheels-pytest-cpXY for 3.14/3.15) and made again when the
-# pytest lines of requirements-dev.txt or the interpreter change; the wheel
+# /opt/sid/opt/wheels-pytest-cpXY for 3.14/3.15) and made again when those
+# requirements or the interpreter change; the wheel
 # is reinstalled into it at every run.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,14 +42,15 @@ wheel=""
 for f in dist/oxloop-*-"$abi"-"$abi"-*.whl; do [ -e "$f" ] && wheel="$f"; done
 [ -n "$wheel" ] || { say "no $abi wheel in dist/ (scripts/wheels.sh $ver makes it)"; exit 2; }
 
-reqs="$(grep -E '^(pytest|anyio)' requirements-dev.txt)"
+# requirements-dev.txt less the build tool and the demo's uvloop (oxloop comes
+# from the wheel); its environment markers pick versions per interpreter.
+reqs="$(grep -vE '^[[:space:]]*(#|$)|^(maturin|uvloop)\b' requirements-dev.txt)"
 key="$reqs $("$py" -c 'import sys; print(sys.version)')"
 if [ "$(cat "$venv/.pytest-key" 2>/dev/null)" != "$key" ]; then
-    say "making $venv with $py: $(echo $reqs)"
+    say "making $venv with $py"
     rm -rf "$venv"
     "$py" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-        -r <(printf '%s\n' "$reqs") >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r /dev/stdin >&2 <<< "$reqs"
     echo "$key" > "$venv/.pytest-key"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-index --no-deps \

@@ -209,6 +209,74 @@ def test_oxloop_main_stats_reports_each_loop(tmp_path):
     assert "oxloop --stats: loop 2 of 2 (closed)" in p.stderr
 
 
+def _reported(stderr, key):
+    """The values of `key` in a --stats report, one per loop."""
+    prefix = f"  {key}: "
+    return [float(line[len(prefix):]) for line in stderr.splitlines()
+            if line.startswith(prefix)]
+
+
+def test_oxloop_main_stats_reports_real_figures(tmp_path):
+    script = write(tmp_path / "work.py", """\
+        import asyncio
+        async def step(n):
+            for _ in range(n):
+                await asyncio.sleep(0)
+        async def main():
+            await asyncio.gather(*(step(20) for _ in range(5)))
+            await asyncio.sleep(0.01)
+        asyncio.run(main())
+        asyncio.run(main())
+    """)
+    p = run(["--stats", str(script)], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    callbacks = _reported(p.stderr, "callbacks")
+    assert len(callbacks) == 2, p.stderr
+    assert all(n >= 100 for n in callbacks), p.stderr  # 5 tasks x 20 steps
+    assert len(_reported(p.stderr, "busy_ratio")) == 2, p.stderr
+
+
+def test_oxloop_main_stats_with_virtual_time_skips_the_hour(tmp_path):
+    script = write(tmp_path / "hour.py", """\
+        import asyncio, time
+        async def main():
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            await asyncio.sleep(3600)
+            print(loop.time() - start >= 3600)
+        started = time.monotonic()
+        asyncio.run(main())
+        print(time.monotonic() - started < 30)
+    """)
+    p = run(["--virtual-time", "--stats", str(script)], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["True", "True"]
+    assert _reported(p.stderr, "callbacks")[0] >= 1, p.stderr
+    assert _reported(p.stderr, "idle_s")[0] >= 3600, p.stderr
+
+
+@pytest.mark.parametrize("flags", [[], ["--stats"]])
+def test_oxloop_main_new_event_loop_takes_stats(tmp_path, flags):
+    script = write(tmp_path / "own_stats.py", """\
+        import asyncio, oxloop
+        async def main():
+            for _ in range(10):
+                await asyncio.sleep(0)
+        loop = oxloop.new_event_loop(stats=True)
+        loop.run_until_complete(main())
+        print(loop.stats()["callbacks"] >= 10)
+        loop.close()
+        loop = oxloop.new_event_loop(stats=False, virtual_time=False)
+        loop.run_until_complete(main())
+        print(loop.stats()["callbacks"] >= 10)
+        loop.close()
+    """)
+    p = run([*flags, str(script)], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    # Without --stats the second loop keeps its stats off; with it, on.
+    assert p.stdout.splitlines() == ["True", "True" if flags else "False"]
+
+
 def test_oxloop_main_print_stats_formats_the_report(oxloop):
     import io
 

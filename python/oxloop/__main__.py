@@ -136,7 +136,7 @@ def make_factory(opts, loops):
     appended to `loops` when `loops` is a list."""
     return _install.make_factory(virtual_time=opts.virtual_time,
                                  grace=opts.grace, debug=opts.debug,
-                                 loops=loops)
+                                 stats=opts.stats, loops=loops)
 
 
 install = _install.install

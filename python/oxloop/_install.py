@@ -14,16 +14,22 @@ import sys
 import oxloop
 
 
-def make_factory(*, virtual_time=False, grace=None, debug=False, loops=None):
+def make_factory(*, virtual_time=False, grace=None, debug=False, stats=False,
+                 loops=None):
     """A loop factory; each new loop is appended to `loops` if it is a list.
-    It also stands in for `oxloop.new_event_loop` (whose `virtual_time`
-    keyword it takes: a program's explicit choice wins)."""
+    `stats` (`--stats`) turns `loop.stats()` on for every loop. It also
+    stands in for `oxloop.new_event_loop` (whose `virtual_time` and `stats`
+    keywords it takes: a program's explicit `virtual_time` wins; stats are
+    on if either asks)."""
     default_virtual_time = virtual_time
+    default_stats = stats
 
-    def new_event_loop(*, virtual_time=None):
+    def new_event_loop(*, virtual_time=None, stats=False):
         if virtual_time is None:
             virtual_time = default_virtual_time
         loop = oxloop.Loop(virtual_time=virtual_time)
+        if stats or default_stats:
+            loop.enable_stats(True)
         if virtual_time and grace is not None:
             loop.virtual_time_grace = grace
         if debug:

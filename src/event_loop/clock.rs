@@ -105,16 +105,18 @@ impl Clock {
 }
 
 impl Clock {
-    /// The same clock in whole nanoseconds (for the loop's statistics).
+    /// The same clock in whole nanoseconds (for the loop's statistics),
+    /// the skipped time included.
     #[inline]
     pub fn now_ns(&self) -> u64 {
         #[cfg(unix)]
-        {
-            crate::reactor::clock::monotonic_ns()
-        }
+        let t = crate::reactor::clock::monotonic_ns();
         #[cfg(not(unix))]
-        {
-            (self.now() * 1e9) as u64
+        let t = (self.real() * 1e9) as u64;
+        if self.is_virtual {
+            t + (self.offset() * 1e9) as u64
+        } else {
+            t
         }
     }
 }

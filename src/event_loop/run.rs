@@ -96,14 +96,15 @@ impl LoopCore {
             *this.events.lock() = events;
         }
         let io_split = this.state.lock().ready.len();
+        let mut jumped = false;
         if let Some(when) = jump_to {
-            this.virtual_jump(io_split + natives.len(), when);
+            jumped = this.virtual_jump(io_split + natives.len(), when);
         }
 
         // 3. Move due timers to the ready queue.
         let (now, now_ns) = if timing {
             this.stats
-                .after_poll(this, !skip_poll, queued_before, io_split)
+                .after_poll(this, !skip_poll || jumped, queued_before, io_split)
         } else {
             (this.clock.now(), 0)
         };

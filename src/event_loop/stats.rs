@@ -15,11 +15,13 @@
 //!   power of two, so a percentile is known within ±12 %), with sum and max.
 //! - duration: from one callback's start to the reading taken right after
 //!   it, which is the next one's start (one reading per callback). An
-//!   iteration that skips the poll takes the previous iteration's last
-//!   reading as its clock (`after_poll`, `carry`), so a chain of
-//!   `call_soon` callbacks reads the clock once per callback, as the loop
-//!   does without stats. Durations are summed as busy time, poll waits as
-//!   idle time.
+//!   iteration that skips the poll with callbacks already queued takes the
+//!   previous iteration's last reading as its clock (`after_poll`,
+//!   `carry`), so a chain of `call_soon` callbacks reads the clock once per
+//!   callback, as the loop does without stats; one with nothing queued (a
+//!   timer due, a virtual jump) reads it, or a due timer would stay unseen.
+//!   The clock is `Clock::now` (virtual time included). Durations are
+//!   summed as busy time, poll waits and virtual jumps as idle time.
 //! - slow callbacks: the `SLOW_KEEP` longest of at least `SLOW_MIN_NS`,
 //!   described by the Python half (`Loop._stats_describe`: qualified name and
 //!   file:line) only when a callback is longer than the shortest one kept,
@@ -322,19 +324,19 @@ impl LoopStats {
 }
 
 impl LoopStats {
-    /// After a poll that started at `poll_start` (NaN: skipped) and ended
-    /// at `now`: counts the iteration and the wait, and stamps the
-    /// `add_reader`/`add_writer` handles the poll queued
-    /// (`ready[before..after]`) as ready at `now`. A handle queued meanwhile
-    /// by `call_soon_threadsafe` keeps its own, later, stamp.
     /// The iteration's clock, in seconds and ns (the start of its first
-    /// callback). An iteration that skipped the poll (`polled` false) right
-    /// after one that ran callbacks takes that one's last reading (so a
-    /// chain of `call_soon` callbacks costs one reading per callback, as
-    /// without stats); else the clock is read. After a poll: counts the wait
-    /// (from the last reading) and stamps the `add_reader`/`add_writer`
-    /// handles it queued (`ready[before..after]`) as ready now; a handle
-    /// that `call_soon_threadsafe` queued meanwhile keeps its own stamp.
+    /// callback). An iteration that skipped the poll (`polled` false) with
+    /// callbacks already queued (`before > 0`), right after one that ran
+    /// callbacks, takes that one's last reading (so a chain of `call_soon`
+    /// callbacks costs one reading per callback, as without stats); else the
+    /// clock is read: with nothing queued the poll was skipped because a
+    /// timer is due by the clock (or the virtual clock jumped to it), and
+    /// an older reading would not see it due, nor would the next iteration
+    /// (the loop would spin). After a poll or a virtual jump (`polled`):
+    /// counts the wait (from the last reading; a jump's skipped time is
+    /// idle time) and stamps the `add_reader`/`add_writer` handles the poll
+    /// queued (`ready[before..after]`) as ready now; a handle that
+    /// `call_soon_threadsafe` queued meanwhile keeps its own stamp.
     pub(crate) fn after_poll(
         &self,
         lp: &LoopCore,
@@ -345,10 +347,13 @@ impl LoopStats {
         bump(&self.iterations, 1);
         let carried = self.carry.load(Relaxed);
         self.carry.store(0, Relaxed);
-        if !polled && carried != 0 {
+        if !polled && before > 0 && carried != 0 {
             return (carried as f64 * 1e-9, carried);
         }
-        let now = lp.clock.now_ns();
+        // `now()` itself decides which timers are due, so a virtual clock
+        // that jumped exactly to a deadline sees it due.
+        let secs = lp.clock.now();
+        let now = nanos(secs);
         self.last.store(now, Relaxed);
         if polled {
             // The wait began at the previous iteration's last reading.
@@ -364,7 +369,7 @@ impl LoopStats {
                 }
             }
         }
-        (now as f64 * 1e-9, now)
+        (secs, now)
     }
 
     /// At the end of an iteration: whether the next one may take its last

@@ -48,12 +48,14 @@ impl LoopCore {
     /// After the poll: jumps to `when` unless the wait was not quiet: `due`
     /// counts what is to run now (callbacks queued by ready fds, by
     /// signal handlers or from other threads, and native watchers), and a
-    /// real job may have started meanwhile.
-    pub(super) fn virtual_jump(&self, due: usize, when: f64) {
+    /// real job may have started meanwhile. Returns whether it jumped (the
+    /// loop's statistics then read the clock afresh and count the skipped
+    /// time as idle).
+    pub(super) fn virtual_jump(&self, due: usize, when: f64) -> bool {
         if due > 0 || self.real_jobs.load(Ordering::Acquire) > 0 {
-            return;
+            return false;
         }
-        self.clock.advance_to(when);
+        self.clock.advance_to(when) > 0.0
     }
 
     /// Wakes the reactor if the loop waits in it and nobody woke it yet.

@@ -1,7 +1,21 @@
 """Helpers for the stream/server parity tests (loopback only)."""
 
 import asyncio
+import os
 import socket
+
+
+def stdlib_keycert():
+    """CPython's own test certificate and key: Lib/test/certdata/keycert.pem
+    from 3.11 on, Lib/test/keycert.pem on 3.9 and 3.10; None if the
+    interpreter's test package is not installed."""
+    import test
+    base = os.path.dirname(test.__file__)
+    for path in (os.path.join(base, "certdata", "keycert.pem"),
+                 os.path.join(base, "keycert.pem")):
+        if os.path.exists(path):
+            return path
+    return None
 
 
 class RecordingProtocol(asyncio.Protocol):

@@ -13,6 +13,7 @@ import sys
 import tempfile
 
 from helpers import make_loop
+from netutil import stdlib_keycert
 
 import oxloop
 
@@ -80,7 +81,9 @@ def public(obj):
 # oxloop loops only, and checked to be there, so that the list cannot hide
 # a name that leaked by accident.
 OXLOOP_LOOP_EXTENSIONS = {"virtual_time", "virtual_time_grace",
-                          "virtual_time_skipped"}
+                          "virtual_time_skipped", "enable_stats", "stats",
+                          "reset_stats", "get_blocking_threshold",
+                          "set_blocking_threshold"}
 
 
 def loop_public(loop):
@@ -93,11 +96,8 @@ def loop_public(loop):
 
 
 def tls_contexts():
-    import test
-    cert = os.path.join(os.path.dirname(test.__file__), "certdata",
-                        "keycert.pem")
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(cert)
+    server.load_cert_chain(stdlib_keycert())
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client.check_hostname = False
     client.verify_mode = ssl.CERT_NONE

@@ -218,6 +218,8 @@ def test_client_callbacks_context(loop):
     assert got["lost"] == "cli-eof"
 
 
+# The test's own peer writes with a plain (blocking) socket/pipe call.
+@pytest.mark.blocking_on_purpose
 def test_resume_reading_context(loop):
     async def main():
         a, b = socket.socketpair()
@@ -290,6 +292,8 @@ def test_write_flow_callbacks_context(loop):
     assert resumed == (["connect"] if OWN_CONTEXT else ["writer"])
 
 
+# The test's own peer writes with a plain (blocking) socket/pipe call.
+@pytest.mark.blocking_on_purpose
 def test_datagram_callbacks_context(loop):
     class Dgram(asyncio.DatagramProtocol):
         def __init__(self):
@@ -329,6 +333,8 @@ def test_datagram_callbacks_context(loop):
     assert seen == [("made", "before"), ("data", "before"), ("lost", "closer")]
 
 
+# The test's own peer writes with a plain (blocking) socket/pipe call.
+@pytest.mark.blocking_on_purpose
 def test_read_pipe_callbacks_context(loop):
     async def main():
         r, w = os.pipe()
@@ -398,6 +404,8 @@ def test_subprocess_pipe_data_context(loop):
     assert seen[-2:] == [("exited", exit_ctx), ("lost", exit_ctx)]
 
 
+# The test's own peer writes with a plain (blocking) socket/pipe call.
+@pytest.mark.blocking_on_purpose
 def test_buffered_protocol_context(loop):
     class Buffered(asyncio.BufferedProtocol):
         def __init__(self):
