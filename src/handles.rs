@@ -25,6 +25,7 @@
 //!   comes back without GC tracking, so a cycle through a recycled handle
 //!   would never be collected (tests/test_gc.py catches it).
 
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -36,21 +37,49 @@ use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit};
 
 /// What a handle calls.
+///
+/// The fields are released by `Drop` with a plain `Py_DECREF`: a `Callback`
+/// lives only in a `Handle`, and every place that lets one go (the handle's
+/// deallocation, `cancel()`, the collector's `__clear__`, a failed
+/// `Py::new`) is attached to the interpreter, so PyO3's per-drop check of
+/// the thread state (a thread-local read for each of the three references)
+/// is not needed.
 pub(crate) struct Callback {
     /// The callable.
-    pub(crate) func: Py<PyAny>,
+    func: ManuallyDrop<Py<PyAny>>,
     /// Positional arguments.
-    pub(crate) args: Py<PyTuple>,
+    args: ManuallyDrop<Py<PyTuple>>,
     /// The `contextvars.Context` the call runs in.
-    pub(crate) context: Py<PyAny>,
+    context: ManuallyDrop<Py<PyAny>>,
+}
+
+impl Drop for Callback {
+    fn drop(&mut self) {
+        // SAFETY: see the type's doc: whoever drops a Callback is attached
+        // to the interpreter; each field is a strong reference we own and
+        // never use again (they are ManuallyDrop, so not released twice).
+        unsafe {
+            ffi::Py_DECREF(self.func.as_ptr());
+            ffi::Py_DECREF(self.args.as_ptr());
+            ffi::Py_DECREF(self.context.as_ptr());
+        }
+    }
+}
+
+/// A callback's three references, borrowed for one call (released with a
+/// direct `Py_DECREF` when they go, as `Bound` does).
+struct CallbackRef<'py> {
+    func: Bound<'py, PyAny>,
+    args: Bound<'py, PyTuple>,
+    context: Bound<'py, PyAny>,
 }
 
 impl Callback {
-    fn clone_ref(&self, py: Python<'_>) -> Self {
-        Self {
-            func: self.func.clone_ref(py),
-            args: self.args.clone_ref(py),
-            context: self.context.clone_ref(py),
+    fn bind<'py>(&self, py: Python<'py>) -> CallbackRef<'py> {
+        CallbackRef {
+            func: self.func.bind(py).clone(),
+            args: self.args.bind(py).clone(),
+            context: self.context.bind(py).clone(),
         }
     }
 }
@@ -102,6 +131,26 @@ impl Drop for ReprGuard {
 const CANCELLED: u8 = 1;
 /// `Handle::flags`: the timer sits in the loop's heap.
 const SCHEDULED: u8 = 2;
+/// `Handle::flags`: a `call_soon_threadsafe` handle of 3.14+ (see
+/// `ThreadSafeHandle`): `cancel()`/`cancelled()` from another thread wait
+/// while the callback runs.
+const THREADSAFE: u8 = 4;
+/// `Handle::flags`: the callback of a `THREADSAFE` handle is running.
+const RUNNING: u8 = 8;
+/// `Handle::flags`: a thread waits for `RUNNING` to clear (on `SETTLED`).
+const WAITERS: u8 = 16;
+
+/// Where threads wait for a thread-safe handle's callback to return (one
+/// pair for all handles: waiting is rare, and a wake-up is checked).
+static SETTLE_LOCK: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+static SETTLED: parking_lot::Condvar = parking_lot::Condvar::new();
+
+thread_local! {
+    /// Thread-safe handles whose callback runs on this thread (a callback
+    /// may cancel its own handle without waiting for itself, as asyncio's
+    /// re-entrant lock allows).
+    static RUNNING_HERE: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// What only timers have.
 pub(crate) struct TimerState {
@@ -136,9 +185,9 @@ impl Handle {
     ) -> Self {
         Self {
             inner: Mutex::new(Some(Callback {
-                func,
-                args,
-                context,
+                func: ManuallyDrop::new(func),
+                args: ManuallyDrop::new(args),
+                context: ManuallyDrop::new(context),
             })),
             flags: AtomicU8::new(0),
             source_traceback,
@@ -237,9 +286,9 @@ impl Handle {
         }
         if let Some(guard) = self.inner.try_lock() {
             if let Some(cb) = &*guard {
-                visit.call(&cb.func)?;
-                visit.call(&cb.args)?;
-                visit.call(&cb.context)?;
+                visit.call(&*cb.func)?;
+                visit.call(&*cb.args)?;
+                visit.call(&*cb.context)?;
             }
         }
         Ok(())
@@ -248,8 +297,56 @@ impl Handle {
     /// Runs the callback in its context. A cancelled handle does nothing.
     #[inline]
     pub(crate) fn run(&self, py: Python<'_>) -> PyResult<()> {
+        if self.flags.load(Ordering::Relaxed) & THREADSAFE != 0 {
+            return self.run_threadsafe(py);
+        }
+        self.run_plain(py)
+    }
+
+    /// Runs a thread-safe handle: `RUNNING` is set before the cancelled
+    /// check, so a `cancel()` from another thread either lands first (the
+    /// callback is skipped) or waits until the callback has returned.
+    #[cold]
+    fn run_threadsafe(&self, py: Python<'_>) -> PyResult<()> {
+        let id = self as *const Self as usize;
+        self.flags.fetch_or(RUNNING, Ordering::AcqRel);
+        RUNNING_HERE.with(|v| v.borrow_mut().push(id));
+        let result = self.run_plain(py);
+        RUNNING_HERE.with(|v| v.borrow_mut().retain(|&x| x != id));
+        let before = self.flags.fetch_and(!(RUNNING | WAITERS), Ordering::AcqRel);
+        if before & WAITERS != 0 {
+            // Taking the lock orders this wake-up after the waiter's wait.
+            let _guard = SETTLE_LOCK.lock();
+            SETTLED.notify_all();
+        }
+        result
+    }
+
+    /// For a thread-safe handle: returns once its callback is not running,
+    /// unless it runs on this very thread. The GIL is released meanwhile.
+    fn settle(&self, py: Python<'_>) {
+        if self.flags.load(Ordering::Acquire) & RUNNING == 0 {
+            return;
+        }
+        let id = self as *const Self as usize;
+        if RUNNING_HERE.with(|v| v.borrow().contains(&id)) {
+            return;
+        }
+        py.detach(|| {
+            let mut guard = SETTLE_LOCK.lock();
+            // WAITERS is set and RUNNING checked in one step: the runner
+            // clears both in one step too, and then notifies under the lock.
+            while self.flags.fetch_or(WAITERS, Ordering::AcqRel) & RUNNING != 0 {
+                SETTLED.wait(&mut guard);
+            }
+            self.flags.fetch_and(!WAITERS, Ordering::AcqRel);
+        });
+    }
+
+    #[inline]
+    fn run_plain(&self, py: Python<'_>) -> PyResult<()> {
         let cb = match &*self.inner.lock() {
-            Some(cb) if !self.is_cancelled() => cb.clone_ref(py),
+            Some(cb) if !self.is_cancelled() => cb.bind(py),
             _ => return Ok(()),
         };
         let ctx = cb.context.as_ptr();
@@ -258,9 +355,9 @@ impl Handle {
             // Not a Context (call_soon takes any object, as asyncio's
             // Handle does): call its `run` as asyncio does, which for most
             // objects raises AttributeError, reported like any callback's.
-            let run = cb.context.bind(py).getattr(pyo3::intern!(py, "run"))?;
-            let mut all = vec![cb.func.clone_ref(py).into_bound(py)];
-            all.extend(cb.args.bind(py).iter());
+            let run = cb.context.getattr(pyo3::intern!(py, "run"))?;
+            let mut all = vec![cb.func.clone()];
+            all.extend(cb.args.iter());
             return run.call1(PyTuple::new(py, all)?).map(drop);
         }
         // SAFETY: `ctx` is a live `contextvars.Context` (checked just above)
@@ -268,8 +365,7 @@ impl Handle {
         if unsafe { ffi::PyContext_Enter(ctx) } < 0 {
             return Err(PyErr::fetch(py));
         }
-        let args = cb.args.bind(py);
-        let func = cb.func.bind(py);
+        let (args, func) = (&cb.args, &cb.func);
         let result = if args.is_empty() {
             func.call0()
         } else {
@@ -289,7 +385,7 @@ impl Handle {
         let Some(_guard) = ReprGuard::enter(self as *const Self as usize) else {
             return Ok("...".into());
         };
-        let cb = self.inner.lock().as_ref().map(|cb| cb.clone_ref(py));
+        let cb = self.inner.lock().as_ref().map(|cb| cb.bind(py));
         let mut text = String::new();
         if let Some(cb) = cb {
             let helpers = py.import("asyncio.format_helpers")?;
@@ -323,11 +419,22 @@ impl Handle {
 #[pymethods]
 impl Handle {
     /// Cancels the callback; a no-op if it already ran or was cancelled.
-    fn cancel(&self) {
+    /// On a thread-safe handle, waits while the callback runs on another
+    /// thread.
+    fn cancel(&self, py: Python<'_>) {
+        if self.flags.load(Ordering::Relaxed) & THREADSAFE == 0 {
+            self.cancel_inner();
+            return;
+        }
+        self.settle(py);
         self.cancel_inner();
+        // The callback may have started between the two: it saw no
+        // cancellation, so wait for it as if it had started first.
+        self.settle(py);
     }
 
-    fn cancelled(&self) -> bool {
+    fn cancelled(&self, py: Python<'_>) -> bool {
+        self.settle(py);
         self.is_cancelled()
     }
 
@@ -382,6 +489,53 @@ impl Handle {
     fn __clear__(&self) {
         let taken = self.inner.lock().take();
         drop(taken);
+    }
+}
+
+/// `call_soon_threadsafe`'s handle on CPython 3.14+, where asyncio's
+/// `_ThreadSafeHandle` makes `cancel()` and `cancelled()` from another
+/// thread wait while the callback runs (the `THREADSAFE` flag of the base
+/// handle; see `Handle::run_threadsafe` and `Handle::settle`). Like asyncio's
+/// class it is an `asyncio.Handle`: its `__class__` names
+/// `asyncio.events._ThreadSafeHandle`, so `isinstance` answers as for
+/// asyncio's handle, while `type()` shows this native class.
+#[pyclass(frozen, extends = Handle, name = "_ThreadSafeHandle", module = "oxloop._core")]
+pub struct ThreadSafeHandle;
+
+/// `asyncio.events._ThreadSafeHandle` (None before 3.14).
+static STDLIB_THREADSAFE: pyo3::sync::PyOnceLock<Option<Py<PyAny>>> = pyo3::sync::PyOnceLock::new();
+
+/// asyncio's thread-safe handle class, if this Python has one.
+pub(crate) fn stdlib_threadsafe(py: Python<'_>) -> PyResult<Option<&Py<PyAny>>> {
+    STDLIB_THREADSAFE
+        .get_or_try_init(py, || {
+            let events = py.import("asyncio.events")?;
+            Ok::<_, PyErr>(events.getattr_opt("_ThreadSafeHandle")?.map(Bound::unbind))
+        })
+        .map(Option::as_ref)
+}
+
+impl ThreadSafeHandle {
+    /// A thread-safe handle around `base` (made by `Handle::new`).
+    pub(crate) fn create(py: Python<'_>, base: Handle) -> PyResult<Bound<'_, ThreadSafeHandle>> {
+        base.flags.fetch_or(THREADSAFE, Ordering::Relaxed);
+        Bound::new(
+            py,
+            PyClassInitializer::from(base).add_subclass(ThreadSafeHandle),
+        )
+    }
+}
+
+#[pymethods]
+impl ThreadSafeHandle {
+    /// asyncio's `_ThreadSafeHandle`, which this handle stands for.
+    #[getter]
+    fn __class__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        Ok(match stdlib_threadsafe(py)? {
+            Some(cls) => cls.clone_ref(py),
+            None => slf.get_type().into_any().unbind(),
+        })
     }
 }
 

@@ -28,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<udp::UdpTransport>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<handles::ThreadSafeHandle>()?;
     m.add_class::<transports::stream::StreamTransport>()?;
     m.add_class::<transports::pipe::PipeTransport>()?;
     m.add_class::<server::StreamListener>()?;

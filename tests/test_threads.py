@@ -512,3 +512,86 @@ def test_threadsafe_handle_cancelling_itself_still_completes(loop, expect_errors
     assert isinstance(ctx["exception"], ZeroDivisionError)
     assert ctx["handle"] is handles[0]
     assert ctx["message"].startswith("Exception in callback ")
+
+
+# -- 3.14's thread-safe handle ---------------------------------------------
+
+needs_threadsafe_handle = pytest.mark.skipif(
+    not hasattr(asyncio.events, "_ThreadSafeHandle"),
+    reason="asyncio's _ThreadSafeHandle is new in 3.14")
+
+
+def _run_with_slow_callback(loop, in_thread):
+    """Runs a callback that takes 0.3 s, scheduled from a thread that then
+    calls `in_thread(handle, finished)` once the callback has started."""
+    started, finished = threading.Event(), threading.Event()
+
+    def callback():
+        started.set()
+        time.sleep(0.3)
+        finished.set()
+
+    def worker():
+        try:
+            handle = loop.call_soon_threadsafe(callback)
+            assert started.wait(WAKE_BOUND)
+            return in_thread(handle, finished)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        result = pool.submit(worker)
+        loop.run_forever()
+        return result.result(WAKE_BOUND)
+
+
+@needs_threadsafe_handle
+def test_threadsafe_handle_is_asyncio_thread_safe_handle(loop):
+    h = loop.call_soon_threadsafe(lambda: None)
+    assert isinstance(h, asyncio.events._ThreadSafeHandle)
+    assert isinstance(h, asyncio.Handle)
+    assert not isinstance(h, asyncio.TimerHandle)
+    assert "_ThreadSafeHandle" in repr(h)
+    h.cancel()
+    assert h.cancelled()
+
+
+@needs_threadsafe_handle
+def test_threadsafe_handle_cancelled_waits_for_running_callback(loop):
+    def check(handle, finished):
+        return (handle.cancelled(), finished.is_set())
+
+    assert _run_with_slow_callback(loop, check) == (False, True)
+
+
+@needs_threadsafe_handle
+def test_threadsafe_handle_cancel_waits_for_running_callback(loop):
+    def cancel(handle, finished):
+        handle.cancel()
+        return (finished.is_set(), handle.cancelled())
+
+    assert _run_with_slow_callback(loop, cancel) == (True, True)
+
+
+@needs_threadsafe_handle
+def test_threadsafe_handle_cancels_itself_without_waiting(loop):
+    box = []
+
+    def callback():
+        box[0].cancel()
+        box.append(box[0].cancelled())
+        loop.stop()
+
+    box.append(loop.call_soon_threadsafe(callback))
+    loop.run_forever()
+    assert box[1:] == [True]
+
+
+@needs_threadsafe_handle
+def test_threadsafe_handle_cancelled_before_run_is_skipped(loop):
+    out = []
+    h = loop.call_soon_threadsafe(out.append, 1)
+    h.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == [] and h.cancelled()

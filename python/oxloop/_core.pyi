@@ -17,7 +17,7 @@ from typing import Any, Protocol, final
 from typing_extensions import Buffer, Self, disjoint_base
 
 __all__ = [
-    "LoopCore", "SockOps", "SockOp", "UdpTransport", "Handle", "TimerHandle",
+    "LoopCore", "SockOps", "SockOp", "UdpTransport", "Handle", "TimerHandle", "_ThreadSafeHandle",
     "StreamTransport", "PipeTransport", "StreamListener", "stat_path", "stat_fd",
     "remove_socket_path", "unlink_if_inode", "sendfile", "try_wait",
     "_stats_enable", "_stats_reset", "_stats_set_blocking", "_stats_probe", "_stats_snapshot",
@@ -50,6 +50,11 @@ class TimerHandle(Handle):
     def __le__(self, other: object, /) -> bool: ...
     def __gt__(self, other: object, /) -> bool: ...
     def __ge__(self, other: object, /) -> bool: ...
+
+@final
+class _ThreadSafeHandle(Handle):
+    """3.14+: what `call_soon_threadsafe` returns; its `__class__` is
+    `asyncio.events._ThreadSafeHandle`."""
 
 @disjoint_base
 class LoopCore:

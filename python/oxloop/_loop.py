@@ -42,10 +42,6 @@ _PY312 = sys.version_info >= (3, 12)
 _CREATE_TASK_KWARGS = bool(
     asyncio.base_events.BaseEventLoop.create_task.__code__.co_flags
     & inspect.CO_VARKEYWORDS)
-# CPython 3.14+: call_soon_threadsafe returns an `events._ThreadSafeHandle`,
-# whose lock makes a `cancel()` or `cancelled()` from another thread wait for
-# a callback that is running (None before 3.14).
-_ThreadSafeHandle = getattr(events, "_ThreadSafeHandle", None)
 # asyncio.iscoroutinefunction warns from 3.14 on; asyncio calls this twin.
 _iscoroutinefunction = getattr(asyncio.coroutines, "_iscoroutinefunction",
                                asyncio.coroutines.iscoroutinefunction)
@@ -234,27 +230,10 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
     # -- scheduling --------------------------------------------------------
 
     # call_soon, call_later, call_at and call_soon_threadsafe are native
-    # (LoopCore); from 3.14 on call_soon_threadsafe hands out asyncio's own
-    # thread-safe handle, which the native queue runs through its `_run`
-    # (that method takes the handle's lock, skips a cancelled callback and
-    # reports an exception as asyncio does).
-
-    if _ThreadSafeHandle is not None:
-        def call_soon_threadsafe(self, callback, *args, context=None):
-            """Like call_soon(), but thread-safe.
-
-            The handle's `cancel()` and `cancelled()`, called from another
-            thread while the callback runs, wait until it has returned.
-            """
-            self._check_closed()
-            if self.get_debug():
-                self._check_callback(callback, "call_soon_threadsafe")
-            handle = _ThreadSafeHandle(callback, args, self, context)
-            if handle._source_traceback:
-                # This frame and _ThreadSafeHandle.__init__'s.
-                del handle._source_traceback[-2:]
-            _core.LoopCore.call_soon_threadsafe(self, handle._run)
-            return handle
+    # (LoopCore); from 3.14 on call_soon_threadsafe hands out a native
+    # handle with the semantics of asyncio's `_ThreadSafeHandle` (its
+    # `cancel()` and `cancelled()` from another thread wait for a running
+    # callback), which `isinstance` takes for asyncio's class.
 
     # -- futures and tasks -------------------------------------------------
 

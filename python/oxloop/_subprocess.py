@@ -160,9 +160,13 @@ class SubprocessMixin:
     async def _proc_make_transport(self, protocol, args, shell, stdin,
                                    stdout, stderr, bufsize, extra=None,
                                    **kwargs):
-        installed = _installed_watcher()
-        if installed is not None:
-            with installed as watcher:
+        watcher = _installed_watcher()
+        if watcher is not None:
+            # As asyncio: < 3.12 uses what __enter__ returns, 3.12+ the
+            # watcher itself.
+            with watcher as entered:
+                if not _PY312:
+                    watcher = entered
                 if not watcher.is_active():
                     raise RuntimeError(
                         "asyncio.get_child_watcher() is not activated, "

@@ -183,7 +183,18 @@ impl LoopCore {
         if self.debug.load(Ordering::Relaxed) {
             Self::check_callback(py, &callback, "call_soon_threadsafe")?;
         }
-        let handle = self.make_handle(py, callback, args, context, true)?;
+        if crate::handles::stdlib_threadsafe(py)?.is_none() {
+            let handle = self.make_handle(py, callback, args, context, true)?;
+            self.push_ready(handle.clone_ref(py), true)?;
+            return Ok(handle);
+        }
+        // 3.14+: asyncio's thread-safe handle semantics (see handles.rs).
+        let ctx = Self::context_for(py, context)?;
+        let tb = self.source_traceback(py)?;
+        let base = Handle::new(callback.unbind(), args.unbind(), ctx, tb);
+        let handle = crate::handles::ThreadSafeHandle::create(py, base)?;
+        custody::adopt(py, handle.as_unbound());
+        let handle = handle.into_super().unbind();
         self.push_ready(handle.clone_ref(py), true)?;
         Ok(handle)
     }
