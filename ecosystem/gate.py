@@ -235,6 +235,8 @@ def run_suite(name, suite, vpy, src, loop, outdir, selection, budget, tag=""):
             res = json.load(f)
     counts = {"oxloop": 0, "uvloop": 0, "stdlib": 0}
     for fn in os.listdir(counts_dir):
+        if not fn.endswith(".json"):
+            continue  # a process killed before it renamed its counts file
         with open(os.path.join(counts_dir, fn)) as f:
             for k, v in json.load(f).items():
                 counts[k] += v

@@ -39,9 +39,14 @@ def _write_counts():
     outdir = os.environ.get("ECO_COUNT_DIR")
     if not outdir:
         return
+    # Written to a temporary name and renamed: a process killed while it
+    # writes (a test's child, a timeout) leaves no half-written file for the
+    # gate to read.
+    path = os.path.join(outdir, f"{os.getpid()}.json")
     try:
-        with open(os.path.join(outdir, f"{os.getpid()}.json"), "w") as f:
+        with open(path + ".tmp", "w") as f:
             json.dump(counts, f)
+        os.replace(path + ".tmp", path)
     except OSError:
         pass
 
