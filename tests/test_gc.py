@@ -407,7 +407,6 @@ def test_collections_while_handles_in_cycles_are_queued(fresh):
         assert errors == [] and damaged == []
         assert sorted(ran) == sorted(expected)
         assert [t.result() for t in tasks] == list(range(50))
-        del futs, tasks, far
         run_briefly(loop)
         loop.set_exception_handler(None)
         loop.close()
