@@ -116,13 +116,13 @@ impl StreamTransport {
                 .map(drop),
             None => Ok(()),
         };
-        let (lp, token, sock, wrapper, protocol, kind, server, waiter, sendfile, ctxs) = {
+        let (lp, reg, sock, wrapper, protocol, kind, server, waiter, sendfile, ctxs) = {
             let mut st = slf.get().st.lock();
             st.fd = -1;
             let ctxs = (st.ctx.take(), st.read_ctx.take(), st.write_ctx.take());
             (
                 st.lp.take(),
-                st.token.take(),
+                st.reg.take(),
                 std::mem::replace(&mut st.sock, Sock::Closed),
                 st.wrapper.take(),
                 st.protocol.take(),
@@ -133,8 +133,8 @@ impl StreamTransport {
                 ctxs,
             )
         };
-        if let (Some(lp), Some(token)) = (&lp, token) {
-            lp.get().io_unregister(token);
+        if let Some(lp) = &lp {
+            reg.deregister(lp.get());
         }
         let closed = close_sock(py, sock);
         if let Some(server) = server {

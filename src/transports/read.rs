@@ -95,11 +95,7 @@ impl StreamTransport {
                 _ => return Ok(()),
             }
         }
-        let token = this.st.lock().token;
-        if let Some(token) = token {
-            lp.get().io_rearm(token)?;
-        }
-        Ok(())
+        this.st.lock().reg.rearm(lp.get())
     }
 
     /// One `recv` + `data_received`. `Some(full)` if data came (full: the

@@ -27,7 +27,7 @@ pub(crate) use super::stream_state::{ProtoKind, Sock, St};
 use crate::contexts::{fixed_or_copy, run_in};
 use crate::errors;
 use crate::event_loop::io::IoWatcher;
-use crate::event_loop::LoopCore;
+use crate::event_loop::{LoopCore, Registration};
 use crate::reactor::net::{self};
 use crate::reactor::{Readiness, Want};
 
@@ -163,8 +163,7 @@ impl StreamTransport {
             protocol: None,
             kind: None,
             server: None,
-            token: None,
-            want: None,
+            reg: Registration::new(),
             started: false,
             paused: false,
             read_eof: false,
@@ -250,24 +249,13 @@ impl StreamTransport {
         let write = !st.wbuf.is_empty() || st.sendfile.is_some();
         let want = match Want::from_flags(read, write) {
             Some(w) => w,
-            None if st.token.is_some() => Want::Write,
+            None if st.reg.is_registered() => Want::Write,
             None => return Ok(()),
         };
         let Some(lp) = st.lp(py) else { return Ok(()) };
-        match st.token {
-            Some(token) => {
-                if st.want != Some(want) {
-                    lp.get().io_set_want(token, Some(want))?;
-                    st.want = Some(want);
-                }
-            }
-            None => {
-                let watcher: Arc<dyn IoWatcher> = Arc::new(Watch(slf.clone().unbind()));
-                st.token = Some(lp.get().io_register(st.fd, want, watcher)?);
-                st.want = Some(want);
-            }
-        }
-        Ok(())
+        let fd = st.fd;
+        st.reg
+            .set_interest(lp.get(), fd, want, || Arc::new(Watch(slf.clone().unbind())))
     }
 }
 
@@ -526,8 +514,8 @@ impl StreamTransport {
         }
         info.push(format!("fd={}", st.fileno));
         if !matches!(st.sock, Sock::Closed) {
-            let read = st.token.is_some() && matches!(st.want, Some(Want::Read | Want::Both));
-            let write = st.token.is_some() && !st.wbuf.is_empty();
+            let read = matches!(st.reg.interest(), Some(Want::Read | Want::Both));
+            let write = st.reg.is_registered() && !st.wbuf.is_empty();
             info.push(format!("read={}", if read { "polling" } else { "idle" }));
             info.push(format!(
                 "write=<{}, bufsize={}>",
@@ -547,17 +535,17 @@ impl StreamTransport {
     /// transport, after it warned).
     fn _dispose(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (lp, token, sock) = {
+        let (lp, reg, sock) = {
             let mut st = slf.get().st.lock();
             st.fd = -1;
             (
                 st.lp.take(),
-                st.token.take(),
+                st.reg.take(),
                 std::mem::replace(&mut st.sock, Sock::Closed),
             )
         };
-        if let (Some(lp), Some(token)) = (&lp, token) {
-            lp.get().io_unregister(token);
+        if let Some(lp) = &lp {
+            reg.deregister(lp.get());
         }
         close_sock(py, sock)
     }

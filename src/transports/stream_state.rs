@@ -7,8 +7,7 @@ use std::os::fd::{OwnedFd, RawFd};
 use pyo3::prelude::*;
 
 use super::flow::{FlowControl, WriteBuffer};
-use crate::event_loop::LoopCore;
-use crate::reactor::Want;
+use crate::event_loop::{LoopCore, Registration};
 
 /// Who owns the socket.
 pub(crate) enum Sock {
@@ -53,10 +52,8 @@ pub(crate) struct St {
     pub(crate) kind: Option<ProtoKind>,
     /// The `Server` that accepted the connection.
     pub(crate) server: Option<Py<PyAny>>,
-    /// The reactor token while registered.
-    pub(crate) token: Option<usize>,
-    /// What the reactor watches for.
-    pub(crate) want: Option<Want>,
+    /// The claim on `fd` in the loop's table, and what it is watched for.
+    pub(crate) reg: Registration,
     /// Reading was started (after `connection_made`).
     pub(crate) started: bool,
     /// `pause_reading()`.

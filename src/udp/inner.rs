@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyOSError};
@@ -18,7 +18,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::contexts::run_in;
 use crate::event_loop::io::IoWatcher;
-use crate::event_loop::LoopCore;
+use crate::event_loop::{LoopCore, Registration};
 use crate::reactor::sockets::{self as sys, Addr};
 use crate::reactor::{Readiness, Want};
 
@@ -37,10 +37,8 @@ thread_local! {
 /// The transport's mutable part.
 #[derive(Default)]
 pub(crate) struct UState {
-    /// The loop's token while registered.
-    pub(crate) token: Option<usize>,
-    /// What the loop watches for.
-    pub(crate) want: Option<Want>,
+    /// The claim on the fd in the loop's table, and what it is watched for.
+    pub(crate) reg: Registration,
     /// `connection_made` was scheduled and reading started.
     pub(crate) started: bool,
     /// `pause_reading()` is in effect.
@@ -137,29 +135,18 @@ impl UdpInner {
         let mut st = self.state.lock();
         let read = st.started && !st.paused && !st.closing && st.sock.is_some();
         let write = !st.buffer.is_empty() && st.sock.is_some();
-        let want = Want::from_flags(read, write);
-        if want == st.want {
-            return Ok(());
-        }
-        match (st.token, want) {
-            (Some(t), None) => {
-                st.token = None;
-                st.want = None;
+        match Want::from_flags(read, write) {
+            Some(w) => st.reg.set_interest(lp, self.fd, w, || {
+                self.me.upgrade().expect("alive while called")
+            }),
+            None => {
+                // The entry may hold the last reference to us: let go of
+                // our lock before it is dropped.
+                let reg = st.reg.take();
                 drop(st);
-                lp.io_set_want(t, None)
-            }
-            (Some(t), Some(w)) => {
-                st.want = want;
-                lp.io_set_want(t, Some(w))
-            }
-            (None, Some(w)) => {
-                let me = self.me.upgrade().expect("alive while called") as Arc<dyn IoWatcher>;
-                let t = lp.io_register(self.fd, w, me)?;
-                st.token = Some(t);
-                st.want = want;
+                reg.deregister(lp);
                 Ok(())
             }
-            (None, None) => Ok(()),
         }
     }
 
@@ -498,10 +485,7 @@ impl IoWatcher for UdpInner {
         }
         self.sync(lp.get())?;
         if !drained {
-            let token = self.state.lock().token;
-            if let Some(t) = token {
-                lp.get().io_rearm(t)?;
-            }
+            self.state.lock().reg.rearm(lp.get())?;
         }
         result
     }
