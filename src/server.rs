@@ -164,7 +164,7 @@ impl StreamListener {
         slf: &Bound<'_, Self>,
         lp: &Bound<'_, LoopCore>,
         conn: std::os::fd::OwnedFd,
-        addr: socket2::SockAddr,
+        addr: crate::reactor::addr::RawAddr,
     ) -> PyResult<()> {
         let py = slf.py();
         let (factory, server, class, (nodelay, sock_proto), ctx, fixed_ctx) = {

@@ -98,7 +98,7 @@ pub(crate) enum Outcome {
 }
 
 fn os_outcome(e: std::io::Error) -> Outcome {
-    if sys::would_block(&e) {
+    if crate::reactor::would_block(&e) {
         Outcome::Pending
     } else {
         Outcome::Failed(crate::errors::os_error(e))

@@ -17,18 +17,18 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyString;
 use pyo3::{intern, PyTraverseError, PyVisit};
-use socket2::SockAddr;
 
+use super::addr_to_py;
 use super::flow::{FlowControl, WriteBuffer};
 pub(crate) use super::lifecycle::{close_sock, set_exception_unless_done, set_result_unless_done};
 use super::recv_bytes::ReadSizeHint;
-use super::sockaddr_to_py;
 pub(crate) use super::stream_state::{ProtoKind, Sock, St};
 use crate::contexts::{fixed_or_copy, run_in};
 use crate::errors;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::{LoopCore, Registration};
-use crate::reactor::net::{self};
+use crate::reactor::addr::{self, RawAddr};
+use crate::reactor::net;
 use crate::reactor::{Readiness, Want};
 
 /// The native core of a stream transport.
@@ -133,9 +133,9 @@ pub(crate) fn cached<'py>(
         .map(|o| o.bind(py).clone())
 }
 
-fn addr_or_none(py: Python<'_>, addr: std::io::Result<SockAddr>) -> Option<Py<PyAny>> {
+fn addr_or_none(py: Python<'_>, addr: std::io::Result<RawAddr>) -> Option<Py<PyAny>> {
     addr.ok()
-        .and_then(|a| sockaddr_to_py(py, &a).ok())
+        .and_then(|a| addr_to_py(py, addr::decode(&a)).ok())
         .map(Bound::unbind)
 }
 
@@ -145,13 +145,13 @@ impl StreamTransport {
         lp: Py<LoopCore>,
         fd: RawFd,
         sock: Sock,
-        peer: Option<SockAddr>,
+        peer: Option<RawAddr>,
         name: &'static str,
     ) -> St {
-        let sockname = addr_or_none(py, net::local_addr(fd));
+        let sockname = addr_or_none(py, addr::local_addr(fd));
         let peername = match peer {
             Some(a) => addr_or_none(py, Ok(a)),
-            None => addr_or_none(py, net::peer_addr(fd)),
+            None => addr_or_none(py, addr::peer_addr(fd)),
         };
         St {
             fd,
@@ -190,7 +190,7 @@ impl StreamTransport {
         py: Python<'_>,
         lp: Py<LoopCore>,
         fd: OwnedFd,
-        peer: SockAddr,
+        peer: RawAddr,
         nodelay: bool,
         proto: i32,
     ) -> PyResult<Py<Self>> {
@@ -198,12 +198,12 @@ impl StreamTransport {
         if nodelay {
             let _ = net::set_nodelay(raw);
         }
-        let name = if peer.is_unix() {
+        let family = peer.family();
+        let name = if family == libc::AF_UNIX {
             "UnixTransport"
         } else {
             "TCPTransport"
         };
-        let family = i32::from(peer.family());
         let mut st = Self::new_state(py, lp, raw, Sock::Rust(fd), Some(peer), name);
         st.sock_kind = (family, libc::SOCK_STREAM, proto);
         Py::new(py, Self::with_state(st))

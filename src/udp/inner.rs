@@ -19,8 +19,11 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::contexts::run_in;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::{LoopCore, Registration};
-use crate::reactor::sockets::{self as sys, Addr};
+use crate::reactor::addr::{self, RawAddr};
+use crate::reactor::sockets as sys;
+use crate::reactor::would_block;
 use crate::reactor::{Readiness, Want};
+use crate::transports::addr_to_py;
 
 /// asyncio's `_SelectorTransport.max_size`: the largest datagram read.
 pub(crate) const MAX_SIZE: usize = 256 * 1024;
@@ -92,21 +95,6 @@ pub(crate) struct UdpInner {
     pub(crate) state: Mutex<UState>,
 }
 
-fn addr_to_py(py: Python<'_>, addr: Addr) -> PyResult<Py<PyAny>> {
-    Ok(match addr {
-        Addr::None | Addr::Other => py.None(),
-        Addr::V4(h, p) => (h, p).into_pyobject(py)?.into_any().unbind(),
-        Addr::V6(h, p, f, s) => (h, p, f, s).into_pyobject(py)?.into_any().unbind(),
-        Addr::UnixAbstract(b) => PyBytes::new(py, &b).into_any().unbind(),
-        Addr::UnixPath(b) => {
-            // PyUnicode_DecodeFSDefault, as socket.recvfrom.
-            let os = py.import(intern!(py, "os"))?;
-            os.call_method1(intern!(py, "fsdecode"), (PyBytes::new(py, &b),))?
-                .unbind()
-        }
-    })
-}
-
 pub(crate) fn would_block_err(py: Python<'_>, e: &PyErr) -> bool {
     e.is_instance_of::<PyBlockingIOError>(py) || e.is_instance_of::<PyInterruptedError>(py)
 }
@@ -163,7 +151,7 @@ impl UdpInner {
     /// for this socket's family; None when only the `socket` module can
     /// tell (names, out-of-range values, other families, odd types), so that
     /// its parsing and errors stay the reference.
-    fn native_addr(&self, addr: &Bound<'_, PyAny>) -> Option<sys::RawAddr> {
+    fn native_addr(&self, addr: &Bound<'_, PyAny>) -> Option<RawAddr> {
         let t = addr.cast_exact::<PyTuple>().ok()?;
         let n = t.len();
         let ok_len = match self.family {
@@ -187,21 +175,21 @@ impl UdpInner {
         let port = u16::try_from(int(1)?).ok()?;
         let flowinfo = u32::try_from(int(2)?).ok().filter(|f| *f <= 0xfffff)?;
         let scope_id = u32::try_from(int(3)?).ok()?;
-        sys::inet_addr(self.family, host, port, flowinfo, scope_id)
+        addr::inet_addr(self.family, host, port, flowinfo, scope_id)
     }
 
     pub(crate) fn send_one(&self, py: Python<'_>, data: &[u8], addr: Option<&Py<PyAny>>) -> Sent {
         if self.connected {
             return match sys::send(self.fd, data) {
                 Ok(_) => Sent::Ok,
-                Err(e) if sys::would_block(&e) => Sent::WouldBlock,
+                Err(e) if would_block(&e) => Sent::WouldBlock,
                 Err(e) => Sent::Error(crate::errors::os_error(e)),
             };
         }
         if let Some(raw) = addr.and_then(|a| self.native_addr(a.bind(py))) {
             return match sys::sendto(self.fd, data, &raw) {
                 Ok(_) => Sent::Ok,
-                Err(e) if sys::would_block(&e) => Sent::WouldBlock,
+                Err(e) if would_block(&e) => Sent::WouldBlock,
                 Err(e) => Sent::Error(crate::errors::os_error(e)),
             };
         }
@@ -375,8 +363,8 @@ impl UdpInner {
                 .map(|(n, addr)| (PyBytes::new(py, &b[..n]).into_any().unbind(), addr))
         });
         match got {
-            Ok((data, addr)) => Ok(Some((data, addr_to_py(py, sys::decode(&addr))?))),
-            Err(e) if sys::would_block(&e) => Ok(None),
+            Ok((data, a)) => Ok(Some((data, addr_to_py(py, addr::decode(&a))?.unbind()))),
+            Err(e) if would_block(&e) => Ok(None),
             Err(e) => Err(crate::errors::os_error(e)),
         }
     }
