@@ -1,11 +1,17 @@
 //! Stream transports (TCP and Unix sockets) in Rust.
 //!
 //! Design:
-//! - `StreamTransport` is the native core of one connection: its state and
-//!   Python methods in `stream.rs`, the read path in `read.rs`, the write
-//!   path in `write.rs` (buffer and thresholds in `flow.rs`), start/close/
-//!   `connection_lost` in `lifecycle.rs`, `loop.sendfile` in `sendfile.rs`. It
-//!   owns the socket (a Rust `OwnedFd`, or the user's `socket.socket` when
+//! - `StreamTransport` is the native core of one connection, in layers
+//!   (each file uses only the ones above it in this list, and `stream.rs`'s
+//!   watcher calls down into the read and write paths):
+//!   `pyobjs.rs` (asyncio names, future helpers) and `flow.rs`;
+//!   `stream_state.rs` (`St`, everything its mutex guards, and the
+//!   `sendfile` state); `stream.rs` (the type, its constructors, its
+//!   `Registration` with the loop and the loop's `Watch`); the read path
+//!   (`read.rs`, `recv_bytes.rs`), the write path (`write.rs`),
+//!   `loop.sendfile` (`sendfile.rs`), start/close/`connection_lost`
+//!   (`lifecycle.rs`); and on top the thin `#[pymethods]` (`stream_api.rs`).
+//!   It owns the socket (a Rust `OwnedFd`, or the user's `socket.socket` when
 //!   one was passed in), the write buffer (`flow.rs`) and the protocol. The
 //!   object user code sees is a thin Python subclass of
 //!   `asyncio.Transport` (`python/oxloop/_streams.py`) that holds the core and
@@ -52,10 +58,12 @@ pub mod flow;
 pub mod lifecycle;
 pub mod pipe;
 pub mod pipe_io;
+pub mod pyobjs;
 pub mod read;
 pub mod recv_bytes;
 pub mod sendfile;
 pub mod stream;
+pub mod stream_api;
 pub mod stream_state;
 pub mod write;
 

@@ -236,9 +236,9 @@ impl PipeTransport {
             PyTuple::empty(py),
         )?;
         if let Some(waiter) = waiter {
-            let setter = super::stream::cached(
+            let setter = super::pyobjs::cached(
                 py,
-                &super::stream::SET_RESULT_UNLESS_CANCELLED,
+                &super::pyobjs::SET_RESULT_UNLESS_CANCELLED,
                 "asyncio.futures",
                 "_set_result_unless_cancelled",
             )?;

@@ -16,7 +16,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::recv_bytes::Received;
-use super::stream::*;
+use super::stream::StreamTransport;
+use super::stream_state::ProtoKind;
 use super::{logger, BufView};
 use crate::errors;
 use crate::event_loop::LoopCore;
