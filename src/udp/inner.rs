@@ -303,16 +303,7 @@ impl UdpInner {
             st.protocol_paused = true;
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
-        if let Some(p) = proto {
-            if let Err(e) = p.bind(py).call_method0(intern!(py, "pause_writing")) {
-                if !e.is_instance_of::<pyo3::exceptions::PyException>(py) && !is_plain_base(py, &e)
-                {
-                    return Err(e);
-                }
-                self.call_exception_handler(py, "protocol.pause_writing() failed", &e)?;
-            }
-        }
-        Ok(())
+        self.call_flow(py, proto, intern!(py, "pause_writing"))
     }
 
     fn maybe_resume_protocol(&self, py: Python<'_>) -> PyResult<()> {
@@ -324,14 +315,24 @@ impl UdpInner {
             st.protocol_paused = false;
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
-        if let Some(p) = proto {
-            if let Err(e) = p.bind(py).call_method0(intern!(py, "resume_writing")) {
-                if !e.is_instance_of::<pyo3::exceptions::PyException>(py) && !is_plain_base(py, &e)
-                {
-                    return Err(e);
-                }
-                self.call_exception_handler(py, "protocol.resume_writing() failed", &e)?;
+        self.call_flow(py, proto, intern!(py, "resume_writing"))
+    }
+
+    /// Calls `protocol.<method>()` (`pause_writing`/`resume_writing`); an
+    /// `Exception` it raises goes to the exception handler, as in asyncio.
+    fn call_flow(
+        &self,
+        py: Python<'_>,
+        proto: Option<Py<PyAny>>,
+        method: &Bound<'_, PyString>,
+    ) -> PyResult<()> {
+        let Some(p) = proto else { return Ok(()) };
+        if let Err(e) = p.bind(py).call_method0(method) {
+            if !e.is_instance_of::<pyo3::exceptions::PyException>(py) && !is_plain_base(py, &e) {
+                return Err(e);
             }
+            let message = format!("protocol.{method}() failed");
+            self.call_exception_handler(py, &message, &e)?;
         }
         Ok(())
     }
