@@ -76,6 +76,7 @@ impl Registration {
     /// native watcher owns `fd`, and replaces the callbacks and socket
     /// operations that waited on it), else changes the interest if it
     /// differs. On failure the registration is unchanged.
+    #[inline]
     pub(crate) fn set_interest(
         &mut self,
         lp: &LoopCore,
@@ -83,8 +84,21 @@ impl Registration {
         want: Want,
         watcher: impl FnOnce() -> Arc<dyn IoWatcher>,
     ) -> PyResult<()> {
+        if self.token.is_some() && self.interest == Some(want) {
+            return Ok(()); // the common case: nothing changes
+        }
+        self.change_interest(lp, fd, want, watcher)
+    }
+
+    /// `set_interest` when the interest changes or the fd is not registered.
+    fn change_interest(
+        &mut self,
+        lp: &LoopCore,
+        fd: RawFd,
+        want: Want,
+        watcher: impl FnOnce() -> Arc<dyn IoWatcher>,
+    ) -> PyResult<()> {
         match self.token {
-            Some(_) if self.interest == Some(want) => Ok(()),
             Some(token) => {
                 let result = lp.state.lock().io.set_native_want(&lp.reactor, token, want);
                 result.map_err(errors::os_error)?;

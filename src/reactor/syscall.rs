@@ -41,7 +41,7 @@ pub(crate) fn retry(mut f: impl FnMut() -> isize) -> io::Result<usize> {
             return Ok(n as usize);
         }
         let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
+        if e.raw_os_error() != Some(libc::EINTR) {
             return Err(e);
         }
     }
@@ -50,7 +50,8 @@ pub(crate) fn retry(mut f: impl FnMut() -> isize) -> io::Result<usize> {
 /// Whether the error means "try again when the fd is ready".
 #[inline]
 pub fn would_block(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
+    // `EAGAIN` first: the common case, without `kind()`'s errno table.
+    e.raw_os_error() == Some(libc::EAGAIN) || e.kind() == io::ErrorKind::WouldBlock
 }
 
 /// `getsockopt(fd, SOL_SOCKET, SO_ERROR)`: the socket's pending error
