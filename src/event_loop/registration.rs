@@ -84,33 +84,14 @@ impl Registration {
         want: Want,
         watcher: impl FnOnce() -> Arc<dyn IoWatcher>,
     ) -> PyResult<()> {
-        if self.token.is_some() && self.interest == Some(want) {
-            return Ok(()); // the common case: nothing changes
-        }
-        self.change_interest(lp, fd, want, watcher)
-    }
-
-    /// `set_interest` when the interest changes or the fd is not registered.
-    fn change_interest(
-        &mut self,
-        lp: &LoopCore,
-        fd: RawFd,
-        want: Want,
-        watcher: impl FnOnce() -> Arc<dyn IoWatcher>,
-    ) -> PyResult<()> {
         match self.token {
-            Some(token) => {
-                let result = lp.state.lock().io.set_native_want(&lp.reactor, token, want);
-                result.map_err(errors::os_error)?;
-                self.interest = Some(want);
-                Ok(())
-            }
-            None => {
-                self.token = Some(register(lp, fd, want, watcher())?);
-                self.interest = Some(want);
-                Ok(())
-            }
+            // The common case: nothing changes.
+            Some(_) if self.interest == Some(want) => return Ok(()),
+            Some(token) => change(lp, token, want)?,
+            None => self.token = Some(register(lp, fd, want, watcher())?),
         }
+        self.interest = Some(want);
+        Ok(())
     }
 
     /// Has the next poll report the fd again if it is still ready.
@@ -138,6 +119,12 @@ impl Registration {
             drop(removed);
         }
     }
+}
+
+/// Changes what the entry under `token` watches.
+fn change(lp: &LoopCore, token: usize, want: Want) -> PyResult<()> {
+    let result = lp.state.lock().io.set_native_want(&lp.reactor, token, want);
+    result.map_err(errors::os_error)
 }
 
 /// Adds the native entry for `fd`; what waited on it is disposed of.
