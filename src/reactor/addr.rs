@@ -166,7 +166,7 @@ fn ntop(family: libc::c_int, src: *const libc::c_void) -> String {
 
 /// Decodes an address as `socket.recvfrom` would (glibc's `inet_ntop`, so
 /// the text is exactly Python's).
-#[inline]
+#[inline(always)]
 pub fn decode(addr: &RawAddr) -> Addr {
     if addr.len == 0 {
         return Addr::None;

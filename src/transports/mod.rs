@@ -151,7 +151,7 @@ pub fn report_fatal(
 /// `(host, port)` or `(host, port, flowinfo, scope_id)` tuple, a Unix path
 /// (`str`, decoded as `os.fsdecode` does), a Linux abstract address
 /// (`bytes`), or None.
-#[inline]
+#[inline(always)]
 pub fn addr_to_py(py: Python<'_>, addr: Addr) -> PyResult<Bound<'_, PyAny>> {
     Ok(match addr {
         Addr::None | Addr::Other => py.None().into_bound(py),
