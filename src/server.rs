@@ -33,7 +33,7 @@ use pyo3::types::PyDict;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::event_loop::io::IoWatcher;
-use crate::event_loop::LoopCore;
+use crate::event_loop::{LoopCore, Registration};
 use crate::reactor::{net, Readiness, Want};
 use crate::transports::must_propagate;
 use crate::transports::stream::StreamTransport;
@@ -62,8 +62,8 @@ struct LSt {
     nodelay: bool,
     /// The listening socket's protocol number (accepted sockets share it).
     proto: i32,
-    /// The reactor token while watching.
-    token: Option<usize>,
+    /// The claim on `fd` in the loop's table while accepting.
+    reg: Registration,
     /// The timer that resumes accepting after EMFILE.
     retry: Option<Py<PyAny>>,
     /// `close()` was called.
@@ -109,21 +109,22 @@ impl StreamListener {
     fn watch(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let mut st = slf.get().st.lock();
-        if st.closed || st.token.is_some() {
+        if st.closed || st.reg.is_registered() {
             return Ok(());
         }
         let Some(lp) = st.lp.as_ref().map(|l| l.bind(py).clone()) else {
             return Ok(());
         };
-        let watcher: Arc<dyn IoWatcher> = Arc::new(Watch(slf.clone().unbind()));
-        st.token = Some(lp.get().io_register(st.fd, Want::Read, watcher)?);
-        Ok(())
+        let fd = st.fd;
+        st.reg.set_interest(lp.get(), fd, Want::Read, || {
+            Arc::new(Watch(slf.clone().unbind()))
+        })
     }
 
     fn accept_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>) -> PyResult<()> {
         let (fd, backlog) = {
             let st = slf.get().st.lock();
-            if st.closed || st.token.is_none() {
+            if st.closed || !st.reg.is_registered() {
                 return Ok(());
             }
             (st.fd, st.backlog.max(1))
@@ -132,7 +133,7 @@ impl StreamListener {
             match net::accept(fd) {
                 Ok((conn, addr)) => {
                     Self::new_connection(slf, lp, conn, addr)?;
-                    if slf.get().st.lock().token.is_none() {
+                    if !slf.get().st.lock().reg.is_registered() {
                         return Ok(()); // closed by a callback
                     }
                 }
@@ -156,18 +157,14 @@ impl StreamListener {
             }
         }
         // Connections may still be pending: have the next poll report them.
-        let token = slf.get().st.lock().token;
-        if let Some(token) = token {
-            lp.get().io_rearm(token)?;
-        }
-        Ok(())
+        slf.get().st.lock().reg.rearm(lp.get())
     }
 
     fn new_connection(
         slf: &Bound<'_, Self>,
         lp: &Bound<'_, LoopCore>,
         conn: std::os::fd::OwnedFd,
-        addr: socket2::SockAddr,
+        addr: crate::reactor::addr::RawAddr,
     ) -> PyResult<()> {
         let py = slf.py();
         let (factory, server, class, (nodelay, sock_proto), ctx, fixed_ctx) = {
@@ -250,13 +247,11 @@ impl StreamListener {
         err: PyErr,
     ) -> PyResult<()> {
         let py = slf.py();
-        let (token, sock) = {
+        let (reg, sock) = {
             let mut st = slf.get().st.lock();
-            (st.token.take(), st.sock.as_ref().map(|s| s.clone_ref(py)))
+            (st.reg.take(), st.sock.as_ref().map(|s| s.clone_ref(py)))
         };
-        if let Some(token) = token {
-            lp.get().io_unregister(token);
-        }
+        reg.deregister(lp.get());
         let ctx = PyDict::new(py);
         ctx.set_item("message", "socket.accept() out of system resource")?;
         ctx.set_item("exception", err.value(py))?;
@@ -327,7 +322,7 @@ impl StreamListener {
                 backlog: backlog.clamp(1, 65535) as usize,
                 nodelay,
                 proto,
-                token: None,
+                reg: Registration::new(),
                 retry: None,
                 closed: false,
                 ctx,
@@ -352,11 +347,11 @@ impl StreamListener {
     /// closes the socket).
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let taken = {
+        let mut taken = {
             let mut st = slf.get().st.lock();
             st.closed = true;
             (
-                st.token.take(),
+                st.reg.take(),
                 st.lp.take(),
                 st.retry.take(),
                 st.protocol_factory.take(),
@@ -366,9 +361,9 @@ impl StreamListener {
                 st.ctx.take(),
             )
         };
-        let (token, lp, retry, ..) = &taken;
-        if let (Some(token), Some(lp)) = (token, lp) {
-            lp.get().io_unregister(*token);
+        let (reg, lp, retry, ..) = &mut taken;
+        if let Some(lp) = lp {
+            std::mem::take(reg).deregister(lp.get());
         }
         if let Some(t) = retry {
             t.bind(py).call_method0("cancel")?;
@@ -379,7 +374,7 @@ impl StreamListener {
 
     /// Whether the listener is accepting now (false while backing off).
     fn is_accepting(&self) -> bool {
-        self.st.lock().token.is_some()
+        self.st.lock().reg.is_registered()
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

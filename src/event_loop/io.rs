@@ -376,27 +376,20 @@ impl IoTable {
         (replaced, result)
     }
 
-    /// Changes the directions a native watcher waits for (`None`: stop
-    /// watching but keep the entry... which the table does not allow, so
-    /// `None` removes it).
+    /// Changes the directions a native watcher waits for.
     pub(crate) fn set_native_want(
         &mut self,
         reactor: &Reactor,
         token: usize,
-        want: Option<Want>,
-    ) -> std::io::Result<Option<IoEntry>> {
-        match want {
-            None => Ok(self.remove_token(reactor, token)),
-            Some(want) => {
-                if let Some(entry) = self.entries.get_mut(&token) {
-                    if entry.want != want {
-                        entry.want = want;
-                        reactor.rearm(entry.fd, token, want)?;
-                    }
-                }
-                Ok(None)
+        want: Want,
+    ) -> std::io::Result<()> {
+        if let Some(entry) = self.entries.get_mut(&token) {
+            if entry.want != want {
+                entry.want = want;
+                reactor.rearm(entry.fd, token, want)?;
             }
         }
+        Ok(())
     }
 
     /// Re-arms the fd under `token` so that the next poll reports it again
@@ -531,57 +524,5 @@ impl IoTable {
             }
         }
         Ok(())
-    }
-}
-
-impl LoopCore {
-    /// Puts a native waiter (a pending socket operation) on one side of
-    /// `fd`, replacing a callback or waiter there, as asyncio's
-    /// `_add_reader`/`_add_writer` do. Fails with asyncio's `RuntimeError`
-    /// if a transport owns the fd, or with the OS error.
-    pub(crate) fn io_set_waiter(
-        &self,
-        py: Python<'_>,
-        fd: RawFd,
-        write: bool,
-        waiter: Arc<dyn IoWatcher>,
-    ) -> PyResult<()> {
-        self.check_closed()?;
-        let (replaced, result) = self.state.lock().io.set_waiter(
-            py,
-            &self.reactor,
-            (fd, None),
-            write,
-            Waiter::Native(waiter),
-        );
-        replaced.dispose(py);
-        match result {
-            Ok(()) => Ok(()),
-            Err(SetError::Taken(who)) => Err(crate::errors::fd_taken(fd, &who)),
-            Err(SetError::Os(e)) => Err(crate::errors::os_error(e)),
-        }
-    }
-
-    /// Takes the native waiter `waiter` off one side of `fd`, if it is
-    /// still the one there.
-    pub(crate) fn io_clear_waiter(
-        &self,
-        py: Python<'_>,
-        fd: RawFd,
-        write: bool,
-        waiter: *const (),
-    ) {
-        let (removed, _) =
-            self.state
-                .lock()
-                .io
-                .remove_waiter(py, &self.reactor, fd, write, Some(waiter));
-        removed.forget();
-    }
-
-    /// Has the next poll report `fd` again if it is still ready.
-    pub(crate) fn io_rearm_fd(&self, fd: RawFd) -> PyResult<()> {
-        let result = self.state.lock().io.rearm_fd(&self.reactor, fd);
-        result.map_err(crate::errors::os_error)
     }
 }

@@ -26,6 +26,7 @@ mod clock;
 pub(crate) mod custody;
 pub(crate) mod io;
 mod native;
+pub(crate) mod registration;
 mod run;
 pub(crate) mod stats;
 pub(crate) mod timers;
@@ -51,6 +52,8 @@ use crate::reactor::Reactor;
 use clock::Clock;
 use io::IoTable;
 use timers::TimerHeap;
+
+pub(crate) use registration::{Registration, SideWaiter};
 
 /// The loop state that is touched on the loop's thread (and, for the ready
 /// queue and the wake flags, by `call_soon_threadsafe` from others).

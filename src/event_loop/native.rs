@@ -1,15 +1,12 @@
 //! The loop's side of native I/O code (transports, servers, socket
 //! operations), and emptying the loop on close.
 
-use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::{custody, io, LoopCore};
-use crate::errors;
+use super::{custody, LoopCore};
 use crate::handles::Handle;
 
 impl LoopCore {
@@ -44,61 +41,6 @@ impl LoopCore {
 /// The API native I/O code (transports, servers, socket operations) uses to
 /// talk to the loop. All of it is called on the loop's thread with the GIL.
 impl LoopCore {
-    /// Watches `fd` for `want` and calls `watcher` when it is ready. Fails
-    /// with `FileExistsError` if another native watcher owns the fd; the
-    /// callbacks and socket operations that waited on it are replaced (the
-    /// fd was closed and reused, or the watcher takes over the socket).
-    pub(crate) fn io_register(
-        &self,
-        fd: RawFd,
-        want: crate::reactor::Want,
-        watcher: Arc<dyn io::IoWatcher>,
-    ) -> PyResult<usize> {
-        self.check_closed()?;
-        let (evicted, result) = self
-            .state
-            .lock()
-            .io
-            .add_native(&self.reactor, fd, want, watcher);
-        if !evicted.is_empty() {
-            // The caller may hold its own lock here. What is disposed of
-            // (callbacks and pending operations of a stale or taken-over
-            // fd) was created before this watcher and holds no reference
-            // to it, so nothing it releases can re-enter the caller.
-            Python::attach(|py| evicted.dispose(py));
-        }
-        result.map_err(errors::os_error)
-    }
-
-    /// Changes what a native watcher waits for; `None` stops watching (the
-    /// token is then dead).
-    pub(crate) fn io_set_want(
-        &self,
-        token: usize,
-        want: Option<crate::reactor::Want>,
-    ) -> PyResult<()> {
-        let result = self
-            .state
-            .lock()
-            .io
-            .set_native_want(&self.reactor, token, want);
-        // The removed entry (if any) is dropped here, after the lock.
-        result.map(drop).map_err(errors::os_error)
-    }
-
-    /// Asks the reactor to report the fd under `token` again if it is still
-    /// ready (for a watcher that left data unread, for fairness).
-    pub(crate) fn io_rearm(&self, token: usize) -> PyResult<()> {
-        let result = self.state.lock().io.rearm_native(&self.reactor, token);
-        result.map_err(errors::os_error)
-    }
-
-    /// Stops watching the fd under `token`.
-    pub(crate) fn io_unregister(&self, token: usize) {
-        let removed = self.state.lock().io.remove(&self.reactor, token);
-        drop(removed);
-    }
-
     /// `call_soon(func, *args)` in the current context, from Rust.
     pub(crate) fn soon(
         &self,

@@ -3,12 +3,14 @@
 //! paths and files handed to `sendfile`, and a non-blocking `waitpid`.
 //!
 //! Same contract as `net`: fds are numbers the caller keeps open for the
-//! call; `EINTR` is retried; errors are `io::Error`, converted at the
-//! Python boundary.
+//! call; the calls follow `syscall`'s contract; errors are `io::Error`,
+//! converted at the Python boundary.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
+
+use super::syscall::syscall;
 
 /// What the loop reads from a `stat` result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,26 +45,13 @@ fn c_path(path: &[u8]) -> io::Result<CString> {
     CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-fn retry_int<F: FnMut() -> libc::c_int>(mut f: F) -> io::Result<libc::c_int> {
-    loop {
-        let r = f();
-        if r >= 0 {
-            return Ok(r);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 /// `stat(path)` (follows symlinks, as `os.stat`).
 pub fn stat(path: &[u8]) -> io::Result<StatInfo> {
     let path = c_path(path)?;
     // SAFETY: all-zero bytes are a valid `libc::stat` (plain integers).
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `path` is NUL-terminated and `st` is a live, writable struct.
-    retry_int(|| unsafe { libc::stat(path.as_ptr(), &mut st) })?;
+    syscall!(stat(path.as_ptr(), &mut st))?;
     Ok(StatInfo::from_raw(&st))
 }
 
@@ -71,7 +60,7 @@ pub fn fstat(fd: RawFd) -> io::Result<StatInfo> {
     // SAFETY: all-zero bytes are a valid `libc::stat` (plain integers).
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is a live, writable struct; `fd` is a number.
-    retry_int(|| unsafe { libc::fstat(fd, &mut st) })?;
+    syscall!(fstat(fd, &mut st))?;
     Ok(StatInfo::from_raw(&st))
 }
 
@@ -79,7 +68,7 @@ pub fn fstat(fd: RawFd) -> io::Result<StatInfo> {
 pub fn unlink(path: &[u8]) -> io::Result<()> {
     let path = c_path(path)?;
     // SAFETY: `path` is NUL-terminated.
-    retry_int(|| unsafe { libc::unlink(path.as_ptr()) }).map(drop)
+    syscall!(unlink(path.as_ptr())).map(drop)
 }
 
 /// `waitpid(pid, WNOHANG)`: the child's exit code (negative signal number
@@ -89,7 +78,7 @@ pub fn try_wait(pid: libc::pid_t) -> io::Result<Option<i32>> {
     let mut status: libc::c_int = 0;
     // SAFETY: `status` is a live local the kernel writes; WNOHANG never
     // blocks.
-    let got = retry_int(|| unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) })?;
+    let got = syscall!(waitpid(pid, &mut status, libc::WNOHANG))?;
     if got == 0 {
         return Ok(None);
     }

@@ -20,13 +20,19 @@
 //!   while it is being closed (and maybe reused); after `close()` every
 //!   operation fails with `EBADF`, except `wake()`, which has nothing to
 //!   wake and succeeds.
+//! - Every raw syscall of the crate is in this module, under one contract
+//!   (`syscall`: `-1` is `errno`'s `io::Error`, `EINTR` is retried, so
+//!   callers see `WouldBlock` and nothing else to wait on). Addresses are
+//!   decoded and encoded in one place (`addr`).
 //! - Unix only for now (raw fds, `libc` calls); `crate::portability` lists
 //!   what a Windows port changes here.
 
+pub mod addr;
 pub mod clock;
 pub mod fs;
 pub mod net;
 pub mod pipes;
+pub mod syscall;
 
 use std::io;
 use std::os::fd::RawFd;
@@ -231,6 +237,8 @@ impl Reactor {
 
 /// Socket syscall wrappers for the low-level socket operations and UDP.
 pub mod sockets;
+
+pub use syscall::{take_error, would_block};
 
 #[cfg(test)]
 mod tests {

@@ -1,15 +1,16 @@
-//! Thin, safe wrappers over the socket syscalls that stream transports and
-//! servers make on their hot paths.
+//! The socket syscalls that stream transports and servers make on their
+//! hot paths, under the contract of `syscall`.
 //!
 //! Each function takes a raw fd that the caller keeps open for the duration
 //! of the call (transports own their fd and close it only after they stopped
-//! using it), retries on `EINTR`, and returns `io::Error` for the caller to
-//! convert at the Python boundary. `WouldBlock` is an ordinary outcome.
+//! using it) and returns `io::Error` for the caller to convert at the Python
+//! boundary. `WouldBlock` is an ordinary outcome.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-use socket2::SockAddr;
+use super::addr::RawAddr;
+use super::syscall::syscall;
 
 /// `MSG_NOSIGNAL` where it exists (Python ignores SIGPIPE anyway).
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -20,24 +21,11 @@ const SEND_FLAGS: libc::c_int = 0;
 /// At most this many slices per `sendmsg` (Linux's `UIO_MAXIOV` is 1024).
 pub const MAX_IOV: usize = 64;
 
-fn retry<F: FnMut() -> isize>(mut f: F) -> io::Result<usize> {
-    loop {
-        let n = f();
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 /// `recv(fd, buf)`: 0 means EOF.
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid, writable region of `buf.len()` bytes for the
     // whole call; `fd` is open (caller's contract).
-    retry(|| unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) })
+    syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0))
 }
 
 /// `recv` into raw memory (a Python buffer the caller holds a view of).
@@ -46,13 +34,13 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// `ptr` must be valid for writes of `len` bytes for the whole call.
 pub unsafe fn recv_raw(fd: RawFd, ptr: *mut u8, len: usize) -> io::Result<usize> {
     // SAFETY: the caller guarantees `ptr..ptr+len` is writable.
-    retry(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) })
+    syscall!(recv(fd, ptr.cast(), len, 0))
 }
 
 /// `send(fd, data)`: the number of bytes the kernel took.
 pub fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
     // SAFETY: `data` is valid for reads of `data.len()` bytes.
-    retry(|| unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), SEND_FLAGS) })
+    syscall!(send(fd, data.as_ptr().cast(), data.len(), SEND_FLAGS))
 }
 
 /// Gathered send of up to `MAX_IOV` slices (`sendmsg`).
@@ -67,41 +55,32 @@ pub fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = n as _;
     // SAFETY: `msg` points at `n` live iovecs borrowed from `bufs`.
-    retry(|| unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) })
+    syscall!(sendmsg(fd, &msg, SEND_FLAGS))
 }
 
 /// `shutdown(fd, SHUT_WR)`.
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY: plain syscall on an fd number.
-    retry(|| unsafe { libc::shutdown(fd, libc::SHUT_WR) } as isize).map(drop)
+    syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
 }
 
 /// Accepts one connection as a non-blocking, close-on-exec socket.
-pub fn accept(fd: RawFd) -> io::Result<(OwnedFd, SockAddr)> {
-    // SAFETY: `SockAddr::try_init` hands us zeroed storage and its length
-    // for the kernel to fill in; the returned fd is new and ours.
-    let (new_fd, addr) = unsafe {
-        SockAddr::try_init(|storage, len| loop {
-            #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-            let r = libc::accept4(
-                fd,
-                storage.cast(),
-                len,
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            );
-            #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-            let r = libc::accept(fd, storage.cast(), len);
-            if r >= 0 {
-                return Ok(r);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        })?
-    };
+pub fn accept(fd: RawFd) -> io::Result<(OwnedFd, RawAddr)> {
+    let mut addr = RawAddr::empty();
+    // SAFETY: `addr` is writable sockaddr storage of the length `addr.len`
+    // says; the returned fd is new and ours.
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    let new_fd = syscall!(accept4(
+        fd,
+        addr.as_mut_ptr(),
+        &mut addr.len,
+        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+    ))?;
+    // SAFETY: as above.
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let new_fd = syscall!(accept(fd, addr.as_mut_ptr(), &mut addr.len))?;
     // SAFETY: `accept` returned a fresh fd that nobody else owns.
-    let owned = unsafe { OwnedFd::from_raw_fd(new_fd) };
+    let owned = unsafe { OwnedFd::from_raw_fd(new_fd as RawFd) };
     #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
     {
         let s = socket2::SockRef::from(&owned);
@@ -116,7 +95,7 @@ pub fn accept(fd: RawFd) -> io::Result<(OwnedFd, SockAddr)> {
 pub fn sendfile(out_fd: RawFd, in_fd: RawFd, offset: &mut i64, count: usize) -> io::Result<usize> {
     let mut off: libc::off_t = *offset as libc::off_t;
     // SAFETY: `off` is a live local the kernel updates; fds are numbers.
-    let n = retry(|| unsafe { libc::sendfile(out_fd, in_fd, &mut off, count) })?;
+    let n = syscall!(sendfile(out_fd, in_fd, &mut off, count))?;
     *offset = off as i64;
     Ok(n)
 }
@@ -135,78 +114,19 @@ pub fn sendfile(
 /// `lseek(fd, pos, SEEK_SET)` (a file's position after `sendfile`).
 pub fn seek_set(fd: RawFd, pos: i64) -> io::Result<()> {
     // SAFETY: plain syscall on an fd number.
-    if unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_SET) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// The socket's local address.
-pub fn local_addr(fd: RawFd) -> io::Result<SockAddr> {
-    // SAFETY: storage and length come from `try_init`.
-    unsafe {
-        SockAddr::try_init(|storage, len| {
-            if libc::getsockname(fd, storage.cast(), len) == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            }
-        })
-    }
-    .map(|((), a)| a)
-}
-
-/// The socket's peer address.
-pub fn peer_addr(fd: RawFd) -> io::Result<SockAddr> {
-    // SAFETY: storage and length come from `try_init`.
-    unsafe {
-        SockAddr::try_init(|storage, len| {
-            if libc::getpeername(fd, storage.cast(), len) == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            }
-        })
-    }
-    .map(|((), a)| a)
-}
-
-/// `SO_ERROR`, cleared by reading it.
-pub fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
-    let mut err: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `err`/`len` are live locals of the sizes we pass.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut err as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
+    syscall!(lseek(fd, pos as libc::off_t, libc::SEEK_SET)).map(drop)
 }
 
 /// Sets `TCP_NODELAY`.
 pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: `one` is a live c_int of the size we pass.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    syscall!(setsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        (&one as *const libc::c_int).cast(),
+        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+    ))
+    .map(drop)
 }

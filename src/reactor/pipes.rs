@@ -4,37 +4,25 @@
 //! on a pipe).
 //!
 //! Same contract as `net`: the caller keeps the fd open for the duration of
-//! the call; `EINTR` is retried; `WouldBlock` is an ordinary outcome.
+//! the call; the calls follow `syscall`'s contract.
 
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 
 use super::net::MAX_IOV;
-
-fn retry<F: FnMut() -> isize>(mut f: F) -> io::Result<usize> {
-    loop {
-        let n = f();
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
+use super::syscall::syscall;
 
 /// `read(fd, buf)`: 0 means EOF.
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid, writable region of `buf.len()` bytes for the
     // whole call; `fd` is open (caller's contract).
-    retry(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
+    syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len()))
 }
 
 /// `write(fd, data)`: the number of bytes the kernel took.
 pub fn write(fd: RawFd, data: &[u8]) -> io::Result<usize> {
     // SAFETY: `data` is valid for reads of `data.len()` bytes.
-    retry(|| unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) })
+    syscall!(write(fd, data.as_ptr().cast(), data.len()))
 }
 
 /// Gathered write of up to `MAX_IOV` slices (`writev`).
@@ -45,7 +33,11 @@ pub fn write_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     let n = bufs.len().min(MAX_IOV);
     // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix; the
     // `n` slices borrowed from `bufs` stay alive for the whole call.
-    retry(|| unsafe { libc::writev(fd, bufs.as_ptr().cast::<libc::iovec>(), n as libc::c_int) })
+    syscall!(writev(
+        fd,
+        bufs.as_ptr().cast::<libc::iovec>(),
+        n as libc::c_int
+    ))
 }
 
 #[cfg(test)]

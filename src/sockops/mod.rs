@@ -153,7 +153,7 @@ impl SockOps {
         let id = slot.id;
         let replaced = w.state.lock().slot(write).replace(slot);
         drop(replaced);
-        if let Err(e) = lp.io_set_waiter(py, fd, write, w.clone() as Arc<dyn IoWatcher>) {
+        if let Err(e) = w.wait(py, lp, write, w.clone()) {
             w.remove(py, None, id, write);
             return Err(e);
         }

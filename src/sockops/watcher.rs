@@ -29,6 +29,7 @@
 //!   `try_lock`s, since the GC may run while it is held.
 
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pyo3::buffer::PyUntypedBuffer;
@@ -42,7 +43,7 @@ use pyo3::types::PyBytes;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::io::IoWatcher;
-use crate::event_loop::LoopCore;
+use crate::event_loop::{LoopCore, SideWaiter};
 use crate::reactor::sockets as sys;
 use crate::reactor::Readiness;
 
@@ -97,7 +98,7 @@ pub(crate) enum Outcome {
 }
 
 fn os_outcome(e: std::io::Error) -> Outcome {
-    if sys::would_block(&e) {
+    if crate::reactor::would_block(&e) {
         Outcome::Pending
     } else {
         Outcome::Failed(crate::errors::os_error(e))
@@ -316,8 +317,8 @@ impl WState {
 
 /// The watcher of one fd's socket operations.
 pub(crate) struct SockWatcher {
-    /// The fd.
-    pub(crate) fd: RawFd,
+    /// The fd, and the waits on its sides.
+    side: SideWaiter,
     /// The slots.
     pub(crate) state: Mutex<WState>,
 }
@@ -337,7 +338,7 @@ fn still_has(sock: &Bound<'_, PyAny>, fd: RawFd) -> bool {
 impl SockWatcher {
     pub(crate) fn new(fd: RawFd) -> Self {
         Self {
-            fd,
+            side: SideWaiter::new(fd),
             state: Mutex::new(WState::default()),
         }
     }
@@ -346,9 +347,20 @@ impl SockWatcher {
         crate::event_loop::io::watcher_id(self)
     }
 
+    /// Makes us the loop's waiter on one side of the fd.
+    pub(crate) fn wait(
+        &self,
+        py: Python<'_>,
+        lp: &LoopCore,
+        write: bool,
+        me: Arc<Self>,
+    ) -> PyResult<()> {
+        self.side.wait(py, lp, write, me)
+    }
+
     /// Stops the loop from calling us for one side (nothing waits there).
     fn unwatch(&self, py: Python<'_>, lp: &LoopCore, write: bool) {
-        lp.io_clear_waiter(py, self.fd, write, self.id());
+        self.side.clear(py, lp, write, self.id());
     }
 
     /// Removes the slot `id` (if it is still there) and stops waiting on its
@@ -399,8 +411,9 @@ impl SockWatcher {
             drop(slot);
             return Ok(false);
         }
-        let attempt = if still_has(slot.sock.bind(py), self.fd) {
-            slot.op.attempt(py, self.fd)
+        let fd = self.side.fd();
+        let attempt = if still_has(slot.sock.bind(py), fd) {
+            slot.op.attempt(py, fd)
         } else {
             slot.op.attempt_closed(py)
         };
@@ -447,7 +460,7 @@ impl IoWatcher for SockWatcher {
         // have the fd reported again if it stays ready, as a level-triggered
         // selector would.
         if pending {
-            core.io_rearm_fd(self.fd)?;
+            self.side.rearm(core)?;
         }
         Ok(())
     }
@@ -465,7 +478,7 @@ impl IoWatcher for SockWatcher {
     }
 
     fn describe(&self, _py: Python<'_>) -> String {
-        format!("a pending socket operation (fd {})", self.fd)
+        format!("a pending socket operation (fd {})", self.side.fd())
     }
 
     fn evicted(&self, _py: Python<'_>, write: bool) {

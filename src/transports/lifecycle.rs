@@ -11,7 +11,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::must_propagate;
-use super::stream::*;
+use super::pyobjs::{
+    cached, set_exception_unless_done, SET_RESULT_UNLESS_CANCELLED, TRANSPORT_SOCKET,
+};
+use super::stream::StreamTransport;
+use super::stream_state::Sock;
 use crate::errors;
 use crate::event_loop::LoopCore;
 
@@ -116,13 +120,13 @@ impl StreamTransport {
                 .map(drop),
             None => Ok(()),
         };
-        let (lp, token, sock, wrapper, protocol, kind, server, waiter, sendfile, ctxs) = {
+        let (lp, reg, sock, wrapper, protocol, kind, server, waiter, sendfile, ctxs) = {
             let mut st = slf.get().st.lock();
             st.fd = -1;
             let ctxs = (st.ctx.take(), st.read_ctx.take(), st.write_ctx.take());
             (
                 st.lp.take(),
-                st.token.take(),
+                st.reg.take(),
                 std::mem::replace(&mut st.sock, Sock::Closed),
                 st.wrapper.take(),
                 st.protocol.take(),
@@ -133,10 +137,10 @@ impl StreamTransport {
                 ctxs,
             )
         };
-        if let (Some(lp), Some(token)) = (&lp, token) {
-            lp.get().io_unregister(token);
+        if let Some(lp) = &lp {
+            reg.deregister(lp.get());
         }
-        let closed = close_sock(py, sock);
+        let closed = sock.close(py);
         if let Some(server) = server {
             server
                 .bind(py)
@@ -266,36 +270,4 @@ impl StreamTransport {
         drop(old);
         Ok(wrapped.unbind())
     }
-}
-
-/// Closes a socket, whoever owns it.
-pub(crate) fn close_sock(py: Python<'_>, sock: Sock) -> PyResult<()> {
-    match sock {
-        Sock::Rust(fd) => {
-            drop(fd);
-            Ok(())
-        }
-        Sock::Python(s) => s.bind(py).call_method0(intern!(py, "close")).map(drop),
-        Sock::Closed => Ok(()),
-    }
-}
-
-pub(crate) fn set_result_unless_done(
-    fut: &Bound<'_, PyAny>,
-    value: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    if !fut.call_method0(intern!(fut.py(), "done"))?.is_truthy()? {
-        fut.call_method1(intern!(fut.py(), "set_result"), (value,))?;
-    }
-    Ok(())
-}
-
-pub(crate) fn set_exception_unless_done(
-    fut: &Bound<'_, PyAny>,
-    exc: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    if !fut.call_method0(intern!(fut.py(), "done"))?.is_truthy()? {
-        fut.call_method1(intern!(fut.py(), "set_exception"), (exc,))?;
-    }
-    Ok(())
 }

@@ -1,11 +1,17 @@
 //! Stream transports (TCP and Unix sockets) in Rust.
 //!
 //! Design:
-//! - `StreamTransport` is the native core of one connection: its state and
-//!   Python methods in `stream.rs`, the read path in `read.rs`, the write
-//!   path in `write.rs` (buffer and thresholds in `flow.rs`), start/close/
-//!   `connection_lost` in `lifecycle.rs`, `loop.sendfile` in `sendfile.rs`. It
-//!   owns the socket (a Rust `OwnedFd`, or the user's `socket.socket` when
+//! - `StreamTransport` is the native core of one connection, in layers
+//!   (each file uses only the ones above it in this list, and `stream.rs`'s
+//!   watcher calls down into the read and write paths):
+//!   `pyobjs.rs` (asyncio names, future helpers) and `flow.rs`;
+//!   `stream_state.rs` (`St`, everything its mutex guards, and the
+//!   `sendfile` state); `stream.rs` (the type, its constructors, its
+//!   `Registration` with the loop and the loop's `Watch`); the read path
+//!   (`read.rs`, `recv_bytes.rs`), the write path (`write.rs`),
+//!   `loop.sendfile` (`sendfile.rs`), start/close/`connection_lost`
+//!   (`lifecycle.rs`); and on top the thin `#[pymethods]` (`stream_api.rs`).
+//!   It owns the socket (a Rust `OwnedFd`, or the user's `socket.socket` when
 //!   one was passed in), the write buffer (`flow.rs`) and the protocol. The
 //!   object user code sees is a thin Python subclass of
 //!   `asyncio.Transport` (`python/oxloop/_streams.py`) that holds the core and
@@ -52,21 +58,23 @@ pub mod flow;
 pub mod lifecycle;
 pub mod pipe;
 pub mod pipe_io;
+pub mod pyobjs;
 pub mod read;
 pub mod recv_bytes;
 pub mod sendfile;
 pub mod stream;
+pub mod stream_api;
 pub mod stream_state;
 pub mod write;
 
 use std::cell::RefCell;
-use std::net::Ipv4Addr;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyString, PyTuple};
-use socket2::SockAddr;
+use pyo3::types::PyBytes;
+
+use crate::reactor::addr::Addr;
 
 /// The size of the per-thread read buffer (asyncio's `max_size`).
 pub const READ_BUF_SIZE: usize = 256 * 1024;
@@ -139,51 +147,24 @@ pub fn report_fatal(
     Ok(())
 }
 
-/// A socket address as Python's `socket` module shows it.
-pub fn sockaddr_to_py<'py>(py: Python<'py>, addr: &SockAddr) -> PyResult<Bound<'py, PyAny>> {
-    if let Some(v4) = addr.as_socket_ipv4() {
-        let ip: Ipv4Addr = *v4.ip();
-        return Ok(PyTuple::new(
-            py,
-            [
-                ip.to_string().into_pyobject(py)?.into_any(),
-                v4.port().into_pyobject(py)?.into_any(),
-            ],
-        )?
-        .into_any());
-    }
-    if let Some(v6) = addr.as_socket_ipv6() {
-        let text = ipv6_text(&v6.ip().octets());
-        return Ok(PyTuple::new(
-            py,
-            [
-                text.into_pyobject(py)?.into_any(),
-                v6.port().into_pyobject(py)?.into_any(),
-                v6.flowinfo().into_pyobject(py)?.into_any(),
-                v6.scope_id().into_pyobject(py)?.into_any(),
-            ],
-        )?
-        .into_any());
-    }
-    if addr.is_unix() {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        if let Some(name) = addr.as_abstract_namespace() {
-            let mut raw = Vec::with_capacity(name.len() + 1);
-            raw.push(0u8);
-            raw.extend_from_slice(name);
-            return Ok(PyBytes::new(py, &raw).into_any());
+/// A decoded socket address as Python's `socket` module shows it: a
+/// `(host, port)` or `(host, port, flowinfo, scope_id)` tuple, a Unix path
+/// (`str`, decoded as `os.fsdecode` does), a Linux abstract address
+/// (`bytes`), or None.
+#[inline(always)]
+pub fn addr_to_py(py: Python<'_>, addr: Addr) -> PyResult<Bound<'_, PyAny>> {
+    Ok(match addr {
+        Addr::None | Addr::Other => py.None().into_bound(py),
+        Addr::V4(h, p) => (h, p).into_pyobject(py)?.into_any(),
+        Addr::V6(h, p, f, s) => (h, p, f, s).into_pyobject(py)?.into_any(),
+        Addr::UnixAbstract(b) => PyBytes::new(py, &b).into_any(),
+        Addr::UnixPath(b) => {
+            use std::os::unix::ffi::OsStrExt;
+            std::ffi::OsStr::from_bytes(&b)
+                .into_pyobject(py)?
+                .into_any()
         }
-        if let Some(path) = addr.as_pathname() {
-            return Ok(path.as_os_str().into_pyobject(py)?.into_any());
-        }
-        return Ok(PyString::new(py, "").into_any());
-    }
-    Ok(py.None().into_bound(py))
-}
-
-/// An IPv6 address as text (RFC 5952, as `inet_ntop` prints it).
-fn ipv6_text(octets: &[u8; 16]) -> String {
-    std::net::Ipv6Addr::from(*octets).to_string()
+    })
 }
 
 /// A contiguous view of a Python object's bytes (the buffer protocol),

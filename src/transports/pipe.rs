@@ -10,8 +10,8 @@
 //!   `get_extra_info('pipe')` and binds the core's methods onto itself.
 //! - Shared with the stream transports: the write buffer and flow control
 //!   (`flow.rs`), the per-thread read buffer (`with_read_buf`), the loop's
-//!   native watcher API (`IoWatcher`, `io_register`/`io_set_want`/
-//!   `io_rearm`). The syscalls are `read`/`write`/`writev`
+//!   native watcher API (`IoWatcher`, `event_loop::Registration`). The
+//!   syscalls are `read`/`write`/`writev`
 //!   (`reactor::pipes`), which also work on sockets and character devices.
 //! - Read side: one `read` per readiness event, then the fd is re-armed
 //!   (a tty returns a line per read, so a short read does not prove the fd
@@ -50,7 +50,7 @@ use super::BufView;
 use crate::contexts::{copy_current, run_in};
 use crate::errors;
 use crate::event_loop::io::IoWatcher;
-use crate::event_loop::LoopCore;
+use crate::event_loop::{LoopCore, Registration};
 use crate::reactor::pipes;
 use crate::reactor::{Readiness, Want};
 
@@ -82,10 +82,8 @@ pub(super) struct PipeSt {
     pub(super) lost_scheduled: bool,
     /// Writes after the connection was lost (asyncio's `_conn_lost`).
     pub(super) conn_lost: u32,
-    /// The reactor token while registered.
-    pub(super) token: Option<usize>,
-    /// What the reactor watches for.
-    pub(super) want: Option<Want>,
+    /// The claim on `fd` in the loop's table, and what it is watched for.
+    pub(super) reg: Registration,
     /// Unsent data (write pipe).
     pub(super) wbuf: WriteBuffer,
     /// Write-buffer limits (write pipe).
@@ -200,8 +198,7 @@ impl PipeTransport {
                 closing: false,
                 lost_scheduled: false,
                 conn_lost: 0,
-                token: None,
-                want: None,
+                reg: Registration::new(),
                 wbuf: WriteBuffer::default(),
                 flow: FlowControl::default(),
                 read_ctx: None,
@@ -239,9 +236,9 @@ impl PipeTransport {
             PyTuple::empty(py),
         )?;
         if let Some(waiter) = waiter {
-            let setter = super::stream::cached(
+            let setter = super::pyobjs::cached(
                 py,
-                &super::stream::SET_RESULT_UNLESS_CANCELLED,
+                &super::pyobjs::SET_RESULT_UNLESS_CANCELLED,
                 "asyncio.futures",
                 "_set_result_unless_cancelled",
             )?;
@@ -483,7 +480,7 @@ impl PipeTransport {
                 st.pipe.is_none(),
                 st.closing,
                 st.fileno,
-                st.token.is_some(),
+                st.reg.is_registered(),
                 st.writable,
                 st.wbuf.len(),
             )

@@ -14,7 +14,6 @@ use pyo3::types::{PyBytes, PyTuple};
 use super::pipe::{PipeSt, PipeTransport, Watch};
 use super::{logger, must_propagate, with_read_buf, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
 use crate::errors;
-use crate::event_loop::io::IoWatcher;
 use crate::event_loop::LoopCore;
 use crate::reactor::net::MAX_IOV;
 use crate::reactor::pipes;
@@ -25,26 +24,18 @@ impl PipeTransport {
         let py = slf.py();
         let want = st.wanted();
         let Some(lp) = st.lp(py) else { return Ok(()) };
-        match (st.token, want) {
-            (Some(token), Some(w)) => {
-                if st.want != Some(w) {
-                    lp.get().io_set_want(token, Some(w))?;
-                    st.want = Some(w);
-                }
+        match want {
+            Some(w) => {
+                let fd = st.fd;
+                st.reg
+                    .set_interest(lp.get(), fd, w, || Arc::new(Watch(slf.clone().unbind())))
             }
-            (Some(token), None) => {
-                st.token = None;
-                st.want = None;
-                lp.get().io_set_want(token, None)?;
+            // `slf` keeps the transport alive without the entry.
+            None => {
+                st.reg.take().deregister(lp.get());
+                Ok(())
             }
-            (None, Some(w)) => {
-                let watcher: Arc<dyn IoWatcher> = Arc::new(Watch(slf.clone().unbind()));
-                st.token = Some(lp.get().io_register(st.fd, w, watcher)?);
-                st.want = Some(w);
-            }
-            (None, None) => {}
         }
-        Ok(())
     }
 
     /// `call_soon(func, *args)` on the transport's loop, if it has one.
@@ -137,14 +128,11 @@ impl PipeTransport {
                     .bind(py)
                     .call_method1(intern!(py, "data_received"), (data,))
                     .map(drop);
-                let token = {
-                    let st = slf.get().st.lock();
-                    st.token.filter(|_| st.wanted().is_some())
-                };
-                let lp = slf.get().st.lock().lp(py);
-                if let (Some(token), Some(lp)) = (token, lp) {
-                    lp.get().io_rearm(token)?;
+                let st = slf.get().st.lock();
+                if let (Some(lp), Some(_)) = (st.lp(py), st.wanted()) {
+                    st.reg.rearm(lp.get())?;
                 }
+                drop(st);
                 r
             }
             Ok(None) => {
@@ -347,21 +335,21 @@ impl PipeTransport {
     pub(super) fn release(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let mut released = Vec::new();
-        let (lp, token, pipe, wrapper, protocol) = {
+        let (lp, reg, pipe, wrapper, protocol) = {
             let mut st = slf.get().st.lock();
             st.fd = -1;
             st.lost_scheduled = true;
             st.wbuf.clear(&mut released);
             (
                 st.lp.take(),
-                st.token.take(),
+                st.reg.take(),
                 st.pipe.take(),
                 st.wrapper.take(),
                 st.protocol.take(),
             )
         };
-        if let (Some(lp), Some(token)) = (&lp, token) {
-            lp.get().io_unregister(token);
+        if let Some(lp) = &lp {
+            reg.deregister(lp.get());
         }
         let closed = match &pipe {
             Some(p) => p.bind(py).call_method0(intern!(py, "close")).map(drop),

@@ -16,7 +16,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::recv_bytes::Received;
-use super::stream::*;
+use super::stream::StreamTransport;
+use super::stream_state::ProtoKind;
 use super::{logger, BufView};
 use crate::errors;
 use crate::event_loop::LoopCore;
@@ -95,11 +96,7 @@ impl StreamTransport {
                 _ => return Ok(()),
             }
         }
-        let token = this.st.lock().token;
-        if let Some(token) = token {
-            lp.get().io_rearm(token)?;
-        }
-        Ok(())
+        this.st.lock().reg.rearm(lp.get())
     }
 
     /// One `recv` + `data_received`. `Some(full)` if data came (full: the

@@ -13,52 +13,17 @@
 use std::io::ErrorKind;
 use std::os::fd::RawFd;
 
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::{intern, PyTraverseError, PyVisit};
 
-use super::stream::{set_exception_unless_done, set_result_unless_done, StreamTransport};
+use super::pyobjs::{set_exception_unless_done, set_result_unless_done};
+use super::stream::StreamTransport;
+use super::stream_state::SendfileOp;
 use crate::errors;
-use crate::event_loop::LoopCore;
 use crate::reactor::net;
 
 /// Bytes per `sendfile` call when no count was given.
 const CHUNK: usize = 1 << 30;
-
-/// A `sendfile` in progress.
-pub(crate) struct SendfileOp {
-    /// The file's fd (the Python side keeps the file open).
-    in_fd: RawFd,
-    /// Where the next byte comes from.
-    offset: i64,
-    /// Where the operation started.
-    start: i64,
-    /// Bytes to send (None: to the end of the file).
-    count: Option<u64>,
-    /// Bytes sent so far.
-    sent: u64,
-    /// Resolved with `sent`.
-    fut: Py<PyAny>,
-}
-
-impl SendfileOp {
-    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.fut)
-    }
-
-    fn update_filepos(&self) {
-        if self.sent > 0 {
-            // As asyncio: best effort (the file may be closed already).
-            let _ = net::seek_set(self.in_fd, self.start + self.sent as i64);
-        }
-    }
-
-    /// The connection went away mid-operation.
-    pub(crate) fn abandon(self, py: Python<'_>, _lp: Option<&Bound<'_, LoopCore>>) -> PyResult<()> {
-        self.update_filepos();
-        let e = pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
-        set_exception_unless_done(self.fut.bind(py), e.value(py))
-    }
-}
 
 /// Where one `sendfile_step` left the operation.
 enum Outcome {

@@ -1,14 +1,16 @@
 //! The state of a `StreamTransport` (see `stream.rs`): who owns the
-//! socket, how data reaches the protocol, and `St`, everything the
-//! transport's mutex guards.
+//! socket, how data reaches the protocol, the `sendfile` in progress, and
+//! `St`, everything the transport's mutex guards.
 
 use std::os::fd::{OwnedFd, RawFd};
 
 use pyo3::prelude::*;
+use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::flow::{FlowControl, WriteBuffer};
-use crate::event_loop::LoopCore;
-use crate::reactor::Want;
+use super::pyobjs::set_exception_unless_done;
+use crate::event_loop::{LoopCore, Registration};
+use crate::reactor::net;
 
 /// Who owns the socket.
 pub(crate) enum Sock {
@@ -18,6 +20,20 @@ pub(crate) enum Sock {
     Python(Py<PyAny>),
     /// Closed.
     Closed,
+}
+
+impl Sock {
+    /// Closes the socket, whoever owns it.
+    pub(crate) fn close(self, py: Python<'_>) -> PyResult<()> {
+        match self {
+            Sock::Rust(fd) => {
+                drop(fd);
+                Ok(())
+            }
+            Sock::Python(s) => s.bind(py).call_method0(intern!(py, "close")).map(drop),
+            Sock::Closed => Ok(()),
+        }
+    }
 }
 
 /// How data reaches the protocol; methods looked up once per protocol.
@@ -53,10 +69,8 @@ pub(crate) struct St {
     pub(crate) kind: Option<ProtoKind>,
     /// The `Server` that accepted the connection.
     pub(crate) server: Option<Py<PyAny>>,
-    /// The reactor token while registered.
-    pub(crate) token: Option<usize>,
-    /// What the reactor watches for.
-    pub(crate) want: Option<Want>,
+    /// The claim on `fd` in the loop's table, and what it is watched for.
+    pub(crate) reg: Registration,
     /// Reading was started (after `connection_made`).
     pub(crate) started: bool,
     /// `pause_reading()`.
@@ -82,7 +96,7 @@ pub(crate) struct St {
     /// Resolved when the write buffer is empty (used by `sendfile`).
     pub(crate) empty_waiter: Option<Py<PyAny>>,
     /// The `sendfile` in progress.
-    pub(crate) sendfile: Option<super::sendfile::SendfileOp>,
+    pub(crate) sendfile: Option<SendfileOp>,
     /// The class name shown in reprs.
     pub(crate) name: &'static str,
     /// The transport's own context (3.15+'s transports of `create_server`
@@ -105,5 +119,43 @@ impl St {
 
     pub(crate) fn lp<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
         self.lp.as_ref().map(|l| l.bind(py).clone())
+    }
+}
+
+/// A `sendfile` in progress.
+pub(crate) struct SendfileOp {
+    /// The file's fd (the Python side keeps the file open).
+    pub(super) in_fd: RawFd,
+    /// Where the next byte comes from.
+    pub(super) offset: i64,
+    /// Where the operation started.
+    pub(super) start: i64,
+    /// Bytes to send (None: to the end of the file).
+    pub(super) count: Option<u64>,
+    /// Bytes sent so far.
+    pub(super) sent: u64,
+    /// Resolved with `sent`.
+    pub(super) fut: Py<PyAny>,
+}
+
+impl SendfileOp {
+    /// Visits the future.
+    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.fut)
+    }
+
+    /// Sets the file's position past the bytes sent, as asyncio does.
+    pub(super) fn update_filepos(&self) {
+        if self.sent > 0 {
+            // As asyncio: best effort (the file may be closed already).
+            let _ = net::seek_set(self.in_fd, self.start + self.sent as i64);
+        }
+    }
+
+    /// The connection went away mid-operation.
+    pub(crate) fn abandon(self, py: Python<'_>, _lp: Option<&Bound<'_, LoopCore>>) -> PyResult<()> {
+        self.update_filepos();
+        let e = pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
+        set_exception_unless_done(self.fut.bind(py), e.value(py))
     }
 }

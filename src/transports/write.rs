@@ -10,7 +10,9 @@ use pyo3::exceptions::{PyBufferError, PyRuntimeError, PyTypeError, PyValueError}
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 
-use super::stream::*;
+use super::pyobjs::{set_exception_unless_done, set_result_unless_done};
+use super::stream::StreamTransport;
+use super::stream_state::{Sock, St};
 use super::{logger, BufView, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
 use crate::errors;
 use crate::reactor::net::{self, MAX_IOV};

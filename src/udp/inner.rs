@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyOSError};
@@ -18,9 +18,12 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::contexts::run_in;
 use crate::event_loop::io::IoWatcher;
-use crate::event_loop::LoopCore;
-use crate::reactor::sockets::{self as sys, Addr};
+use crate::event_loop::{LoopCore, Registration};
+use crate::reactor::addr::{self, RawAddr};
+use crate::reactor::sockets as sys;
+use crate::reactor::would_block;
 use crate::reactor::{Readiness, Want};
+use crate::transports::addr_to_py;
 
 /// asyncio's `_SelectorTransport.max_size`: the largest datagram read.
 pub(crate) const MAX_SIZE: usize = 256 * 1024;
@@ -37,10 +40,8 @@ thread_local! {
 /// The transport's mutable part.
 #[derive(Default)]
 pub(crate) struct UState {
-    /// The loop's token while registered.
-    pub(crate) token: Option<usize>,
-    /// What the loop watches for.
-    pub(crate) want: Option<Want>,
+    /// The claim on the fd in the loop's table, and what it is watched for.
+    pub(crate) reg: Registration,
     /// `connection_made` was scheduled and reading started.
     pub(crate) started: bool,
     /// `pause_reading()` is in effect.
@@ -94,21 +95,6 @@ pub(crate) struct UdpInner {
     pub(crate) state: Mutex<UState>,
 }
 
-fn addr_to_py(py: Python<'_>, addr: Addr) -> PyResult<Py<PyAny>> {
-    Ok(match addr {
-        Addr::None | Addr::Other => py.None(),
-        Addr::V4(h, p) => (h, p).into_pyobject(py)?.into_any().unbind(),
-        Addr::V6(h, p, f, s) => (h, p, f, s).into_pyobject(py)?.into_any().unbind(),
-        Addr::UnixAbstract(b) => PyBytes::new(py, &b).into_any().unbind(),
-        Addr::UnixPath(b) => {
-            // PyUnicode_DecodeFSDefault, as socket.recvfrom.
-            let os = py.import(intern!(py, "os"))?;
-            os.call_method1(intern!(py, "fsdecode"), (PyBytes::new(py, &b),))?
-                .unbind()
-        }
-    })
-}
-
 pub(crate) fn would_block_err(py: Python<'_>, e: &PyErr) -> bool {
     e.is_instance_of::<PyBlockingIOError>(py) || e.is_instance_of::<PyInterruptedError>(py)
 }
@@ -137,29 +123,18 @@ impl UdpInner {
         let mut st = self.state.lock();
         let read = st.started && !st.paused && !st.closing && st.sock.is_some();
         let write = !st.buffer.is_empty() && st.sock.is_some();
-        let want = Want::from_flags(read, write);
-        if want == st.want {
-            return Ok(());
-        }
-        match (st.token, want) {
-            (Some(t), None) => {
-                st.token = None;
-                st.want = None;
+        match Want::from_flags(read, write) {
+            Some(w) => st.reg.set_interest(lp, self.fd, w, || {
+                self.me.upgrade().expect("alive while called")
+            }),
+            None => {
+                // The entry may hold the last reference to us: let go of
+                // our lock before it is dropped.
+                let reg = st.reg.take();
                 drop(st);
-                lp.io_set_want(t, None)
-            }
-            (Some(t), Some(w)) => {
-                st.want = want;
-                lp.io_set_want(t, Some(w))
-            }
-            (None, Some(w)) => {
-                let me = self.me.upgrade().expect("alive while called") as Arc<dyn IoWatcher>;
-                let t = lp.io_register(self.fd, w, me)?;
-                st.token = Some(t);
-                st.want = want;
+                reg.deregister(lp);
                 Ok(())
             }
-            (None, None) => Ok(()),
         }
     }
 
@@ -176,7 +151,7 @@ impl UdpInner {
     /// for this socket's family; None when only the `socket` module can
     /// tell (names, out-of-range values, other families, odd types), so that
     /// its parsing and errors stay the reference.
-    fn native_addr(&self, addr: &Bound<'_, PyAny>) -> Option<sys::RawAddr> {
+    fn native_addr(&self, addr: &Bound<'_, PyAny>) -> Option<RawAddr> {
         let t = addr.cast_exact::<PyTuple>().ok()?;
         let n = t.len();
         let ok_len = match self.family {
@@ -200,21 +175,21 @@ impl UdpInner {
         let port = u16::try_from(int(1)?).ok()?;
         let flowinfo = u32::try_from(int(2)?).ok().filter(|f| *f <= 0xfffff)?;
         let scope_id = u32::try_from(int(3)?).ok()?;
-        sys::inet_addr(self.family, host, port, flowinfo, scope_id)
+        addr::inet_addr(self.family, host, port, flowinfo, scope_id)
     }
 
     pub(crate) fn send_one(&self, py: Python<'_>, data: &[u8], addr: Option<&Py<PyAny>>) -> Sent {
         if self.connected {
             return match sys::send(self.fd, data) {
                 Ok(_) => Sent::Ok,
-                Err(e) if sys::would_block(&e) => Sent::WouldBlock,
+                Err(e) if would_block(&e) => Sent::WouldBlock,
                 Err(e) => Sent::Error(crate::errors::os_error(e)),
             };
         }
         if let Some(raw) = addr.and_then(|a| self.native_addr(a.bind(py))) {
             return match sys::sendto(self.fd, data, &raw) {
                 Ok(_) => Sent::Ok,
-                Err(e) if sys::would_block(&e) => Sent::WouldBlock,
+                Err(e) if would_block(&e) => Sent::WouldBlock,
                 Err(e) => Sent::Error(crate::errors::os_error(e)),
             };
         }
@@ -328,16 +303,7 @@ impl UdpInner {
             st.protocol_paused = true;
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
-        if let Some(p) = proto {
-            if let Err(e) = p.bind(py).call_method0(intern!(py, "pause_writing")) {
-                if !e.is_instance_of::<pyo3::exceptions::PyException>(py) && !is_plain_base(py, &e)
-                {
-                    return Err(e);
-                }
-                self.call_exception_handler(py, "protocol.pause_writing() failed", &e)?;
-            }
-        }
-        Ok(())
+        self.call_flow(py, proto, intern!(py, "pause_writing"))
     }
 
     fn maybe_resume_protocol(&self, py: Python<'_>) -> PyResult<()> {
@@ -349,14 +315,24 @@ impl UdpInner {
             st.protocol_paused = false;
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
-        if let Some(p) = proto {
-            if let Err(e) = p.bind(py).call_method0(intern!(py, "resume_writing")) {
-                if !e.is_instance_of::<pyo3::exceptions::PyException>(py) && !is_plain_base(py, &e)
-                {
-                    return Err(e);
-                }
-                self.call_exception_handler(py, "protocol.resume_writing() failed", &e)?;
+        self.call_flow(py, proto, intern!(py, "resume_writing"))
+    }
+
+    /// Calls `protocol.<method>()` (`pause_writing`/`resume_writing`); an
+    /// `Exception` it raises goes to the exception handler, as in asyncio.
+    fn call_flow(
+        &self,
+        py: Python<'_>,
+        proto: Option<Py<PyAny>>,
+        method: &Bound<'_, PyString>,
+    ) -> PyResult<()> {
+        let Some(p) = proto else { return Ok(()) };
+        if let Err(e) = p.bind(py).call_method0(method) {
+            if !e.is_instance_of::<pyo3::exceptions::PyException>(py) && !is_plain_base(py, &e) {
+                return Err(e);
             }
+            let message = format!("protocol.{method}() failed");
+            self.call_exception_handler(py, &message, &e)?;
         }
         Ok(())
     }
@@ -388,8 +364,8 @@ impl UdpInner {
                 .map(|(n, addr)| (PyBytes::new(py, &b[..n]).into_any().unbind(), addr))
         });
         match got {
-            Ok((data, addr)) => Ok(Some((data, addr_to_py(py, sys::decode(&addr))?))),
-            Err(e) if sys::would_block(&e) => Ok(None),
+            Ok((data, a)) => Ok(Some((data, addr_to_py(py, addr::decode(&a))?.unbind()))),
+            Err(e) if would_block(&e) => Ok(None),
             Err(e) => Err(crate::errors::os_error(e)),
         }
     }
@@ -498,10 +474,7 @@ impl IoWatcher for UdpInner {
         }
         self.sync(lp.get())?;
         if !drained {
-            let token = self.state.lock().token;
-            if let Some(t) = token {
-                lp.get().io_rearm(t)?;
-            }
+            self.state.lock().reg.rearm(lp.get())?;
         }
         result
     }

@@ -363,7 +363,7 @@ impl UdpTransport {
     /// Whether the loop is watching the fd for reading / writing (repr).
     fn _polling(&self) -> (bool, bool) {
         let st = self.inner.state.lock();
-        match st.want {
+        match st.reg.interest() {
             None => (false, false),
             Some(Want::Read) => (true, false),
             Some(Want::Write) => (false, true),

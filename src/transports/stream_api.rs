@@ -1,0 +1,415 @@
+//! The Python face of `StreamTransport`: thin `#[pymethods]` over the I/O
+//! paths (`read.rs`, `write.rs`, `sendfile.rs`) and the life cycle
+//! (`lifecycle.rs`). Nothing below calls up into this file.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering::Relaxed;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use super::pyobjs::{cached, TRANSPORT_SOCKET};
+use super::stream::StreamTransport;
+use super::stream_state::{ProtoKind, Sock};
+use crate::contexts::fixed_or_copy;
+use crate::errors;
+use crate::event_loop::LoopCore;
+use crate::reactor::net;
+use crate::reactor::Want;
+
+#[pymethods]
+impl StreamTransport {
+    /// A transport over a connected `socket.socket` (which it then owns).
+    #[new]
+    #[pyo3(signature = (lp, sock, name = "TCPTransport", nodelay = false))]
+    fn py_new(
+        py: Python<'_>,
+        lp: Bound<'_, LoopCore>,
+        sock: Bound<'_, PyAny>,
+        name: &str,
+        nodelay: bool,
+    ) -> PyResult<Self> {
+        let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+        if fd < 0 {
+            return Err(PyValueError::new_err("the socket is closed"));
+        }
+        if nodelay {
+            net::set_nodelay(fd).map_err(errors::os_error)?;
+        }
+        let name = if name == "UnixTransport" {
+            "UnixTransport"
+        } else {
+            "TCPTransport"
+        };
+        let st = Self::new_state(
+            py,
+            lp.unbind(),
+            fd,
+            Sock::Python(sock.clone().unbind()),
+            None,
+            name,
+        );
+        let mut st = st;
+        st.extra_socket = Some(
+            cached(py, &TRANSPORT_SOCKET, "asyncio.trsock", "TransportSocket")?
+                .call1((sock,))?
+                .unbind(),
+        );
+        Ok(Self::with_state(st))
+    }
+
+    /// Sets the protocol and the Python transport object, attaches to the
+    /// server, and schedules `connection_made`, the start of reading and the
+    /// waiter, in asyncio's order.
+    /// `context`: the transport's own context (3.15+), else None.
+    #[pyo3(signature = (wrapper, protocol, waiter = None, server = None, context = None))]
+    fn _start(
+        slf: &Bound<'_, Self>,
+        wrapper: Bound<'_, PyAny>,
+        protocol: Bound<'_, PyAny>,
+        waiter: Option<Bound<'_, PyAny>>,
+        server: Option<Bound<'_, PyAny>>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let context = context.filter(|c| !c.is_none());
+        if let Some(c) = &context {
+            if !crate::contexts::is_context(c) {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "context must be a contextvars.Context",
+                ));
+            }
+        }
+        Self::start(
+            slf,
+            &wrapper,
+            &protocol,
+            waiter.as_ref(),
+            server.as_ref(),
+            context.map(Bound::unbind),
+        )
+    }
+
+    /// Starts reading (scheduled after `connection_made`): asyncio adds
+    /// the reader here, so reads run in a copy of this callback's context.
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let fixed = slf.get().st.lock().ctx.as_ref().map(|c| c.clone_ref(py));
+        let ctx = fixed_or_copy(py, fixed.as_ref())?;
+        let mut st = slf.get().st.lock();
+        st.started = true;
+        let old = st.read_ctx.replace(ctx);
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        drop(old);
+        r
+    }
+
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        Self::call_connection_lost(slf, &exc)
+    }
+
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::write_impl(slf, data)
+    }
+
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::writelines_impl(slf, list_of_data)
+    }
+
+    fn write_eof(&self) -> PyResult<()> {
+        let mut st = self.st.lock();
+        if st.closing || st.eof {
+            return Ok(());
+        }
+        st.eof = true;
+        if st.wbuf.is_empty() && st.sendfile.is_none() && st.fd >= 0 {
+            net::shutdown_write(st.fd).map_err(errors::os_error)?;
+        }
+        Ok(())
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::do_close(slf)
+    }
+
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::force_close(slf, None)
+    }
+
+    /// asyncio's `_force_close(exc)` (used by `sslproto`).
+    fn _force_close(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let exc = if exc.is_none() { None } else { Some(exc) };
+        Self::force_close(slf, exc)
+    }
+
+    fn is_closing(&self) -> bool {
+        self.st.lock().closing
+    }
+
+    fn is_reading(&self) -> bool {
+        let st = self.st.lock();
+        !st.closing && !st.paused
+    }
+
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let mut st = slf.get().st.lock();
+        if st.closing || st.paused {
+            return Ok(());
+        }
+        st.paused = true;
+        Self::sync_interest(slf, &mut st)
+    }
+
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let fixed = {
+            let st = slf.get().st.lock();
+            if st.closing || !st.paused {
+                return Ok(());
+            }
+            st.ctx.as_ref().map(|c| c.clone_ref(py))
+        };
+        // asyncio adds the reader again: reads now run in a copy of the
+        // caller's context (or in the transport's own).
+        let ctx = fixed_or_copy(py, fixed.as_ref())?;
+        let mut st = slf.get().st.lock();
+        if st.closing || !st.paused {
+            return Ok(());
+        }
+        st.paused = false;
+        let old = if st.started {
+            st.read_ctx.replace(ctx)
+        } else {
+            None
+        };
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        drop(old);
+        r
+    }
+
+    fn set_protocol(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
+        let mut st = self.st.lock();
+        let (old_p, old_k) = (st.protocol.take(), st.kind.take());
+        let r = Self::set_protocol_locked(py, &mut st, &protocol);
+        drop(st);
+        drop((old_p, old_k));
+        r
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.st.lock().protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.st.lock().wbuf.len()
+    }
+
+    fn get_write_buffer_limits(&self) -> (usize, usize) {
+        let st = self.st.lock();
+        (st.flow.low, st.flow.high)
+    }
+
+    #[pyo3(signature = (high = None, low = None))]
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<i64>,
+        low: Option<i64>,
+    ) -> PyResult<()> {
+        slf.get()
+            .st
+            .lock()
+            .flow
+            .set_limits(high, low)
+            .map_err(PyValueError::new_err)?;
+        Self::maybe_pause_protocol(slf)
+    }
+
+    #[pyo3(signature = (name, default = None))]
+    fn get_extra_info(
+        slf: &Bound<'_, Self>,
+        name: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        let Ok(name) = name.cast::<PyString>() else {
+            return Ok(default);
+        };
+        let st = slf.get().st.lock();
+        Ok(match name.to_str()? {
+            "peername" => st.peername.as_ref().map(|p| p.clone_ref(py)),
+            "sockname" => st.sockname.as_ref().map(|p| p.clone_ref(py)),
+            "oxloop_stats" => {
+                let this = slf.get();
+                let d = pyo3::types::PyDict::new(py);
+                d.set_item("bytes_in", this.bytes_in.load(Relaxed))?;
+                d.set_item("bytes_out", this.bytes_out.load(Relaxed))?;
+                Some(d.into_any().unbind())
+            }
+            "socket" => {
+                if let Some(s) = &st.extra_socket {
+                    return Ok(Some(s.clone_ref(py)));
+                }
+                drop(st);
+                return Self::make_extra_socket(slf).map(Some);
+            }
+            _ => default,
+        })
+    }
+
+    /// "fd=N read=polling write=<idle, bufsize=0>" for the wrapper's repr.
+    fn _repr_info(&self) -> String {
+        let st = self.st.lock();
+        let mut info = Vec::new();
+        if matches!(st.sock, Sock::Closed) {
+            info.push("closed".to_string());
+        } else if st.closing {
+            info.push("closing".to_string());
+        }
+        info.push(format!("fd={}", st.fileno));
+        if !matches!(st.sock, Sock::Closed) {
+            let read = matches!(st.reg.interest(), Some(Want::Read | Want::Both));
+            let write = st.reg.is_registered() && !st.wbuf.is_empty();
+            info.push(format!("read={}", if read { "polling" } else { "idle" }));
+            info.push(format!(
+                "write=<{}, bufsize={}>",
+                if write { "polling" } else { "idle" },
+                st.wbuf.len()
+            ));
+        }
+        info.join(" ")
+    }
+
+    /// Whether the socket is still open (the wrapper's `__del__` asks).
+    fn _is_open(&self) -> bool {
+        !matches!(self.st.lock().sock, Sock::Closed)
+    }
+
+    /// Closes the socket without callbacks (`__del__` of an unclosed
+    /// transport, after it warned).
+    fn _dispose(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (lp, reg, sock) = {
+            let mut st = slf.get().st.lock();
+            st.fd = -1;
+            (
+                st.lp.take(),
+                st.reg.take(),
+                std::mem::replace(&mut st.sock, Sock::Closed),
+            )
+        };
+        if let Some(lp) = &lp {
+            reg.deregister(lp.get());
+        }
+        sock.close(py)
+    }
+
+    fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::make_empty_waiter(slf)
+    }
+
+    fn _reset_empty_waiter(&self) {
+        self.reset_empty_waiter()
+    }
+
+    fn _sendfile_start(
+        slf: &Bound<'_, Self>,
+        in_fd: RawFd,
+        offset: i64,
+        count: u64,
+        fut: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        Self::sendfile_start(slf, in_fd, offset, count, fut)
+    }
+
+    /// The fd number (kept after close, as asyncio's).
+    #[getter]
+    fn _sock_fd(&self) -> RawFd {
+        self.st.lock().fileno
+    }
+
+    /// The loop (None after `connection_lost`).
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
+        self.st.lock().lp.as_ref().map(|l| l.clone_ref(py))
+    }
+
+    /// Whether the protocol is paused for writing.
+    #[getter]
+    fn _protocol_paused(&self) -> bool {
+        self.st.lock().flow.paused
+    }
+
+    /// Whether reading is paused (`pause_reading()`), as asyncio's `_paused`.
+    #[getter]
+    fn _paused(&self) -> bool {
+        self.st.lock().paused
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(st) = self.st.try_lock() else {
+            return Ok(());
+        };
+        for o in [
+            &st.lp.as_ref().map(|l| l.as_any()),
+            &st.wrapper.as_ref(),
+            &st.protocol.as_ref(),
+            &st.server.as_ref(),
+            &st.sockname.as_ref(),
+            &st.peername.as_ref(),
+            &st.extra_socket.as_ref(),
+            &st.empty_waiter.as_ref(),
+            &st.ctx.as_ref(),
+            &st.read_ctx.as_ref(),
+            &st.write_ctx.as_ref(),
+            &st.unsendable.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            visit.call(*o)?;
+        }
+        if let Sock::Python(s) = &st.sock {
+            visit.call(s)?;
+        }
+        match &st.kind {
+            Some(ProtoKind::Plain(f)) => visit.call(f)?,
+            Some(ProtoKind::Buffered(g, u)) => {
+                visit.call(g)?;
+                visit.call(u)?;
+            }
+            _ => {}
+        }
+        if let Some(op) = &st.sendfile {
+            op.traverse(&visit)?;
+        }
+        st.wbuf.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        let taken = {
+            let mut st = self.st.lock();
+            (
+                st.lp.take(),
+                st.wrapper.take(),
+                st.protocol.take(),
+                st.kind.take(),
+                st.server.take(),
+                st.extra_socket.take(),
+                st.empty_waiter.take(),
+                st.sendfile.take(),
+                st.ctx.take(),
+                st.read_ctx.take(),
+                st.write_ctx.take(),
+                st.unsendable.take(),
+            )
+        };
+        drop(taken);
+    }
+}
