@@ -162,7 +162,8 @@ impl StreamTransport {
         ctx: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let lp = {
+        let kind = Self::protocol_kind(py, protocol)?;
+        let (lp, old) = {
             let mut st = slf.get().st.lock();
             st.wrapper = Some(wrapper.clone().unbind());
             st.server = server.map(|s| s.clone().unbind());
@@ -171,9 +172,11 @@ impl StreamTransport {
                 st.read_ctx = Some(c.clone_ref(py));
                 st.write_ctx = Some(c.clone_ref(py));
             }
-            Self::set_protocol_locked(py, &mut st, protocol)?;
-            st.lp(py).ok_or_else(errors::loop_closed)?
+            let old = Self::install_protocol(&mut st, protocol.clone().unbind(), kind);
+            (st.lp(py), old)
         };
+        drop(old);
+        let lp = lp.ok_or_else(errors::loop_closed)?;
         if let Some(server) = server {
             server.call_method1(intern!(py, "_attach"), (wrapper,))?;
         }

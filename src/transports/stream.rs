@@ -72,7 +72,7 @@ impl StreamTransport {
     pub(crate) fn count_out(&self, lp: Option<&Py<LoopCore>>, n: usize) {
         add(&self.bytes_out, n);
         if let Some(lp) = lp {
-            add(&lp.get().stats.bytes_out, n);
+            lp.get().stats.stream.add_out(n);
         }
     }
 }
@@ -91,7 +91,7 @@ impl IoWatcher for Watch {
                 StreamTransport::handle_read(slf, lp, ready)
             });
             let got = this.bytes_in.load(Relaxed).wrapping_sub(before);
-            add(&lp.get().stats.bytes_in, got as usize);
+            lp.get().stats.stream.add_in(got as usize);
             r?;
         }
         if ready.for_writer() {
@@ -210,18 +210,22 @@ impl StreamTransport {
         Py::new(py, Self::with_state(st))
     }
 
-    pub(crate) fn set_protocol_locked(
+    /// How reads reach `protocol` (its hot methods, looked up once). This
+    /// runs Python (`isinstance` may read `__class__`, a lookup may run a
+    /// property or `__getattribute__` that uses this very transport), so it
+    /// is called with the transport's lock free; the caller stores the
+    /// result under the lock (`install_protocol`).
+    pub(crate) fn protocol_kind(
         py: Python<'_>,
-        st: &mut St,
         protocol: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
+    ) -> PyResult<ProtoKind> {
         let buffered = protocol.is_instance(&cached(
             py,
             &BUFFERED_PROTOCOL,
             "asyncio.protocols",
             "BufferedProtocol",
         )?)?;
-        let kind = if buffered {
+        Ok(if buffered {
             match (
                 protocol.getattr(intern!(py, "get_buffer")),
                 protocol.getattr(intern!(py, "buffer_updated")),
@@ -234,10 +238,17 @@ impl StreamTransport {
                 Ok(d) => ProtoKind::Plain(d.unbind()),
                 Err(_) => ProtoKind::Lazy(false),
             }
-        };
-        st.protocol = Some(protocol.clone().unbind());
-        st.kind = Some(kind);
-        Ok(())
+        })
+    }
+
+    /// Stores a protocol and its `protocol_kind` (Python-free); returns
+    /// the old ones, to be dropped once the lock is released.
+    pub(crate) fn install_protocol(
+        st: &mut St,
+        protocol: Py<PyAny>,
+        kind: ProtoKind,
+    ) -> (Option<Py<PyAny>>, Option<ProtoKind>) {
+        (st.protocol.replace(protocol), st.kind.replace(kind))
     }
 
     /// Makes the reactor watch what the state needs.
@@ -447,12 +458,10 @@ impl StreamTransport {
     }
 
     fn set_protocol(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
-        let mut st = self.st.lock();
-        let (old_p, old_k) = (st.protocol.take(), st.kind.take());
-        let r = Self::set_protocol_locked(py, &mut st, &protocol);
-        drop(st);
-        drop((old_p, old_k));
-        r
+        let kind = Self::protocol_kind(py, &protocol)?;
+        let old = Self::install_protocol(&mut self.st.lock(), protocol.unbind(), kind);
+        drop(old);
+        Ok(())
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
