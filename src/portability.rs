@@ -31,7 +31,7 @@
 //!   threading needs exactly this: a thread holding a lock never reaches a
 //!   safepoint, so the stop-the-world pause never catches it inside a
 //!   critical section, and a thread waiting for that lock waits only for
-//!   Python-free code. (`StreamTransport::protocol_kind` runs a new
+//!   Python-free code. (`ProtoKind::of` runs a new
 //!   protocol's `isinstance`/`getattr` before the transport lock is taken;
 //!   `tests/net/test_protocol_reentry.py` holds it to that.)
 //! - [x] `__traverse__` takes locks only with `try_lock` and reports nothing

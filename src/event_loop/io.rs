@@ -160,15 +160,12 @@ pub(crate) struct IoEntry {
     pub(crate) fileobj: Option<Py<PyAny>>,
 }
 
+/// An entry's reader and writer slots.
+type WaiterSlots<'a> = (&'a mut Option<Waiter>, &'a mut Option<Waiter>);
+
 impl IoEntry {
     /// Its reader and writer slots, or the native watcher that owns the fd.
-    #[allow(
-        clippy::type_complexity,
-        reason = "two slots of one entry, named at the call sites"
-    )]
-    fn waiters(
-        &mut self,
-    ) -> Result<(&mut Option<Waiter>, &mut Option<Waiter>), &Arc<dyn IoWatcher>> {
+    fn waiters(&mut self) -> Result<WaiterSlots<'_>, &Arc<dyn IoWatcher>> {
         match &mut self.kind {
             IoKind::Shared { reader, writer } => Ok((reader, writer)),
             IoKind::Native(w) => Err(w),
@@ -211,9 +208,8 @@ impl IoTable {
 
     /// The entry of a token `by_fd` gave.
     fn entry_of(&mut self, token: usize) -> &mut IoEntry {
-        self.entries
-            .get_mut(&token)
-            .expect("by_fd and entries agree")
+        let entry = self.entries.get_mut(&token);
+        entry.expect("by_fd and entries agree")
     }
 
     /// Registers a new entry; on failure the entry is given back.

@@ -162,7 +162,7 @@ impl StreamTransport {
         ctx: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let kind = Self::protocol_kind(py, protocol)?;
+        let kind = ProtoKind::of(py, protocol)?;
         let (lp, old) = {
             let mut st = slf.get().st.lock();
             st.wrapper = Some(wrapper.clone().unbind());
@@ -172,7 +172,7 @@ impl StreamTransport {
                 st.read_ctx = Some(c.clone_ref(py));
                 st.write_ctx = Some(c.clone_ref(py));
             }
-            let old = Self::install_protocol(&mut st, protocol.clone().unbind(), kind);
+            let old = st.install_protocol(protocol.clone().unbind(), kind);
             (st.lp(py), old)
         };
         drop(old);

@@ -120,7 +120,6 @@ impl IoWatcher for Watch {
 }
 
 pub(crate) static SET_RESULT_UNLESS_CANCELLED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-pub(crate) static BUFFERED_PROTOCOL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 pub(crate) static TRANSPORT_SOCKET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 pub(crate) fn cached<'py>(
@@ -208,47 +207,6 @@ impl StreamTransport {
         let mut st = Self::new_state(py, lp, raw, Sock::Rust(fd), Some(peer), name);
         st.sock_kind = (family, libc::SOCK_STREAM, proto);
         Py::new(py, Self::with_state(st))
-    }
-
-    /// How reads reach `protocol` (its hot methods, looked up once). This
-    /// runs Python (`isinstance` may read `__class__`, a lookup may run a
-    /// property or `__getattribute__` that uses this very transport), so it
-    /// is called with the transport's lock free; the caller stores the
-    /// result under the lock (`install_protocol`).
-    pub(crate) fn protocol_kind(
-        py: Python<'_>,
-        protocol: &Bound<'_, PyAny>,
-    ) -> PyResult<ProtoKind> {
-        let buffered = protocol.is_instance(&cached(
-            py,
-            &BUFFERED_PROTOCOL,
-            "asyncio.protocols",
-            "BufferedProtocol",
-        )?)?;
-        Ok(if buffered {
-            match (
-                protocol.getattr(intern!(py, "get_buffer")),
-                protocol.getattr(intern!(py, "buffer_updated")),
-            ) {
-                (Ok(g), Ok(u)) => ProtoKind::Buffered(g.unbind(), u.unbind()),
-                _ => ProtoKind::Lazy(true),
-            }
-        } else {
-            match protocol.getattr(intern!(py, "data_received")) {
-                Ok(d) => ProtoKind::Plain(d.unbind()),
-                Err(_) => ProtoKind::Lazy(false),
-            }
-        })
-    }
-
-    /// Stores a protocol and its `protocol_kind` (Python-free); returns
-    /// the old ones, to be dropped once the lock is released.
-    pub(crate) fn install_protocol(
-        st: &mut St,
-        protocol: Py<PyAny>,
-        kind: ProtoKind,
-    ) -> (Option<Py<PyAny>>, Option<ProtoKind>) {
-        (st.protocol.replace(protocol), st.kind.replace(kind))
     }
 
     /// Makes the reactor watch what the state needs.
@@ -458,8 +416,8 @@ impl StreamTransport {
     }
 
     fn set_protocol(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
-        let kind = Self::protocol_kind(py, &protocol)?;
-        let old = Self::install_protocol(&mut self.st.lock(), protocol.unbind(), kind);
+        let kind = ProtoKind::of(py, &protocol)?;
+        let old = self.st.lock().install_protocol(protocol.unbind(), kind);
         drop(old);
         Ok(())
     }
