@@ -3,6 +3,7 @@
 import asyncio
 import io
 import os
+import socket
 import tempfile
 
 import pytest
@@ -120,36 +121,47 @@ def test_sendfile_fallback_starts_at_offset_zero(loop):
     assert buf.tell() == 0 + sent  # offset + bytes sent, whatever it read
 
 
+async def _first_made(protos):
+    while not protos:
+        await asyncio.sleep(0.01)
+    await protos[0].made
+    return protos[0]
+
+
 def test_write_during_sendfile_raises(loop):
-    # More than the socket buffers of both ends hold, so it cannot finish
-    # while the peer does not read.
-    big = DATA * 11
+    # Both ends' socket buffers are pinned small (SO_RCVBUF/SO_SNDBUF turn
+    # the kernel's autotuning off; loopback's tcp_rmem may grow to 32 MiB
+    # or more), so the file cannot fit in them while the peer does not read.
+    big = DATA
     datafile = tempfile.TemporaryFile()
     datafile.write(big)
     datafile.seek(0)
-
-    class Paused(RecordingProtocol):
-        def connection_made(self, transport):
-            super().connection_made(transport)
-            transport.pause_reading()  # the peer does not read for now
 
     async def main():
         protos = []
 
         def factory():
-            p = Paused(loop)
+            p = RecordingProtocol(loop)
             protos.append(p)
             return p
 
         server, port = await serve(loop, factory)
         tr, client = await loop.create_connection(
             lambda: RecordingProtocol(loop), "127.0.0.1", port)
+        tr.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        peer = await wait_for(_first_made(protos))
+        # The peer does not read for now. (Not from connection_made: 3.9's
+        # selector transport starts reading after it even when paused.)
+        peer.transport.pause_reading()
+        peer.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         task = asyncio.ensure_future(loop.sendfile(tr, datafile))
         await asyncio.sleep(0.05)
         assert not task.done()
         with pytest.raises(RuntimeError, match="sendfile is in progress"):
             tr.write(b"no")
-        protos[0].transport.resume_reading()
+        peer.transport.resume_reading()
         assert await wait_for(task) == len(big)
         tr.write(b"after")
         tr.close()
