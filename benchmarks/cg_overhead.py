@@ -6,9 +6,11 @@
 
 Timings on a shared 2-core machine drift by more than the few per cent this
 has to show, so this counts instructions instead: each (workload, setting)
-runs under ``valgrind --tool=callgrind`` twice, with 0 and with N operations,
-and the difference divided by N is the cost of one operation (start-up and
-warm-up cancel out). Workloads: ``call_soon`` (a chain of call_soon
+runs under ``valgrind --tool=callgrind`` twice, with N and with 2N
+operations, and the difference divided by N is the cost of one operation in
+the steady state (start-up and warm-up cancel out; so does the first
+filling of the slowest-callbacks list, which under valgrind, some 50 times
+slower than native, takes callbacks a native run never has). Workloads: ``call_soon`` (a chain of call_soon
 callbacks, as in micro.py) and ``echo`` (a 1 KiB request/response over a TCP
 loopback connection, client and server Protocols on the same loop).
 ``--inner`` runs one workload in this process (what valgrind runs).
@@ -126,12 +128,16 @@ def main():
     if a.inner:
         inner(a.work, a.stats, a.n)
         return
-    print(f"{'workload':10} {'stats':5} {'instr/op':>10}")
+    print(f"{'workload':10} {'stats':5} {'instr/op':>10} {'vs off':>8}")
     for work in a.work.split(","):
+        per_op = {}
         for stats in a.stats.split(","):
-            base = count(a.python, work, stats, 0)
-            full = count(a.python, work, stats, a.n)
-            print(f"{work:10} {stats:5} {(full - base) / a.n:10.1f}", flush=True)
+            base = count(a.python, work, stats, a.n)
+            full = count(a.python, work, stats, 2 * a.n)
+            per_op[stats] = (full - base) / a.n
+            cost = (f"{per_op[stats] / per_op['off'] - 1:+8.2%}"
+                    if stats != "off" and "off" in per_op else "")
+            print(f"{work:10} {stats:5} {per_op[stats]:10.1f} {cost}", flush=True)
 
 
 if __name__ == "__main__":

@@ -243,7 +243,9 @@ impl Handle {
     #[inline]
     pub(crate) fn lag_ns(&self, now_ns: u64) -> u64 {
         match &self.timer {
-            Some(t) => ((now_ns as f64 * 1e-9 - t.when) * 1e9) as u64,
+            // Signed conversions: one instruction each way (an early
+            // start gives a negative lag, which counts as 0).
+            Some(t) => ((now_ns as i64 as f64 * 1e-9 - t.when) * 1e9).max(0.0) as i64 as u64,
             None => match self.queued.load(Ordering::Relaxed) {
                 0 => 0,
                 q => now_ns.saturating_sub(q),

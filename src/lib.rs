@@ -33,10 +33,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transports::pipe::PipeTransport>()?;
     m.add_class::<server::StreamListener>()?;
     oscalls::register(m)?;
-    m.add_function(wrap_pyfunction!(event_loop::stats::_stats_enable, m)?)?;
-    m.add_function(wrap_pyfunction!(event_loop::stats::_stats_reset, m)?)?;
-    m.add_function(wrap_pyfunction!(event_loop::stats::_stats_set_blocking, m)?)?;
-    m.add_function(wrap_pyfunction!(event_loop::stats::_stats_probe, m)?)?;
-    m.add_function(wrap_pyfunction!(event_loop::stats::_stats_snapshot, m)?)?;
+    m.add_function(wrap_pyfunction!(event_loop::stats_api::_stats_enable, m)?)?;
+    m.add_function(wrap_pyfunction!(event_loop::stats_api::_stats_reset, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        event_loop::stats_api::_stats_set_blocking,
+        m
+    )?)?;
+    m.add_function(wrap_pyfunction!(event_loop::stats_api::_stats_probe, m)?)?;
+    m.add_function(wrap_pyfunction!(event_loop::stats_api::_stats_snapshot, m)?)?;
     Ok(())
 }

@@ -31,9 +31,9 @@
 //!   threading needs exactly this: a thread holding a lock never reaches a
 //!   safepoint, so the stop-the-world pause never catches it inside a
 //!   critical section, and a thread waiting for that lock waits only for
-//!   Python-free code. (`transports`' `set_protocol_locked`, which calls
-//!   `isinstance`/`getattr` under the transport lock, breaks it today: issue
-//!   11 fixes it; it must be fixed before this port.)
+//!   Python-free code. (`ProtoKind::of` runs a new
+//!   protocol's `isinstance`/`getattr` before the transport lock is taken;
+//!   `tests/net/test_protocol_reentry.py` holds it to that.)
 //! - [x] `__traverse__` takes locks only with `try_lock` and reports nothing
 //!   when one is busy (missing a report is always safe).
 //! - [x] The reactor waits detached (`py.detach` around `Reactor::wait`), so

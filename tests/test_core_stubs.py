@@ -23,7 +23,11 @@ def _stub_names():
     module, classes = set(), {}
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
-            classes[node.name] = {
+            # A class has what it declares and what its bases in the stub
+            # declare (a stub-only base names what two classes share).
+            inherited = set().union(*(
+                classes.get(b.id, set()) for b in node.bases if isinstance(b, ast.Name)))
+            classes[node.name] = inherited | {
                 n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
             } | {
                 n.target.id for n in node.body

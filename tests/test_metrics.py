@@ -7,6 +7,7 @@ opentelemetry-sdk are in requirements-dev.txt.
 
 import asyncio
 import gc
+import os
 import time
 import weakref
 
@@ -35,12 +36,55 @@ def _busy_loop(oxloop):
         await writer.wait_closed()
         server.close()
         await server.wait_closed()
+        await _pipe_and_udp_bytes(loop)
         loop.call_soon(sleepy)
         await asyncio.sleep(0.01)
 
     loop.run_until_complete(main())
     loop.call_later(100, lambda: None)
     return loop
+
+
+async def _pipe_and_udp_bytes(loop):
+    """50 bytes through a pipe (one transport per end), a 30-byte datagram
+    and its echo (both endpoints on the loop)."""
+    got = loop.create_future()
+
+    class Reader(asyncio.Protocol):
+        def data_received(self, data):
+            got.set_result(data)
+
+    rfd, wfd = os.pipe()
+    rt, _ = await loop.connect_read_pipe(Reader, os.fdopen(rfd, "rb", 0))
+    wt, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(wfd, "wb", 0))
+    wt.write(b"p" * 50)
+    assert await got == b"p" * 50
+    wt.close()
+    rt.close()
+    echoed = loop.create_future()
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            if data.startswith(b"u"):
+                self.transport.sendto(b"e" * len(data), addr)
+            else:
+                echoed.set_result(data)
+
+    server, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    client, _ = await loop.create_datagram_endpoint(
+        Echo, remote_addr=server.get_extra_info("sockname"))
+    client.sendto(b"u" * 30)
+    assert await echoed == b"e" * 30
+    client.close()
+    server.close()
+    await asyncio.sleep(0)
+
+
+# Bytes per kind of transport that `_busy_loop` moves, in and out alike.
+_BYTES = {"stream": 200, "pipe": 50, "udp": 60}
 
 
 def _families(text):
@@ -65,8 +109,11 @@ def _check_prometheus(fams, stats, **labels):
     assert _value(fams, "oxloop_callbacks", "oxloop_callbacks_total", **labels) == stats["callbacks"]
     assert fams["oxloop_callbacks"].type == "counter"
     assert _value(fams, "oxloop_timers", **labels) == stats["timers"] == 1
-    assert _value(fams, "oxloop_transport_received_bytes", **labels) == stats["transports"]["bytes_in"] == 200
-    assert _value(fams, "oxloop_transport_sent_bytes", **labels) == stats["transports"]["bytes_out"] == 200
+    for kind, n in _BYTES.items():
+        assert _value(fams, "oxloop_transport_received_bytes", transport=kind, **labels) == n
+        assert _value(fams, "oxloop_transport_sent_bytes", transport=kind, **labels) == n
+        assert stats["transports"][kind] == {"bytes_in": n, "bytes_out": n}
+    assert stats["transports"]["bytes_in"] == stats["transports"]["bytes_out"] == sum(_BYTES.values())
     lag = fams["oxloop_callback_lag_seconds"]
     assert lag.type == "summary"
     assert _value(fams, "oxloop_callback_lag_seconds", quantile="0.99", **labels) == pytest.approx(
@@ -157,8 +204,10 @@ def test_opentelemetry_export_reads_back(oxloop):
     _, (point,) = points["oxloop.callbacks"]
     assert point.value >= stats["callbacks"] - 1  # the reading itself may be counted
     assert point.attributes == {"loop": "main"}
-    assert points["oxloop.transport.received"][1][0].value == 200
-    assert points["oxloop.transport.sent"][1][0].value == 200
+    for name in ("oxloop.transport.received", "oxloop.transport.sent"):
+        by_kind = {p.attributes["transport"]: p for p in points[name][1]}
+        assert {k: p.value for k, p in by_kind.items()} == _BYTES
+        assert by_kind["pipe"].attributes == {"loop": "main", "transport": "pipe"}
     assert points["oxloop.transport.sent"][0].unit == "By"
     assert points["oxloop.timers"][1][0].value == 1
     assert points["oxloop.callback.lag.p99"][1][0].value == pytest.approx(stats["lag_p99_ms"] / 1e3)

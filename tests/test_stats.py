@@ -235,7 +235,95 @@ def test_bytes_in_and_out_per_transport_and_per_loop(oxloop):
         loop.close()
     assert mine == {"bytes_in": 3001, "bytes_out": 3000}
     # Both ends are on this loop.
-    assert totals == {"bytes_in": 6001, "bytes_out": 6001}
+    assert totals["stream"] == {"bytes_in": 6001, "bytes_out": 6001}
+    assert totals["bytes_in"] == totals["bytes_out"] == 6001
+
+
+class _Collect(asyncio.Protocol):
+    def __init__(self, loop, want):
+        self.data = bytearray()
+        self.want = want
+        self.done = loop.create_future()
+
+    def data_received(self, data):
+        self.data += data
+        if len(self.data) >= self.want and not self.done.done():
+            self.done.set_result(bytes(self.data))
+
+
+def test_bytes_in_and_out_per_pipe_transport_and_per_loop(oxloop):
+    loop = oxloop.new_event_loop()  # counted with stats off too
+
+    async def main():
+        rfd, wfd = os.pipe()
+        rpipe, wpipe = os.fdopen(rfd, "rb", 0), os.fdopen(wfd, "wb", 0)
+        rt, proto = await loop.connect_read_pipe(lambda: _Collect(loop, 700), rpipe)
+        wt, _ = await loop.connect_write_pipe(asyncio.Protocol, wpipe)
+        wt.write(b"p" * 300)
+        wt.writelines([b"q" * 400])
+        assert await proto.done == b"p" * 300 + b"q" * 400
+        mine = (rt.get_extra_info("oxloop_stats"), wt.get_extra_info("oxloop_stats"))
+        assert wt.get_extra_info("pipe") is wpipe  # the other keys still answer
+        wt.close()
+        rt.close()
+        await asyncio.sleep(0)
+        return mine
+
+    try:
+        (read_end, write_end) = _run(loop, main())
+        totals = loop.stats()["transports"]
+    finally:
+        loop.close()
+    assert read_end == {"bytes_in": 700, "bytes_out": 0}
+    assert write_end == {"bytes_in": 0, "bytes_out": 700}
+    assert totals["pipe"] == {"bytes_in": 700, "bytes_out": 700}
+    assert totals["stream"] == totals["udp"] == {"bytes_in": 0, "bytes_out": 0}
+    assert totals["bytes_in"] == totals["bytes_out"] == 700
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, loop, echo):
+        self.echo = echo
+        self.transport = None
+        self.got = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        if self.echo:
+            self.transport.sendto(data * 2, addr)
+        elif not self.got.done():
+            self.got.set_result(data)
+
+
+def test_bytes_in_and_out_per_datagram_transport_and_per_loop(oxloop):
+    loop = oxloop.new_event_loop(stats=True)
+
+    async def main():
+        server, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(loop, True), local_addr=("127.0.0.1", 0))
+        addr = server.get_extra_info("sockname")
+        client, proto = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(loop, False), remote_addr=addr)
+        client.sendto(b"u" * 123)
+        assert await proto.got == b"u" * 246
+        mine = (server.get_extra_info("oxloop_stats"), client.get_extra_info("oxloop_stats"))
+        assert client.get_extra_info("peername") == addr
+        client.close()
+        server.close()
+        await asyncio.sleep(0)
+        return mine
+
+    try:
+        server_end, client_end = _run(loop, main())
+        totals = loop.stats()["transports"]
+    finally:
+        loop.close()
+    assert server_end == {"bytes_in": 123, "bytes_out": 246}
+    assert client_end == {"bytes_in": 246, "bytes_out": 123}
+    assert totals["udp"] == {"bytes_in": 369, "bytes_out": 369}
+    assert totals["bytes_in"] == totals["bytes_out"] == 369
 
 
 def test_stats_can_be_read_from_another_thread_while_the_loop_runs(oxloop):

@@ -4,14 +4,15 @@ face of the native datagram transport (src/udp/).
 `DatagramMixin` is a base of `SocketsMixin` (and so of `oxloop.Loop`).
 """
 
-import os
 import socket
 import sys
 import warnings
 from asyncio import futures, log, transports, trsock
 
 from . import _core
+from ._netutil import remove_stale_socket_file, set_reuseport
 from ._resolve import ensure_resolved
+from ._transport_base import CoreDelegates, CoreStatsInfo
 
 __all__ = ("DatagramMixin",)
 
@@ -24,18 +25,8 @@ logger = log.logger
 _unset = object()
 
 
-def _set_reuseport(sock):
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise ValueError("reuse_port not supported by socket module")
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    except OSError:
-        raise ValueError("reuse_port not supported by socket module, "
-                         "SO_REUSEPORT defined but not implemented.")
-
-
-
-class _DatagramTransport(transports.Transport, transports.DatagramTransport):
+class _DatagramTransport(CoreDelegates, CoreStatsInfo, transports.Transport,
+                         transports.DatagramTransport):
     """The datagram transport: extra info here, behaviour in the native
     `_core.UdpTransport` (see src/udp.rs). Like asyncio's selector datagram
     transport it is an `asyncio.Transport` as well."""
@@ -93,24 +84,9 @@ class _DatagramTransport(transports.Transport, transports.DatagramTransport):
     def sendto(self, data, addr=None):
         self._core.sendto(data, addr)
 
-    def get_write_buffer_size(self):
-        return self._core.get_write_buffer_size()
-
-    def get_write_buffer_limits(self):
-        return self._core.get_write_buffer_limits()
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        self._core.set_write_buffer_limits(high, low)
-
     def set_protocol(self, protocol):
         self._protocol = protocol
         self._core.set_protocol(protocol)
-
-    def get_protocol(self):
-        return self._core.get_protocol()
-
-    def is_closing(self):
-        return self._core.is_closing()
 
     if _PY311:
         # Datagram transports can pause reading since 3.11 (before, the
@@ -125,12 +101,6 @@ class _DatagramTransport(transports.Transport, transports.DatagramTransport):
         def resume_reading(self):
             if self._core.resume_reading() and self._loop.get_debug():
                 logger.debug("%r resumes reading", self)
-
-    def close(self):
-        self._core.close()
-
-    def abort(self):
-        self._core.abort()
 
     def _force_close(self, exc):
         self._core.abort(exc)
@@ -202,15 +172,8 @@ class DatagramMixin:
                 for addr in (local_addr, remote_addr):
                     if addr is not None and not isinstance(addr, str):
                         raise TypeError("string is expected")
-                if local_addr and local_addr[0] not in (0, "\x00"):
-                    try:
-                        _core.remove_socket_path(os.fsencode(local_addr))
-                    except FileNotFoundError:
-                        pass
-                    except OSError as err:
-                        # The directory may allow creating sockets only.
-                        logger.error("Unable to check or remove stale UNIX "
-                                     "socket %r: %r", local_addr, err)
+                if local_addr:
+                    remove_stale_socket_file(local_addr)
                 addr_pairs_info = (((family, proto),
                                     (local_addr, remote_addr)),)
             else:
@@ -260,7 +223,7 @@ class DatagramMixin:
                     sock = socket.socket(
                         family=family, type=socket.SOCK_DGRAM, proto=proto)
                     if reuse_port:
-                        _set_reuseport(sock)
+                        set_reuseport(sock)
                     if allow_broadcast:
                         sock.setsockopt(
                             socket.SOL_SOCKET, socket.SO_BROADCAST, 1)

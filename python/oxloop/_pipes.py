@@ -31,10 +31,10 @@ import logging
 import os
 import stat
 import sys
-import warnings
 from asyncio import transports
 
 from . import _core
+from ._transport_base import CoreStatsInfo, OwnedCore
 
 __all__ = ("PipesMixin", "ReadPipeTransport", "WritePipeTransport")
 
@@ -49,7 +49,7 @@ _WRITE_METHODS = ("write", "writelines", "write_eof", "can_write_eof",
                   "set_protocol", "get_protocol")
 
 
-class _PipeTransport:
+class _PipeTransport(OwnedCore, CoreStatsInfo):
     """What both pipe transports share: the native core and its methods."""
 
     def _pipe_init(self, loop, pipe, protocol, waiter, writable, methods):
@@ -74,14 +74,6 @@ class _PipeTransport:
             setattr(self, name, getattr(core, name))
         core._start(self, protocol, waiter)
 
-    def __repr__(self):
-        return f"<{type(self).__name__} {self._core._repr_info()}>"
-
-    def __del__(self, _warn=warnings.warn):
-        core = self.__dict__.get("_core")
-        if core is not None and core._is_open():
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            core._dispose()
 
 
 class ReadPipeTransport(_PipeTransport, transports.ReadTransport):

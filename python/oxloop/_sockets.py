@@ -25,6 +25,7 @@ from asyncio import constants, exceptions, log
 
 from . import _core
 from ._datagram import DatagramMixin
+from ._netutil import check_ssl_socket
 from ._resolve import ensure_resolved, ipaddr_info
 from ._streams_sendfile import check_sendfile_params, fallback_seek, seek_to_offset
 
@@ -32,17 +33,7 @@ __all__ = ("SocketsMixin", "ensure_resolved", "ipaddr_info")
 
 _HAS_IPv6 = hasattr(socket, "AF_INET6")
 
-try:
-    import ssl as _ssl
-except ImportError:  # pragma: no cover
-    _ssl = None
-
 logger = log.logger
-
-
-def _check_ssl_socket(sock):
-    if _ssl is not None and isinstance(sock, _ssl.SSLSocket):
-        raise TypeError("Socket cannot be of type SSLSocket")
 
 
 class _Connect:
@@ -184,7 +175,7 @@ class SocketsMixin(DatagramMixin):
 
     async def sock_connect(self, sock, address):
         """Connect the socket to address, resolving it like asyncio."""
-        _check_ssl_socket(sock)
+        check_ssl_socket(sock)
         if self.get_debug() and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
         if sock.family == socket.AF_INET or (
@@ -202,7 +193,7 @@ class SocketsMixin(DatagramMixin):
         read and send it; return the bytes sent."""
         if self.get_debug() and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
-        _check_ssl_socket(sock)
+        check_ssl_socket(sock)
         check_sendfile_params(file, offset, count, sock=sock)
         try:
             return await self._sock_sendfile_native(sock, file, offset, count)

@@ -1,7 +1,8 @@
 """Loop statistics and the blocking-call detector (the Python half).
 
 The core (``src/event_loop/stats.rs``) measures: lag, callback durations,
-busy and idle time, the slowest callbacks, bytes through stream transports.
+busy and idle time, the slowest callbacks, bytes through stream, pipe and
+datagram transports (totals and per kind under "transports").
 Here: the public methods (``enable_stats``, ``stats``, ``reset_stats``,
 ``set_blocking_threshold``), how a slow callback is described (qualified
 name and file:line), and the watchdog thread that samples the loop

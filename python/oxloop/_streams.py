@@ -4,9 +4,10 @@
 accept loops are native (`oxloop._core.StreamTransport`,
 `oxloop._core.StreamListener`); this module holds the long tail that Python
 does naturally: argument checking with asyncio's exact errors, name
-resolution, connecting (Happy Eyeballs included) and binding.
-`_streams_types` holds the transport and `Server` classes,
-`_streams_sendfile` the orchestration of `loop.sendfile()`.
+binding and serving, start_tls. `_streams_connect` holds connecting
+(functions bound as `StreamsMixin` methods), `_streams_types` the transport
+and `Server` classes, `_streams_sendfile` the orchestration of
+`loop.sendfile()`.
 
 The transport object user code sees is `TCPTransport`/`UnixTransport`, a
 thin `asyncio.Transport` subclass over a native core; its hot methods are
@@ -16,15 +17,23 @@ the core's own bound methods, set on the instance.
 import collections.abc
 import contextvars
 import errno
-import functools
 import itertools
 import logging
 import os
 import socket
 import sys
-from asyncio import base_events, events, staggered, tasks
+from asyncio import tasks
 
-from . import _core, _streams_sendfile
+from . import _core, _streams_connect, _streams_sendfile
+from ._netutil import (
+    check_ssl_socket,
+    check_ssl_timeouts,
+    check_unix_stream_socket,
+    remove_stale_socket_file,
+    set_reuseport,
+    unix_stream_socket_for,
+)
+from ._resolve import ensure_resolved
 from ._streams_types import (
     OWN_CONTEXT,
     Server,
@@ -44,41 +53,12 @@ __all__ = ("StreamsMixin", "Server", "TCPTransport", "UnixTransport")
 
 logger = logging.getLogger("asyncio")
 
-_PY312 = sys.version_info >= (3, 12)
 _PY313 = sys.version_info >= (3, 13)
 _HAS_IPv6 = hasattr(socket, "AF_INET6")
 # gh-153133 (CPython 3.14): create_connection(sock=...) closes the socket
 # when the protocol or the transport cannot be made; before, the caller's
 # socket stayed open.
 _CLOSE_SOCK_WITHOUT_TRANSPORT = sys.version_info >= (3, 14)
-_MISSING = object()
-_ipaddr_info = base_events._ipaddr_info
-_interleave_addrinfos = base_events._interleave_addrinfos
-
-
-def _check_ssl_socket(sock):
-    if _ssl is not None and isinstance(sock, _ssl.SSLSocket):
-        raise TypeError("Socket cannot be of type SSLSocket")
-
-
-def _check_ssl_timeouts(has_ssl, handshake_timeout, shutdown_timeout):
-    """asyncio's refusal of TLS timeouts without TLS."""
-    if has_ssl:
-        return
-    if handshake_timeout is not None:
-        raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
-    if shutdown_timeout is not None:
-        raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
-
-
-def _set_reuseport(sock):
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise ValueError("reuse_port not supported by socket module")
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    except OSError:
-        raise ValueError("reuse_port not supported by socket module, "
-                         "SO_REUSEPORT defined but not implemented.")
 
 
 class StreamsMixin:
@@ -86,6 +66,12 @@ class StreamsMixin:
     connect_accepted_socket, start_tls and sendfile."""
 
     __slots__ = ()
+
+    # Connecting (`_streams_connect`).
+    create_connection = _streams_connect.create_connection
+    create_unix_connection = _streams_connect.create_unix_connection
+    connect_accepted_socket = _streams_connect.connect_accepted_socket
+    _stream_connect_sock = _streams_connect.stream_connect_sock
 
     # -- transports --------------------------------------------------------
 
@@ -198,205 +184,13 @@ class StreamsMixin:
             raise
         return ssl_protocol._app_transport
 
-    # -- name resolution and connecting ------------------------------------
-
-    async def _stream_getaddrinfo(self, host, port, *, family=0, type=0,
-                                  proto=0, flags=0):
-        # Until loop.getaddrinfo is native (sockets branch), fall back to the
-        # executor when only AbstractEventLoop's stub is there.
-        gai = getattr(self.__class__, "getaddrinfo", None)
-        if gai is events.AbstractEventLoop.getaddrinfo:
-            return await self.run_in_executor(
-                None, socket.getaddrinfo, host, port, family, type, proto,
-                flags)
-        return await self.getaddrinfo(host, port, family=family, type=type,
-                                      proto=proto, flags=flags)
-
-    async def _stream_ensure_resolved(self, address, *, family=0,
-                               type=socket.SOCK_STREAM, proto=0, flags=0,
-                               loop=None):
-        host, port = address[:2]
-        info = _ipaddr_info(host, port, family, type, proto, *address[2:])
-        if info is not None:
-            return [info]
-        return await self._stream_getaddrinfo(
-            host, port, family=family, type=type, proto=proto, flags=flags)
-
-    def _stream_connect_cb(self, fut, sock, address):
-        if fut.done():
-            return
-        try:
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err != 0:
-                raise OSError(err, f"Connect call failed {address}")
-        except (BlockingIOError, InterruptedError):
-            return  # spurious wake-up: keep waiting
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(None)
-        finally:
-            fut = None
-
-    async def _stream_sock_connect(self, sock, address):
-        try:
-            sock.connect(address)
-            return
-        except (BlockingIOError, InterruptedError):
-            pass
-        fd = sock.fileno()
-        fut = self.create_future()
-        self.add_writer(fd, self._stream_connect_cb, fut, sock, address)
-        try:
-            await fut
-        finally:
-            self.remove_writer(fd)
-            fut = None
-
-    async def _stream_connect_sock(self, exceptions, addr_info,
-                            local_addr_infos=None):
-        my_exceptions = []
-        exceptions.append(my_exceptions)
-        family, type_, proto, _, address = addr_info
-        sock = None
-        try:
-            sock = socket.socket(family=family, type=type_, proto=proto)
-            sock.setblocking(False)
-            if local_addr_infos is not None:
-                for lfamily, _, _, _, laddr in local_addr_infos:
-                    if lfamily != family:
-                        continue
-                    try:
-                        sock.bind(laddr)
-                        break
-                    except OSError as exc:
-                        msg = (f"error while attempting to bind on "
-                               f"address {laddr!r}: "
-                               f"{exc.strerror.lower()}")
-                        exc = OSError(exc.errno, msg)
-                        my_exceptions.append(exc)
-                else:
-                    if my_exceptions:
-                        raise my_exceptions.pop()
-                    raise OSError(
-                        f"no matching local address with {family=} found")
-            await self._stream_sock_connect(sock, address)
-            return sock
-        except OSError as exc:
-            my_exceptions.append(exc)
-            if sock is not None:
-                sock.close()
-            raise
-        except:
-            if sock is not None:
-                sock.close()
-            raise
-        finally:
-            exceptions = my_exceptions = None
-
-    async def create_connection(
-            self, protocol_factory, host=None, port=None,
-            *, ssl=None, family=0, proto=0, flags=0, sock=None,
-            local_addr=None, server_hostname=None,
-            ssl_handshake_timeout=None, ssl_shutdown_timeout=None,
-            happy_eyeballs_delay=None, interleave=None,
-            all_errors=_MISSING):
-        """Connect to a TCP server; return (transport, protocol)."""
-        if all_errors is _MISSING:
-            all_errors = False
-        elif not _PY312:
-            raise TypeError("create_connection() got an unexpected keyword "
-                            "argument 'all_errors'")
-        if server_hostname is not None and not ssl:
-            raise ValueError("server_hostname is only meaningful with ssl")
-        if server_hostname is None and ssl:
-            if not host:
-                raise ValueError("You must set server_hostname "
-                                 "when using ssl without a host")
-            server_hostname = host
-        _check_ssl_timeouts(bool(ssl), ssl_handshake_timeout,
-                            ssl_shutdown_timeout)
-        if sock is not None:
-            _check_ssl_socket(sock)
-        if happy_eyeballs_delay is not None and interleave is None:
-            interleave = 1
-
-        if host is not None or port is not None:
-            if sock is not None:
-                raise ValueError(
-                    "host/port and sock can not be specified at the same time")
-            infos = await self._stream_ensure_resolved(
-                (host, port), family=family, type=socket.SOCK_STREAM,
-                proto=proto, flags=flags)
-            if not infos:
-                raise OSError("getaddrinfo() returned empty list")
-            if local_addr is not None:
-                laddr_infos = await self._stream_ensure_resolved(
-                    local_addr, family=family, type=socket.SOCK_STREAM,
-                    proto=proto, flags=flags)
-                if not laddr_infos:
-                    raise OSError("getaddrinfo() returned empty list")
-            else:
-                laddr_infos = None
-            if interleave:
-                infos = _interleave_addrinfos(infos, interleave)
-
-            exceptions = []
-            if happy_eyeballs_delay is None:
-                for addrinfo in infos:
-                    try:
-                        sock = await self._stream_connect_sock(
-                            exceptions, addrinfo, laddr_infos)
-                        break
-                    except OSError:
-                        continue
-            else:
-                sock, _, _ = await staggered.staggered_race(
-                    (functools.partial(self._stream_connect_sock, exceptions,
-                                       addrinfo, laddr_infos)
-                     for addrinfo in infos),
-                    happy_eyeballs_delay, loop=self)
-
-            if sock is None:
-                exceptions = [exc for sub in exceptions for exc in sub]
-                try:
-                    if all_errors:
-                        raise ExceptionGroup(  # noqa: F821 (3.11+)
-                            "create_connection failed", exceptions)
-                    if len(exceptions) == 1:
-                        raise exceptions[0]
-                    model = str(exceptions[0])
-                    if all(str(exc) == model for exc in exceptions):
-                        raise exceptions[0]
-                    raise OSError("Multiple exceptions: {}".format(
-                        ", ".join(str(exc) for exc in exceptions)))
-                finally:
-                    exceptions = None
-        else:
-            if sock is None:
-                raise ValueError(
-                    "host and port was not specified and no sock specified")
-            if sock.type != socket.SOCK_STREAM:
-                raise ValueError(f"A Stream Socket was expected, got {sock!r}")
-
-        transport, protocol = await self._stream_create_connection_transport(
-            sock, protocol_factory, ssl, server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout,
-            ssl_shutdown_timeout=ssl_shutdown_timeout)
-        if self.get_debug():
-            sock = transport.get_extra_info("socket")
-            logger.debug("%r connected to %s:%r: (%r, %r)",
-                         sock, host, port, transport, protocol)
-        return transport, protocol
-
     # -- servers -----------------------------------------------------------
 
     async def _stream_create_server_getaddrinfo(self, host, port, family,
                                                 flags):
-        infos = await self._stream_ensure_resolved(
-            (host, port), family=family, type=socket.SOCK_STREAM, flags=flags)
+        infos = await ensure_resolved(
+            self, (host, port), family=family, type=socket.SOCK_STREAM,
+            flags=flags)
         if not infos:
             raise OSError(f"getaddrinfo({host!r}) returned empty list")
         return infos
@@ -411,10 +205,10 @@ class StreamsMixin:
         keep_alive = self._stream_pop_keep_alive(kwargs, "create_server")
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
-        _check_ssl_timeouts(ssl is not None, ssl_handshake_timeout,
+        check_ssl_timeouts(ssl is not None, ssl_handshake_timeout,
                             ssl_shutdown_timeout)
         if sock is not None:
-            _check_ssl_socket(sock)
+            check_ssl_socket(sock)
 
         if host is not None or port is not None:
             if sock is not None:
@@ -453,7 +247,7 @@ class StreamsMixin:
                         sock.setsockopt(
                             socket.SOL_SOCKET, socket.SO_REUSEADDR, True)
                     if reuse_port:
-                        _set_reuseport(sock)
+                        set_reuseport(sock)
                     if keep_alive:
                         sock.setsockopt(
                             socket.SOL_SOCKET, socket.SO_KEEPALIVE, True)
@@ -503,66 +297,7 @@ class StreamsMixin:
                 f"{name}() got an unexpected keyword argument {bad!r}")
         return keep_alive
 
-    async def connect_accepted_socket(
-            self, protocol_factory, sock, *, ssl=None,
-            ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
-        """Wrap an already accepted socket into a (transport, protocol)."""
-        if sock.type != socket.SOCK_STREAM:
-            raise ValueError(f"A Stream Socket was expected, got {sock!r}")
-        _check_ssl_timeouts(bool(ssl), ssl_handshake_timeout,
-                            ssl_shutdown_timeout)
-        if sock is not None:
-            _check_ssl_socket(sock)
-        transport, protocol = await self._stream_create_connection_transport(
-            sock, protocol_factory, ssl, "", server_side=True,
-            ssl_handshake_timeout=ssl_handshake_timeout,
-            ssl_shutdown_timeout=ssl_shutdown_timeout)
-        if self.get_debug():
-            sock = transport.get_extra_info("socket")
-            logger.debug("%r handled: (%r, %r)", sock, transport, protocol)
-        return transport, protocol
-
     # -- Unix sockets ------------------------------------------------------
-
-    async def create_unix_connection(
-            self, protocol_factory, path=None, *, ssl=None, sock=None,
-            server_hostname=None, ssl_handshake_timeout=None,
-            ssl_shutdown_timeout=None):
-        """Connect to a Unix socket; return (transport, protocol)."""
-        assert server_hostname is None or isinstance(server_hostname, str)
-        if ssl:
-            if server_hostname is None:
-                raise ValueError(
-                    "you have to pass server_hostname when using ssl")
-        else:
-            if server_hostname is not None:
-                raise ValueError("server_hostname is only meaningful with ssl")
-            _check_ssl_timeouts(False, ssl_handshake_timeout,
-                                ssl_shutdown_timeout)
-        if path is not None:
-            if sock is not None:
-                raise ValueError(
-                    "path and sock can not be specified at the same time")
-            path = os.fspath(path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
-            try:
-                sock.setblocking(False)
-                await self._stream_sock_connect(sock, path)
-            except:
-                sock.close()
-                raise
-        else:
-            if sock is None:
-                raise ValueError("no path and sock were specified")
-            if (sock.family != socket.AF_UNIX
-                    or sock.type != socket.SOCK_STREAM):
-                raise ValueError(
-                    f"A UNIX Domain Stream Socket was expected, got {sock!r}")
-            sock.setblocking(False)
-        return await self._stream_create_connection_transport(
-            sock, protocol_factory, ssl, server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout,
-            ssl_shutdown_timeout=ssl_shutdown_timeout)
 
     async def create_unix_server(
             self, protocol_factory, path=None, *, sock=None, backlog=100,
@@ -578,25 +313,11 @@ class StreamsMixin:
                             f"argument {bad!r}")
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
-        _check_ssl_timeouts(bool(ssl), ssl_handshake_timeout,
+        check_ssl_timeouts(bool(ssl), ssl_handshake_timeout,
                             ssl_shutdown_timeout)
         if path is not None:
-            if sock is not None:
-                raise ValueError(
-                    "path and sock can not be specified at the same time")
-            path = os.fspath(path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            # A stale socket file is removed; the abstract namespace
-            # (a leading NUL) has no file.
-            if path[0] not in (0, "\x00"):
-                try:
-                    # Natively, as asyncio's own (exempt) stat and remove.
-                    _core.remove_socket_path(os.fsencode(path))
-                except FileNotFoundError:
-                    pass
-                except OSError as err:
-                    logger.error("Unable to check or remove stale UNIX "
-                                 "socket %r: %r", path, err)
+            path, sock = unix_stream_socket_for(path, sock)
+            remove_stale_socket_file(path)
             try:
                 sock.bind(path)
             except OSError as exc:
@@ -612,10 +333,7 @@ class StreamsMixin:
             if sock is None:
                 raise ValueError(
                     "path was not specified, and no sock specified")
-            if (sock.family != socket.AF_UNIX
-                    or sock.type != socket.SOCK_STREAM):
-                raise ValueError(
-                    f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+            check_unix_stream_socket(sock)
         sock.setblocking(False)
         server = Server(self, [sock], protocol_factory, ssl, backlog,
                         ssl_handshake_timeout, ssl_shutdown_timeout)

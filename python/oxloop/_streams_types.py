@@ -13,10 +13,10 @@ import inspect
 import os
 import socket
 import sys
-import warnings
 from asyncio import base_events, constants, events, exceptions, streams, tasks, transports, trsock
 
 from . import _core
+from ._transport_base import CoreDelegates, OwnedCore
 
 __all__ = ("Server", "TCPTransport", "UnixTransport",
            "hand_buffered_data_to_tls")
@@ -55,7 +55,7 @@ def wants_nodelay(sock):
             and sock.proto == socket.IPPROTO_TCP)
 
 
-class _SocketTransport(transports.Transport):
+class _SocketTransport(OwnedCore, CoreDelegates, transports.Transport):
     """A stream transport over a native `StreamTransport` core."""
 
     _start_tls_compatible = True
@@ -72,21 +72,6 @@ class _SocketTransport(transports.Transport):
         self.writelines = core.writelines
         self.is_closing = core.is_closing
         self.get_extra_info = core.get_extra_info
-
-    def __repr__(self):
-        return f"<{type(self).__name__} {self._core._repr_info()}>"
-
-    def __del__(self, _warn=warnings.warn):
-        core = self.__dict__.get("_core")
-        if core is not None and core._is_open():
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            core._dispose()
-
-    def close(self):
-        self._core.close()
-
-    def abort(self):
-        self._core.abort()
 
     def _force_close(self, exc):
         self._core._force_close(exc)
@@ -109,18 +94,6 @@ class _SocketTransport(transports.Transport):
     def set_protocol(self, protocol):
         self._core.set_protocol(protocol)
 
-    def get_protocol(self):
-        return self._core.get_protocol()
-
-    def get_write_buffer_size(self):
-        return self._core.get_write_buffer_size()
-
-    def get_write_buffer_limits(self):
-        return self._core.get_write_buffer_limits()
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        self._core.set_write_buffer_limits(high, low)
-
     @property
     def _loop(self):
         return self._core._loop
@@ -128,10 +101,6 @@ class _SocketTransport(transports.Transport):
     @property
     def _protocol_paused(self):
         return self._core._protocol_paused
-
-    @property
-    def _paused(self):
-        return self._core._paused
 
     @property
     def _sock_fd(self):

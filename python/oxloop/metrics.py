@@ -24,7 +24,7 @@ exports nothing. The names (prefix ``oxloop``):
 | oxloop_busy_ratio | gauge | busy / (busy + idle) |
 | oxloop_ready_callbacks, oxloop_timers, oxloop_fds | gauge | queued callbacks, scheduled timers, watched fds |
 | oxloop_blocking_callbacks_total | counter | callbacks past the blocking threshold |
-| oxloop_transport_received_bytes_total / oxloop_transport_sent_bytes_total | counter | bytes through stream transports |
+| oxloop_transport_received_bytes_total / oxloop_transport_sent_bytes_total | counter | bytes through transports (label transport: stream, pipe, udp) |
 | oxloop_slow_callback_seconds | gauge | the slowest callbacks (labels kind, name, location) |
 
 OpenTelemetry uses the same data under dotted names (``oxloop.callbacks``,
@@ -36,6 +36,8 @@ import weakref
 __all__ = ("PrometheusCollector", "instrument_opentelemetry", "prometheus_text")
 
 _QUANTILES = (("0.5", "lag_p50_ms"), ("0.9", "lag_p90_ms"), ("0.99", "lag_p99_ms"))
+# The kinds of transport whose bytes `loop.stats()["transports"]` counts.
+_TRANSPORT_KINDS = ("stream", "pipe", "udp")
 
 
 def _families(stats, prefix):
@@ -44,6 +46,7 @@ def _families(stats, prefix):
     lag = [("", {"quantile": q}, stats[key] / 1e3) for q, key in _QUANTILES]
     lag += [("_count", {}, stats["lag_count"]), ("_sum", {}, stats["lag_sum_s"])]
     tr = stats["transports"]
+    kinds = [k for k in _TRANSPORT_KINDS if k in tr]
     fams = [
         (f"{p}_callbacks", "counter", "Callbacks and native I/O calls run.",
          [("_total", {}, stats["callbacks"])]),
@@ -67,10 +70,10 @@ def _families(stats, prefix):
         (f"{p}_blocking_callbacks", "counter",
          "Callbacks that held the loop past the blocking threshold.",
          [("_total", {}, stats["blocking_callbacks"])]),
-        (f"{p}_transport_received_bytes", "counter", "Bytes received by stream transports.",
-         [("_total", {}, tr["bytes_in"])]),
-        (f"{p}_transport_sent_bytes", "counter", "Bytes sent by stream transports.",
-         [("_total", {}, tr["bytes_out"])]),
+        (f"{p}_transport_received_bytes", "counter", "Bytes received by transports.",
+         [("_total", {"transport": k}, tr[k]["bytes_in"]) for k in kinds]),
+        (f"{p}_transport_sent_bytes", "counter", "Bytes sent by transports.",
+         [("_total", {"transport": k}, tr[k]["bytes_out"]) for k in kinds]),
         (f"{p}_slow_callback_seconds", "gauge", "The slowest callbacks seen.",
          [("", {"kind": s["kind"], "name": s["name"], "location": s["location"]},
            s["duration_ms"] / 1e3) for s in stats["slow_callbacks"]]),
@@ -168,6 +171,16 @@ def instrument_opentelemetry(loop, meter_provider=None, *, attributes=None):
             return [Observation(get(lp.stats()), attrs)]
         return callback
 
+    def transport_reader(key):
+        def callback(_options):
+            lp = ref()
+            if lp is None or lp.is_closed():
+                return []
+            tr = lp.stats()["transports"]
+            return [Observation(tr[k][key], {**attrs, "transport": k})
+                    for k in _TRANSPORT_KINDS if k in tr]
+        return callback
+
     def slow_reader(_options):
         lp = ref()
         if lp is None or lp.is_closed():
@@ -186,10 +199,10 @@ def instrument_opentelemetry(loop, meter_provider=None, *, attributes=None):
         ("oxloop.blocking_callbacks", "{callback}",
          "Callbacks that held the loop past the blocking threshold",
          lambda s: s["blocking_callbacks"]),
-        ("oxloop.transport.received", "By", "Bytes received by stream transports",
-         lambda s: s["transports"]["bytes_in"]),
-        ("oxloop.transport.sent", "By", "Bytes sent by stream transports",
-         lambda s: s["transports"]["bytes_out"]),
+    ]
+    per_transport = [
+        ("oxloop.transport.received", "By", "Bytes received by transports", "bytes_in"),
+        ("oxloop.transport.sent", "By", "Bytes sent by transports", "bytes_out"),
     ]
     gauges = [
         ("oxloop.callback.lag.p50", "s", "Median callback lag", lambda s: s["lag_p50_ms"] / 1e3),
@@ -207,6 +220,9 @@ def instrument_opentelemetry(loop, meter_provider=None, *, attributes=None):
     for name, unit, doc, get in counters:
         made.append(meter.create_observable_counter(
             name, callbacks=[reader(get)], unit=unit, description=doc))
+    for name, unit, doc, key in per_transport:
+        made.append(meter.create_observable_counter(
+            name, callbacks=[transport_reader(key)], unit=unit, description=doc))
     for name, unit, doc, get in gauges:
         made.append(meter.create_observable_gauge(
             name, callbacks=[reader(get)], unit=unit, description=doc))

@@ -188,31 +188,6 @@ impl LoopCore {
         Ok(())
     }
 
-    pub(super) fn schedule_at(
-        &self,
-        py: Python<'_>,
-        when: f64,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        let ctx = Self::context_for(py, context)?;
-        let tb = self.source_traceback(py)?;
-        let base = Handle::new_timer(
-            callback.unbind(),
-            args.unbind(),
-            ctx,
-            tb,
-            when,
-            self.cancelled_timers.clone(),
-        );
-        let timer = Bound::new(py, PyClassInitializer::from(base).add_subclass(TimerHandle))?;
-        custody::adopt(py, timer.as_unbound());
-        let as_handle = timer.as_super().clone().unbind();
-        self.state.lock().timers.push(when, as_handle);
-        Ok(timer.unbind())
-    }
-
     pub(super) fn set_io_callback(
         &self,
         py: Python<'_>,
@@ -294,6 +269,8 @@ impl LoopCore {
 }
 
 impl LoopCore {
+    /// `call_at`/`call_later` (named `method` in debug checks): a timer
+    /// handle for `when`, on the heap.
     pub(super) fn call_at_f64(
         &self,
         py: Python<'_>,
@@ -308,6 +285,20 @@ impl LoopCore {
             self.check_thread()?;
             Self::check_callback(py, &callback, method)?;
         }
-        self.schedule_at(py, when, callback, args, context)
+        let ctx = Self::context_for(py, context)?;
+        let tb = self.source_traceback(py)?;
+        let base = Handle::new_timer(
+            callback.unbind(),
+            args.unbind(),
+            ctx,
+            tb,
+            when,
+            self.cancelled_timers.clone(),
+        );
+        let timer = Bound::new(py, PyClassInitializer::from(base).add_subclass(TimerHandle))?;
+        custody::adopt(py, timer.as_unbound());
+        let as_handle = timer.as_super().clone().unbind();
+        self.state.lock().timers.push(when, as_handle);
+        Ok(timer.unbind())
     }
 }

@@ -119,6 +119,25 @@ impl Clock {
             t
         }
     }
+
+    /// `now()` and `now_ns()` from one reading of the clock (the integer
+    /// ns come from the timespec, not from converting the float).
+    #[inline]
+    pub fn now_pair(&self) -> (f64, u64) {
+        #[cfg(unix)]
+        let (t, ns) = crate::reactor::clock::monotonic_pair();
+        #[cfg(not(unix))]
+        let (t, ns) = {
+            let t = self.real();
+            (t, (t * 1e9) as u64)
+        };
+        if self.is_virtual {
+            let off = self.offset();
+            (t + off, ns + (off * 1e9) as u64)
+        } else {
+            (t, ns)
+        }
+    }
 }
 
 #[cfg(test)]

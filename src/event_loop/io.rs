@@ -160,6 +160,19 @@ pub(crate) struct IoEntry {
     pub(crate) fileobj: Option<Py<PyAny>>,
 }
 
+/// An entry's reader and writer slots.
+type WaiterSlots<'a> = (&'a mut Option<Waiter>, &'a mut Option<Waiter>);
+
+impl IoEntry {
+    /// Its reader and writer slots, or the native watcher that owns the fd.
+    fn waiters(&mut self) -> Result<WaiterSlots<'_>, &Arc<dyn IoWatcher>> {
+        match &mut self.kind {
+            IoKind::Shared { reader, writer } => Ok((reader, writer)),
+            IoKind::Native(w) => Err(w),
+        }
+    }
+}
+
 /// A native watcher to call: the token of its entry, itself and what it
 /// is to act on.
 pub(crate) type NativeCall = (usize, Arc<dyn IoWatcher>, Readiness);
@@ -191,6 +204,12 @@ impl IoTable {
     /// The number of watched fds.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The entry of a token `by_fd` gave.
+    fn entry_of(&mut self, token: usize) -> &mut IoEntry {
+        let entry = self.entries.get_mut(&token);
+        entry.expect("by_fd and entries agree")
     }
 
     /// Registers a new entry; on failure the entry is given back.
@@ -268,13 +287,10 @@ impl IoTable {
             };
         };
         replaced.objs.extend(fileobj);
-        let entry = self
-            .entries
-            .get_mut(&token)
-            .expect("by_fd and entries agree");
-        let (reader, writer) = match &mut entry.kind {
-            IoKind::Shared { reader, writer } => (reader, writer),
-            IoKind::Native(w) => {
+        let entry = self.entry_of(token);
+        let (reader, writer) = match entry.waiters() {
+            Ok(both) => both,
+            Err(w) => {
                 let who = w.describe(py);
                 replaced.push(Some(waiter), write);
                 return (replaced, Err(SetError::Taken(who)));
@@ -317,14 +333,11 @@ impl IoTable {
         let Some(&token) = self.by_fd.get(&fd) else {
             return (replaced, Ok(()));
         };
-        let entry = self
-            .entries
-            .get_mut(&token)
-            .expect("by_fd and entries agree");
-        let (reader, writer) = match &mut entry.kind {
-            IoKind::Shared { reader, writer } => (reader, writer),
-            IoKind::Native(_) if only.is_some() => return (replaced, Ok(())),
-            IoKind::Native(w) => return (replaced, Err(SetError::Taken(w.describe(py)))),
+        let entry = self.entry_of(token);
+        let (reader, writer) = match entry.waiters() {
+            Ok(both) => both,
+            Err(_) if only.is_some() => return (replaced, Ok(())),
+            Err(w) => return (replaced, Err(SetError::Taken(w.describe(py)))),
         };
         let side = if write { &mut *writer } else { &mut *reader };
         if only.is_some_and(|id| !side.as_ref().is_some_and(|w| w.is(id))) {

@@ -24,11 +24,13 @@
 mod callbacks;
 mod clock;
 pub(crate) mod custody;
+mod histogram;
 pub(crate) mod io;
 mod native;
 pub(crate) mod registration;
 mod run;
 pub(crate) mod stats;
+pub(crate) mod stats_api;
 pub(crate) mod timers;
 mod virtual_time;
 
@@ -367,6 +369,7 @@ impl LoopCore {
             ));
         }
         *this.owner.lock() = Some(std::thread::current().id());
+        this.stats.note_thread();
         let result = loop {
             if let Err(e) = Self::run_once(slf) {
                 break Err(e);

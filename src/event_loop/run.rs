@@ -102,34 +102,50 @@ impl LoopCore {
         }
 
         // 3. Move due timers to the ready queue.
-        let (now, now_ns) = if timing {
-            this.stats
-                .after_poll(this, !skip_poll || jumped, queued_before, io_split)
-        } else {
-            (this.clock.now(), 0)
-        };
-        {
-            let end = now + CLOCK_RESOLUTION;
+        // (Stats off: the loop as it was. Stats on: a reading carried over
+        // is converted to seconds only if there are timers; ns fit an i64
+        // for 292 years of uptime, and the signed conversion is one
+        // instruction.)
+        let now_ns = if timing {
+            let (secs, now_ns) =
+                this.stats
+                    .after_poll(this, !skip_poll || jumped, queued_before, io_split);
             let mut st = this.state.lock();
-            while let Some(t) = st.timers.pop_due(end) {
-                let h = t.get();
-                h.unschedule();
-                if h.is_cancelled() {
-                    dead_timers.push(t);
-                } else {
-                    st.ready.push_back(t);
-                }
+            if st.timers.len() > 0 {
+                let now = secs.unwrap_or(now_ns as i64 as f64 * 1e-9);
+                Self::queue_due_timers(&mut st, now, &mut dead_timers);
             }
-        }
+            now_ns
+        } else {
+            let now = this.clock.now();
+            Self::queue_due_timers(&mut this.state.lock(), now, &mut dead_timers);
+            0
+        };
         for t in dead_timers {
             custody::release(py, t);
         }
 
         // 4. Run the callbacks that are ready now; later ones wait a turn.
         if timing {
-            Self::run_ready_timed(slf, io_split, natives, now_ns)
+            Self::run_ready::<true>(slf, io_split, natives, now_ns)
         } else {
             Self::run_ready::<false>(slf, io_split, natives, 0)
+        }
+    }
+
+    /// Moves the timers due at `now` from the heap to the ready queue (the
+    /// cancelled ones to `dead`).
+    #[inline(always)]
+    fn queue_due_timers(st: &mut super::State, now: f64, dead: &mut Vec<Py<Handle>>) {
+        let end = now + CLOCK_RESOLUTION;
+        while let Some(t) = st.timers.pop_due(end) {
+            let h = t.get();
+            h.unschedule();
+            if h.is_cancelled() {
+                dead.push(t);
+            } else {
+                st.ready.push_back(t);
+            }
         }
     }
 
@@ -208,26 +224,12 @@ impl LoopCore {
         Ok(())
     }
 
-    /// `run_ready` with stats on; lets the next iteration reuse its last
-    /// clock reading unless the loop stops or an error leaves it.
-    #[inline(always)]
-    fn run_ready_timed(
-        slf: &Bound<'_, Self>,
-        io_split: usize,
-        natives: Vec<NativeCall>,
-        now_ns: u64,
-    ) -> PyResult<()> {
-        let this = slf.get();
-        let r = Self::run_ready::<true>(slf, io_split, natives, now_ns);
-        this.stats
-            .carry_over(r.is_ok() && !this.stopping.load(Ordering::Relaxed));
-        r
-    }
-
     /// `TIMED` (stats on, see `stats`): `clock` is the loop's last clock
     /// reading, the start of the first callback; each callback's end is the
-    /// next one's start. Not `TIMED`, it is unused and this is the loop of
-    /// a build without stats.
+    /// next one's start; at the end the batch's busy time is counted and
+    /// the next iteration may reuse the last reading unless the loop stops
+    /// or an error leaves it (`LoopStats::batch_done`). Not `TIMED`, it is
+    /// unused and this is the loop of a build without stats.
     #[inline(always)]
     fn run_ready<const TIMED: bool>(
         slf: &Bound<'_, Self>,
@@ -243,12 +245,14 @@ impl LoopCore {
             let spare = std::mem::take(&mut st.spare);
             std::mem::replace(&mut st.ready, spare)
         };
-        if TIMED {
-            this.stats.note_thread();
-        }
         if batch.is_empty() {
             this.state.lock().spare = batch;
-            return Self::run_natives::<TIMED>(slf, &mut natives, &mut clock, polled);
+            let r = Self::run_natives::<TIMED>(slf, &mut natives, &mut clock, polled);
+            if TIMED {
+                let go_on = r.is_ok() && !this.stopping.load(Ordering::Relaxed);
+                this.stats.batch_done(polled, clock, go_on);
+            }
+            return r;
         }
         let debug = this.debug.load(Ordering::Relaxed);
         let slow: f64 = if debug {
@@ -270,6 +274,9 @@ impl LoopCore {
                     None => break,
                 },
                 Err(e) => {
+                    if TIMED {
+                        this.stats.batch_done(polled, clock, false);
+                    }
                     let mut st = this.state.lock();
                     while let Some(rest) = batch.pop_back() {
                         st.ready.push_front(rest);
@@ -325,6 +332,9 @@ impl LoopCore {
                 // Leave the rest of this batch at the front of the queue, as
                 // asyncio does when an exception escapes `_run_once`; native
                 // watchers not called yet get their fds re-armed.
+                if TIMED {
+                    this.stats.batch_done(polled, clock, false);
+                }
                 let mut st = this.state.lock();
                 for (token, _, _) in natives.drain(..) {
                     let _ = st.io.rearm_native(&this.reactor, token);
@@ -335,6 +345,10 @@ impl LoopCore {
                 st.spare = batch;
                 return Err(e);
             }
+        }
+        if TIMED {
+            let go_on = !this.stopping.load(Ordering::Relaxed);
+            this.stats.batch_done(polled, clock, go_on);
         }
         let mut st = this.state.lock();
         if st.spare.capacity() < batch.capacity() {

@@ -11,7 +11,7 @@
 //!   another thread or before the loop runs: minus a reading taken then. An
 //!   `add_reader`/`add_writer` callback or a native transport/server: the
 //!   start minus the end of the poll that reported the fd. Kept in a fixed
-//!   log-bucket histogram of nanoseconds (`Histogram`: four buckets per
+//!   log-bucket histogram of nanoseconds (`histogram.rs`: four buckets per
 //!   power of two, so a percentile is known within ±12 %), with sum and max.
 //! - duration: from one callback's start to the reading taken right after
 //!   it, which is the next one's start (one reading per callback). An
@@ -20,15 +20,31 @@
 //!   `carry`), so a chain of `call_soon` callbacks reads the clock once per
 //!   callback, as the loop does without stats; one with nothing queued (a
 //!   timer due, a virtual jump) reads it, or a due timer would stay unseen.
-//!   The clock is `Clock::now` (virtual time included). Durations are
-//!   summed as busy time, poll waits and virtual jumps as idle time.
+//!   The clock is `Clock::now_ns` (virtual time included; an iteration's
+//!   reading is `Clock::now_pair`, seconds for the timers and ns from one
+//!   system call, with no float-to-integer conversion). Callbacks run back
+//!   to back, so a batch's busy time is its last reading minus its first,
+//!   added once per batch (`batch_done`); poll waits and virtual jumps are
+//!   idle time.
 //! - slow callbacks: the `SLOW_KEEP` longest of at least `SLOW_MIN_NS`,
 //!   described by the Python half (`Loop._stats_describe`: qualified name and
 //!   file:line) only when a callback is longer than the shortest one kept,
-//!   so describing is rare.
+//!   so describing is rare. One threshold (`look_ns`, the smaller of that
+//!   and the blocking threshold) decides after each callback whether it
+//!   needs a closer look (`LoopCore::after_timed`).
+//! - bytes in and out per kind of transport (`ByteCount`: stream, pipe,
+//!   UDP), always counted; each transport counts its own too
+//!   (`get_extra_info("oxloop_stats")`).
 //!
 //! Cost: with stats off the loop tests one flag per iteration (then runs
-//! `run_ready::<false>`, the loop as it was) and one per `call_soon`.
+//! `run_ready::<false>`, the loop as it was) and one per `call_soon`. With
+//! stats on, per callback: one clock reading, one histogram sample and a
+//! few relaxed stores; per iteration: the iteration counter, the carried
+//! reading and the batch's busy time (`benchmarks/cg_overhead.py` counts
+//! the instructions). The loop thread's ident (for the watchdog) is noted
+//! once per `run_forever`.
+//!
+//! The Python face (`_stats_*`, the snapshot) is `stats_api.rs`.
 //!
 //! Invariants:
 //! - Counters and the histogram are written only by the loop's thread and
@@ -46,8 +62,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
 
+use super::histogram::{bump, Histogram};
 use super::LoopCore;
 
 /// How many slow callbacks are kept.
@@ -55,105 +71,39 @@ pub(crate) const SLOW_KEEP: usize = 10;
 /// Shorter callbacks are never slow ones (ns): describing one costs a call
 /// into Python, which a loop of microsecond callbacks should not pay.
 const SLOW_MIN_NS: u64 = 100_000;
-/// Histogram buckets: values 0..3 exactly, then four per power of two.
-const BUCKETS: usize = 256;
-
-/// A relaxed single-writer counter.
-#[inline]
-fn bump(c: &AtomicU64, by: u64) {
-    c.store(c.load(Relaxed).wrapping_add(by), Relaxed);
-}
 
 /// Seconds to whole nanoseconds (negative and NaN give 0).
 #[inline]
-fn nanos(secs: f64) -> u64 {
+pub(crate) fn nanos(secs: f64) -> u64 {
     (secs * 1e9) as u64
 }
 
-/// A fixed-size histogram of nanosecond values with log buckets.
-pub(crate) struct Histogram {
-    /// Counts per bucket (`bucket_of`).
-    counts: [AtomicU64; BUCKETS],
-    /// The largest value seen.
-    max: AtomicU64,
-    /// Their sum.
-    sum: AtomicU64,
+/// Bytes through transports, in and out (single writer: the loop's
+/// thread, where transports are used).
+#[derive(Default)]
+pub(crate) struct ByteCount {
+    /// Bytes received.
+    rx: AtomicU64,
+    /// Bytes sent.
+    tx: AtomicU64,
 }
 
-impl Default for Histogram {
-    fn default() -> Self {
-        Self {
-            counts: std::array::from_fn(|_| AtomicU64::new(0)),
-            max: AtomicU64::new(0),
-            sum: AtomicU64::new(0),
-        }
-    }
-}
-
-/// The bucket of `v`: exact below 4, else 4 per power of two.
-#[inline]
-fn bucket_of(v: u64) -> usize {
-    if v < 4 {
-        return v as usize;
-    }
-    let e = 63 - v.leading_zeros() as usize; // >= 2
-    let sub = ((v >> (e - 2)) & 3) as usize;
-    (e - 1) * 4 + sub
-}
-
-/// The values bucket `i` holds: `[low, high)`.
-fn bucket_range(i: usize) -> (u64, u64) {
-    if i < 4 {
-        return (i as u64, i as u64 + 1);
-    }
-    let e = i / 4 + 1;
-    let sub = (i % 4) as u64;
-    ((4 + sub) << (e - 2), (5 + sub) << (e - 2))
-}
-
-impl Histogram {
+impl ByteCount {
+    /// Counts `n` bytes received.
     #[inline]
-    pub(crate) fn record(&self, v: u64) {
-        bump(&self.counts[bucket_of(v)], 1);
-        bump(&self.sum, v);
-        if v > self.max.load(Relaxed) {
-            self.max.store(v, Relaxed);
-        }
+    pub(crate) fn add_in(&self, n: usize) {
+        bump(&self.rx, n as u64);
     }
 
-    /// The `q` quantile (0..1): the middle of the bucket it falls in,
-    /// capped at the maximum seen.
-    /// How many values (the sum of the buckets: one counter less to bump).
-    pub(crate) fn count(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Relaxed)).sum()
+    /// Counts `n` bytes sent.
+    #[inline]
+    pub(crate) fn add_out(&self, n: usize) {
+        bump(&self.tx, n as u64);
     }
 
-    pub(crate) fn quantile(&self, q: f64) -> u64 {
-        let total = self.count();
-        if total == 0 {
-            return 0;
-        }
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        if rank == total {
-            return self.max.load(Relaxed);
-        }
-        let mut seen = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            seen += c.load(Relaxed);
-            if seen >= rank {
-                let (lo, hi) = bucket_range(i);
-                return (lo + (hi - lo) / 2).min(self.max.load(Relaxed));
-            }
-        }
-        self.max.load(Relaxed)
-    }
-
-    fn clear(&self) {
-        for c in &self.counts {
-            c.store(0, Relaxed);
-        }
-        self.max.store(0, Relaxed);
-        self.sum.store(0, Relaxed);
+    /// (received, sent).
+    pub(crate) fn read(&self) -> (u64, u64) {
+        (self.rx.load(Relaxed), self.tx.load(Relaxed))
     }
 }
 
@@ -190,6 +140,9 @@ pub(crate) struct LoopStats {
     /// A callback not longer than this (ns) is not a slow one:
     /// `SLOW_MIN_NS`, then the shortest kept once `SLOW_KEEP` are kept.
     pub(crate) slow_floor: AtomicU64,
+    /// A callback at least this long (ns) needs a closer look: the smaller
+    /// of `slow_floor + 1` and `blocking_ns` (when set).
+    look_ns: AtomicU64,
     /// The slowest callbacks, longest first.
     pub(crate) slow: Mutex<Vec<SlowEntry>>,
     /// The blocking threshold in ns (0: no detector).
@@ -207,10 +160,12 @@ pub(crate) struct LoopStats {
     pub(crate) carry: AtomicU64,
     /// The loop thread's `threading.get_ident()`.
     pub(crate) thread_ident: AtomicU64,
-    /// Bytes stream transports received (always counted).
-    pub(crate) bytes_in: AtomicU64,
-    /// Bytes stream transports sent (always counted).
-    pub(crate) bytes_out: AtomicU64,
+    /// Bytes through stream transports (TCP, Unix).
+    pub(crate) stream: ByteCount,
+    /// Bytes through pipe transports (`connect_*_pipe`, subprocess pipes).
+    pub(crate) pipe: ByteCount,
+    /// Bytes through datagram transports (payloads).
+    pub(crate) udp: ByteCount,
 }
 
 /// What the loop knows about the callback it is about to run.
@@ -231,6 +186,7 @@ impl LoopStats {
     pub(crate) fn new() -> Self {
         let s = Self::default();
         s.slow_floor.store(SLOW_MIN_NS, Relaxed);
+        s.update_look();
         s
     }
 
@@ -253,6 +209,31 @@ impl LoopStats {
     fn sync_on(&self) {
         let on = self.enabled.load(Relaxed) || self.blocking_ns.load(Relaxed) > 0;
         self.on.store(on, Relaxed);
+    }
+
+    /// Recomputes `look_ns` from the slow floor and the threshold.
+    fn update_look(&self) {
+        let slow = self.slow_floor.load(Relaxed).saturating_add(1);
+        let look = match self.blocking_ns.load(Relaxed) {
+            0 => slow,
+            b => slow.min(b),
+        };
+        self.look_ns.store(look, Relaxed);
+    }
+
+    /// `enable_stats(on)`.
+    pub(crate) fn set_enabled(&self, lp: &LoopCore, on: bool) {
+        self.enabled.store(on, Relaxed);
+        self.fresh_start(lp);
+        self.sync_on();
+    }
+
+    /// Sets the blocking threshold (ns; 0: no detector).
+    pub(crate) fn set_blocking(&self, lp: &LoopCore, ns: u64) {
+        self.blocking_ns.store(ns, Relaxed);
+        self.update_look();
+        self.fresh_start(lp);
+        self.sync_on();
     }
 
     /// The loop's last clock reading, ns.
@@ -279,14 +260,23 @@ impl LoopStats {
     /// past the blocking threshold.
     #[inline]
     pub(crate) fn end(&self, s: &Started, end: u64) -> bool {
-        let took = end.saturating_sub(s.at);
         self.last.store(end, Relaxed);
-        bump(&self.busy_ns, took);
         if s.seq != 0 {
             self.cur_start.store(0, Relaxed);
         }
-        took > self.slow_floor.load(Relaxed)
-            || (s.seq != 0 && took >= self.blocking_ns.load(Relaxed))
+        // `end >= at` (one monotonic clock); were it not, the wrapped
+        // difference only sends the callback to `after_timed`, which
+        // saturates.
+        end.wrapping_sub(s.at) >= self.look_ns.load(Relaxed)
+    }
+
+    /// After a batch of callbacks that ran from `start` to `end` (ns):
+    /// counts it as busy time, and lets the next iteration take `end` as
+    /// its clock if `carry` (the loop goes on, no error left it).
+    #[inline]
+    pub(crate) fn batch_done(&self, start: u64, end: u64, carry: bool) {
+        bump(&self.busy_ns, end.saturating_sub(start));
+        self.carry.store(if carry { end } else { 0 }, Relaxed);
     }
 
     /// Keeps `e` if it is among the `SLOW_KEEP` slowest.
@@ -303,11 +293,12 @@ impl LoopStats {
         if slow.len() == SLOW_KEEP {
             let floor = nanos(slow[SLOW_KEEP - 1].seconds).max(SLOW_MIN_NS);
             self.slow_floor.store(floor, Relaxed);
+            self.update_look();
         }
     }
 
     /// Forgets what was measured (not the settings, nor the byte totals).
-    fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.lag.clear();
         for c in [
             &self.iterations,
@@ -318,14 +309,14 @@ impl LoopStats {
             c.store(0, Relaxed);
         }
         self.slow_floor.store(SLOW_MIN_NS, Relaxed);
+        self.update_look();
         let old = std::mem::take(&mut *self.slow.lock());
         drop(old);
     }
-}
 
-impl LoopStats {
-    /// The iteration's clock, in seconds and ns (the start of its first
-    /// callback). An iteration that skipped the poll (`polled` false) with
+    /// The iteration's clock, in ns and, if the clock was read, in
+    /// seconds (the start of its first callback; a carried reading is
+    /// converted only if a timer needs it: `LoopCore::run_once`). An iteration that skipped the poll (`polled` false) with
     /// callbacks already queued (`before > 0`), right after one that ran
     /// callbacks, takes that one's last reading (so a chain of `call_soon`
     /// callbacks costs one reading per callback, as without stats); else the
@@ -343,17 +334,16 @@ impl LoopStats {
         polled: bool,
         before: usize,
         after: usize,
-    ) -> (f64, u64) {
+    ) -> (Option<f64>, u64) {
         bump(&self.iterations, 1);
         let carried = self.carry.load(Relaxed);
         self.carry.store(0, Relaxed);
         if !polled && before > 0 && carried != 0 {
-            return (carried as f64 * 1e-9, carried);
+            return (None, carried);
         }
-        // `now()` itself decides which timers are due, so a virtual clock
-        // that jumped exactly to a deadline sees it due.
-        let secs = lp.clock.now();
-        let now = nanos(secs);
+        // `now_pair()` itself decides which timers are due, so a virtual
+        // clock that jumped exactly to a deadline sees it due.
+        let (secs, now) = lp.clock.now_pair();
         self.last.store(now, Relaxed);
         if polled {
             // The wait began at the previous iteration's last reading.
@@ -369,26 +359,16 @@ impl LoopStats {
                 }
             }
         }
-        (secs, now)
+        (Some(secs), now)
     }
 
-    /// At the end of an iteration: whether the next one may take its last
-    /// reading as its clock (`after_poll`).
-    #[inline]
-    pub(crate) fn carry_over(&self, ok: bool) {
-        self.carry
-            .store(if ok { self.last.load(Relaxed) } else { 0 }, Relaxed);
-    }
-
-    /// Records the loop thread's ident for the watchdog (once per batch,
-    /// only with a blocking threshold).
+    /// Records the loop thread's ident for the watchdog (at the start of
+    /// each `run_forever`: the thread cannot change while it runs).
     #[inline]
     pub(crate) fn note_thread(&self) {
-        if self.blocking_ns.load(Relaxed) > 0 {
-            // SAFETY: pthread_self has no preconditions.
-            let me = unsafe { libc::pthread_self() } as u64;
-            self.thread_ident.store(me, Relaxed);
-        }
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() } as u64;
+        self.thread_ident.store(me, Relaxed);
     }
 }
 
@@ -448,153 +428,9 @@ impl LoopCore {
     }
 }
 
-fn ms(ns: u64) -> f64 {
-    ns as f64 / 1e6
-}
-
-/// `Loop.enable_stats(on)`.
-#[pyfunction]
-pub(crate) fn _stats_enable(lp: &Bound<'_, LoopCore>, on: bool) {
-    let this = lp.get();
-    let s = &this.stats;
-    s.enabled.store(on, Relaxed);
-    s.fresh_start(this);
-    s.sync_on();
-}
-
-/// `Loop.reset_stats()`.
-#[pyfunction]
-pub(crate) fn _stats_reset(lp: &Bound<'_, LoopCore>) {
-    lp.get().stats.reset();
-}
-
-/// Sets the blocking threshold in seconds (None or <= 0: off).
-#[pyfunction]
-#[pyo3(signature = (lp, seconds))]
-pub(crate) fn _stats_set_blocking(lp: &Bound<'_, LoopCore>, seconds: Option<f64>) {
-    let s = &lp.get().stats;
-    let ns = match seconds {
-        Some(x) if x > 0.0 && x.is_finite() => nanos(x).max(1),
-        _ => 0,
-    };
-    s.blocking_ns.store(ns, Relaxed);
-    s.fresh_start(lp.get());
-    s.sync_on();
-}
-
-/// For the watchdog: (number of the running callback, its start or None,
-/// the clock now, the loop thread's ident).
-#[pyfunction]
-pub(crate) fn _stats_probe(lp: &Bound<'_, LoopCore>) -> (u64, Option<f64>, f64, u64) {
-    let this = lp.get();
-    let s = &this.stats;
-    let start = s.cur_start.load(Relaxed);
-    (
-        s.cur_seq.load(Relaxed),
-        (start != 0).then(|| start as f64 / 1e9),
-        this.clock.now(),
-        s.thread_ident.load(Relaxed),
-    )
-}
-
-/// What the core measured, as a dict (`Loop.stats()` adds to it).
-#[pyfunction]
-pub(crate) fn _stats_snapshot<'py>(lp: &Bound<'py, LoopCore>) -> PyResult<Bound<'py, PyDict>> {
-    let py = lp.py();
-    let this = lp.get();
-    let s = &this.stats;
-    let (ready, timers, fds) = {
-        let st = this.state.lock();
-        (st.ready.len(), st.timers.len(), st.io.len())
-    };
-    let cancelled = this
-        .cancelled_timers
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let slow = s.slow.lock().clone();
-    let d = PyDict::new(py);
-    d.set_item("enabled", s.enabled.load(Relaxed))?;
-    // Every timed callback records one lag.
-    let count = s.lag.count();
-    d.set_item("callbacks", count)?;
-    d.set_item("iterations", s.iterations.load(Relaxed))?;
-    d.set_item("lag_p50_ms", ms(s.lag.quantile(0.5)))?;
-    d.set_item("lag_p90_ms", ms(s.lag.quantile(0.9)))?;
-    d.set_item("lag_p99_ms", ms(s.lag.quantile(0.99)))?;
-    d.set_item("lag_max_ms", ms(s.lag.max.load(Relaxed)))?;
-    d.set_item("lag_count", count)?;
-    d.set_item("lag_sum_s", s.lag.sum.load(Relaxed) as f64 / 1e9)?;
-    let busy = s.busy_ns.load(Relaxed) as f64 / 1e9;
-    let idle = s.idle_ns.load(Relaxed) as f64 / 1e9;
-    d.set_item("busy_s", busy)?;
-    d.set_item("idle_s", idle)?;
-    d.set_item(
-        "busy_ratio",
-        if busy + idle > 0.0 {
-            busy / (busy + idle)
-        } else {
-            0.0
-        },
-    )?;
-    d.set_item("ready", ready)?;
-    d.set_item("timers", timers.saturating_sub(cancelled))?;
-    d.set_item("fds", fds)?;
-    let blocking = s.blocking_ns.load(Relaxed);
-    d.set_item(
-        "blocking_threshold",
-        (blocking > 0).then(|| blocking as f64 / 1e9),
-    )?;
-    d.set_item("blocking_callbacks", s.blocked.load(Relaxed))?;
-    let list = PyList::empty(py);
-    for e in slow {
-        let item = PyDict::new(py);
-        item.set_item("duration_ms", e.seconds * 1e3)?;
-        item.set_item("kind", e.kind)?;
-        item.set_item("name", e.name)?;
-        item.set_item("location", e.location)?;
-        list.append(item)?;
-    }
-    d.set_item("slow_callbacks", list)?;
-    let tr = PyDict::new(py);
-    tr.set_item("bytes_in", s.bytes_in.load(Relaxed))?;
-    tr.set_item("bytes_out", s.bytes_out.load(Relaxed))?;
-    d.set_item("transports", tr)?;
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn buckets_are_contiguous_and_cover_u64() {
-        let mut expect_low = 0;
-        for i in 0..=bucket_of(u64::MAX) {
-            let (lo, hi) = bucket_range(i);
-            assert_eq!(lo, expect_low, "bucket {i}");
-            assert_eq!(bucket_of(lo), i);
-            assert_eq!(bucket_of(hi - 1), i);
-            expect_low = hi;
-            if i == bucket_of(u64::MAX) {
-                break;
-            }
-        }
-        assert!(bucket_of(u64::MAX) < BUCKETS);
-    }
-
-    #[test]
-    fn quantiles_within_a_bucket() {
-        let h = Histogram::default();
-        for v in 1..=1000u64 {
-            h.record(v * 1000);
-        }
-        let p50 = h.quantile(0.5) as f64;
-        let p99 = h.quantile(0.99) as f64;
-        assert!((p50 / 500_000.0 - 1.0).abs() < 0.13, "{p50}");
-        assert!((p99 / 990_000.0 - 1.0).abs() < 0.13, "{p99}");
-        assert_eq!(h.quantile(1.0), 1_000_000);
-        h.clear();
-        assert_eq!(h.quantile(0.5), 0);
-    }
 
     #[test]
     fn slow_keeps_the_longest() {
@@ -612,5 +448,21 @@ mod tests {
         assert_eq!(slow[0].seconds, 14.0);
         assert_eq!(slow[SLOW_KEEP - 1].seconds, 10.0);
         assert_eq!(s.slow_floor.load(Relaxed), nanos(10.0));
+        assert_eq!(s.look_ns.load(Relaxed), nanos(10.0) + 1);
+    }
+
+    #[test]
+    fn one_threshold_covers_slow_and_blocking() {
+        let s = LoopStats::new();
+        assert_eq!(s.look_ns.load(Relaxed), SLOW_MIN_NS + 1);
+        s.blocking_ns.store(50, Relaxed);
+        s.update_look();
+        let started = Started { at: 1000, seq: 1 };
+        assert!(!s.end(&started, 1049));
+        assert!(s.end(&started, 1050));
+        s.blocking_ns.store(0, Relaxed);
+        s.update_look();
+        assert!(!s.end(&started, 1000 + SLOW_MIN_NS));
+        assert!(s.end(&started, 1001 + SLOW_MIN_NS));
     }
 }

@@ -16,6 +16,17 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Both from one reading: (seconds as `monotonic()`, ns as `monotonic_ns()`).
+#[cfg(unix)]
+#[inline]
+pub fn monotonic_pair() -> (f64, u64) {
+    let ts = monotonic_timespec();
+    (
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9,
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
+    )
+}
+
 #[cfg(unix)]
 #[inline]
 fn monotonic_timespec() -> libc::timespec {

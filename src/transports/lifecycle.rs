@@ -15,7 +15,7 @@ use super::pyobjs::{
     cached, set_exception_unless_done, SET_RESULT_UNLESS_CANCELLED, TRANSPORT_SOCKET,
 };
 use super::stream::StreamTransport;
-use super::stream_state::Sock;
+use super::stream_state::{ProtoKind, Sock};
 use crate::errors;
 use crate::event_loop::LoopCore;
 
@@ -166,7 +166,8 @@ impl StreamTransport {
         ctx: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let lp = {
+        let kind = ProtoKind::of(py, protocol)?;
+        let (lp, old) = {
             let mut st = slf.get().st.lock();
             st.wrapper = Some(wrapper.clone().unbind());
             st.server = server.map(|s| s.clone().unbind());
@@ -175,9 +176,11 @@ impl StreamTransport {
                 st.read_ctx = Some(c.clone_ref(py));
                 st.write_ctx = Some(c.clone_ref(py));
             }
-            Self::set_protocol_locked(py, &mut st, protocol)?;
-            st.lp(py).ok_or_else(errors::loop_closed)?
+            let old = st.install_protocol(protocol.clone().unbind(), kind);
+            (st.lp(py), old)
         };
+        drop(old);
+        let lp = lp.ok_or_else(errors::loop_closed)?;
         if let Some(server) = server {
             server.call_method1(intern!(py, "_attach"), (wrapper,))?;
         }

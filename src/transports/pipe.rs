@@ -42,7 +42,7 @@ use std::os::fd::RawFd;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::flow::{FlowControl, WriteBuffer};
@@ -50,6 +50,8 @@ use super::BufView;
 use crate::contexts::{copy_current, run_in};
 use crate::errors;
 use crate::event_loop::io::IoWatcher;
+use crate::event_loop::stats::ByteCount;
+use crate::event_loop::stats_api::bytes_dict;
 use crate::event_loop::{LoopCore, Registration};
 use crate::reactor::pipes;
 use crate::reactor::{Readiness, Want};
@@ -119,6 +121,8 @@ impl PipeSt {
 pub struct PipeTransport {
     /// Everything; see `PipeSt`.
     pub(super) st: Mutex<PipeSt>,
+    /// Bytes read and written (the loop counts its total too).
+    pub(super) bytes: ByteCount,
 }
 
 /// The loop's handle on a pipe transport.
@@ -184,6 +188,7 @@ impl PipeTransport {
             return Err(PyValueError::new_err("the pipe is closed"));
         }
         Ok(Self {
+            bytes: ByteCount::default(),
             st: Mutex::new(PipeSt {
                 fd,
                 fileno: fd,
@@ -310,7 +315,11 @@ impl PipeTransport {
         let mut start = 0;
         let was_empty = st.wbuf.is_empty();
         if was_empty && st.fd >= 0 {
-            match pipes::write(st.fd, bytes) {
+            let r = pipes::write(st.fd, bytes);
+            if let Ok(n) = r {
+                slf.get().count_out(&st, n);
+            }
+            match r {
                 Ok(n) if n == bytes.len() => return Ok(()),
                 Ok(n) => start = n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -448,6 +457,13 @@ impl PipeTransport {
 
     fn get_write_buffer_size(&self) -> usize {
         self.st.lock().wbuf.len()
+    }
+
+    /// `{"bytes_in": ..., "bytes_out": ...}`: bytes so far
+    /// (`get_extra_info("oxloop_stats")`).
+    fn _stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (rx, tx) = self.bytes.read();
+        bytes_dict(py, rx, tx)
     }
 
     fn get_write_buffer_limits(&self) -> (usize, usize) {

@@ -19,6 +19,22 @@ use crate::reactor::net::MAX_IOV;
 use crate::reactor::pipes;
 
 impl PipeTransport {
+    /// Counts `n` bytes read, here and in the loop's total.
+    pub(super) fn count_in(&self, st: &PipeSt, n: usize) {
+        self.bytes.add_in(n);
+        if let Some(lp) = &st.lp {
+            lp.get().stats.pipe.add_in(n);
+        }
+    }
+
+    /// Counts `n` bytes written, here and in the loop's total.
+    pub(super) fn count_out(&self, st: &PipeSt, n: usize) {
+        self.bytes.add_out(n);
+        if let Some(lp) = &st.lp {
+            lp.get().stats.pipe.add_out(n);
+        }
+    }
+
     /// Makes the reactor watch what the state needs.
     pub(super) fn sync_interest(slf: &Bound<'_, Self>, st: &mut PipeSt) -> PyResult<()> {
         let py = slf.py();
@@ -124,6 +140,8 @@ impl PipeTransport {
         });
         match got {
             Ok(Some(data)) => {
+                let this = slf.get();
+                this.count_in(&this.st.lock(), data.as_bytes().len());
                 let r = proto
                     .bind(py)
                     .call_method1(intern!(py, "data_received"), (data,))
@@ -225,6 +243,7 @@ impl PipeTransport {
             };
             match r {
                 Ok(n) => {
+                    slf.get().count_out(&st, n);
                     st.wbuf.consume(n, &mut released);
                     if !st.wbuf.is_empty() {
                         continue;

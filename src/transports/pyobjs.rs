@@ -8,8 +8,6 @@ use pyo3::sync::PyOnceLock;
 
 /// `asyncio.futures._set_result_unless_cancelled`.
 pub(crate) static SET_RESULT_UNLESS_CANCELLED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-/// `asyncio.protocols.BufferedProtocol`.
-pub(crate) static BUFFERED_PROTOCOL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 /// `asyncio.trsock.TransportSocket`.
 pub(crate) static TRANSPORT_SOCKET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 

@@ -13,13 +13,12 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::{intern, PyTraverseError, PyVisit};
+use pyo3::{PyTraverseError, PyVisit};
 
 use super::addr_to_py;
 use super::flow::{FlowControl, WriteBuffer};
-use super::pyobjs::{cached, BUFFERED_PROTOCOL};
 use super::recv_bytes::ReadSizeHint;
-use super::stream_state::{ProtoKind, Sock, St};
+use super::stream_state::{Sock, St};
 use crate::contexts::run_in;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::{LoopCore, Registration};
@@ -68,7 +67,7 @@ impl StreamTransport {
     pub(crate) fn count_out(&self, lp: Option<&Py<LoopCore>>, n: usize) {
         add(&self.bytes_out, n);
         if let Some(lp) = lp {
-            add(&lp.get().stats.bytes_out, n);
+            lp.get().stats.stream.add_out(n);
         }
     }
 }
@@ -87,7 +86,7 @@ impl IoWatcher for Watch {
                 StreamTransport::handle_read(slf, lp, ready)
             });
             let got = this.bytes_in.load(Relaxed).wrapping_sub(before);
-            add(&lp.get().stats.bytes_in, got as usize);
+            lp.get().stats.stream.add_in(got as usize);
             r?;
         }
         if ready.for_writer() {
@@ -189,36 +188,6 @@ impl StreamTransport {
         let mut st = Self::new_state(py, lp, raw, Sock::Rust(fd), Some(peer), name);
         st.sock_kind = (family, libc::SOCK_STREAM, proto);
         Py::new(py, Self::with_state(st))
-    }
-
-    pub(crate) fn set_protocol_locked(
-        py: Python<'_>,
-        st: &mut St,
-        protocol: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let buffered = protocol.is_instance(&cached(
-            py,
-            &BUFFERED_PROTOCOL,
-            "asyncio.protocols",
-            "BufferedProtocol",
-        )?)?;
-        let kind = if buffered {
-            match (
-                protocol.getattr(intern!(py, "get_buffer")),
-                protocol.getattr(intern!(py, "buffer_updated")),
-            ) {
-                (Ok(g), Ok(u)) => ProtoKind::Buffered(g.unbind(), u.unbind()),
-                _ => ProtoKind::Lazy(true),
-            }
-        } else {
-            match protocol.getattr(intern!(py, "data_received")) {
-                Ok(d) => ProtoKind::Plain(d.unbind()),
-                Err(_) => ProtoKind::Lazy(false),
-            }
-        };
-        st.protocol = Some(protocol.clone().unbind());
-        st.kind = Some(kind);
-        Ok(())
     }
 
     /// Makes the reactor watch what the state needs.

@@ -195,12 +195,10 @@ impl StreamTransport {
     }
 
     fn set_protocol(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
-        let mut st = self.st.lock();
-        let (old_p, old_k) = (st.protocol.take(), st.kind.take());
-        let r = Self::set_protocol_locked(py, &mut st, &protocol);
-        drop(st);
-        drop((old_p, old_k));
-        r
+        let kind = ProtoKind::of(py, &protocol)?;
+        let old = self.st.lock().install_protocol(protocol.unbind(), kind);
+        drop(old);
+        Ok(())
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {

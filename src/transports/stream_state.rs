@@ -5,6 +5,7 @@
 use std::os::fd::{OwnedFd, RawFd};
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::flow::{FlowControl, WriteBuffer};
@@ -45,6 +46,38 @@ pub(crate) enum ProtoKind {
     /// The methods were missing at `set_protocol`; look them up each time
     /// (the lookup raises the error asyncio would). `true`: buffered.
     Lazy(bool),
+}
+
+/// `asyncio.BufferedProtocol`, imported once.
+static BUFFERED_PROTOCOL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+impl ProtoKind {
+    /// How reads reach `protocol` (its hot methods, looked up once). This
+    /// runs Python (`isinstance` may read `__class__`, a lookup may run a
+    /// property or `__getattribute__` that uses this very transport), so it
+    /// is called with the transport's lock free; the caller stores the
+    /// result under the lock (`St::install_protocol`).
+    pub(crate) fn of(py: Python<'_>, protocol: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let buffered_type = BUFFERED_PROTOCOL.get_or_try_init(py, || {
+            py.import("asyncio.protocols")?
+                .getattr("BufferedProtocol")
+                .map(Bound::unbind)
+        })?;
+        Ok(if protocol.is_instance(buffered_type.bind(py))? {
+            match (
+                protocol.getattr(intern!(py, "get_buffer")),
+                protocol.getattr(intern!(py, "buffer_updated")),
+            ) {
+                (Ok(g), Ok(u)) => Self::Buffered(g.unbind(), u.unbind()),
+                _ => Self::Lazy(true),
+            }
+        } else {
+            match protocol.getattr(intern!(py, "data_received")) {
+                Ok(d) => Self::Plain(d.unbind()),
+                Err(_) => Self::Lazy(false),
+            }
+        })
+    }
 }
 
 /// The mutable state of a transport.
@@ -112,6 +145,16 @@ pub(crate) struct St {
 }
 
 impl St {
+    /// Stores a protocol and its `ProtoKind::of` (Python-free); returns
+    /// the old ones, to be dropped once the lock is released.
+    pub(crate) fn install_protocol(
+        &mut self,
+        protocol: Py<PyAny>,
+        kind: ProtoKind,
+    ) -> (Option<Py<PyAny>>, Option<ProtoKind>) {
+        (self.protocol.replace(protocol), self.kind.replace(kind))
+    }
+
     #[inline]
     pub(crate) fn reading_active(&self) -> bool {
         self.started && !self.paused && !self.closing && !self.read_eof && self.conn_lost == 0

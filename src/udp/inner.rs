@@ -18,6 +18,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::contexts::run_in;
 use crate::event_loop::io::IoWatcher;
+use crate::event_loop::stats::ByteCount;
 use crate::event_loop::{LoopCore, Registration};
 use crate::reactor::addr::{self, RawAddr};
 use crate::reactor::sockets as sys;
@@ -91,6 +92,8 @@ pub(crate) struct UdpInner {
     pub(crate) me: Weak<UdpInner>,
     /// The loop.
     pub(crate) lp: Py<LoopCore>,
+    /// Payload bytes received and sent (the loop counts its total too).
+    pub(crate) bytes: ByteCount,
     /// Everything else.
     pub(crate) state: Mutex<UState>,
 }
@@ -178,7 +181,17 @@ impl UdpInner {
         addr::inet_addr(self.family, host, port, flowinfo, scope_id)
     }
 
+    /// Sends one datagram and counts its bytes if it went.
     pub(crate) fn send_one(&self, py: Python<'_>, data: &[u8], addr: Option<&Py<PyAny>>) -> Sent {
+        let sent = self.send_uncounted(py, data, addr);
+        if matches!(sent, Sent::Ok) {
+            self.bytes.add_out(data.len());
+            self.lp.get().stats.udp.add_out(data.len());
+        }
+        sent
+    }
+
+    fn send_uncounted(&self, py: Python<'_>, data: &[u8], addr: Option<&Py<PyAny>>) -> Sent {
         if self.connected {
             return match sys::send(self.fd, data) {
                 Ok(_) => Sent::Ok,
@@ -382,6 +395,9 @@ impl UdpInner {
             let Some(proto) = proto else { return Ok(true) };
             match self.recv_one(py) {
                 Ok(Some((data, addr))) => {
+                    let n = data.bind(py).len().unwrap_or(0);
+                    self.bytes.add_in(n);
+                    self.lp.get().stats.udp.add_in(n);
                     proto
                         .bind(py)
                         .call_method1(intern!(py, "datagram_received"), (data, addr))?;

@@ -44,11 +44,13 @@ use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::contexts::copy_current;
 use crate::event_loop::io::IoWatcher;
+use crate::event_loop::stats::ByteCount;
+use crate::event_loop::stats_api::bytes_dict;
 use crate::event_loop::LoopCore;
 use crate::reactor::Want;
 use inner::{Sent, UState, UdpInner, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
@@ -92,6 +94,7 @@ impl UdpTransport {
         };
         let lp = lp.unbind();
         let inner = Arc::new_cyclic(|me| UdpInner {
+            bytes: ByteCount::default(),
             fd,
             connected,
             family,
@@ -231,6 +234,13 @@ impl UdpTransport {
 
     fn get_write_buffer_size(&self) -> usize {
         self.inner.state.lock().buffer_size
+    }
+
+    /// `{"bytes_in": ..., "bytes_out": ...}`: payload bytes so far
+    /// (`get_extra_info("oxloop_stats")`).
+    fn _stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (rx, tx) = self.inner.bytes.read();
+        bytes_dict(py, rx, tx)
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
