@@ -101,16 +101,24 @@ impl LoopCore {
             jumped = this.virtual_jump(io_split + natives.len(), when);
         }
 
-        // 3. Move due timers to the ready queue.
+        // 3. Move due timers to the ready queue. Without timers (and stats)
+        // the clock is not read, as asyncio reads it only for its timers.
         let (now, now_ns) = if timing {
-            this.stats
-                .after_poll(this, !skip_poll || jumped, queued_before, io_split)
+            let (now, now_ns) =
+                this.stats
+                    .after_poll(this, !skip_poll || jumped, queued_before, io_split);
+            (Some(now), now_ns)
         } else {
-            (this.clock.now(), 0)
+            (None, 0)
         };
         {
-            let end = now + CLOCK_RESOLUTION;
             let mut st = this.state.lock();
+            // Reading the clock under the lock is fine: no Python runs.
+            let end = match now {
+                _ if st.timers.len() == 0 => f64::NEG_INFINITY,
+                Some(now) => now + CLOCK_RESOLUTION,
+                None => this.clock.now() + CLOCK_RESOLUTION,
+            };
             while let Some(t) = st.timers.pop_due(end) {
                 let h = t.get();
                 h.unschedule();
