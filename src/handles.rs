@@ -21,9 +21,13 @@
 //!   such a handle references.
 //! - No lock here is held while Python code runs or while a Python object is
 //!   dropped.
-//! - No `freelist`: with PyO3 0.30 an object reused from a pyclass freelist
-//!   comes back without GC tracking, so a cycle through a recycled handle
-//!   would never be collected (tests/test_gc.py catches it).
+//! - Plain `Handle` objects (the exact type) are allocated from, and freed
+//!   to, a free list with their own `tp_alloc`/`tp_dealloc` (`free_list`),
+//!   not PyO3's generic ones. A recycled handle comes back untracked by the
+//!   garbage collector: one-shot handles are untracked anyway (custody),
+//!   and every other maker tracks it (`Handle::tracked`). PyO3's own
+//!   `freelist` option is not used: it leaves that to each caller too and
+//!   keeps PyO3's slower dealloc.
 
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -63,6 +67,26 @@ impl Drop for Callback {
             ffi::Py_DECREF(self.args.as_ptr());
             ffi::Py_DECREF(self.context.as_ptr());
         }
+    }
+}
+
+/// A strong reference released with a plain `Py_DECREF` (see `Callback`):
+/// a handle's fields never go through PyO3's deferred-decref check, so
+/// `handle_dealloc` may drop them without PyO3's trampoline.
+pub(crate) struct RawRef(ManuallyDrop<Py<PyAny>>);
+
+impl Drop for RawRef {
+    fn drop(&mut self) {
+        // SAFETY: as for `Callback`: dropped only by an attached thread; the
+        // reference is ours and never used again.
+        unsafe { ffi::Py_DECREF(self.0.as_ptr()) }
+    }
+}
+
+impl std::ops::Deref for RawRef {
+    type Target = Py<PyAny>;
+    fn deref(&self) -> &Py<PyAny> {
+        &self.0
     }
 }
 
@@ -168,7 +192,7 @@ pub struct Handle {
     /// `CANCELLED` and `SCHEDULED` bits.
     flags: AtomicU8,
     /// In debug mode, where the handle was made (a list of FrameSummary).
-    source_traceback: Option<Py<PyAny>>,
+    source_traceback: Option<RawRef>,
     /// Deadline and heap accounting, for timers.
     timer: Option<TimerState>,
     /// When stats are on: the loop's clock (ns) when the handle was last
@@ -190,7 +214,7 @@ impl Handle {
                 context: ManuallyDrop::new(context),
             })),
             flags: AtomicU8::new(0),
-            source_traceback,
+            source_traceback: source_traceback.map(|tb| RawRef(ManuallyDrop::new(tb))),
             timer: None,
             queued: AtomicU64::new(0),
         }
@@ -213,6 +237,21 @@ impl Handle {
             cancelled_in_heap,
         });
         h
+    }
+
+    /// A new Python object for a handle the garbage collector tracks (one
+    /// that is not left to the loop's custody): a recycled object comes
+    /// back untracked (see `free_list`).
+    pub(crate) fn tracked(py: Python<'_>, handle: Handle) -> PyResult<Py<Handle>> {
+        let obj = Py::new(py, handle)?;
+        // SAFETY: a live GC-capable object, GIL held; tracked only if it is
+        // not already.
+        unsafe {
+            if ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 0 {
+                ffi::PyObject_GC_Track(obj.as_ptr().cast());
+            }
+        }
+        Ok(obj)
     }
 
     #[inline]
@@ -284,7 +323,7 @@ impl Handle {
     /// the handle itself is not tracked by the garbage collector.
     pub(crate) fn traverse_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(tb) = &self.source_traceback {
-            visit.call(tb)?;
+            visit.call(&**tb)?;
         }
         if let Some(guard) = self.inner.try_lock() {
             if let Some(cb) = &*guard {
@@ -592,5 +631,157 @@ impl TimerHandle {
             .to_owned()
             .into_any()
             .unbind()
+    }
+}
+
+/// Free lists of handle objects and the type slots that use them.
+///
+/// `call_soon` makes a handle and the loop frees it a moment later; the
+/// generic path zeroes a fresh object (`PyType_GenericAlloc`) and frees it
+/// through PyO3's dealloc trampoline. Here a freed handle (its fields
+/// dropped, untracked, its weak references cleared) is kept for reuse, and
+/// dealloc drops the fields directly (every field of a `Handle` is released
+/// with a plain `Py_DECREF` or is not a Python object: no PyO3 GIL
+/// bookkeeping is needed). PyO3 writes every field of the object it gets
+/// from `tp_alloc`, so a recycled one needs no zeroing. `Handle`,
+/// `TimerHandle` and `ThreadSafeHandle` each have a list; the two
+/// subclasses add no field (checked below), so dropping the base `Handle`
+/// is dropping all of it.
+///
+/// Invariants:
+/// - A list holds only objects of exactly its type; Python subclasses take
+///   the generic path (`PyType_GenericAlloc`, `tp_free`).
+/// - The lists are touched only by a thread attached to the interpreter
+///   with the GIL (tp_alloc/tp_dealloc); see `crate::portability` before a
+///   free-threaded build.
+/// - A recycled object is untracked; `Handle::tracked` tracks it where the
+///   handle is not left to the loop's custody.
+pub(crate) mod free_list {
+    use std::cell::UnsafeCell;
+
+    use pyo3::ffi;
+    use pyo3::prelude::*;
+    use pyo3::PyTypeInfo;
+
+    use super::{Handle, ThreadSafeHandle, TimerHandle};
+
+    // The subclasses' own parts must need no dropping (see above).
+    const _: () = assert!(
+        std::mem::size_of::<TimerHandle>() == 0
+            && !std::mem::needs_drop::<TimerHandle>()
+            && std::mem::size_of::<ThreadSafeHandle>() == 0
+            && !std::mem::needs_drop::<ThreadSafeHandle>()
+    );
+
+    const CAPACITY: usize = 256;
+    const TYPES: usize = 3;
+
+    struct List {
+        ty: *mut ffi::PyTypeObject,
+        len: usize,
+        objs: [*mut ffi::PyObject; CAPACITY],
+    }
+
+    struct Shared(UnsafeCell<[List; TYPES]>);
+    // SAFETY: only touched with the GIL held (see the module's invariants).
+    unsafe impl Sync for Shared {}
+
+    const EMPTY: List = List {
+        ty: std::ptr::null_mut(),
+        len: 0,
+        objs: [std::ptr::null_mut(); CAPACITY],
+    };
+    static LISTS: Shared = Shared(UnsafeCell::new([EMPTY; TYPES]));
+
+    /// Installs the slots on the three handle types (once, at module init,
+    /// before any handle exists).
+    pub(crate) fn install(py: Python<'_>) {
+        let types = [
+            Handle::type_object_raw(py),
+            TimerHandle::type_object_raw(py),
+            ThreadSafeHandle::type_object_raw(py),
+        ];
+        // SAFETY: GIL held; the types are ours (heap types made by PyO3)
+        // and have no instances yet; CPython reads these slots at each use.
+        unsafe {
+            let lists = &mut *LISTS.0.get();
+            for (list, ty) in lists.iter_mut().zip(types) {
+                list.ty = ty;
+                (*ty).tp_alloc = Some(alloc);
+                (*ty).tp_dealloc = Some(dealloc);
+            }
+        }
+    }
+
+    /// The list of objects of exactly `ty`, if it has one.
+    #[inline(always)]
+    unsafe fn list_of(ty: *mut ffi::PyTypeObject) -> Option<&'static mut List> {
+        // SAFETY: GIL held by the caller (see the module's invariants).
+        unsafe { (*LISTS.0.get()).iter_mut().find(|l| l.ty == ty) }
+    }
+
+    unsafe extern "C" fn alloc(
+        subtype: *mut ffi::PyTypeObject,
+        nitems: ffi::Py_ssize_t,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: CPython calls tp_alloc with the GIL held.
+        unsafe {
+            if nitems == 0 {
+                if let Some(list) = list_of(subtype).filter(|l| l.len > 0) {
+                    list.len -= 1;
+                    let obj = list.objs[list.len];
+                    // Sets the type (a new reference to it), a refcount of 1.
+                    ffi::PyObject_Init(obj, subtype);
+                    return obj;
+                }
+            }
+            ffi::PyType_GenericAlloc(subtype, nitems)
+        }
+    }
+
+    unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
+        // SAFETY: CPython calls tp_dealloc with the GIL held, on an object
+        // of a handle type or a Python subclass of one, once no reference
+        // is left. The fields are dropped exactly once, before the memory
+        // is freed or recycled.
+        unsafe {
+            ffi::PyObject_GC_UnTrack(obj.cast());
+            let ty = ffi::Py_TYPE(obj);
+            // PyO3 keeps the weak-reference list in the object, at the
+            // offset it gives the base type (inherited by the others).
+            let weak_offset = (*(*LISTS.0.get())[0].ty).tp_weaklistoffset;
+            if weak_offset > 0 {
+                let slot = obj
+                    .cast::<u8>()
+                    .offset(weak_offset)
+                    .cast::<*mut ffi::PyObject>();
+                if !(*slot).is_null() {
+                    ffi::PyObject_ClearWeakRefs(obj);
+                }
+            } else if weak_offset != 0 {
+                // Not PyO3's slot in the object: let CPython find the list.
+                ffi::PyObject_ClearWeakRefs(obj);
+            }
+            let py = Python::assume_attached();
+            let handle: *const Handle = pyo3::Borrowed::from_ptr(py, obj)
+                .cast_unchecked::<Handle>()
+                .get();
+            // The value lives in PyO3's UnsafeCell: writing through it is
+            // allowed, and no reference to it is left.
+            std::ptr::drop_in_place(handle.cast_mut());
+            match list_of(ty).filter(|l| l.len < CAPACITY) {
+                Some(list) => {
+                    list.objs[list.len] = obj;
+                    list.len += 1;
+                }
+                None => {
+                    if let Some(free) = (*ty).tp_free {
+                        free(obj.cast());
+                    }
+                }
+            }
+            // Instances of heap types own a reference to their type.
+            ffi::Py_DECREF(ty.cast());
+        }
     }
 }

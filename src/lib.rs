@@ -23,12 +23,14 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
+    event_loop::fastcall::install(m.py())?;
     m.add_class::<sockops::SockOps>()?;
     m.add_class::<sockops::SockCoro>()?;
     m.add_class::<udp::UdpTransport>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<handles::ThreadSafeHandle>()?;
+    handles::free_list::install(m.py());
     m.add_class::<transports::stream::StreamTransport>()?;
     m.add_class::<transports::pipe::PipeTransport>()?;
     m.add_class::<server::StreamListener>()?;

@@ -56,6 +56,11 @@
 //!   someone else may hold (`PyUnstable_Object_IsUniquelyReferenced` on
 //!   3.14t), or keep one-shot handles tracked and measure the collector's
 //!   cost.
+//! - [ ] `handles::free_list` keeps its lists in a static that only the
+//!   GIL guards (tp_alloc/tp_dealloc of the three handle types). Without it
+//!   two threads can pop or push at once: make the lists per thread (as
+//!   CPython's own free lists are on 3.13t), or leave the types' generic
+//!   slots in place under `cfg(Py_GIL_DISABLED)`.
 //! - [ ] Buffers exported by mutable objects (`transports::BufView::as_slice`
 //!   on a `bytearray`, the datagram `sendto` slice, `sock_recv_into`, a
 //!   `BufferedProtocol`'s `get_buffer()` in `transports/read.rs`): with the

@@ -45,8 +45,6 @@ _CREATE_TASK_KWARGS = bool(
 # asyncio.iscoroutinefunction warns from 3.14 on; asyncio calls this twin.
 _iscoroutinefunction = getattr(asyncio.coroutines, "_iscoroutinefunction",
                                asyncio.coroutines.iscoroutinefunction)
-# The keywords the native create_task takes.
-_NATIVE_TASK_KWARGS = frozenset(("name", "context"))
 
 # asyncio.constants.DEBUG_STACK_DEPTH
 _DEBUG_STACK_DEPTH = 10
@@ -238,31 +236,21 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
     # -- futures and tasks -------------------------------------------------
 
     # create_future, create_task, set_task_factory and get_task_factory are
-    # native (LoopCore); create_task comes here in debug mode or when a task
-    # factory is set (_create_task_slow), and where asyncio forwards any
-    # keyword (_CREATE_TASK_KWARGS) a Python create_task handles the rest.
+    # native (LoopCore), create_task with the keywords the installed asyncio
+    # takes (_CREATE_TASK_KWARGS: every one, else name and context); it comes
+    # here in debug mode, when a task factory is set, or given `loop=`.
 
-    if _CREATE_TASK_KWARGS:
-        def create_task(self, coro, **kwargs):
-            """Schedule a coroutine as a Task (or through the task factory).
-
-            Every keyword goes to the task factory, or to `asyncio.Task`
-            when there is none (e.g. `eager_start=True`).
-            """
-            factory = self.get_task_factory()
-            if (factory is None and kwargs.keys() <= _NATIVE_TASK_KWARGS
-                    and not self.get_debug()):
-                return _core.LoopCore.create_task(self, coro, **kwargs)
-            self._check_closed()
+    def _create_task_slow(self, coro, kwargs):
+        factory = self.get_task_factory()
+        if _CREATE_TASK_KWARGS:
             if factory is not None:
                 return factory(self, coro, **kwargs)
             task = tasks.Task(coro, loop=self, **kwargs)
             if task._source_traceback:
                 del task._source_traceback[-1]
             return task
-
-    def _create_task_slow(self, coro, name, context):
-        factory = self.get_task_factory()
+        name = kwargs.get("name")
+        context = kwargs.get("context")
         if factory is None:
             if context is None:
                 task = tasks.Task(coro, loop=self, name=name)

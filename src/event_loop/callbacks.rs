@@ -138,11 +138,14 @@ impl LoopCore {
     ) -> PyResult<Py<Handle>> {
         let ctx = Self::context_for(py, context)?;
         let tb = self.source_traceback(py)?;
-        let handle = Py::new(py, Handle::new(callback.unbind(), args.unbind(), ctx, tb))?;
+        let handle = Handle::new(callback.unbind(), args.unbind(), ctx, tb);
         if one_shot {
+            let handle = Py::new(py, handle)?;
             custody::adopt(py, &handle);
+            Ok(handle)
+        } else {
+            Handle::tracked(py, handle)
         }
-        Ok(handle)
     }
 
     /// In debug mode, where the caller is (asyncio's `_source_traceback`).

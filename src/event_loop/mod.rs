@@ -24,6 +24,7 @@
 mod callbacks;
 mod clock;
 pub(crate) mod custody;
+pub(crate) mod fastcall;
 mod histogram;
 pub(crate) mod io;
 mod native;
@@ -117,6 +118,26 @@ pub struct LoopCore {
 static FUTURES_MODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static TASKS_MODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
+/// Whether asyncio's `create_task` forwards every keyword (3.13.3+, 3.14+:
+/// `create_task(coro, **kwargs)`) rather than taking `name` and `context`.
+static TASK_KWARGS_FORWARDED: PyOnceLock<bool> = PyOnceLock::new();
+
+fn task_kwargs_forwarded(py: Python<'_>) -> PyResult<bool> {
+    TASK_KWARGS_FORWARDED
+        .get_or_try_init(py, || {
+            let flags: u32 = py
+                .import("asyncio.base_events")?
+                .getattr("BaseEventLoop")?
+                .getattr("create_task")?
+                .getattr("__code__")?
+                .getattr("co_flags")?
+                .extract()?;
+            const CO_VARKEYWORDS: u32 = 0x08;
+            Ok::<bool, PyErr>(flags & CO_VARKEYWORDS != 0)
+        })
+        .copied()
+}
+
 fn asyncio_type<'py>(
     py: Python<'py>,
     cell: &PyOnceLock<Py<PyAny>>,
@@ -126,6 +147,91 @@ fn asyncio_type<'py>(
     cell.get_or_try_init(py, || py.import(module).map(|m| m.into_any().unbind()))?
         .bind(py)
         .getattr(name)
+}
+
+/// `call_soon`, `call_soon_threadsafe`, `call_later` and `call_at`: Python
+/// reaches them through the raw fastcall entries of `fastcall`.
+impl LoopCore {
+    pub(crate) fn call_soon(
+        &self,
+        py: Python<'_>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.check_closed()?;
+        if self.debug.load(Ordering::Relaxed) {
+            self.check_thread()?;
+            Self::check_callback(py, &callback, "call_soon")?;
+        }
+        let handle = self.make_handle(py, callback, args, context, true)?;
+        self.push_ready(handle.clone_ref(py), false)?;
+        Ok(handle)
+    }
+
+    pub(crate) fn call_soon_threadsafe(
+        &self,
+        py: Python<'_>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.check_closed()?;
+        if self.debug.load(Ordering::Relaxed) {
+            Self::check_callback(py, &callback, "call_soon_threadsafe")?;
+        }
+        if crate::handles::stdlib_threadsafe(py)?.is_none() {
+            let handle = self.make_handle(py, callback, args, context, true)?;
+            self.push_ready(handle.clone_ref(py), true)?;
+            return Ok(handle);
+        }
+        // 3.14+: asyncio's thread-safe handle semantics (see handles.rs).
+        let ctx = Self::context_for(py, context)?;
+        let tb = self.source_traceback(py)?;
+        let base = Handle::new(callback.unbind(), args.unbind(), ctx, tb);
+        let handle = crate::handles::ThreadSafeHandle::create(py, base)?;
+        custody::adopt(py, handle.as_unbound());
+        let handle = handle.into_super().unbind();
+        self.push_ready(handle.clone_ref(py), true)?;
+        Ok(handle)
+    }
+
+    pub(crate) fn call_later(
+        &self,
+        py: Python<'_>,
+        delay: Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let delay: f64 = delay.extract()?;
+        self.call_at_f64(
+            py,
+            self.clock.now() + delay,
+            callback,
+            args,
+            context,
+            "call_later",
+        )
+    }
+
+    pub(crate) fn call_at(
+        &self,
+        py: Python<'_>,
+        when: Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        let when: f64 = when.extract()?;
+        self.call_at_f64(py, when, callback, args, context, "call_at")
+    }
 }
 
 #[pymethods]
@@ -158,91 +264,6 @@ impl LoopCore {
         self.clock.now()
     }
 
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon(
-        &self,
-        py: Python<'_>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        self.check_closed()?;
-        if self.debug.load(Ordering::Relaxed) {
-            self.check_thread()?;
-            Self::check_callback(py, &callback, "call_soon")?;
-        }
-        let handle = self.make_handle(py, callback, args, context, true)?;
-        self.push_ready(handle.clone_ref(py), false)?;
-        Ok(handle)
-    }
-
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon_threadsafe(
-        &self,
-        py: Python<'_>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        self.check_closed()?;
-        if self.debug.load(Ordering::Relaxed) {
-            Self::check_callback(py, &callback, "call_soon_threadsafe")?;
-        }
-        if crate::handles::stdlib_threadsafe(py)?.is_none() {
-            let handle = self.make_handle(py, callback, args, context, true)?;
-            self.push_ready(handle.clone_ref(py), true)?;
-            return Ok(handle);
-        }
-        // 3.14+: asyncio's thread-safe handle semantics (see handles.rs).
-        let ctx = Self::context_for(py, context)?;
-        let tb = self.source_traceback(py)?;
-        let base = Handle::new(callback.unbind(), args.unbind(), ctx, tb);
-        let handle = crate::handles::ThreadSafeHandle::create(py, base)?;
-        custody::adopt(py, handle.as_unbound());
-        let handle = handle.into_super().unbind();
-        self.push_ready(handle.clone_ref(py), true)?;
-        Ok(handle)
-    }
-
-    #[pyo3(signature = (delay, callback, *args, context=None))]
-    fn call_later(
-        &self,
-        py: Python<'_>,
-        delay: Bound<'_, PyAny>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        if delay.is_none() {
-            return Err(PyTypeError::new_err("delay must not be None"));
-        }
-        let delay: f64 = delay.extract()?;
-        self.call_at_f64(
-            py,
-            self.clock.now() + delay,
-            callback,
-            args,
-            context,
-            "call_later",
-        )
-    }
-
-    #[pyo3(signature = (when, callback, *args, context=None))]
-    fn call_at(
-        &self,
-        py: Python<'_>,
-        when: Bound<'_, PyAny>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        if when.is_none() {
-            return Err(PyTypeError::new_err("when cannot be None"));
-        }
-        let when: f64 = when.extract()?;
-        self.call_at_f64(py, when, callback, args, context, "call_at")
-    }
-
     /// A new `asyncio.Future` bound to this loop.
     fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
@@ -258,28 +279,55 @@ impl LoopCore {
     }
 
     /// Schedules a coroutine as an `asyncio.Task` (or through the task
-    /// factory). Debug mode and task factories take the Python path.
-    #[pyo3(signature = (coro, *, name=None, context=None))]
+    /// factory), taking the keywords the installed asyncio takes: every one
+    /// on 3.13.3+/3.14 (forwarded to `Task`), else `name` and `context`.
+    /// Debug mode, task factories and a `loop=` keyword take the Python
+    /// path (`_create_task_slow`).
+    #[pyo3(signature = (coro, **kwargs))]
     fn create_task<'py>(
         slf: &Bound<'py, Self>,
         coro: Bound<'py, PyAny>,
-        name: Option<Bound<'py, PyAny>>,
-        context: Option<Bound<'py, PyAny>>,
+        kwargs: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
         this.check_closed()?;
-        if this.debug.load(Ordering::Relaxed) || this.task_factory.lock().is_some() {
-            return slf.call_method1(intern!(py, "_create_task_slow"), (coro, name, context));
+        let forward = task_kwargs_forwarded(py)?;
+        let loop_key = intern!(py, "loop");
+        let mut slow = this.debug.load(Ordering::Relaxed) || this.task_factory.lock().is_some();
+        if let Some(kw) = &kwargs {
+            if forward {
+                slow |= kw.contains(loop_key)?;
+            } else {
+                for key in kw.keys() {
+                    if !(key.eq(intern!(py, "name"))? || key.eq(intern!(py, "context"))?) {
+                        return Err(PyTypeError::new_err(format!(
+                            "create_task() got an unexpected keyword argument '{key}'"
+                        )));
+                    }
+                }
+            }
         }
-        let kwargs = PyDict::new(py);
-        kwargs.set_item(intern!(py, "loop"), slf)?;
-        if let Some(name) = name.filter(|n| !n.is_none()) {
-            kwargs.set_item(intern!(py, "name"), name)?;
+        if slow {
+            let kwargs = kwargs.unwrap_or_else(|| PyDict::new(py));
+            return slf.call_method1(intern!(py, "_create_task_slow"), (coro, kwargs));
         }
-        if let Some(context) = context.filter(|c| !c.is_none()) {
-            kwargs.set_item(intern!(py, "context"), context)?;
-        }
+        let kwargs = match kwargs {
+            Some(kw) => {
+                if !forward {
+                    // Older asyncio passes name/context only when given
+                    // (3.9/3.10's Task has no `context`).
+                    for key in [intern!(py, "name"), intern!(py, "context")] {
+                        if kw.get_item(key)?.is_some_and(|v| v.is_none()) {
+                            kw.del_item(key)?;
+                        }
+                    }
+                }
+                kw
+            }
+            None => PyDict::new(py),
+        };
+        kwargs.set_item(loop_key, slf)?;
         asyncio_type(py, &TASKS_MODULE, "asyncio.tasks", intern!(py, "Task"))?
             .call((coro,), Some(&kwargs))
     }

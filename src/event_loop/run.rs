@@ -101,7 +101,8 @@ impl LoopCore {
             jumped = this.virtual_jump(io_split + natives.len(), when);
         }
 
-        // 3. Move due timers to the ready queue.
+        // 3. Move due timers to the ready queue. Without timers the clock is
+        // not read (stats off), as asyncio reads it only for its timers.
         // (Stats off: the loop as it was. Stats on: a reading carried over
         // is converted to seconds only if there are timers; ns fit an i64
         // for 292 years of uptime, and the signed conversion is one
@@ -117,8 +118,12 @@ impl LoopCore {
             }
             now_ns
         } else {
-            let now = this.clock.now();
-            Self::queue_due_timers(&mut this.state.lock(), now, &mut dead_timers);
+            let mut st = this.state.lock();
+            if st.timers.len() > 0 {
+                // Reading the clock under the lock is fine: no Python runs.
+                let now = this.clock.now();
+                Self::queue_due_timers(&mut st, now, &mut dead_timers);
+            }
             0
         };
         for t in dead_timers {
