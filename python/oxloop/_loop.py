@@ -48,6 +48,9 @@ _iscoroutinefunction = getattr(asyncio.coroutines, "_iscoroutinefunction",
 # The keywords the native create_task takes.
 _NATIVE_TASK_KWARGS = frozenset(("name", "context"))
 
+_object_setattr = object.__setattr__
+_object_delattr = object.__delattr__
+
 # asyncio.constants.DEBUG_STACK_DEPTH
 _DEBUG_STACK_DEPTH = 10
 
@@ -92,6 +95,20 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
         self._coroutine_origin_tracking_saved_depth = None
         self._set_debug_flag(_debug_from_environment())
         self._stats_init()
+
+    # `time` assigned on the instance (`loop.time = f`, mock.patch.object):
+    # the core then reads the clock through self.time() where asyncio's loop
+    # does (src/event_loop/user_clock.rs). Python, not a native slot, so
+    # that object.__setattr__(loop, ...) works as on the stdlib loop.
+    def __setattr__(self, name, value):
+        _object_setattr(self, name, value)
+        if name == "time":
+            self._set_instance_clock(True)
+
+    def __delattr__(self, name):
+        _object_delattr(self, name)
+        if name == "time":
+            self._set_instance_clock(False)
 
     def __repr__(self):
         return (f"<{type(self).__module__}.{type(self).__qualname__} "

@@ -32,9 +32,14 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         let mut dead_timers: Vec<Py<Handle>> = Vec::new();
+        // `time` overridden: the user's clock decides (see `user_clock`).
+        let user = this.user_clock();
+        let mut user_now: Option<f64> = None;
 
-        // 1. Sweep cancelled timers; decide how long to wait.
-        let (timeout, skip_poll, jump_to, queued_before) = {
+        // 1. Sweep cancelled timers; decide how long to wait. With a user's
+        // clock that must be read, the lock is let go to call it, and the
+        // decision made again with its reading.
+        let (timeout, skip_poll, jump_to, queued_before) = loop {
             let mut st = this.state.lock();
             let n = st.timers.len();
             if n > MIN_SWEEP_TIMERS && this.cancelled_timers.load(Ordering::Acquire) * 2 > n {
@@ -49,8 +54,19 @@ impl LoopCore {
             let timeout = if !st.ready.is_empty() || this.stopping.load(Ordering::Relaxed) {
                 Some(Duration::ZERO)
             } else if let Some(when) = st.timers.peek_when() {
-                let mut secs = (when - this.clock.now()).clamp(0.0, MAX_WAIT_SECS);
-                if this.clock.is_virtual() {
+                let now = match (user, user_now) {
+                    (false, _) => this.clock.now(),
+                    (true, Some(now)) => now,
+                    (true, None) => {
+                        drop(st);
+                        Self::release_dead(py, &mut dead_timers);
+                        user_now = Some(Self::user_time(slf)?);
+                        continue;
+                    }
+                };
+                let mut secs = (when - now).clamp(0.0, MAX_WAIT_SECS);
+                // A user's clock is not the loop's to move: no jump.
+                if this.clock.is_virtual() && !user {
                     (secs, jump_to) = this.virtual_wait(st.io.is_empty(), when, secs);
                 }
                 Some(Duration::from_secs_f64(secs))
@@ -65,12 +81,9 @@ impl LoopCore {
                 st.polling = true;
                 st.wake_pending = false;
             }
-            (timeout, skip, jump_to, st.ready.len())
+            break (timeout, skip, jump_to, st.ready.len());
         };
-        for t in dead_timers.drain(..) {
-            t.get().unschedule();
-            custody::release(py, t);
-        }
+        Self::release_dead(py, &mut dead_timers);
 
         // 2. Wait for I/O with the GIL released; queue what is ready.
         // Native watchers are called in step 4, at the place asyncio would
@@ -102,12 +115,30 @@ impl LoopCore {
         }
 
         // 3. Move due timers to the ready queue.
-        let (now, now_ns) = if timing {
+        let (mut now, now_ns) = if timing {
             this.stats
                 .after_poll(this, !skip_poll || jumped, queued_before, io_split)
+        } else if user {
+            (0.0, 0)
         } else {
             (this.clock.now(), 0)
         };
+        // Stats on a user's clock: a timer's lag counts from now (see
+        // `user_clock`); 0 stamps nothing.
+        let mut stamp = 0;
+        if user {
+            now = match Self::user_time(slf) {
+                Ok(t) => t,
+                Err(e) => {
+                    let mut st = this.state.lock();
+                    for (token, _, _) in natives.drain(..) {
+                        let _ = st.io.rearm_native(&this.reactor, token);
+                    }
+                    return Err(e);
+                }
+            };
+            stamp = now_ns;
+        }
         {
             let end = now + CLOCK_RESOLUTION;
             let mut st = this.state.lock();
@@ -117,6 +148,9 @@ impl LoopCore {
                 if h.is_cancelled() {
                     dead_timers.push(t);
                 } else {
+                    if stamp != 0 {
+                        h.stamp_queued(stamp);
+                    }
                     st.ready.push_back(t);
                 }
             }
@@ -127,9 +161,18 @@ impl LoopCore {
 
         // 4. Run the callbacks that are ready now; later ones wait a turn.
         if timing {
-            Self::run_ready_timed(slf, io_split, natives, now_ns)
+            Self::run_ready_timed(slf, io_split, natives, now_ns, user)
         } else {
-            Self::run_ready::<false>(slf, io_split, natives, 0)
+            Self::run_ready::<false>(slf, io_split, natives, 0, user)
+        }
+    }
+
+    /// Lets go of swept timers (outside the state lock).
+    #[inline(always)]
+    fn release_dead(py: Python<'_>, dead: &mut Vec<Py<Handle>>) {
+        for t in dead.drain(..) {
+            t.get().unschedule();
+            custody::release(py, t);
         }
     }
 
@@ -216,9 +259,10 @@ impl LoopCore {
         io_split: usize,
         natives: Vec<NativeCall>,
         now_ns: u64,
+        user: bool,
     ) -> PyResult<()> {
         let this = slf.get();
-        let r = Self::run_ready::<true>(slf, io_split, natives, now_ns);
+        let r = Self::run_ready::<true>(slf, io_split, natives, now_ns, user);
         this.stats
             .carry_over(r.is_ok() && !this.stopping.load(Ordering::Relaxed));
         r
@@ -227,13 +271,15 @@ impl LoopCore {
     /// `TIMED` (stats on, see `stats`): `clock` is the loop's last clock
     /// reading, the start of the first callback; each callback's end is the
     /// next one's start. Not `TIMED`, it is unused and this is the loop of
-    /// a build without stats.
+    /// a build without stats. `user`: debug mode times callbacks on the
+    /// user's `time()` (see `user_clock`).
     #[inline(always)]
     fn run_ready<const TIMED: bool>(
         slf: &Bound<'_, Self>,
         io_split: usize,
         mut natives: Vec<NativeCall>,
         mut clock: u64,
+        user: bool,
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -289,10 +335,27 @@ impl LoopCore {
             } else {
                 Started::NONE
             };
-            let started = if debug { this.clock.now() } else { 0.0 };
-            let mut outcome = h.run(py);
+            // asyncio reads the clock around each callback in debug mode;
+            // an error from a user's clock leaves the loop as the
+            // callback's own KeyboardInterrupt would.
+            let mut started = 0.0;
+            let mut clock_failed = false;
+            let mut outcome = if debug {
+                match Self::sched_now(slf, user) {
+                    Ok(t) => {
+                        started = t;
+                        h.run(py)
+                    }
+                    Err(e) => {
+                        clock_failed = true;
+                        Err(e)
+                    }
+                }
+            } else {
+                h.run(py)
+            };
             if let Err(e) = outcome {
-                outcome = if must_propagate(py, &e) {
+                outcome = if clock_failed || must_propagate(py, &e) {
                     Err(e)
                 } else {
                     slf.call_method1(
@@ -313,12 +376,15 @@ impl LoopCore {
                 }
             }
             if outcome.is_ok() && debug {
-                let took = this.clock.now() - started;
-                if took >= slow {
-                    outcome = slf
-                        .call_method1(intern!(py, "_report_slow_callback"), (&handle, took))
-                        .map(drop);
-                }
+                outcome = Self::sched_now(slf, user).and_then(|end| {
+                    let took = end - started;
+                    if took >= slow {
+                        slf.call_method1(intern!(py, "_report_slow_callback"), (&handle, took))
+                            .map(drop)
+                    } else {
+                        Ok(())
+                    }
+                });
             }
             custody::release(py, handle);
             if let Err(e) = outcome {
