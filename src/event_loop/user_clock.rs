@@ -30,7 +30,10 @@
 //!
 //! Cost without an override: one relaxed load and a predictable branch per
 //! `call_later` and per iteration, plus, per `run_forever`, two attribute
-//! lookups on types. Attribute writes on the loop run a Python
+//! lookups on types. Under callgrind (`benchmarks/cg_overhead.py`'s
+//! workloads, per function): `call_soon` unchanged, `call_later` +3
+//! instructions (of 817), an iteration -2 to +12 (of ~2,800 per chained
+//! callback). Attribute writes on the loop run a Python
 //! `__setattr__`; none of them is on a hot path.
 //!
 //! Virtual time: a user's clock is not the loop's to move, so a virtual-time
