@@ -10,8 +10,10 @@ runs under ``valgrind --tool=callgrind`` twice, with N and with 2N
 operations, and the difference divided by N is the cost of one operation in
 the steady state (start-up and warm-up cancel out; so does the first
 filling of the slowest-callbacks list, which under valgrind, some 50 times
-slower than native, takes callbacks a native run never has). Workloads: ``call_soon`` (a chain of call_soon
-callbacks, as in micro.py) and ``echo`` (a 1 KiB request/response over a TCP
+slower than native, takes callbacks a native run never has). Workloads:
+``call_soon`` (a chain of call_soon callbacks, as in micro.py),
+``call_later`` (a chain of ``call_later(0, ...)`` callbacks: the timer heap
+and each iteration's clock readings) and ``echo`` (a 1 KiB request/response over a TCP
 loopback connection, client and server Protocols on the same loop).
 ``--inner`` runs one workload in this process (what valgrind runs).
 """
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 
-WORKS = ("call_soon", "echo")
+WORKS = ("call_soon", "call_later", "echo")
 
 
 def _loop(stats):
@@ -48,6 +50,21 @@ async def _call_soon(loop, n):
             done.set_result(None)
 
     loop.call_soon(step)
+    await done
+
+
+async def _call_later(loop, n):
+    done = loop.create_future()
+    left = [n]
+
+    def step():
+        left[0] -= 1
+        if left[0] > 0:
+            loop.call_later(0, step)
+        else:
+            done.set_result(None)
+
+    loop.call_later(0, step)
     await done
 
 
@@ -97,7 +114,8 @@ async def _echo(loop, n):
 def inner(work, stats, n):
     loop = _loop(stats)
     try:
-        loop.run_until_complete({"call_soon": _call_soon, "echo": _echo}[work](loop, max(n, 1) if work == "call_soon" else n))
+        loop.run_until_complete({"call_soon": _call_soon, "call_later": _call_later, "echo": _echo}[work](
+            loop, n if work == "echo" else max(n, 1)))
     finally:
         loop.close()
 

@@ -277,18 +277,19 @@ impl Handle {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// How late it starts at `now_ns`: after a timer's deadline, or after it
-    /// was queued (0 if it never was stamped).
+    /// How late it starts at `now_ns`: after it was queued, or, a timer
+    /// that never was stamped, after its deadline (0 for an unstamped
+    /// callback). The loop stamps timers only when they are due by a
+    /// user's clock (`event_loop::user_clock`), whose deadlines are not on
+    /// the loop's.
     #[inline]
     pub(crate) fn lag_ns(&self, now_ns: u64) -> u64 {
-        match &self.timer {
+        match (self.queued.load(Ordering::Relaxed), &self.timer) {
             // Signed conversions: one instruction each way (an early
             // start gives a negative lag, which counts as 0).
-            Some(t) => ((now_ns as i64 as f64 * 1e-9 - t.when) * 1e9).max(0.0) as i64 as u64,
-            None => match self.queued.load(Ordering::Relaxed) {
-                0 => 0,
-                q => now_ns.saturating_sub(q),
-            },
+            (0, Some(t)) => ((now_ns as i64 as f64 * 1e-9 - t.when) * 1e9).max(0.0) as i64 as u64,
+            (0, None) => 0,
+            (q, _) => now_ns.saturating_sub(q),
         }
     }
 

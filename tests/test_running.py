@@ -2,6 +2,7 @@
 close(), use after close, Runner."""
 
 import asyncio
+import gc
 import sys
 
 import pytest
@@ -423,6 +424,20 @@ def test_close_then_shutdown_coroutines_cannot_run(loop):
             loop.run_until_complete(coro)
     finally:
         coro.close()
+
+
+def test_unawaited_shutdown_asyncgens_warns_under_the_stdlib_name(loop):
+    # What asyncio.Runner.close() leaves on a loop closed under it;
+    # pytest-asyncio filters this warning by the stdlib coroutine's name.
+    loop.close()
+    coro = loop.shutdown_asyncgens()
+    with pytest.raises(RuntimeError, match=CLOSED):
+        loop.run_until_complete(coro)
+    with pytest.warns(RuntimeWarning) as caught:
+        del coro
+        gc.collect()
+    assert [str(w.message) for w in caught] == [
+        "coroutine 'BaseEventLoop.shutdown_asyncgens' was never awaited"]
 
 
 def test_close_inside_run_until_complete_callback_fails_then_closes(loop):

@@ -218,9 +218,8 @@ unsafe extern "C" fn call_later(
             )?;
             let delay = Borrowed::from_ptr(py, p.lead[0]).to_owned();
             let cb = Borrowed::from_ptr(py, p.lead[1]).to_owned();
-            this(py, slf)
-                .call_later(py, delay, cb, p.rest, p.context)
-                .map(Py::into_ptr)
+            let core = Borrowed::from_ptr(py, slf).cast_unchecked::<LoopCore>();
+            LoopCore::call_later(&core, delay, cb, p.rest, p.context).map(Py::into_ptr)
         })
     }
 }

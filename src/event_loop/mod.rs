@@ -33,10 +33,11 @@ mod run;
 pub(crate) mod stats;
 pub(crate) mod stats_api;
 pub(crate) mod timers;
+mod user_clock;
 mod virtual_time;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::ThreadId;
 
@@ -45,8 +46,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyDict;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors;
@@ -85,6 +85,9 @@ pub struct LoopCore {
     pub(crate) reactor: Reactor,
     /// `time()`.
     pub(crate) clock: Clock,
+    /// `time` is overridden (`user_clock::INSTANCE | TYPE` bits): the
+    /// scheduler calls `self.time()` instead of reading `clock`.
+    pub(crate) user_clock: AtomicU8,
     /// Cancelled timers still in the heap (shared with each `TimerHandle`).
     pub(crate) cancelled_timers: Arc<AtomicUsize>,
     /// `get_debug()`.
@@ -196,26 +199,22 @@ impl LoopCore {
         Ok(handle)
     }
 
+    /// `call_later`: on the loop's clock, or on `self.time()` where a
+    /// user overrides it (`user_clock`), as asyncio's `call_later` reads it.
     pub(crate) fn call_later(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         delay: Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
+        let this = slf.get();
         if delay.is_none() {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
         let delay: f64 = delay.extract()?;
-        self.call_at_f64(
-            py,
-            self.clock.now() + delay,
-            callback,
-            args,
-            context,
-            "call_later",
-        )
+        let now = Self::sched_now(slf, this.user_clock())?;
+        this.call_at_f64(slf.py(), now + delay, callback, args, context, "call_later")
     }
 
     pub(crate) fn call_at(
@@ -237,13 +236,21 @@ impl LoopCore {
 #[pymethods]
 impl LoopCore {
     #[new]
+    #[classmethod]
     #[pyo3(signature = (*, virtual_time=false))]
-    fn py_new(py: Python<'_>, virtual_time: bool) -> PyResult<Self> {
+    fn py_new(cls: &Bound<'_, PyType>, virtual_time: bool) -> PyResult<Self> {
+        let py = cls.py();
+        let user_clock = if user_clock::type_overrides_time(cls)? {
+            user_clock::TYPE
+        } else {
+            0
+        };
         let monotonic: f64 = py.import("time")?.call_method0("monotonic")?.extract()?;
         Ok(Self {
             state: Mutex::new(State::default()),
             reactor: Reactor::new().map_err(errors::os_error)?,
             clock: Clock::anchored(monotonic, virtual_time),
+            user_clock: AtomicU8::new(user_clock),
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
             debug: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -262,6 +269,12 @@ impl LoopCore {
     /// the loop runs on virtual time).
     fn time(&self) -> f64 {
         self.clock.now()
+    }
+
+    /// `time` was assigned (`on`) or deleted on the instance
+    /// (`Loop.__setattr__`/`__delattr__`; see `user_clock`).
+    fn _set_instance_clock(&self, on: bool) {
+        self.set_user_clock(user_clock::INSTANCE, on);
     }
 
     /// A new `asyncio.Future` bound to this loop.
@@ -415,6 +428,10 @@ impl LoopCore {
             return Err(PyRuntimeError::new_err(
                 "This event loop is already running",
             ));
+        }
+        if let Err(e) = Self::check_type_clock(slf) {
+            this.running.store(false, Ordering::Release);
+            return Err(e);
         }
         *this.owner.lock() = Some(std::thread::current().id());
         this.stats.note_thread();
