@@ -468,7 +468,7 @@ def test_addresses_are_the_socket_modules(loop, family):
     if family != "unix" and not _ipv6_loopback():
         pytest.skip("this machine has no IPv6 loopback")
 
-    async def main():
+    async def main(d):
         accepted = []
 
         def factory():
@@ -476,35 +476,37 @@ def test_addresses_are_the_socket_modules(loop, family):
             accepted.append(p)
             return p
 
-        with tempfile.TemporaryDirectory() as d:
-            if family == "unix":
-                server = await loop.create_unix_server(factory, os.path.join(d, "s"))
-                tr, client = await loop.create_unix_connection(
-                    lambda: RecordingProtocol(loop), os.path.join(d, "s"))
-            else:
-                lsock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-                # Dual-stack for the mapped case (create_server sets V6ONLY).
-                lsock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY,
-                                 family == "ipv6")
-                lsock.bind(("::1" if family == "ipv6" else "::", 0))
-                server = await loop.create_server(factory, sock=lsock)
-                port = lsock.getsockname()[1]
-                # Dual-stack: an IPv4 client shows as ::ffff:127.0.0.1.
-                target = "::1" if family == "ipv6" else "127.0.0.1"
-                tr, client = await loop.create_connection(
-                    lambda: RecordingProtocol(loop), target, port)
-            while not accepted or not accepted[0].made.done():
-                await asyncio.sleep(0.01)
-            str_ = accepted[0].transport
-            for t in (tr, str_):
-                s = t.get_extra_info("socket")
-                assert t.get_extra_info("sockname") == s.getsockname()
-                assert t.get_extra_info("peername") == s.getpeername()
-            if family == "ipv4-mapped":
-                assert str_.get_extra_info("peername")[0] == "::ffff:127.0.0.1"
-            tr.close()
-            await wait_for(client.lost)
-            server.close()
-            await server.wait_closed()
+        if family == "unix":
+            server = await loop.create_unix_server(factory, os.path.join(d, "s"))
+            tr, client = await loop.create_unix_connection(
+                lambda: RecordingProtocol(loop), os.path.join(d, "s"))
+        else:
+            lsock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            # Dual-stack for the mapped case (create_server sets V6ONLY).
+            lsock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY,
+                             family == "ipv6")
+            lsock.bind(("::1" if family == "ipv6" else "::", 0))
+            server = await loop.create_server(factory, sock=lsock)
+            port = lsock.getsockname()[1]
+            # Dual-stack: an IPv4 client shows as ::ffff:127.0.0.1.
+            target = "::1" if family == "ipv6" else "127.0.0.1"
+            tr, client = await loop.create_connection(
+                lambda: RecordingProtocol(loop), target, port)
+        while not accepted or not accepted[0].made.done():
+            await asyncio.sleep(0.01)
+        str_ = accepted[0].transport
+        for t in (tr, str_):
+            s = t.get_extra_info("socket")
+            assert t.get_extra_info("sockname") == s.getsockname()
+            assert t.get_extra_info("peername") == s.getpeername()
+        if family == "ipv4-mapped":
+            assert str_.get_extra_info("peername")[0] == "::ffff:127.0.0.1"
+        tr.close()
+        await wait_for(client.lost)
+        server.close()
+        await server.wait_closed()
 
-    loop.run_until_complete(main())
+    # The directory is made and removed outside the running loop (a
+    # blocking call in the test's own code is not the loop's).
+    with tempfile.TemporaryDirectory() as d:
+        loop.run_until_complete(main(d))
