@@ -1,5 +1,6 @@
 //! Raw `METH_FASTCALL | METH_KEYWORDS` entries for the scheduling methods
-//! (`call_soon`, `call_soon_threadsafe`, `call_later`, `call_at`).
+//! (`call_soon`, `call_soon_threadsafe`, `call_later`, `call_at`) and
+//! `create_task`.
 //!
 //! These are the loop's hottest calls (asyncio's tasks and futures call
 //! `call_soon(cb, arg, context=ctx)` for every step and wake-up). PyO3's
@@ -21,7 +22,7 @@ use std::panic::AssertUnwindSafe;
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
 use pyo3::PyTypeInfo;
 
 use super::LoopCore;
@@ -242,9 +243,63 @@ unsafe extern "C" fn call_at(
     }
 }
 
+/// `create_task(coro, **kwargs)`: the common call (one positional, no
+/// keyword) skips PyO3's `*args` tuple and `**kwargs` parsing; keywords are
+/// gathered into the dict `LoopCore::create_task` takes.
+unsafe extern "C" fn create_task(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    unsafe {
+        entry(|py| {
+            let nargs = ffi::PyVectorcall_NARGS(nargsf as usize) as usize;
+            if nargs > 1 {
+                return Err(PyTypeError::new_err(format!(
+                    "LoopCore.create_task() takes 1 positional argument but {nargs} were given"
+                )));
+            }
+            let mut coro = (nargs == 1).then(|| Borrowed::from_ptr(py, *args).to_owned());
+            let n_kw = if kwnames.is_null() {
+                0
+            } else {
+                ffi::PyTuple_GET_SIZE(kwnames) as usize
+            };
+            let mut kwargs = None;
+            if n_kw > 0 {
+                let dict = PyDict::new(py);
+                for i in 0..n_kw {
+                    let name = Borrowed::from_ptr(
+                        py,
+                        ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t),
+                    );
+                    let value = Borrowed::from_ptr(py, *args.add(nargs + i));
+                    if name.eq("coro")? {
+                        if coro.is_some() {
+                            return Err(PyTypeError::new_err(
+                                "LoopCore.create_task() got multiple values for argument 'coro'",
+                            ));
+                        }
+                        coro = Some(value.to_owned());
+                    } else {
+                        dict.set_item(name, value)?;
+                    }
+                }
+                kwargs = Some(dict);
+            }
+            let Some(coro) = coro else {
+                return Err(missing("create_task", &["coro"]));
+            };
+            let core = Borrowed::from_ptr(py, slf).cast_unchecked::<LoopCore>();
+            LoopCore::create_task(&core, coro, kwargs).map(Bound::into_ptr)
+        })
+    }
+}
+
 /// The method table; CPython keeps pointers into it for the life of the
 /// type, so it is static and only read after `install`.
-struct Defs([ffi::PyMethodDef; 4]);
+struct Defs([ffi::PyMethodDef; 5]);
 // SAFETY: never written after construction; read with the GIL held.
 unsafe impl Sync for Defs {}
 
@@ -282,6 +337,14 @@ static DEFS: Defs = Defs([
         },
         ml_flags: FLAGS,
         ml_doc: c"call_at($self, when, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` at `when` on the loop's clock.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"create_task".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: create_task,
+        },
+        ml_flags: FLAGS,
+        ml_doc: c"create_task($self, coro, **kwargs)\n--\n\nSchedules a coroutine as an `asyncio.Task`.".as_ptr(),
     },
 ]);
 

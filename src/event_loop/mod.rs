@@ -43,6 +43,7 @@ use std::thread::ThreadId;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -147,9 +148,30 @@ fn asyncio_type<'py>(
     module: &str,
     name: &Bound<'py, pyo3::types::PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    cell.get_or_try_init(py, || py.import(module).map(|m| m.into_any().unbind()))?
-        .bind(py)
-        .getattr(name)
+    let module = cell
+        .get_or_try_init(py, || py.import(module).map(|m| m.into_any().unbind()))?
+        .bind(py);
+    // `module.name` of a plain module (its class not reassigned) is its
+    // dict's entry: `ModuleType` has no attribute of these names, so the
+    // generic lookup would find nothing before the dict. Reading the dict
+    // directly skips that type walk (about 400 instructions a call); a
+    // missing name or another module class takes the full `getattr`.
+    // SAFETY: type checks and a dict read on live objects, GIL held.
+    unsafe {
+        if ffi::Py_TYPE(module.as_ptr()) == std::ptr::addr_of_mut!(ffi::PyModule_Type) {
+            let dict = ffi::PyModule_GetDict(module.as_ptr());
+            if !dict.is_null() {
+                let found = ffi::PyDict_GetItemWithError(dict, name.as_ptr());
+                if !found.is_null() {
+                    return Ok(Bound::from_borrowed_ptr(py, found));
+                }
+                if !ffi::PyErr_Occurred().is_null() {
+                    return Err(PyErr::fetch(py));
+                }
+            }
+        }
+    }
+    module.getattr(name)
 }
 
 /// `call_soon`, `call_soon_threadsafe`, `call_later` and `call_at`: Python

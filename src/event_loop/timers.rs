@@ -14,17 +14,19 @@ use std::collections::BinaryHeap;
 
 /// One scheduled item.
 struct Entry<T> {
-    /// The deadline used for ordering (NaN replaced by -inf).
-    key: f64,
-    /// Insertion counter: ties on `key` fire in insertion order.
-    seq: u64,
+    /// `(when, seq)` as one integer: the deadline (NaN replaced by -inf)
+    /// mapped to a `u64` that sorts as `f64::total_cmp` does (`ordered`),
+    /// in the high half; the insertion counter, so that ties on the
+    /// deadline fire in insertion order, in the low half. One integer
+    /// compare per heap step instead of a float compare and a tie-break.
+    key: u128,
     /// The scheduled item.
     item: T,
 }
 
 impl<T> PartialEq for Entry<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
+        self.key == other.key
     }
 }
 impl<T> Eq for Entry<T> {}
@@ -36,11 +38,26 @@ impl<T> PartialOrd for Entry<T> {
 impl<T> Ord for Entry<T> {
     fn cmp(&self, other: &Self) -> Ordering {
         // Reversed: BinaryHeap is a max-heap, we want the earliest on top.
-        other
-            .key
-            .total_cmp(&self.key)
-            .then_with(|| other.seq.cmp(&self.seq))
+        other.key.cmp(&self.key)
     }
+}
+
+const SIGN: u64 = 1 << 63;
+
+/// `when`'s bits mapped so that unsigned order is `f64::total_cmp`'s
+/// order: negatives have every bit flipped, non-negatives the sign set.
+fn ordered(when: f64) -> u64 {
+    let bits = when.to_bits();
+    if bits & SIGN != 0 {
+        !bits
+    } else {
+        bits | SIGN
+    }
+}
+
+/// The inverse of `ordered`.
+fn unordered(key: u64) -> f64 {
+    f64::from_bits(if key & SIGN != 0 { key & !SIGN } else { !key })
 }
 
 /// Timers ordered by deadline, then by scheduling order.
@@ -74,15 +91,14 @@ impl<T> TimerHeap<T> {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
         self.heap.push(Entry {
-            key: key_of(when),
-            seq,
+            key: (u128::from(ordered(key_of(when))) << 64) | u128::from(seq),
             item,
         });
     }
 
     /// The earliest deadline (NaN shows as -inf), if any.
     pub fn peek_when(&self) -> Option<f64> {
-        self.heap.peek().map(|e| e.key)
+        self.heap.peek().map(|e| unordered((e.key >> 64) as u64))
     }
 
     /// The earliest item, if any.
@@ -98,7 +114,7 @@ impl<T> TimerHeap<T> {
     /// Removes and returns the earliest item if its deadline is before `end`.
     pub fn pop_due(&mut self, end: f64) -> Option<T> {
         match self.heap.peek() {
-            Some(e) if e.key < end => self.heap.pop().map(|e| e.item),
+            Some(e) if unordered((e.key >> 64) as u64) < end => self.heap.pop().map(|e| e.item),
             _ => None,
         }
     }
@@ -142,6 +158,42 @@ impl<T> TimerHeap<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ordered_keys_sort_as_total_cmp_and_round_trip() {
+        let xs = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -2.5,
+            -f64::MIN_POSITIVE,
+            -0.0,
+            0.0,
+            f64::MIN_POSITIVE,
+            1.0,
+            1.0 + f64::EPSILON,
+            1e300,
+            f64::INFINITY,
+        ];
+        for a in xs {
+            assert_eq!(unordered(ordered(a)).to_bits(), a.to_bits());
+            for b in xs {
+                assert_eq!(ordered(a).cmp(&ordered(b)), a.total_cmp(&b), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn negative_deadlines_come_first() {
+        let mut h = TimerHeap::default();
+        h.push(0.5, "c");
+        h.push(-3.0, "a");
+        h.push(-0.5, "b");
+        assert_eq!(h.peek_when(), Some(-3.0));
+        assert_eq!(h.pop_due(-1.0), Some("a"));
+        assert_eq!(h.pop_due(-1.0), None);
+        assert_eq!(h.pop(), Some("b"));
+        assert_eq!(h.pop(), Some("c"));
+    }
 
     #[test]
     fn earliest_first() {
