@@ -24,6 +24,19 @@ Fields:
              websockets row runs uvicorn's tests against websockets)
 """
 
+import socket
+
+
+def _localhost_is_ipv6():
+    """Whether "localhost" resolves to an IPv6 address here (a machine or
+    sandbox whose /etc/hosts has no `::1 localhost` says no)."""
+    try:
+        socket.getaddrinfo("localhost", 0, socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return True
+
+
 # Each venv also gets uvloop (for the uvloop column), pinned here.
 UVLOOP = "uvloop==0.23.0"
 
@@ -89,8 +102,17 @@ SUITES = {
         "tests": ["tests"],
         "args": ["-m", "not network"],
         # Only anyio's plain asyncio backend: its trio runs and its own
-        # asyncio+uvloop variant are not the loop under test.
-        "deselect": r"\[(?:[^\]]*-)?(?:trio|asyncio\+uvloop)(?:-[^\]]*)?\]",
+        # asyncio+uvloop variant are not the loop under test. Where
+        # "localhost" has no IPv6 address, the ipv6 variants cannot run on
+        # any loop, and their fixture (`server_sock`: bind to
+        # ("localhost", 0)) leaves its socket open when the bind fails; the
+        # garbage collector then reports it (ResourceWarning, an unraisable
+        # exception that fails whichever test runs at that moment), at a
+        # point that depends on each loop's allocations. So they are not
+        # run there.
+        "deselect": r"\[(?:[^\]]*-)?(?:trio|asyncio\+uvloop"
+                    + ("" if _localhost_is_ipv6() else "|ipv6")
+                    + r")(?:-[^\]]*)?\]",
         "ci": None,
     },
     "uvicorn": dict(
