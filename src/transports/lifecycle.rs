@@ -16,8 +16,10 @@ use super::pyobjs::{
 };
 use super::stream::StreamTransport;
 use super::stream_state::{ProtoKind, Sock};
+use crate::contexts::fixed_or_copy;
 use crate::errors;
 use crate::event_loop::LoopCore;
+use crate::internal_call::InternalCall;
 
 impl StreamTransport {
     /// asyncio's `_fatal_error`: report (unless it is an OSError) and
@@ -71,7 +73,12 @@ impl StreamTransport {
     ) -> PyResult<()> {
         let py = slf.py();
         let Some(lp) = lp else { return Ok(()) };
-        let cb = slf.getattr(intern!(py, "_call_connection_lost"))?.unbind();
+        let cb = InternalCall::callable(
+            slf.as_any(),
+            "StreamTransport._call_connection_lost",
+            Self::connection_lost_step,
+        )?
+        .unbind();
         let arg = exc.map(Bound::unbind).unwrap_or_else(|| py.None());
         let ctx = slf.get().st.lock().ctx.as_ref().map(|c| c.clone_ref(py));
         lp.get()
@@ -99,6 +106,28 @@ impl StreamTransport {
             st.lp(py)
         };
         Self::schedule_connection_lost(slf, lp, None)
+    }
+
+    /// The `InternalCall` step asyncio's `_call_connection_lost(exc)` is.
+    fn connection_lost_step(target: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        Self::call_connection_lost(target.cast::<Self>()?, &args.get_item(0)?)
+    }
+
+    /// Starts reading (scheduled after `connection_made`, an
+    /// `InternalCall`): asyncio adds the reader here, so reads run in a
+    /// copy of this callback's context.
+    fn start_reading_step(target: &Bound<'_, PyAny>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        let slf = target.cast::<Self>()?;
+        let py = slf.py();
+        let fixed = slf.get().st.lock().ctx.as_ref().map(|c| c.clone_ref(py));
+        let ctx = fixed_or_copy(py, fixed.as_ref())?;
+        let mut st = slf.get().st.lock();
+        st.started = true;
+        let old = st.read_ctx.replace(ctx);
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        drop(old);
+        r
     }
 
     pub(crate) fn call_connection_lost(
@@ -196,7 +225,12 @@ impl StreamTransport {
         )?;
         core.soon_in(
             py,
-            slf.getattr(intern!(py, "_start_reading"))?.unbind(),
+            InternalCall::callable(
+                slf.as_any(),
+                "StreamTransport._start_reading",
+                Self::start_reading_step,
+            )?
+            .unbind(),
             PyTuple::empty(py).unbind(),
             ctx,
         )?;

@@ -53,6 +53,7 @@ use crate::event_loop::io::IoWatcher;
 use crate::event_loop::stats::ByteCount;
 use crate::event_loop::stats_api::bytes_dict;
 use crate::event_loop::{LoopCore, Registration};
+use crate::internal_call::InternalCall;
 use crate::reactor::pipes;
 use crate::reactor::{Readiness, Want};
 
@@ -173,6 +174,33 @@ impl IoWatcher for Watch {
     }
 }
 
+/// The steps asyncio schedules as bound methods, queued as `InternalCall`s.
+impl PipeTransport {
+    /// Starts watching the fd (scheduled after `connection_made`): asyncio
+    /// adds its reader here (`_start_io`), so reads run in a copy of this
+    /// context.
+    fn start_io_step(target: &Bound<'_, PyAny>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        let slf = target.cast::<Self>()?;
+        let ctx = copy_current(slf.py())?;
+        let mut st = slf.get().st.lock();
+        st.started = true;
+        let old = st.read_ctx.replace(ctx);
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        drop(old);
+        r
+    }
+
+    /// asyncio's `self._call_connection_lost`, to be called with `exc`.
+    pub(super) fn connection_lost_call<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        InternalCall::callable(
+            slf.as_any(),
+            "PipeTransport._call_connection_lost",
+            |target, args| Self::call_connection_lost(target.cast::<Self>()?, &args.get_item(0)?),
+        )
+    }
+}
+
 #[pymethods]
 impl PipeTransport {
     /// A transport over `pipe` (whose fd is `fd`, already non-blocking).
@@ -237,7 +265,7 @@ impl PipeTransport {
         Self::soon(
             py,
             &lp,
-            slf.getattr(intern!(py, "_start_io"))?,
+            InternalCall::callable(slf.as_any(), "PipeTransport._start_io", Self::start_io_step)?,
             PyTuple::empty(py),
         )?;
         if let Some(waiter) = waiter {
@@ -255,23 +283,6 @@ impl PipeTransport {
             )?;
         }
         Ok(())
-    }
-
-    /// Starts watching the fd (scheduled after `connection_made`): asyncio
-    /// adds its reader here, so reads run in a copy of this context.
-    fn _start_io(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let ctx = copy_current(slf.py())?;
-        let mut st = slf.get().st.lock();
-        st.started = true;
-        let old = st.read_ctx.replace(ctx);
-        let r = Self::sync_interest(slf, &mut st);
-        drop(st);
-        drop(old);
-        r
-    }
-
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
-        Self::call_connection_lost(slf, &exc)
     }
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -382,7 +393,7 @@ impl PipeTransport {
         Self::soon(
             py,
             &lp,
-            slf.getattr(intern!(py, "_call_connection_lost"))?,
+            Self::connection_lost_call(slf)?,
             PyTuple::new(py, [none])?,
         )
     }

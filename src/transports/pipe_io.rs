@@ -88,7 +88,7 @@ impl PipeTransport {
         Self::soon(
             py,
             &lp,
-            slf.getattr(intern!(py, "_call_connection_lost"))?,
+            Self::connection_lost_call(slf)?,
             PyTuple::new(py, [arg])?,
         )
     }
@@ -186,7 +186,7 @@ impl PipeTransport {
                 Self::soon(
                     py,
                     &lp,
-                    slf.getattr(intern!(py, "_call_connection_lost"))?,
+                    Self::connection_lost_call(slf)?,
                     PyTuple::new(py, [none])?,
                 )
             }
