@@ -23,14 +23,26 @@ use pyo3::{PyTraverseError, PyVisit};
 /// One step: the object it acts on and the call's positional arguments.
 pub(crate) type Step = fn(&Bound<'_, PyAny>, &Bound<'_, PyTuple>) -> PyResult<()>;
 
+/// A step on Rust state that is no Python object (a datagram transport's
+/// shared half): the closure owns what it acts on.
+pub(crate) type NativeStep =
+    Box<dyn Fn(Python<'_>, &Bound<'_, PyTuple>) -> PyResult<()> + Send + Sync>;
+
+/// What the call runs.
+enum Action {
+    /// `step(target, args)`; the target is reported to the collector.
+    OnObject { target: Py<PyAny>, step: Step },
+    /// A closure over Rust state. What that state references is reported by
+    /// the Python object that owns it, not here.
+    Native(NativeStep),
+}
+
 /// A native callback for the loop's ready queue or timer heap.
 #[pyclass(frozen, module = "oxloop._core")]
 pub struct InternalCall {
     /// What asyncio's bound method would be called (`Type.method`).
     qualname: &'static str,
-    /// The transport or listener the step acts on.
-    target: Py<PyAny>,
-    step: Step,
+    action: Action,
 }
 
 impl InternalCall {
@@ -42,10 +54,25 @@ impl InternalCall {
     ) -> PyResult<Bound<'py, PyAny>> {
         let call = Self {
             qualname,
-            target: target.clone().unbind(),
-            step,
+            action: Action::OnObject {
+                target: target.clone().unbind(),
+                step,
+            },
         };
         Ok(Bound::new(target.py(), call)?.into_any())
+    }
+
+    /// A callable running `step(args)`.
+    pub(crate) fn native<'py>(
+        py: Python<'py>,
+        qualname: &'static str,
+        step: NativeStep,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let call = Self {
+            qualname,
+            action: Action::Native(step),
+        };
+        Ok(Bound::new(py, call)?.into_any())
     }
 }
 
@@ -53,7 +80,10 @@ impl InternalCall {
 impl InternalCall {
     #[pyo3(signature = (*args))]
     fn __call__(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        (self.step)(self.target.bind(py), args)
+        match &self.action {
+            Action::OnObject { target, step } => step(target.bind(py), args),
+            Action::Native(step) => step(py, args),
+        }
     }
 
     #[getter(__qualname__)]
@@ -71,15 +101,20 @@ impl InternalCall {
             .qualname
             .rsplit_once('.')
             .unwrap_or(("", self.qualname));
-        Ok(format!(
-            "<internal method {name} of {}>",
-            self.target.bind(py).repr()?
-        ))
+        Ok(match &self.action {
+            Action::OnObject { target, .. } => {
+                format!("<internal method {name} of {}>", target.bind(py).repr()?)
+            }
+            Action::Native(_) => format!("<internal method {}>", self.qualname),
+        })
     }
 
     /// The target may reference the handle holding this call (a listener
     /// keeps its retry timer): report it, as a bound method does.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.target)
+        match &self.action {
+            Action::OnObject { target, .. } => visit.call(target),
+            Action::Native(_) => Ok(()),
+        }
     }
 }

@@ -20,6 +20,7 @@ use crate::contexts::run_in;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::stats::ByteCount;
 use crate::event_loop::{LoopCore, Registration};
+use crate::internal_call::InternalCall;
 use crate::reactor::addr::{self, RawAddr};
 use crate::reactor::sockets as sys;
 use crate::reactor::would_block;
@@ -293,11 +294,18 @@ impl UdpInner {
             .transport
             .as_ref()
             .map(|t| t.clone_ref(py));
-        let Some(tr) = tr else { return Ok(()) };
-        let func = tr
-            .bind(py)
-            .getattr(intern!(py, "_call_connection_lost"))?
-            .unbind();
+        if tr.is_none() {
+            return Ok(());
+        }
+        let Some(me) = self.me.upgrade() else {
+            return Ok(());
+        };
+        let func = InternalCall::native(
+            py,
+            "UdpTransport._call_connection_lost",
+            Box::new(move |py, args| me.call_connection_lost(py, &args.get_item(0)?)),
+        )?
+        .unbind();
         let arg = match exc {
             Some(e) => e.value(py).clone().into_any().unbind(),
             None => py.None(),
@@ -305,6 +313,63 @@ impl UdpInner {
         let args = PyTuple::new(py, [arg])?.unbind();
         self.lp.get().soon(py, func, args)?;
         Ok(())
+    }
+
+    /// Starts reading (scheduled after `connection_made`): asyncio adds the
+    /// reader here, so reads run in a copy of this callback's context.
+    pub(crate) fn start_reading(&self, py: Python<'_>) -> PyResult<()> {
+        let ctx = crate::contexts::copy_current(py)?;
+        let old = {
+            let mut st = self.state.lock();
+            st.started = true;
+            st.read_ctx.replace(ctx)
+        };
+        drop(old);
+        self.sync(self.lp.get())
+    }
+
+    /// asyncio's `_call_connection_lost`: `connection_lost(exc)`, then,
+    /// whatever it did, the socket is closed and the protocol, the
+    /// transport and the socket forgotten (the Python transport's `_sock`,
+    /// `_protocol` and `_loop` too).
+    pub(crate) fn call_connection_lost(
+        &self,
+        py: Python<'_>,
+        exc: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let proto = self.state.lock().protocol.as_ref().map(|p| p.clone_ref(py));
+        let result = match proto {
+            Some(p) => p
+                .bind(py)
+                .call_method1(intern!(py, "connection_lost"), (exc,))
+                .map(drop),
+            None => Ok(()),
+        };
+        let (protocol, transport, sock, address) = {
+            let mut st = self.state.lock();
+            (
+                st.protocol.take(),
+                st.transport.take(),
+                st.sock.take(),
+                st.address.take(),
+            )
+        };
+        let cleanup = (|| -> PyResult<()> {
+            let none = py.None();
+            if let Some(tr) = &transport {
+                tr.bind(py).setattr(intern!(py, "_sock"), &none)?;
+            }
+            if let Some(sock) = &sock {
+                sock.bind(py).call_method0(intern!(py, "close"))?;
+            }
+            if let Some(tr) = &transport {
+                tr.bind(py).setattr(intern!(py, "_protocol"), &none)?;
+                tr.bind(py).setattr(intern!(py, "_loop"), &none)?;
+            }
+            Ok(())
+        })();
+        drop((protocol, transport, sock, address));
+        cleanup.and(result)
     }
 
     pub(crate) fn maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {
@@ -443,15 +508,9 @@ impl UdpInner {
         };
         self.sync(self.lp.get())?;
         if empty && closing {
-            let tr = self
-                .state
-                .lock()
-                .transport
-                .as_ref()
-                .map(|t| t.clone_ref(py));
-            if let Some(tr) = tr {
-                tr.bind(py)
-                    .call_method1(intern!(py, "_call_connection_lost"), (py.None(),))?;
+            let attached = self.state.lock().transport.is_some();
+            if attached {
+                self.call_connection_lost(py, &py.None().into_bound(py))?;
             }
         }
         Ok(())

@@ -44,7 +44,7 @@ use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::contexts::copy_current;
@@ -52,6 +52,7 @@ use crate::event_loop::io::IoWatcher;
 use crate::event_loop::stats::ByteCount;
 use crate::event_loop::stats_api::bytes_dict;
 use crate::event_loop::LoopCore;
+use crate::internal_call::InternalCall;
 use crate::reactor::Want;
 use inner::{Sent, UState, UdpInner, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
 
@@ -107,17 +108,51 @@ impl UdpTransport {
         Ok(Self { inner })
     }
 
-    /// Starts reading (after `connection_made`): asyncio adds the reader
-    /// here, so reads run in a copy of this callback's context.
-    fn _start(&self, py: Python<'_>) -> PyResult<()> {
-        let ctx = copy_current(py)?;
-        let old = {
-            let mut st = self.inner.state.lock();
-            st.started = true;
-            st.read_ctx.replace(ctx)
+    /// Schedules `connection_made`, the start of reading and the waiter,
+    /// in asyncio's order, each in a copy of the current context as
+    /// asyncio's `call_soon` makes them.
+    #[pyo3(signature = (waiter = None))]
+    fn _start(&self, py: Python<'_>, waiter: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let (protocol, wrapper) = {
+            let st = self.inner.state.lock();
+            (
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.transport.as_ref().map(|t| t.clone_ref(py)),
+            )
         };
-        drop(old);
-        self.inner.sync(self.inner.lp.get())
+        let (Some(protocol), Some(wrapper)) = (protocol, wrapper) else {
+            return Ok(());
+        };
+        let lp = self.inner.lp.get();
+        lp.soon(
+            py,
+            protocol
+                .bind(py)
+                .getattr(intern!(py, "connection_made"))?
+                .unbind(),
+            PyTuple::new(py, [wrapper])?.unbind(),
+        )?;
+        let inner = self.inner.clone();
+        let start = InternalCall::native(
+            py,
+            "UdpTransport._start_reading",
+            Box::new(move |py, _| inner.start_reading(py)),
+        )?;
+        lp.soon(py, start.unbind(), PyTuple::empty(py).unbind())?;
+        if let Some(waiter) = waiter {
+            let setter = crate::transports::pyobjs::cached(
+                py,
+                &crate::transports::pyobjs::SET_RESULT_UNLESS_CANCELLED,
+                "asyncio.futures",
+                "_set_result_unless_cancelled",
+            )?;
+            lp.soon(
+                py,
+                setter.unbind(),
+                PyTuple::new(py, [waiter, py.None().into_bound(py)])?.unbind(),
+            )?;
+        }
+        Ok(())
     }
 
     #[pyo3(signature = (data, addr=None))]
@@ -353,21 +388,6 @@ impl UdpTransport {
     fn get_write_buffer_limits(&self) -> (usize, usize) {
         let st = self.inner.state.lock();
         (st.low, st.high)
-    }
-
-    /// `connection_lost` has run: forget the protocol, the transport and the
-    /// socket (the caller closes it).
-    fn _detach(&self) {
-        let taken = {
-            let mut st = self.inner.state.lock();
-            (
-                st.protocol.take(),
-                st.transport.take(),
-                st.sock.take(),
-                st.address.take(),
-            )
-        };
-        drop(taken);
     }
 
     /// Whether the loop is watching the fd for reading / writing (repr).
