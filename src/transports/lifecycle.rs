@@ -10,10 +10,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use super::core::{schedule_start, tell_connection_lost};
 use super::must_propagate;
-use super::pyobjs::{
-    cached, set_exception_unless_done, SET_RESULT_UNLESS_CANCELLED, TRANSPORT_SOCKET,
-};
+use super::pyobjs::{cached, set_exception_unless_done, TRANSPORT_SOCKET};
 use super::stream::StreamTransport;
 use super::stream_state::{ProtoKind, Sock};
 use crate::contexts::fixed_or_copy;
@@ -142,13 +141,7 @@ impl StreamTransport {
             }
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
-        let result = match proto {
-            Some(p) => p
-                .bind(py)
-                .call_method1(intern!(py, "connection_lost"), (exc,))
-                .map(drop),
-            None => Ok(()),
-        };
+        let result = tell_connection_lost(proto, exc);
         let (lp, reg, sock, wrapper, protocol, kind, server, waiter, sendfile, ctxs) = {
             let mut st = slf.get().st.lock();
             st.fd = -1;
@@ -213,42 +206,21 @@ impl StreamTransport {
         if let Some(server) = server {
             server.call_method1(intern!(py, "_attach"), (wrapper,))?;
         }
-        let core = lp.get();
         // Each in a copy of the current context, as asyncio's call_soon
         // makes them (3.15+: in the transport's own).
-        let ctx = ctx.as_ref();
-        core.soon_in(
-            py,
-            protocol.getattr(intern!(py, "connection_made"))?.unbind(),
-            PyTuple::new(py, [wrapper])?.unbind(),
-            ctx,
+        let start = InternalCall::callable(
+            slf.as_any(),
+            "StreamTransport._start_reading",
+            Self::start_reading_step,
         )?;
-        core.soon_in(
-            py,
-            InternalCall::callable(
-                slf.as_any(),
-                "StreamTransport._start_reading",
-                Self::start_reading_step,
-            )?
-            .unbind(),
-            PyTuple::empty(py).unbind(),
-            ctx,
-        )?;
-        if let Some(w) = waiter {
-            let f = cached(
-                py,
-                &SET_RESULT_UNLESS_CANCELLED,
-                "asyncio.futures",
-                "_set_result_unless_cancelled",
-            )?;
-            core.soon_in(
-                py,
-                f.unbind(),
-                PyTuple::new(py, [w.clone(), py.None().into_bound(py)])?.unbind(),
-                ctx,
-            )?;
-        }
-        Ok(())
+        schedule_start(
+            lp.get(),
+            protocol,
+            wrapper,
+            start,
+            waiter.cloned(),
+            ctx.as_ref(),
+        )
     }
 
     /// `get_extra_info('socket')`: a `TransportSocket` over a `socket.socket`

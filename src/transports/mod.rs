@@ -54,6 +54,7 @@
 //!   (taken by the `write()` that started buffering); on 3.15+ a transport
 //!   of `create_server`/`create_connection` uses its own `ctx` for all.
 
+pub(crate) mod core;
 pub mod flow;
 pub mod lifecycle;
 pub mod pipe;

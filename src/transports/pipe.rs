@@ -256,33 +256,10 @@ impl PipeTransport {
             st.protocol = Some(protocol.clone().unbind());
             st.lp(py)
         };
-        Self::soon(
-            py,
-            &lp,
-            protocol.getattr(intern!(py, "connection_made"))?,
-            PyTuple::new(py, [wrapper])?,
-        )?;
-        Self::soon(
-            py,
-            &lp,
-            InternalCall::callable(slf.as_any(), "PipeTransport._start_io", Self::start_io_step)?,
-            PyTuple::empty(py),
-        )?;
-        if let Some(waiter) = waiter {
-            let setter = super::pyobjs::cached(
-                py,
-                &super::pyobjs::SET_RESULT_UNLESS_CANCELLED,
-                "asyncio.futures",
-                "_set_result_unless_cancelled",
-            )?;
-            Self::soon(
-                py,
-                &lp,
-                setter,
-                PyTuple::new(py, [waiter.into_any(), py.None().into_bound(py)])?,
-            )?;
-        }
-        Ok(())
+        let Some(lp) = lp else { return Ok(()) };
+        let start =
+            InternalCall::callable(slf.as_any(), "PipeTransport._start_io", Self::start_io_step)?;
+        super::core::schedule_start(lp.get(), &protocol, &wrapper, start, waiter, None)
     }
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {

@@ -339,13 +339,7 @@ impl PipeTransport {
             }
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
-        let result = match proto {
-            Some(p) => p
-                .bind(py)
-                .call_method1(intern!(py, "connection_lost"), (exc,))
-                .map(drop),
-            None => Ok(()),
-        };
+        let result = super::core::tell_connection_lost(proto, exc);
         let closed = Self::release(slf);
         result.and(closed)
     }

@@ -338,13 +338,7 @@ impl UdpInner {
         exc: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let proto = self.state.lock().protocol.as_ref().map(|p| p.clone_ref(py));
-        let result = match proto {
-            Some(p) => p
-                .bind(py)
-                .call_method1(intern!(py, "connection_lost"), (exc,))
-                .map(drop),
-            None => Ok(()),
-        };
+        let result = crate::transports::core::tell_connection_lost(proto, exc);
         let (protocol, transport, sock, address) = {
             let mut st = self.state.lock();
             (

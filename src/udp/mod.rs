@@ -44,7 +44,7 @@ use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::contexts::copy_current;
@@ -123,36 +123,20 @@ impl UdpTransport {
         let (Some(protocol), Some(wrapper)) = (protocol, wrapper) else {
             return Ok(());
         };
-        let lp = self.inner.lp.get();
-        lp.soon(
-            py,
-            protocol
-                .bind(py)
-                .getattr(intern!(py, "connection_made"))?
-                .unbind(),
-            PyTuple::new(py, [wrapper])?.unbind(),
-        )?;
         let inner = self.inner.clone();
         let start = InternalCall::native(
             py,
             "UdpTransport._start_reading",
             Box::new(move |py, _| inner.start_reading(py)),
         )?;
-        lp.soon(py, start.unbind(), PyTuple::empty(py).unbind())?;
-        if let Some(waiter) = waiter {
-            let setter = crate::transports::pyobjs::cached(
-                py,
-                &crate::transports::pyobjs::SET_RESULT_UNLESS_CANCELLED,
-                "asyncio.futures",
-                "_set_result_unless_cancelled",
-            )?;
-            lp.soon(
-                py,
-                setter.unbind(),
-                PyTuple::new(py, [waiter, py.None().into_bound(py)])?.unbind(),
-            )?;
-        }
-        Ok(())
+        crate::transports::core::schedule_start(
+            self.inner.lp.get(),
+            protocol.bind(py),
+            wrapper.bind(py),
+            start,
+            waiter,
+            None,
+        )
     }
 
     #[pyo3(signature = (data, addr=None))]
