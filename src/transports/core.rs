@@ -4,12 +4,50 @@
 //! state and clean-up; the seam with Python sits on the Rust side for all
 //! three (the Python wrappers schedule nothing themselves).
 
+use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
+use super::flow::{notify_protocol, FlowControl};
 use super::pyobjs::{cached, SET_RESULT_UNLESS_CANCELLED};
 use crate::event_loop::LoopCore;
+
+/// What the shared behaviour reads from a byte transport's state (stream
+/// and pipe: `St`, `PipeSt`).
+pub(crate) trait ByteTransportState {
+    /// Bytes waiting in the write buffer.
+    fn buffered(&self) -> usize;
+    fn flow_mut(&mut self) -> &mut FlowControl;
+    fn protocol(&self) -> Option<&Py<PyAny>>;
+    /// The Python transport the protocol sees.
+    fn wrapper(&self) -> Option<&Py<PyAny>>;
+    fn event_loop<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>>;
+}
+
+/// asyncio's `_maybe_pause_protocol` (`pause`) / `_maybe_resume_protocol`:
+/// when the buffer crosses a water mark, `pause_writing()` /
+/// `resume_writing()`, outside the lock.
+pub(crate) fn flow_callback<S: ByteTransportState>(
+    py: Python<'_>,
+    state: &Mutex<S>,
+    pause: bool,
+) -> PyResult<()> {
+    let (proto, wrapper, lp) = {
+        let mut st = state.lock();
+        let size = st.buffered();
+        if !st.flow_mut().transition(pause, size) {
+            return Ok(());
+        }
+        (
+            st.protocol().map(|p| p.clone_ref(py)),
+            st.wrapper().map(|w| w.clone_ref(py)),
+            st.event_loop(py),
+        )
+    };
+    let Some(proto) = proto else { return Ok(()) };
+    notify_protocol(py, pause, proto, wrapper, lp)
+}
 
 /// Schedules `connection_made(wrapper)`, then `start` (the transport's own
 /// start of reading, an `InternalCall`), then the waiter's result, in

@@ -97,6 +97,24 @@ pub(super) struct PipeSt {
     pub(super) write_ctx: Option<Py<PyAny>>,
 }
 
+impl crate::transports::core::ByteTransportState for PipeSt {
+    fn buffered(&self) -> usize {
+        self.wbuf.len()
+    }
+    fn flow_mut(&mut self) -> &mut FlowControl {
+        &mut self.flow
+    }
+    fn protocol(&self) -> Option<&Py<PyAny>> {
+        self.protocol.as_ref()
+    }
+    fn wrapper(&self) -> Option<&Py<PyAny>> {
+        self.wrapper.as_ref()
+    }
+    fn event_loop<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
+        self.lp(py)
+    }
+}
+
 impl PipeSt {
     pub(super) fn lp<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
         self.lp.as_ref().map(|l| l.bind(py).clone())
