@@ -26,6 +26,7 @@ use crate::reactor::sockets as sys;
 use crate::reactor::would_block;
 use crate::reactor::{Readiness, Want};
 use crate::transports::addr_to_py;
+use crate::transports::flow::{notify_protocol, FlowControl};
 
 /// asyncio's `_SelectorTransport.max_size`: the largest datagram read.
 pub(crate) const MAX_SIZE: usize = 256 * 1024;
@@ -52,12 +53,9 @@ pub(crate) struct UState {
     pub(crate) closing: bool,
     /// Set when `connection_lost` is scheduled; counts writes after it.
     pub(crate) conn_lost: u32,
-    /// `pause_writing()` was called and `resume_writing()` not yet.
-    pub(crate) protocol_paused: bool,
-    /// High water mark.
-    pub(crate) high: usize,
-    /// Low water mark.
-    pub(crate) low: usize,
+    /// The water marks and whether `pause_writing()` was called (as the
+    /// stream and pipe transports').
+    pub(crate) flow: FlowControl,
     /// Datagrams waiting to be sent, with their address.
     pub(crate) buffer: VecDeque<(Vec<u8>, Option<Py<PyAny>>)>,
     /// Bytes in `buffer`.
@@ -367,46 +365,29 @@ impl UdpInner {
     }
 
     pub(crate) fn maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {
-        let proto = {
-            let mut st = self.state.lock();
-            if st.buffer_size <= st.high || st.protocol_paused {
-                return Ok(());
-            }
-            st.protocol_paused = true;
-            st.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
-        self.call_flow(py, proto, intern!(py, "pause_writing"))
+        self.flow_callback(py, true)
     }
 
     fn maybe_resume_protocol(&self, py: Python<'_>) -> PyResult<()> {
-        let proto = {
-            let mut st = self.state.lock();
-            if !(st.protocol_paused && st.buffer_size <= st.low) {
-                return Ok(());
-            }
-            st.protocol_paused = false;
-            st.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
-        self.call_flow(py, proto, intern!(py, "resume_writing"))
+        self.flow_callback(py, false)
     }
 
-    /// Calls `protocol.<method>()` (`pause_writing`/`resume_writing`); an
-    /// `Exception` it raises goes to the exception handler, as in asyncio.
-    fn call_flow(
-        &self,
-        py: Python<'_>,
-        proto: Option<Py<PyAny>>,
-        method: &Bound<'_, PyString>,
-    ) -> PyResult<()> {
-        let Some(p) = proto else { return Ok(()) };
-        if let Err(e) = p.bind(py).call_method0(method) {
-            if !e.is_instance_of::<pyo3::exceptions::PyException>(py) && !is_plain_base(py, &e) {
-                return Err(e);
+    /// asyncio's `_maybe_pause_protocol` / `_maybe_resume_protocol`, as
+    /// for streams and pipes (`flow::notify_protocol`).
+    fn flow_callback(&self, py: Python<'_>, pause: bool) -> PyResult<()> {
+        let (proto, wrapper) = {
+            let mut st = self.state.lock();
+            let size = st.buffer_size;
+            if !st.flow.transition(pause, size) {
+                return Ok(());
             }
-            let message = format!("protocol.{method}() failed");
-            self.call_exception_handler(py, &message, &e)?;
-        }
-        Ok(())
+            (
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.transport.as_ref().map(|t| t.clone_ref(py)),
+            )
+        };
+        let Some(proto) = proto else { return Ok(()) };
+        notify_protocol(py, pause, proto, wrapper, Some(self.lp.bind(py).clone()))
     }
 
     /// One datagram `(data, addr)`: Ok(None) when the socket would block.
@@ -513,11 +494,6 @@ impl UdpInner {
 
 /// BaseException subclasses that are neither Exception nor the two the loop
 /// propagates are reported, as asyncio's `except BaseException` does.
-fn is_plain_base(py: Python<'_>, e: &PyErr) -> bool {
-    !(e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
-        || e.is_instance_of::<pyo3::exceptions::PySystemExit>(py))
-}
-
 impl IoWatcher for UdpInner {
     fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
         let mut drained = true;

@@ -85,8 +85,6 @@ impl UdpTransport {
         let family: i32 = sock.getattr(intern!(py, "family"))?.extract()?;
         let native_recv = matches!(family, libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX);
         let state = UState {
-            high: 64 * 1024,
-            low: 16 * 1024,
             protocol: Some(protocol.unbind()),
             transport: Some(transport.unbind()),
             sock: Some(sock.unbind()),
@@ -350,28 +348,18 @@ impl UdpTransport {
         high: Option<i64>,
         low: Option<i64>,
     ) -> PyResult<()> {
-        let high = match (high, low) {
-            (Some(h), _) => h,
-            (None, None) => 64 * 1024,
-            (None, Some(l)) => 4 * l,
-        };
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
-        {
-            let mut st = self.inner.state.lock();
-            st.high = high as usize;
-            st.low = low as usize;
-        }
+        self.inner
+            .state
+            .lock()
+            .flow
+            .set_limits(high, low)
+            .map_err(PyValueError::new_err)?;
         self.inner.maybe_pause_protocol(py)
     }
 
     fn get_write_buffer_limits(&self) -> (usize, usize) {
         let st = self.inner.state.lock();
-        (st.low, st.high)
+        (st.flow.low, st.flow.high)
     }
 
     /// Whether the loop is watching the fd for reading / writing (repr).
