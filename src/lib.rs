@@ -10,6 +10,7 @@ pub mod contexts;
 pub mod errors;
 pub mod event_loop;
 pub mod handles;
+pub(crate) mod internal_call;
 pub mod oscalls;
 pub mod portability;
 pub mod reactor;

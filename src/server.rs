@@ -34,6 +34,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::{LoopCore, Registration};
+use crate::internal_call::InternalCall;
 use crate::reactor::{net, Readiness, Want};
 use crate::transports::must_propagate;
 use crate::transports::stream::StreamTransport;
@@ -263,7 +264,13 @@ impl StreamListener {
             ctx.set_item("socket", ts)?;
         }
         lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-        let resume = slf.getattr(intern!(py, "_resume"))?;
+        let resume =
+            InternalCall::callable(slf.as_any(), "StreamListener._resume", |target, _| {
+                let slf = target.cast::<Self>()?;
+                let old = slf.get().st.lock().retry.take();
+                drop(old);
+                Self::watch(slf)
+            })?;
         let timer = lp.call_method1(intern!(py, "call_later"), (ACCEPT_RETRY_DELAY, resume))?;
         let old = {
             let mut st = slf.get().st.lock();
@@ -333,13 +340,6 @@ impl StreamListener {
 
     /// Starts accepting.
     fn start(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::watch(slf)
-    }
-
-    /// Resumes accepting after an out-of-resources pause.
-    fn _resume(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let old = slf.get().st.lock().retry.take();
-        drop(old);
         Self::watch(slf)
     }
 

@@ -7,7 +7,7 @@ face of the native datagram transport (src/udp/).
 import socket
 import sys
 import warnings
-from asyncio import futures, log, transports, trsock
+from asyncio import log, transports, trsock
 
 from . import _core
 from ._netutil import remove_stale_socket_file, set_reuseport
@@ -55,11 +55,8 @@ class _DatagramTransport(CoreDelegates, CoreStatsInfo, transports.Transport,
                                   _PY313)
         self._core = core
         self.sendto = core.sendto  # no Python frame on the hot path
-        loop.call_soon(protocol.connection_made, self)
-        # Only start reading once connection_made() has been called.
-        loop.call_soon(core._start)
-        if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        # connection_made(), then reading, then the waiter, as asyncio.
+        core._start(waiter)
 
     def __repr__(self):
         info = [self.__class__.__name__]
@@ -109,19 +106,6 @@ class _DatagramTransport(CoreDelegates, CoreStatsInfo, transports.Transport,
         if isinstance(exc, OSError) and self._loop.get_debug():
             logger.debug("%r: %s", self, message, exc_info=True)
         self._core._fatal_error(exc, message)
-
-    def _call_connection_lost(self, exc):
-        try:
-            protocol = self._core.get_protocol()
-            if protocol is not None:
-                protocol.connection_lost(exc)
-        finally:
-            sock, self._sock = self._sock, None
-            if sock is not None:
-                sock.close()
-            self._core._detach()
-            self._protocol = None
-            self._loop = None
 
 
 class DatagramMixin:

@@ -10,14 +10,15 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use super::core::{schedule_start, tell_connection_lost};
 use super::must_propagate;
-use super::pyobjs::{
-    cached, set_exception_unless_done, SET_RESULT_UNLESS_CANCELLED, TRANSPORT_SOCKET,
-};
+use super::pyobjs::{cached, set_exception_unless_done, TRANSPORT_SOCKET};
 use super::stream::StreamTransport;
 use super::stream_state::{ProtoKind, Sock};
+use crate::contexts::fixed_or_copy;
 use crate::errors;
 use crate::event_loop::LoopCore;
+use crate::internal_call::InternalCall;
 
 impl StreamTransport {
     /// asyncio's `_fatal_error`: report (unless it is an OSError) and
@@ -71,7 +72,12 @@ impl StreamTransport {
     ) -> PyResult<()> {
         let py = slf.py();
         let Some(lp) = lp else { return Ok(()) };
-        let cb = slf.getattr(intern!(py, "_call_connection_lost"))?.unbind();
+        let cb = InternalCall::callable(
+            slf.as_any(),
+            "StreamTransport._call_connection_lost",
+            Self::connection_lost_step,
+        )?
+        .unbind();
         let arg = exc.map(Bound::unbind).unwrap_or_else(|| py.None());
         let ctx = slf.get().st.lock().ctx.as_ref().map(|c| c.clone_ref(py));
         lp.get()
@@ -101,6 +107,28 @@ impl StreamTransport {
         Self::schedule_connection_lost(slf, lp, None)
     }
 
+    /// The `InternalCall` step asyncio's `_call_connection_lost(exc)` is.
+    fn connection_lost_step(target: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        Self::call_connection_lost(target.cast::<Self>()?, &args.get_item(0)?)
+    }
+
+    /// Starts reading (scheduled after `connection_made`, an
+    /// `InternalCall`): asyncio adds the reader here, so reads run in a
+    /// copy of this callback's context.
+    fn start_reading_step(target: &Bound<'_, PyAny>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        let slf = target.cast::<Self>()?;
+        let py = slf.py();
+        let fixed = slf.get().st.lock().ctx.as_ref().map(|c| c.clone_ref(py));
+        let ctx = fixed_or_copy(py, fixed.as_ref())?;
+        let mut st = slf.get().st.lock();
+        st.started = true;
+        let old = st.read_ctx.replace(ctx);
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        drop(old);
+        r
+    }
+
     pub(crate) fn call_connection_lost(
         slf: &Bound<'_, Self>,
         exc: &Bound<'_, PyAny>,
@@ -113,13 +141,7 @@ impl StreamTransport {
             }
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
-        let result = match proto {
-            Some(p) => p
-                .bind(py)
-                .call_method1(intern!(py, "connection_lost"), (exc,))
-                .map(drop),
-            None => Ok(()),
-        };
+        let result = tell_connection_lost(proto, exc);
         let (lp, reg, sock, wrapper, protocol, kind, server, waiter, sendfile, ctxs) = {
             let mut st = slf.get().st.lock();
             st.fd = -1;
@@ -184,37 +206,21 @@ impl StreamTransport {
         if let Some(server) = server {
             server.call_method1(intern!(py, "_attach"), (wrapper,))?;
         }
-        let core = lp.get();
         // Each in a copy of the current context, as asyncio's call_soon
         // makes them (3.15+: in the transport's own).
-        let ctx = ctx.as_ref();
-        core.soon_in(
-            py,
-            protocol.getattr(intern!(py, "connection_made"))?.unbind(),
-            PyTuple::new(py, [wrapper])?.unbind(),
-            ctx,
+        let start = InternalCall::callable(
+            slf.as_any(),
+            "StreamTransport._start_reading",
+            Self::start_reading_step,
         )?;
-        core.soon_in(
-            py,
-            slf.getattr(intern!(py, "_start_reading"))?.unbind(),
-            PyTuple::empty(py).unbind(),
-            ctx,
-        )?;
-        if let Some(w) = waiter {
-            let f = cached(
-                py,
-                &SET_RESULT_UNLESS_CANCELLED,
-                "asyncio.futures",
-                "_set_result_unless_cancelled",
-            )?;
-            core.soon_in(
-                py,
-                f.unbind(),
-                PyTuple::new(py, [w.clone(), py.None().into_bound(py)])?.unbind(),
-                ctx,
-            )?;
-        }
-        Ok(())
+        schedule_start(
+            lp.get(),
+            protocol,
+            wrapper,
+            start,
+            waiter.cloned(),
+            ctx.as_ref(),
+        )
     }
 
     /// `get_extra_info('socket')`: a `TransportSocket` over a `socket.socket`

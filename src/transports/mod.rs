@@ -36,6 +36,13 @@
 //!   `connect_write_pipe`, subprocess pipes); it shares the write buffer,
 //!   flow control and the per-thread read buffer with the stream transports
 //!   and makes `read`/`write`/`writev` calls instead of socket calls.
+//! - `core.rs` holds what stream, pipe and datagram (`crate::udp`)
+//!   transports do alike, as uvloop's `basetransport.pyx`: the order of
+//!   `connection_made`, the start of reading and the waiter; the call of
+//!   `connection_lost`; the `pause_writing`/`resume_writing` callback at the
+//!   water marks (`flow.rs`'s `FlowControl`). All three schedule these from
+//!   Rust, their own steps as `crate::internal_call::InternalCall`s queued
+//!   where asyncio's `call_soon(self._call_connection_lost, exc)` would go.
 //!
 //! Invariants:
 //! - The transport's own mutex is held only for Python-free sections: it is
@@ -54,6 +61,7 @@
 //!   (taken by the `write()` that started buffering); on 3.15+ a transport
 //!   of `create_server`/`create_connection` uses its own `ctx` for all.
 
+pub(crate) mod core;
 pub mod flow;
 pub mod lifecycle;
 pub mod pipe;

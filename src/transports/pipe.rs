@@ -53,6 +53,7 @@ use crate::event_loop::io::IoWatcher;
 use crate::event_loop::stats::ByteCount;
 use crate::event_loop::stats_api::bytes_dict;
 use crate::event_loop::{LoopCore, Registration};
+use crate::internal_call::InternalCall;
 use crate::reactor::pipes;
 use crate::reactor::{Readiness, Want};
 
@@ -94,6 +95,24 @@ pub(super) struct PipeSt {
     pub(super) read_ctx: Option<Py<PyAny>>,
     /// The context writability runs in (asyncio's writer handle's).
     pub(super) write_ctx: Option<Py<PyAny>>,
+}
+
+impl crate::transports::core::ByteTransportState for PipeSt {
+    fn buffered(&self) -> usize {
+        self.wbuf.len()
+    }
+    fn flow_mut(&mut self) -> &mut FlowControl {
+        &mut self.flow
+    }
+    fn protocol(&self) -> Option<&Py<PyAny>> {
+        self.protocol.as_ref()
+    }
+    fn wrapper(&self) -> Option<&Py<PyAny>> {
+        self.wrapper.as_ref()
+    }
+    fn event_loop<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
+        self.lp(py)
+    }
 }
 
 impl PipeSt {
@@ -173,6 +192,33 @@ impl IoWatcher for Watch {
     }
 }
 
+/// The steps asyncio schedules as bound methods, queued as `InternalCall`s.
+impl PipeTransport {
+    /// Starts watching the fd (scheduled after `connection_made`): asyncio
+    /// adds its reader here (`_start_io`), so reads run in a copy of this
+    /// context.
+    fn start_io_step(target: &Bound<'_, PyAny>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        let slf = target.cast::<Self>()?;
+        let ctx = copy_current(slf.py())?;
+        let mut st = slf.get().st.lock();
+        st.started = true;
+        let old = st.read_ctx.replace(ctx);
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        drop(old);
+        r
+    }
+
+    /// asyncio's `self._call_connection_lost`, to be called with `exc`.
+    pub(super) fn connection_lost_call<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        InternalCall::callable(
+            slf.as_any(),
+            "PipeTransport._call_connection_lost",
+            |target, args| Self::call_connection_lost(target.cast::<Self>()?, &args.get_item(0)?),
+        )
+    }
+}
+
 #[pymethods]
 impl PipeTransport {
     /// A transport over `pipe` (whose fd is `fd`, already non-blocking).
@@ -228,50 +274,10 @@ impl PipeTransport {
             st.protocol = Some(protocol.clone().unbind());
             st.lp(py)
         };
-        Self::soon(
-            py,
-            &lp,
-            protocol.getattr(intern!(py, "connection_made"))?,
-            PyTuple::new(py, [wrapper])?,
-        )?;
-        Self::soon(
-            py,
-            &lp,
-            slf.getattr(intern!(py, "_start_io"))?,
-            PyTuple::empty(py),
-        )?;
-        if let Some(waiter) = waiter {
-            let setter = super::pyobjs::cached(
-                py,
-                &super::pyobjs::SET_RESULT_UNLESS_CANCELLED,
-                "asyncio.futures",
-                "_set_result_unless_cancelled",
-            )?;
-            Self::soon(
-                py,
-                &lp,
-                setter,
-                PyTuple::new(py, [waiter.into_any(), py.None().into_bound(py)])?,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Starts watching the fd (scheduled after `connection_made`): asyncio
-    /// adds its reader here, so reads run in a copy of this context.
-    fn _start_io(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let ctx = copy_current(slf.py())?;
-        let mut st = slf.get().st.lock();
-        st.started = true;
-        let old = st.read_ctx.replace(ctx);
-        let r = Self::sync_interest(slf, &mut st);
-        drop(st);
-        drop(old);
-        r
-    }
-
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
-        Self::call_connection_lost(slf, &exc)
+        let Some(lp) = lp else { return Ok(()) };
+        let start =
+            InternalCall::callable(slf.as_any(), "PipeTransport._start_io", Self::start_io_step)?;
+        super::core::schedule_start(lp.get(), &protocol, &wrapper, start, waiter, None)
     }
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -382,7 +388,7 @@ impl PipeTransport {
         Self::soon(
             py,
             &lp,
-            slf.getattr(intern!(py, "_call_connection_lost"))?,
+            Self::connection_lost_call(slf)?,
             PyTuple::new(py, [none])?,
         )
     }

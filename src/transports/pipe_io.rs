@@ -88,7 +88,7 @@ impl PipeTransport {
         Self::soon(
             py,
             &lp,
-            slf.getattr(intern!(py, "_call_connection_lost"))?,
+            Self::connection_lost_call(slf)?,
             PyTuple::new(py, [arg])?,
         )
     }
@@ -186,7 +186,7 @@ impl PipeTransport {
                 Self::soon(
                     py,
                     &lp,
-                    slf.getattr(intern!(py, "_call_connection_lost"))?,
+                    Self::connection_lost_call(slf)?,
                     PyTuple::new(py, [none])?,
                 )
             }
@@ -286,21 +286,7 @@ impl PipeTransport {
 
     /// asyncio's `_maybe_pause_protocol` (`pause`) / `_maybe_resume_protocol`.
     pub(super) fn flow_callback(slf: &Bound<'_, Self>, pause: bool) -> PyResult<()> {
-        let py = slf.py();
-        let (proto, wrapper, lp) = {
-            let mut st = slf.get().st.lock();
-            let size = st.wbuf.len();
-            if !st.flow.transition(pause, size) {
-                return Ok(());
-            }
-            (
-                st.protocol.as_ref().map(|p| p.clone_ref(py)),
-                st.wrapper.as_ref().map(|w| w.clone_ref(py)),
-                st.lp(py),
-            )
-        };
-        let Some(proto) = proto else { return Ok(()) };
-        super::flow::notify_protocol(py, pause, proto, wrapper, lp)
+        super::core::flow_callback(slf.py(), &slf.get().st, pause)
     }
 
     /// A write after the connection was lost or while closing: count it and
@@ -339,13 +325,7 @@ impl PipeTransport {
             }
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
-        let result = match proto {
-            Some(p) => p
-                .bind(py)
-                .call_method1(intern!(py, "connection_lost"), (exc,))
-                .map(drop),
-            None => Ok(()),
-        };
+        let result = super::core::tell_connection_lost(proto, exc);
         let closed = Self::release(slf);
         result.and(closed)
     }

@@ -91,25 +91,6 @@ impl StreamTransport {
         )
     }
 
-    /// Starts reading (scheduled after `connection_made`): asyncio adds
-    /// the reader here, so reads run in a copy of this callback's context.
-    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let fixed = slf.get().st.lock().ctx.as_ref().map(|c| c.clone_ref(py));
-        let ctx = fixed_or_copy(py, fixed.as_ref())?;
-        let mut st = slf.get().st.lock();
-        st.started = true;
-        let old = st.read_ctx.replace(ctx);
-        let r = Self::sync_interest(slf, &mut st);
-        drop(st);
-        drop(old);
-        r
-    }
-
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
-        Self::call_connection_lost(slf, &exc)
-    }
-
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         Self::write_impl(slf, data)
     }

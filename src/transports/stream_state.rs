@@ -165,6 +165,24 @@ impl St {
     }
 }
 
+impl crate::transports::core::ByteTransportState for St {
+    fn buffered(&self) -> usize {
+        self.wbuf.len()
+    }
+    fn flow_mut(&mut self) -> &mut FlowControl {
+        &mut self.flow
+    }
+    fn protocol(&self) -> Option<&Py<PyAny>> {
+        self.protocol.as_ref()
+    }
+    fn wrapper(&self) -> Option<&Py<PyAny>> {
+        self.wrapper.as_ref()
+    }
+    fn event_loop<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
+        self.lp(py)
+    }
+}
+
 /// A `sendfile` in progress.
 pub(crate) struct SendfileOp {
     /// The file's fd (the Python side keeps the file open).

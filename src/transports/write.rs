@@ -121,21 +121,7 @@ impl StreamTransport {
     }
 
     pub(crate) fn flow_callback(slf: &Bound<'_, Self>, pause: bool) -> PyResult<()> {
-        let py = slf.py();
-        let (proto, wrapper, lp) = {
-            let mut st = slf.get().st.lock();
-            let size = st.wbuf.len();
-            if !st.flow.transition(pause, size) {
-                return Ok(());
-            }
-            (
-                st.protocol.as_ref().map(|p| p.clone_ref(py)),
-                st.wrapper.as_ref().map(|w| w.clone_ref(py)),
-                st.lp(py),
-            )
-        };
-        let Some(proto) = proto else { return Ok(()) };
-        super::flow::notify_protocol(py, pause, proto, wrapper, lp)
+        super::core::flow_callback(slf.py(), &slf.get().st, pause)
     }
 
     /// asyncio's refusals of `write`/`writelines` (`method`): after

@@ -20,11 +20,13 @@ use crate::contexts::run_in;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::stats::ByteCount;
 use crate::event_loop::{LoopCore, Registration};
+use crate::internal_call::InternalCall;
 use crate::reactor::addr::{self, RawAddr};
 use crate::reactor::sockets as sys;
 use crate::reactor::would_block;
 use crate::reactor::{Readiness, Want};
 use crate::transports::addr_to_py;
+use crate::transports::flow::{notify_protocol, FlowControl};
 
 /// asyncio's `_SelectorTransport.max_size`: the largest datagram read.
 pub(crate) const MAX_SIZE: usize = 256 * 1024;
@@ -51,12 +53,9 @@ pub(crate) struct UState {
     pub(crate) closing: bool,
     /// Set when `connection_lost` is scheduled; counts writes after it.
     pub(crate) conn_lost: u32,
-    /// `pause_writing()` was called and `resume_writing()` not yet.
-    pub(crate) protocol_paused: bool,
-    /// High water mark.
-    pub(crate) high: usize,
-    /// Low water mark.
-    pub(crate) low: usize,
+    /// The water marks and whether `pause_writing()` was called (as the
+    /// stream and pipe transports').
+    pub(crate) flow: FlowControl,
     /// Datagrams waiting to be sent, with their address.
     pub(crate) buffer: VecDeque<(Vec<u8>, Option<Py<PyAny>>)>,
     /// Bytes in `buffer`.
@@ -293,11 +292,18 @@ impl UdpInner {
             .transport
             .as_ref()
             .map(|t| t.clone_ref(py));
-        let Some(tr) = tr else { return Ok(()) };
-        let func = tr
-            .bind(py)
-            .getattr(intern!(py, "_call_connection_lost"))?
-            .unbind();
+        if tr.is_none() {
+            return Ok(());
+        }
+        let Some(me) = self.me.upgrade() else {
+            return Ok(());
+        };
+        let func = InternalCall::native(
+            py,
+            "UdpTransport._call_connection_lost",
+            Box::new(move |py, args| me.call_connection_lost(py, &args.get_item(0)?)),
+        )?
+        .unbind();
         let arg = match exc {
             Some(e) => e.value(py).clone().into_any().unbind(),
             None => py.None(),
@@ -307,47 +313,81 @@ impl UdpInner {
         Ok(())
     }
 
-    pub(crate) fn maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {
-        let proto = {
+    /// Starts reading (scheduled after `connection_made`): asyncio adds the
+    /// reader here, so reads run in a copy of this callback's context.
+    pub(crate) fn start_reading(&self, py: Python<'_>) -> PyResult<()> {
+        let ctx = crate::contexts::copy_current(py)?;
+        let old = {
             let mut st = self.state.lock();
-            if st.buffer_size <= st.high || st.protocol_paused {
-                return Ok(());
-            }
-            st.protocol_paused = true;
-            st.protocol.as_ref().map(|p| p.clone_ref(py))
+            st.started = true;
+            st.read_ctx.replace(ctx)
         };
-        self.call_flow(py, proto, intern!(py, "pause_writing"))
+        drop(old);
+        self.sync(self.lp.get())
+    }
+
+    /// asyncio's `_call_connection_lost`: `connection_lost(exc)`, then,
+    /// whatever it did, the socket is closed and the protocol, the
+    /// transport and the socket forgotten (the Python transport's `_sock`,
+    /// `_protocol` and `_loop` too).
+    pub(crate) fn call_connection_lost(
+        &self,
+        py: Python<'_>,
+        exc: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let proto = self.state.lock().protocol.as_ref().map(|p| p.clone_ref(py));
+        let result = crate::transports::core::tell_connection_lost(proto, exc);
+        let (protocol, transport, sock, address) = {
+            let mut st = self.state.lock();
+            (
+                st.protocol.take(),
+                st.transport.take(),
+                st.sock.take(),
+                st.address.take(),
+            )
+        };
+        let cleanup = (|| -> PyResult<()> {
+            let none = py.None();
+            if let Some(tr) = &transport {
+                tr.bind(py).setattr(intern!(py, "_sock"), &none)?;
+            }
+            if let Some(sock) = &sock {
+                sock.bind(py).call_method0(intern!(py, "close"))?;
+            }
+            if let Some(tr) = &transport {
+                tr.bind(py).setattr(intern!(py, "_protocol"), &none)?;
+                tr.bind(py).setattr(intern!(py, "_loop"), &none)?;
+            }
+            Ok(())
+        })();
+        drop((protocol, transport, sock, address));
+        cleanup.and(result)
+    }
+
+    pub(crate) fn maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {
+        self.flow_callback(py, true)
     }
 
     fn maybe_resume_protocol(&self, py: Python<'_>) -> PyResult<()> {
-        let proto = {
-            let mut st = self.state.lock();
-            if !(st.protocol_paused && st.buffer_size <= st.low) {
-                return Ok(());
-            }
-            st.protocol_paused = false;
-            st.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
-        self.call_flow(py, proto, intern!(py, "resume_writing"))
+        self.flow_callback(py, false)
     }
 
-    /// Calls `protocol.<method>()` (`pause_writing`/`resume_writing`); an
-    /// `Exception` it raises goes to the exception handler, as in asyncio.
-    fn call_flow(
-        &self,
-        py: Python<'_>,
-        proto: Option<Py<PyAny>>,
-        method: &Bound<'_, PyString>,
-    ) -> PyResult<()> {
-        let Some(p) = proto else { return Ok(()) };
-        if let Err(e) = p.bind(py).call_method0(method) {
-            if !e.is_instance_of::<pyo3::exceptions::PyException>(py) && !is_plain_base(py, &e) {
-                return Err(e);
+    /// asyncio's `_maybe_pause_protocol` / `_maybe_resume_protocol`, as
+    /// for streams and pipes (`flow::notify_protocol`).
+    fn flow_callback(&self, py: Python<'_>, pause: bool) -> PyResult<()> {
+        let (proto, wrapper) = {
+            let mut st = self.state.lock();
+            let size = st.buffer_size;
+            if !st.flow.transition(pause, size) {
+                return Ok(());
             }
-            let message = format!("protocol.{method}() failed");
-            self.call_exception_handler(py, &message, &e)?;
-        }
-        Ok(())
+            (
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.transport.as_ref().map(|t| t.clone_ref(py)),
+            )
+        };
+        let Some(proto) = proto else { return Ok(()) };
+        notify_protocol(py, pause, proto, wrapper, Some(self.lp.bind(py).clone()))
     }
 
     /// One datagram `(data, addr)`: Ok(None) when the socket would block.
@@ -443,15 +483,9 @@ impl UdpInner {
         };
         self.sync(self.lp.get())?;
         if empty && closing {
-            let tr = self
-                .state
-                .lock()
-                .transport
-                .as_ref()
-                .map(|t| t.clone_ref(py));
-            if let Some(tr) = tr {
-                tr.bind(py)
-                    .call_method1(intern!(py, "_call_connection_lost"), (py.None(),))?;
+            let attached = self.state.lock().transport.is_some();
+            if attached {
+                self.call_connection_lost(py, &py.None().into_bound(py))?;
             }
         }
         Ok(())
@@ -460,11 +494,6 @@ impl UdpInner {
 
 /// BaseException subclasses that are neither Exception nor the two the loop
 /// propagates are reported, as asyncio's `except BaseException` does.
-fn is_plain_base(py: Python<'_>, e: &PyErr) -> bool {
-    !(e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
-        || e.is_instance_of::<pyo3::exceptions::PySystemExit>(py))
-}
-
 impl IoWatcher for UdpInner {
     fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
         let mut drained = true;

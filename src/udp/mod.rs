@@ -52,6 +52,7 @@ use crate::event_loop::io::IoWatcher;
 use crate::event_loop::stats::ByteCount;
 use crate::event_loop::stats_api::bytes_dict;
 use crate::event_loop::LoopCore;
+use crate::internal_call::InternalCall;
 use crate::reactor::Want;
 use inner::{Sent, UState, UdpInner, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
 
@@ -84,8 +85,6 @@ impl UdpTransport {
         let family: i32 = sock.getattr(intern!(py, "family"))?.extract()?;
         let native_recv = matches!(family, libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX);
         let state = UState {
-            high: 64 * 1024,
-            low: 16 * 1024,
             protocol: Some(protocol.unbind()),
             transport: Some(transport.unbind()),
             sock: Some(sock.unbind()),
@@ -107,17 +106,35 @@ impl UdpTransport {
         Ok(Self { inner })
     }
 
-    /// Starts reading (after `connection_made`): asyncio adds the reader
-    /// here, so reads run in a copy of this callback's context.
-    fn _start(&self, py: Python<'_>) -> PyResult<()> {
-        let ctx = copy_current(py)?;
-        let old = {
-            let mut st = self.inner.state.lock();
-            st.started = true;
-            st.read_ctx.replace(ctx)
+    /// Schedules `connection_made`, the start of reading and the waiter,
+    /// in asyncio's order, each in a copy of the current context as
+    /// asyncio's `call_soon` makes them.
+    #[pyo3(signature = (waiter = None))]
+    fn _start(&self, py: Python<'_>, waiter: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let (protocol, wrapper) = {
+            let st = self.inner.state.lock();
+            (
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.transport.as_ref().map(|t| t.clone_ref(py)),
+            )
         };
-        drop(old);
-        self.inner.sync(self.inner.lp.get())
+        let (Some(protocol), Some(wrapper)) = (protocol, wrapper) else {
+            return Ok(());
+        };
+        let inner = self.inner.clone();
+        let start = InternalCall::native(
+            py,
+            "UdpTransport._start_reading",
+            Box::new(move |py, _| inner.start_reading(py)),
+        )?;
+        crate::transports::core::schedule_start(
+            self.inner.lp.get(),
+            protocol.bind(py),
+            wrapper.bind(py),
+            start,
+            waiter,
+            None,
+        )
     }
 
     #[pyo3(signature = (data, addr=None))]
@@ -331,43 +348,18 @@ impl UdpTransport {
         high: Option<i64>,
         low: Option<i64>,
     ) -> PyResult<()> {
-        let high = match (high, low) {
-            (Some(h), _) => h,
-            (None, None) => 64 * 1024,
-            (None, Some(l)) => 4 * l,
-        };
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
-        {
-            let mut st = self.inner.state.lock();
-            st.high = high as usize;
-            st.low = low as usize;
-        }
+        self.inner
+            .state
+            .lock()
+            .flow
+            .set_limits(high, low)
+            .map_err(PyValueError::new_err)?;
         self.inner.maybe_pause_protocol(py)
     }
 
     fn get_write_buffer_limits(&self) -> (usize, usize) {
         let st = self.inner.state.lock();
-        (st.low, st.high)
-    }
-
-    /// `connection_lost` has run: forget the protocol, the transport and the
-    /// socket (the caller closes it).
-    fn _detach(&self) {
-        let taken = {
-            let mut st = self.inner.state.lock();
-            (
-                st.protocol.take(),
-                st.transport.take(),
-                st.sock.take(),
-                st.address.take(),
-            )
-        };
-        drop(taken);
+        (st.flow.low, st.flow.high)
     }
 
     /// Whether the loop is watching the fd for reading / writing (repr).

@@ -510,3 +510,44 @@ def test_addresses_are_the_socket_modules(loop, family):
     # blocking call in the test's own code is not the loop's).
     with tempfile.TemporaryDirectory() as d:
         loop.run_until_complete(main(d))
+
+
+class OrderProtocol(asyncio.Protocol):
+    """Records connection_made/connection_lost among the user's call_soon
+    callbacks."""
+
+    def __init__(self, loop, order):
+        self.loop = loop
+        self.order = order
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.order.append("made")
+        self.loop.call_soon(self.order.append, "soon in made")
+
+    def connection_lost(self, exc):
+        self.order.append("lost")
+        self.lost.set_result(exc)
+
+
+def test_transport_steps_keep_their_place_among_user_callbacks(loop):
+    # The transport's own steps (start reading after connection_made,
+    # connection_lost after close) are queued where asyncio's call_soon of
+    # a bound method puts them.
+    async def main():
+        server, port = await serve(loop, asyncio.Protocol)
+        order = []
+        tr, proto = await loop.create_connection(
+            lambda: OrderProtocol(loop, order), "127.0.0.1", port)
+        order.append("connected")
+        loop.call_soon(order.append, "soon before close")
+        tr.close()
+        loop.call_soon(order.append, "soon after close")
+        assert await wait_for(proto.lost) is None
+        await asyncio.sleep(0)
+        assert order == ["made", "soon in made", "connected",
+                         "soon before close", "lost", "soon after close"]
+        server.close()
+        await server.wait_closed()
+
+    loop.run_until_complete(main())

@@ -544,3 +544,35 @@ def test_add_reader_on_transport_fd_is_refused(loop):
     with pytest.raises(RuntimeError, match="is used by transport"):
         loop.add_writer(fd, lambda: None)
     close_and_settle(loop, tr)
+
+
+def test_endpoint_steps_keep_their_place_among_user_callbacks(loop):
+    # connection_made, the start of reading, the waiter and close()'s
+    # connection_lost are queued where asyncio's call_soon puts them; after
+    # connection_lost the socket is closed.
+    order = []
+
+    class OrderProto(asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            order.append("made")
+            loop.call_soon(order.append, "soon in made")
+
+        def connection_lost(self, exc):
+            order.append(("lost", exc))
+
+    async def main():
+        tr, _ = await loop.create_datagram_endpoint(
+            OrderProto, local_addr=("127.0.0.1", 0))
+        sock = tr.get_extra_info("socket")
+        order.append("connected")
+        loop.call_soon(order.append, "soon before close")
+        tr.close()
+        loop.call_soon(order.append, "soon after close")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert order == ["made", "soon in made", "connected",
+                         "soon before close", ("lost", None),
+                         "soon after close"]
+        assert sock.fileno() == -1
+
+    run(loop, main())

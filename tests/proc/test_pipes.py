@@ -377,3 +377,36 @@ def test_pause_writing_error_is_reported(loop, expect_errors):
     errors = expect_errors()
     assert [e["message"] for e in errors] == ["protocol.pause_writing() failed"]
     assert errors[0]["protocol"] is not None
+
+
+def test_pipe_steps_keep_their_place_among_user_callbacks(loop):
+    # connection_made's follow-up (start of reading) and close()'s
+    # connection_lost are queued where asyncio's call_soon puts them.
+    rfd, wfd = os.pipe()
+    order = []
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            order.append("made")
+            loop.call_soon(order.append, "soon in made")
+
+        def connection_lost(self, exc):
+            order.append(("lost", exc))
+
+    async def main():
+        pipe = open(rfd, "rb", buffering=0)
+        tr, _ = await loop.connect_read_pipe(Proto, pipe)
+        order.append("connected")
+        loop.call_soon(order.append, "soon before close")
+        tr.close()
+        loop.call_soon(order.append, "soon after close")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert order == ["made", "soon in made", "connected",
+                         "soon before close", ("lost", None),
+                         "soon after close"]
+
+    try:
+        run(loop, main())
+    finally:
+        os.close(wfd)
