@@ -160,88 +160,69 @@ unsafe fn this<'a>(py: Python<'_>, slf: *mut ffi::PyObject) -> &'a LoopCore {
     unsafe { &*(bound.get() as *const LoopCore) }
 }
 
-unsafe extern "C" fn call_soon(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargsf: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    unsafe {
-        entry(|py| {
-            let p = parse(py, "call_soon", &["callback"], args, nargsf, kwnames)?;
-            let cb = Borrowed::from_ptr(py, p.lead[0]).to_owned();
-            this(py, slf)
-                .call_soon(py, cb, p.rest, p.context)
-                .map(Py::into_ptr)
-        })
-    }
+/// The argument at `ptr` (borrowed from the caller's vector) as an owned
+/// reference.
+///
+/// # Safety
+/// `ptr` is a live object the caller holds for the call.
+#[inline(always)]
+unsafe fn arg<'py>(py: Python<'py>, ptr: *mut ffi::PyObject) -> Bound<'py, PyAny> {
+    // SAFETY: the caller's argument vector holds `ptr` for the call.
+    unsafe { Borrowed::from_ptr(py, ptr).to_owned() }
 }
 
-unsafe extern "C" fn call_soon_threadsafe(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargsf: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    unsafe {
-        entry(|py| {
-            let p = parse(
-                py,
-                "call_soon_threadsafe",
-                &["callback"],
-                args,
-                nargsf,
-                kwnames,
-            )?;
-            let cb = Borrowed::from_ptr(py, p.lead[0]).to_owned();
-            this(py, slf)
-                .call_soon_threadsafe(py, cb, p.rest, p.context)
-                .map(Py::into_ptr)
-        })
-    }
+/// One raw scheduling entry `name(lead..., *args, context=None)`: parses
+/// the call (`parse`), then runs `body` with the GIL token, `self` and the
+/// parsed arguments, and hands back its new reference.
+macro_rules! scheduling_entry {
+    ($name:ident, [$($lead:literal),+], |$py:ident, $slf:ident, $p:ident| $body:expr) => {
+        unsafe extern "C" fn $name(
+            $slf: *mut ffi::PyObject,
+            args: *const *mut ffi::PyObject,
+            nargsf: ffi::Py_ssize_t,
+            kwnames: *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject {
+            // SAFETY: CPython calls this as a METH_FASTCALL|METH_KEYWORDS
+            // method of a `LoopCore` (the descriptor checked `self`), with
+            // `nargsf` arguments at `args` and their names in `kwnames`.
+            unsafe {
+                entry(|$py| {
+                    let $p = parse($py, stringify!($name), &[$($lead),+], args, nargsf, kwnames)?;
+                    $body.map(Py::into_ptr)
+                })
+            }
+        }
+    };
 }
 
-unsafe extern "C" fn call_later(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargsf: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    unsafe {
-        entry(|py| {
-            let p = parse(
-                py,
-                "call_later",
-                &["delay", "callback"],
-                args,
-                nargsf,
-                kwnames,
-            )?;
-            let delay = Borrowed::from_ptr(py, p.lead[0]).to_owned();
-            let cb = Borrowed::from_ptr(py, p.lead[1]).to_owned();
-            let core = Borrowed::from_ptr(py, slf).cast_unchecked::<LoopCore>();
-            LoopCore::call_later(&core, delay, cb, p.rest, p.context).map(Py::into_ptr)
-        })
-    }
-}
+scheduling_entry!(call_soon, ["callback"], |py, slf, p| {
+    this(py, slf).call_soon(py, arg(py, p.lead[0]), p.rest, p.context)
+});
 
-unsafe extern "C" fn call_at(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargsf: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    unsafe {
-        entry(|py| {
-            let p = parse(py, "call_at", &["when", "callback"], args, nargsf, kwnames)?;
-            let when = Borrowed::from_ptr(py, p.lead[0]).to_owned();
-            let cb = Borrowed::from_ptr(py, p.lead[1]).to_owned();
-            this(py, slf)
-                .call_at(py, when, cb, p.rest, p.context)
-                .map(Py::into_ptr)
-        })
-    }
-}
+scheduling_entry!(call_soon_threadsafe, ["callback"], |py, slf, p| {
+    this(py, slf).call_soon_threadsafe(py, arg(py, p.lead[0]), p.rest, p.context)
+});
+
+scheduling_entry!(call_later, ["delay", "callback"], |py, slf, p| {
+    let core = Borrowed::from_ptr(py, slf).cast_unchecked::<LoopCore>();
+    LoopCore::call_later(
+        &core,
+        arg(py, p.lead[0]),
+        arg(py, p.lead[1]),
+        p.rest,
+        p.context,
+    )
+});
+
+scheduling_entry!(call_at, ["when", "callback"], |py, slf, p| {
+    this(py, slf).call_at(
+        py,
+        arg(py, p.lead[0]),
+        arg(py, p.lead[1]),
+        p.rest,
+        p.context,
+    )
+});
 
 /// `create_task(coro, **kwargs)`: the common call (one positional, no
 /// keyword) skips PyO3's `*args` tuple and `**kwargs` parsing; keywords are

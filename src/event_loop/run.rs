@@ -135,7 +135,7 @@ impl LoopCore {
             let mut st = this.state.lock();
             if st.timers.len() > 0 {
                 let now = secs.unwrap_or(now_ns as i64 as f64 * 1e-9);
-                Self::queue_due_timers(&mut st, now, &mut dead_timers);
+                Self::queue_due_timers::<false>(&mut st, now, &mut dead_timers, 0);
             }
             now_ns
         } else {
@@ -143,7 +143,7 @@ impl LoopCore {
             if st.timers.len() > 0 {
                 // Reading the clock under the lock is fine: no Python runs.
                 let now = this.clock.now();
-                Self::queue_due_timers(&mut st, now, &mut dead_timers);
+                Self::queue_due_timers::<false>(&mut st, now, &mut dead_timers, 0);
             }
             0
         };
@@ -203,21 +203,10 @@ impl LoopCore {
             }
         };
         let mut dead = Vec::new();
-        {
-            let end = now + CLOCK_RESOLUTION;
-            let mut st = this.state.lock();
-            while let Some(t) = st.timers.pop_due(end) {
-                let h = t.get();
-                h.unschedule();
-                if h.is_cancelled() {
-                    dead.push(t);
-                } else {
-                    if now_ns != 0 {
-                        h.stamp_queued(now_ns);
-                    }
-                    st.ready.push_back(t);
-                }
-            }
+        if now_ns != 0 {
+            Self::queue_due_timers::<true>(&mut this.state.lock(), now, &mut dead, now_ns);
+        } else {
+            Self::queue_due_timers::<false>(&mut this.state.lock(), now, &mut dead, 0);
         }
         for t in dead {
             custody::release(py, t);
@@ -226,9 +215,15 @@ impl LoopCore {
     }
 
     /// Moves the timers due at `now` from the heap to the ready queue (the
-    /// cancelled ones to `dead`).
+    /// cancelled ones to `dead`); `STAMP`: each is stamped as queued at
+    /// `stamp_ns` (a user's clock with stats on, see `queue_user_timers`).
     #[inline(always)]
-    fn queue_due_timers(st: &mut super::State, now: f64, dead: &mut Vec<Py<Handle>>) {
+    fn queue_due_timers<const STAMP: bool>(
+        st: &mut super::State,
+        now: f64,
+        dead: &mut Vec<Py<Handle>>,
+        stamp_ns: u64,
+    ) {
         let end = now + CLOCK_RESOLUTION;
         while let Some(t) = st.timers.pop_due(end) {
             let h = t.get();
@@ -236,6 +231,9 @@ impl LoopCore {
             if h.is_cancelled() {
                 dead.push(t);
             } else {
+                if STAMP {
+                    h.stamp_queued(stamp_ns);
+                }
                 st.ready.push_back(t);
             }
         }
