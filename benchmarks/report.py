@@ -193,6 +193,89 @@ def summary(t, loops, py=""):
 
 STATS = "oxloop+stats"
 
+# The rows where the loop's own code is most of the cost: the goal there is
+# 1.25x the best other loop (issue 9); elsewhere at least the best.
+CORE_ROWS = {"call_soon", "call_later", "call_soon_threadsafe", "create_task"}
+CORE_TARGET = 1.25
+CEILING_TARGET = 0.95  # Protocol/Buffered echo: share of the pure-Rust server's rate
+CEILING_MODES = ("protocol/", "buffered/")
+
+
+def _target(kind, key):
+    if kind == "micro" and key in CORE_ROWS:
+        return CORE_TARGET
+    if kind == "echo" and key.startswith("sockets/"):
+        return CORE_TARGET
+    return 1.0
+
+
+def _client_bound(t, kind, tr, key, loop):
+    cli = t.median(kind, tr, key, loop, "client_cpu_pct")
+    return cli is not None and cli >= CLIENT_BOUND
+
+
+def _verdict_metric(t, kind, tr, key, loops):
+    """Requests/s, unless the client saturated its core for any loop of the
+    row: then the server's CPU per request (the rate says little there)."""
+    if kind == "echo" and any(_client_bound(t, kind, tr, key, lp) for lp in loops):
+        return "cpu_us_per_req", False
+    return {"micro": ("ops_per_s", True), "memory": ("rss_mib", False)}.get(kind, ("rps", True))
+
+
+def best_peer(t, loops, py=""):
+    """Every row: oxloop against the best of the other loops measured in the
+    same run (the stdlib loop included), with the row's goal (issue 9) and
+    whether it is met; for Protocol/Buffered echo also the share of the
+    pure-Rust ceiling server."""
+    others = [lp for lp in loops if lp not in (SUBJECT, STATS)]
+    if SUBJECT not in loops or not others:
+        return []
+    rows = []
+    sections = [("micro", None)] + [("echo", tr) for tr in ("tcp", "unix", "tls")]
+    sections += [("http", app) for app in APPS] + [("memory", "tcp")]
+    for kind, tr in sections:
+        for key in t.keys(kind, tr):
+            if key.startswith("ceiling/"):
+                continue
+            field, higher = _verdict_metric(t, kind, tr, key, loops)
+            mine = t.median(kind, tr, key, SUBJECT, field)
+            against = others
+            if kind == "memory":  # the goal: RSS per idle connection <= uvloop's
+                field, against = "kib_per_conn", [lp for lp in others if lp == "uvloop"] or others
+                mine = t.median(kind, tr, key, SUBJECT, field)
+            peers = {lp: t.median(kind, tr, key, lp, field) for lp in against}
+            peers = {lp: v for lp, v in peers.items() if v}
+            if not mine or not peers:
+                continue
+            best = (max if higher else min)(peers, key=peers.get)
+            ratio = mine / peers[best] if higher else peers[best] / mine
+            goal = _target(kind, key)
+            name = " ".join(x for x in (kind, tr, key) if x)
+            unit = {"cpu_us_per_req": "CPU/req", "kib_per_conn": "RSS per conn, vs uvloop"}.get(field, "")
+            ceiling = ""
+            if kind == "echo" and key.startswith(CEILING_MODES):
+                ckey = "ceiling/" + key.split("/")[1]
+                bound = _client_bound(t, kind, tr, ckey, "ceiling") or _client_bound(t, kind, tr, key, SUBJECT)
+                cf, ch = ("cpu_us_per_req", False) if bound else ("rps", True)
+                c, m = t.median(kind, tr, ckey, "ceiling", cf), t.median(kind, tr, key, SUBJECT, cf)
+                if c and m:
+                    share = m / c if ch else c / m
+                    ceiling = f"{share:.0%}{' of CPU/req' if not ch else ''} ({'met' if share >= CEILING_TARGET else 'not met'})"
+            rows.append([name + (f" ({unit})" if unit else ""), best, f"{ratio:.2f}x",
+                         f">= {goal:.2f}x", "met" if ratio >= goal else "not met", ceiling])
+    if not rows:
+        return []
+    met = sum(r[4] == "met" for r in rows)
+    return [f"## oxloop against the best other loop, row by row ({py})", "",
+            "Ratio = oxloop / the best other loop of the row in this run (above 1 = oxloop better; for CPU "
+            "per request and memory, best / oxloop). Echo rows where the client saturated its core are judged "
+            f"by the server's CPU per request. Goal: {CORE_TARGET}x on call_soon, call_later, "
+            "call_soon_threadsafe, create_task and sockets mode, otherwise at least the best; Protocol and "
+            f"Buffered echo also at >= {CEILING_TARGET:.0%} of the pure-Rust ceiling server. "
+            f"{met} of {len(rows)} rows meet their goal.", "",
+            md_table(["row", "best other", "oxloop / best", "goal", "", "of ceiling"], rows), ""]
+
+
 
 def stats_cost(t, loops):
     """What loop.stats() costs: oxloop with stats on against oxloop, per
@@ -241,6 +324,7 @@ def render(raw):
     A.append("")
     py = meta["python"]
     A += summary(t, loops, py)
+    A += best_peer(t, loops, py)
     A += stats_cost(t, loops)
     if t.keys("micro"):
         A += [f"## Loop overhead (no network): operations/s ({py})", ""]
