@@ -129,12 +129,24 @@ impl LoopCore {
             let polled = !skip_poll || jumped;
             Self::queue_user_timers(slf, timing, polled, queued_before, io_split, &mut natives)?
         } else if timing {
-            let (secs, now_ns) =
+            let (mut secs, mut now_ns) =
                 this.stats
                     .after_poll(this, !skip_poll || jumped, queued_before, io_split);
             let mut st = this.state.lock();
             if st.timers.len() > 0 {
-                let now = secs.unwrap_or(now_ns as i64 as f64 * 1e-9);
+                let carried = now_ns as i64 as f64 * 1e-9;
+                // A timer due by the carried (interpolated) reading: the
+                // real clock confirms it (`LoopStats::reread`).
+                if secs.is_none()
+                    && st
+                        .timers
+                        .peek_when()
+                        .is_some_and(|w| w <= carried + CLOCK_RESOLUTION)
+                {
+                    let (s, n) = this.stats.reread(this);
+                    (secs, now_ns) = (Some(s), n);
+                }
+                let now = secs.unwrap_or(carried);
                 Self::queue_due_timers::<false>(&mut st, now, &mut dead_timers, 0);
             }
             now_ns
@@ -286,7 +298,7 @@ impl LoopCore {
             };
             let mut result = watcher.on_ready(py, slf, ready);
             if TIMED {
-                let end = this.clock.now_ns();
+                let end = this.clock.stats_ns();
                 *clock = end;
                 if this.stats.end(&timed, end) {
                     let reported = Self::after_timed(slf, None, Some(&*watcher), &timed, end);
@@ -419,7 +431,7 @@ impl LoopCore {
                 };
             }
             if TIMED {
-                let end = this.clock.now_ns();
+                let end = this.clock.stats_ns();
                 clock = end;
                 if this.stats.end(&timed, end) {
                     let reported = Self::after_timed(slf, Some(&handle), None, &timed, end);

@@ -11,6 +11,14 @@
 //! real clock never goes back, so virtual time never goes backwards either;
 //! between jumps it flows at real speed. A real clock reads the offset not
 //! at all: `now()` costs one predictable branch on `is_virtual`.
+//!
+//! The loop's statistics read the same clock through `stats_ns` and
+//! `stats_pair`, on the loop's thread only: there it is interpolated with
+//! the CPU's cycle counter where that is safe (`cycles`), one `rdtsc`
+//! instead of one `clock_gettime` per callback, and re-read for real at
+//! least every millisecond and after each poll.
+
+mod cycles;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(unix))]
@@ -30,6 +38,8 @@ pub struct Clock {
     /// Seconds skipped so far (an `f64`'s bits; only written by the loop's
     /// thread, read by any).
     offset: AtomicU64,
+    /// The statistics' interpolation (loop's thread only).
+    cycles: cycles::Cycles,
 }
 
 impl Clock {
@@ -43,6 +53,7 @@ impl Clock {
             base: Instant::now(),
             is_virtual,
             offset: AtomicU64::new(0f64.to_bits()),
+            cycles: cycles::Cycles::new(),
         }
     }
 
@@ -119,23 +130,63 @@ impl Clock {
             t
         }
     }
+}
 
-    /// `now()` and `now_ns()` from one reading of the clock (the integer
-    /// ns come from the timespec, not from converting the float).
-    #[inline]
-    pub fn now_pair(&self) -> (f64, u64) {
+impl Clock {
+    /// The real clock in ns, the skipped time not included.
+    #[inline(always)]
+    fn real_ns(&self) -> u64 {
         #[cfg(unix)]
-        let (t, ns) = crate::reactor::clock::monotonic_pair();
+        {
+            crate::reactor::clock::monotonic_ns()
+        }
         #[cfg(not(unix))]
-        let (t, ns) = {
-            let t = self.real();
-            (t, (t * 1e9) as u64)
-        };
+        {
+            (self.real() * 1e9) as u64
+        }
+    }
+
+    /// `now_ns()` for the loop's statistics, on the loop's thread only:
+    /// interpolated with the cycle counter (`cycles`), so it may lag the
+    /// real clock by a few ns, and it never goes back.
+    #[inline(always)]
+    pub fn stats_ns(&self) -> u64 {
+        let t = self.cycles.now_ns(|| self.real_ns());
+        if self.is_virtual {
+            t + (self.offset() * 1e9) as u64
+        } else {
+            t
+        }
+    }
+
+    /// `now_pair()` read for real, for the statistics (loop's thread only):
+    /// it also anchors `stats_ns`. The ns are `stats_ns`'s (never before an
+    /// earlier one), the seconds are the real clock's (they decide which
+    /// timers are due, as `now()` does).
+    #[inline]
+    pub fn stats_pair(&self) -> (f64, u64) {
+        let before = self.cycles.counter_if_on();
+        let (t, ns) = self.now_pair_real();
+        let ns = self.cycles.anchor(before, ns);
         if self.is_virtual {
             let off = self.offset();
             (t + off, ns + (off * 1e9) as u64)
         } else {
             (t, ns)
+        }
+    }
+
+    /// The real clock as (seconds, ns) from one reading, no skipped time.
+    #[inline(always)]
+    fn now_pair_real(&self) -> (f64, u64) {
+        #[cfg(unix)]
+        {
+            crate::reactor::clock::monotonic_pair()
+        }
+        #[cfg(not(unix))]
+        {
+            let t = self.real();
+            (t, (t * 1e9) as u64)
         }
     }
 }
