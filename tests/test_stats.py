@@ -425,3 +425,136 @@ def test_stats_timer_due_right_after_a_callback_runs(oxloop):
                        check=False)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["done"]
+
+
+def _timed_callbacks(loop, spins, block):
+    """Runs, on `loop`, a callback blocking for `block` seconds and one
+    busy-spinning for each of `spins` seconds, each right after a poll (a
+    fresh reading of the real clock). Each is queued by a callback that
+    notes the time first and followed by one that notes it last, so the
+    loop's own measure of it must lie between its own measure (`inner`) and
+    that outer time. Returns {name: (inner, outer)}."""
+    measured = {}
+
+    def timed(name, body):
+        def run():
+            t0 = time.perf_counter()
+            body()
+            measured[name][0] = time.perf_counter() - t0
+
+        run.__qualname__ = name
+        return run
+
+    def spin(seconds):
+        def body():
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+        return body
+
+    async def main():
+        # Polls 2 ms apart or more: the cycle counter's scale is known.
+        for _ in range(3):
+            await asyncio.sleep(0.003)
+        jobs = [(f"spin{i}", spin(s)) for i, s in enumerate(spins)]
+        jobs.append(("block", lambda: time.sleep(block)))
+        for name, body in jobs:
+            await asyncio.sleep(0.001)
+            done = loop.create_future()
+            measured[name] = [None, None]
+
+            def queue_it(name=name, body=body, done=done):
+                start = time.perf_counter()
+
+                def after():
+                    measured[name][1] = time.perf_counter() - start
+                    done.set_result(None)
+
+                loop.call_soon(timed(name, body))
+                loop.call_soon(after)
+
+            loop.call_soon(queue_it)
+            await done
+        return {k: tuple(v) for k, v in measured.items()}
+
+    return _run(loop, main())
+
+
+@pytest.mark.blocking_on_purpose
+def test_a_callback_is_timed_between_its_own_measure_and_the_outer_time(oxloop):
+    # The spins (0.3 ms, within one interpolation of the cycle counter from
+    # its anchor) would be reported 30 µs too long or too short with a
+    # scale 10 % off; the 50 ms sleep ends on a real reading.
+    loop = oxloop.new_event_loop(stats=True)
+    try:
+        measured = _timed_callbacks(loop, [0.0003] * 4, 0.05)
+        slow = {s["name"]: s["duration_ms"] / 1e3 for s in loop.stats()["slow_callbacks"]}
+    finally:
+        loop.close()
+    # (On a busy machine, preempted callbacks may push a few spins out of
+    # the ten kept.)
+    kept = [name for name in measured if name in slow]
+    assert "block" in kept and len(kept) >= 3, (kept, slow)
+    for name in kept:
+        inner, outer = measured[name]
+        assert inner <= slow[name] <= outer, (name, inner, slow[name], outer)
+    assert measured["block"][0] >= 0.05
+
+
+@pytest.mark.blocking_on_purpose
+def test_stats_on_virtual_time_time_callbacks_after_a_jump(oxloop):
+    # After an hour skipped, callbacks are timed on the same clock as
+    # before it: the skipped time is in neither a duration nor busy_s.
+    loop = oxloop.new_event_loop(virtual_time=True, stats=True)
+    try:
+        _run(loop, asyncio.sleep(3600))
+        measured = _timed_callbacks(loop, [0.0003] * 4, 0.05)
+        stats = loop.stats()
+    finally:
+        loop.close()
+    slow = {s["name"]: s["duration_ms"] / 1e3 for s in stats["slow_callbacks"]}
+    kept = [name for name in measured if name in slow]
+    assert "block" in kept and len(kept) >= 3, (kept, slow)
+    for name in kept:
+        inner, outer = measured[name]
+        assert inner <= slow[name] <= outer, (name, inner, slow[name], outer)
+    assert stats["idle_s"] >= 3600
+    assert stats["busy_s"] < 60
+
+
+@pytest.mark.parametrize("stats", [True, False], ids=["stats", "no-stats"])
+def test_a_timer_due_in_a_long_call_soon_chain_runs_in_it_never_early(oxloop, stats):
+    # The chain never polls (something is always ready, no fds): the loop
+    # must still read the clock to see the timer due, and not by a reading
+    # ahead of loop.time().
+    loop = oxloop.new_event_loop(stats=stats)
+    fired = []
+
+    async def main():
+        steps = [0]
+
+        def step():
+            steps[0] += 1
+            end = time.perf_counter() + 2e-5
+            while time.perf_counter() < end:
+                pass
+            if fired and steps[0] >= fired[0][1] + 100:
+                done.set_result(None)
+            elif steps[0] > 200_000:
+                done.set_exception(AssertionError("the timer never ran in the chain"))
+            else:
+                loop.call_soon(step)
+
+        for delay in (0.0001, 0.001, 0.0105):
+            fired.clear()
+            done = loop.create_future()
+            timer = loop.call_later(delay, lambda: fired.append((loop.time(), steps[0])))
+            loop.call_soon(step)
+            await done
+            (ran_at, _), = fired
+            assert ran_at >= timer.when()
+
+    try:
+        _run(loop, main())
+    finally:
+        loop.close()
