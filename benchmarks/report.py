@@ -297,7 +297,8 @@ def stats_cost(t, loops):
     text = ("`oxloop+stats` is oxloop with `loop.stats()` on (`new_event_loop(stats=True)`); "
             "its advantage over plain oxloop per group (1 = free, below 1 = the cost; "
             "worst row shown too). Instruction counts, steadier than these timings: "
-            "`benchmarks/cg_overhead.py`.")
+            "`benchmarks/cg_overhead.py`; stats off and on timed interleaved in one process: "
+            "`benchmarks/stats_ab.py`.")
     return ["## Cost of stats: oxloop+stats vs oxloop", "", text, "",
             md_table(["group", "geometric mean", "worst row", "rows"], rows), ""]
 

@@ -135,6 +135,9 @@ impl Cycles {
     /// ns on the real clock's scale; `real` reads the real clock (ns).
     #[inline(always)]
     pub(crate) fn now_ns(&self, real: impl Fn() -> u64) -> u64 {
+        if !self.on {
+            return real();
+        }
         let t = counter();
         let d = t.wrapping_sub(self.base_tsc.load(Relaxed));
         if d < self.limit.load(Relaxed) {
