@@ -6,7 +6,8 @@
 A shared, noisy machine drifts by more than the few per cent this has to
 show between two runs made one after the other, so one process keeps two
 loops, one with stats off and one with stats on, and runs the same workload
-(``cg_overhead.py``'s: a ``call_soon`` chain, a 1 KiB TCP echo round trip)
+(``cg_overhead.py``'s: a ``call_soon`` chain, a ``call_later(0)`` chain, a
+1 KiB TCP echo round trip)
 on each in turn, the order swapped every repetition. Each repetition gives
 a ratio (time off / time on: 1 = free, below 1 = the cost of stats); the
 median ratio and its interquartile range are printed, with the median time
@@ -22,14 +23,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cg_overhead  # the workloads
 
-WORKS = {"call_soon": cg_overhead._call_soon, "echo": cg_overhead._echo}
+WORKS = {"call_soon": cg_overhead._call_soon, "call_later": cg_overhead._call_later,
+         "echo": cg_overhead._echo}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", default="call_soon,echo")
+    p.add_argument("--work", default="call_soon,echo", help="call_soon, call_later, echo")
     p.add_argument("--reps", type=int, default=301)
-    p.add_argument("--n", type=int, default=0, help="operations per repetition (default: 5000 call_soon, 500 echo)")
+    p.add_argument("--n", type=int, default=0, help="operations per repetition (default: 5000, echo 500)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall: time.perf_counter; cpu: time.thread_time, which leaves out "
                         "the time the thread was preempted (the echo's kernel work counts)")
@@ -39,7 +41,7 @@ def main():
           f"{'off/on median':>14} {'IQR':>15}")
     for work in a.work.split(","):
         fn = WORKS[work]
-        n = a.n or (5000 if work == "call_soon" else 500)
+        n = a.n or (500 if work == "echo" else 5000)
         loops = {s: cg_overhead._loop(s) for s in ("off", "on")}
         times = {"off": [], "on": []}
         ratios = []

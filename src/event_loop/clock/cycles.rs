@@ -17,7 +17,9 @@
 //!   over at most 1 ms, plus the few ns between `clock_gettime` and the
 //!   counter reading that follows it, which makes interpolated readings
 //!   lag the real clock rather than lead it.
-//! - A real reading is bracketed by two counter readings; a bracket wider
+//! - A real reading that calibrates is bracketed by two counter readings
+//!   (when a calibration is due, the next real reading is; the others are
+//!   followed by one only, the new anchor's); a bracket wider
 //!   than 1/1000 of a calibration window (the thread was preempted between
 //!   them) is not used to calibrate, so one preemption cannot skew the
 //!   scale by more than 0.2 %.
@@ -101,6 +103,10 @@ pub(crate) struct Cycles {
     cal_tsc: AtomicU64,
     /// ...and real ns (0: no start yet).
     cal_ns: AtomicU64,
+    /// A real reading from this one on (ns) calls `calibrate` (0: the
+    /// next one does, bracketed: `bracket_start`): an anchor tests only
+    /// this.
+    cal_due: AtomicU64,
 }
 
 impl Cycles {
@@ -113,13 +119,15 @@ impl Cycles {
             mult: AtomicU64::new(0),
             cal_tsc: AtomicU64::new(0),
             cal_ns: AtomicU64::new(0),
+            cal_due: AtomicU64::new(0),
         }
     }
 
-    /// The counter, or 0 where it is not used.
+    /// Before a real reading: the counter if a calibration waits for a
+    /// bracketed reading (`cal_due` 0), else 0 (one counter read less).
     #[inline(always)]
-    pub(crate) fn counter_if_on(&self) -> u64 {
-        if self.on {
+    pub(crate) fn bracket_start(&self) -> u64 {
+        if self.on && self.cal_due.load(Relaxed) == 0 {
             counter()
         } else {
             0
@@ -155,7 +163,7 @@ impl Cycles {
     }
 
     /// Anchors at `ns`, a real reading taken after the counter read
-    /// `before`; returns the reading to use (never before an earlier one).
+    /// `before` (0: not read, see `bracket_start`); returns the reading to use (never before an earlier one).
     pub(crate) fn anchor(&self, before: u64, ns: u64) -> u64 {
         if !self.on {
             return ns;
@@ -170,12 +178,21 @@ impl Cycles {
         }
         self.base_tsc.store(after, Relaxed);
         self.base_ns.store(now, Relaxed);
-        self.calibrate(before, after, ns);
+        if ns >= self.cal_due.load(Relaxed) {
+            if before == 0 {
+                // Not bracketed: the next real reading will be.
+                self.cal_due.store(0, Relaxed);
+            } else {
+                self.calibrate(before, after, ns);
+            }
+        }
         now
     }
 
     /// Measures the scale when the window is long enough (see the module
     /// docs); `before..after` brackets the real reading `ns`.
+    #[cold]
+    #[inline(never)]
     fn calibrate(&self, before: u64, after: u64, ns: u64) {
         let bracket = after.wrapping_sub(before);
         let mid = before.wrapping_add(bracket / 2);
@@ -183,6 +200,12 @@ impl Cycles {
         let restart = |s: &Self| {
             s.cal_ns.store(ns, Relaxed);
             s.cal_tsc.store(mid, Relaxed);
+            let window = if s.mult.load(Relaxed) != 0 {
+                RECAL_NS
+            } else {
+                FIRST_CAL_NS
+            };
+            s.cal_due.store(ns.saturating_add(window), Relaxed);
         };
         if cal_ns == 0 || ns < cal_ns || mid <= cal_tsc || after < before {
             return restart(self);

@@ -165,7 +165,7 @@ impl Clock {
     /// timers are due, as `now()` does).
     #[inline]
     pub fn stats_pair(&self) -> (f64, u64) {
-        let before = self.cycles.counter_if_on();
+        let before = self.cycles.bracket_start();
         let (t, ns) = self.now_pair_real();
         let ns = self.cycles.anchor(before, ns);
         if self.is_virtual {
