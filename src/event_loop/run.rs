@@ -300,8 +300,9 @@ impl LoopCore {
             if TIMED {
                 let end = this.clock.stats_ns();
                 *clock = end;
-                if this.stats.end(&timed, end) {
-                    let reported = Self::after_timed(slf, None, Some(&*watcher), &timed, end);
+                let n = this.stats.end(&timed, end);
+                if n != 0 {
+                    let reported = Self::after_timed(slf, None, Some(&*watcher), &timed, end, n);
                     result = result.and(reported);
                 }
             }
@@ -430,11 +431,14 @@ impl LoopCore {
                     .map(drop)
                 };
             }
-            if TIMED {
+            // In a group (`LoopStats::in_group`), no reading: the next
+            // callback starts at the same `clock`.
+            if TIMED && !this.stats.in_group() {
                 let end = this.clock.stats_ns();
                 clock = end;
-                if this.stats.end(&timed, end) {
-                    let reported = Self::after_timed(slf, Some(&handle), None, &timed, end);
+                let n = this.stats.end(&timed, end);
+                if n != 0 {
+                    let reported = Self::after_timed(slf, Some(&handle), None, &timed, end, n);
                     if outcome.is_ok() {
                         outcome = reported;
                     }

@@ -14,7 +14,8 @@
 //!   log-bucket histogram of nanoseconds (`histogram.rs`: four buckets per
 //!   power of two, so a percentile is known within ±12 %), with sum and max.
 //! - duration: from one callback's start to the reading taken right after
-//!   it, which is the next one's start (one reading per callback). An
+//!   it, which is the next one's start (one reading per callback; per
+//!   group of callbacks in a long run of short ones, see groups). An
 //!   iteration that skips the poll with callbacks already queued takes the
 //!   previous iteration's last reading as its clock (`after_poll`,
 //!   `carry`), so a chain of `call_soon` callbacks reads the clock once per
@@ -33,6 +34,22 @@
 //!   its last reading minus its first,
 //!   added once per batch (`batch_done`); poll waits and virtual jumps are
 //!   idle time.
+//! - groups: a reading costs about 15 ns even with the cycle counter (one
+//!   `rdtsc` on a KVM guest), 7 % of a 215 ns `call_soon` callback. So in
+//!   a long run of short callbacks (`GROUP_AFTER`, 64, in a row under
+//!   `SHORT_NS`, 2 µs, each, since the loop's last real reading: no poll,
+//!   no timer due) callbacks are timed in groups of up to `GROUP` (8), one
+//!   reading after each group (`in_group`, `pending`). Inside a group a
+//!   callback's start is the group's start, so its lag is counted from
+//!   there (a `call_soon` stamped meanwhile has lag 0; one from another
+//!   thread up to the group's length less); busy time and iterations stay
+//!   exact. A group that runs past `look_ns` is one slow entry of kind
+//!   "callbacks", "N callbacks, the last <kind> <name>" (the others are not
+//!   known), and ends the run: the next `GROUP_AFTER` callbacks are timed
+//!   singly, so a callback that is slow again is named. A group longer
+//!   than `SHORT_NS` per callback ends the run too. With the blocking
+//!   detector on there are no groups: the watchdog's culprit and the
+//!   blocking report stay exact.
 //! - slow callbacks: the `SLOW_KEEP` longest of at least `SLOW_MIN_NS`,
 //!   described by the Python half (`Loop._stats_describe`: qualified name and
 //!   file:line) only when a callback is longer than the shortest one kept,
@@ -50,16 +67,13 @@
 //! the iteration counter, the carried reading and the batch's busy time
 //! (`after_poll` inlined, its clock reading out of line).
 //! `benchmarks/cg_overhead.py` counts the instructions (about 85 per
-//! `call_soon` callback, +3.5 %); `benchmarks/stats_ab.py` times stats off
-//! and on interleaved. On the KVM guest of 2026-12-03 the `rdtsc` is
-//! nearly all of what remains in time: with the counter read replaced by
-//! a constant, a `call_soon` chain ran at 0.995x of stats off, with it at
-//! about 0.95x (CPU time, median of 501 interleaved repetitions; 0.88x
-//! with `clock_gettime`). One reading per callback is the least that
-//! gives each callback its own duration (the slow callbacks, the
-//! blocking detector): reading once per group of callbacks would trade
-//! that away, and is not done. The loop thread's ident (for the watchdog)
-//! is noted once per `run_forever`.
+//! `call_soon` callback, +3.5 %, under valgrind, where callbacks are too
+//! slow to be grouped); `benchmarks/stats_ab.py` times stats off and on
+//! interleaved. On the KVM guest of 2026-12-03 (CPU time, median of 501
+//! interleaved repetitions) a `call_soon` chain ran at 0.88x of stats off
+//! with `clock_gettime`, 0.93x with one `rdtsc` per callback, 0.96x with
+//! groups. The loop thread's ident (for the watchdog) is noted once per
+//! `run_forever`.
 //!
 //! The Python face (`_stats_*`, the snapshot) is `stats_api.rs`.
 //!
@@ -88,6 +102,13 @@ pub(crate) const SLOW_KEEP: usize = 10;
 /// Shorter callbacks are never slow ones (ns): describing one costs a call
 /// into Python, which a loop of microsecond callbacks should not pay.
 const SLOW_MIN_NS: u64 = 100_000;
+
+/// Callbacks timed together, at most (see "groups" in the module docs).
+const GROUP: u64 = 8;
+/// Short callbacks in a row, timed, before groups begin.
+const GROUP_AFTER: u64 = 64;
+/// A group (or callback) is short below this much per callback (ns).
+const SHORT_NS: u64 = 2_000;
 
 /// Seconds to whole nanoseconds (negative and NaN give 0).
 #[inline]
@@ -177,6 +198,12 @@ pub(crate) struct LoopStats {
     pub(crate) carry: AtomicU64,
     /// The loop thread's `threading.get_ident()`.
     pub(crate) thread_ident: AtomicU64,
+    /// Short callbacks timed in a row since the loop's last real reading
+    /// (0 with the blocking detector on): from `GROUP_AFTER` on, callbacks
+    /// are timed in groups.
+    streak: AtomicU64,
+    /// Callbacks run since the last reading, less one (in a group).
+    pending: AtomicU64,
     /// Bytes through stream transports (TCP, Unix).
     pub(crate) stream: ByteCount,
     /// Bytes through pipe transports (`connect_*_pipe`, subprocess pipes).
@@ -248,6 +275,8 @@ impl LoopStats {
     /// Sets the blocking threshold (ns; 0: no detector).
     pub(crate) fn set_blocking(&self, lp: &LoopCore, ns: u64) {
         self.blocking_ns.store(ns, Relaxed);
+        // No group from now on (the detector times callbacks singly).
+        self.streak.store(0, Relaxed);
         self.update_look();
         self.fresh_start(lp);
         self.sync_on();
@@ -272,19 +301,45 @@ impl LoopStats {
         Started { at, seq }
     }
 
-    /// Bookkeeping after it ended at `end`; true if it needs a closer look
-    /// (`LoopCore::after_timed`): it may be among the slowest, or it went
-    /// past the blocking threshold.
+    /// After a callback, instead of a reading: true if it is timed with
+    /// the next one (in a long run of short callbacks, see the module
+    /// docs), counted in `pending`.
+    #[inline(always)]
+    pub(crate) fn in_group(&self) -> bool {
+        let p = self.pending.load(Relaxed);
+        let group = p + 1 < GROUP && self.streak.load(Relaxed) >= GROUP_AFTER;
+        if group {
+            self.pending.store(p + 1, Relaxed);
+        }
+        group
+    }
+
+    /// Bookkeeping after the callbacks since `s` (one, or a group) ended at
+    /// `end`. Returns how many they were if they need a closer look
+    /// (`LoopCore::after_timed`): they may be among the slowest, or one
+    /// went past the blocking threshold; else 0.
     #[inline]
-    pub(crate) fn end(&self, s: &Started, end: u64) -> bool {
+    pub(crate) fn end(&self, s: &Started, end: u64) -> u64 {
         self.last.store(end, Relaxed);
         if s.seq != 0 {
             self.cur_start.store(0, Relaxed);
         }
+        let n = self.pending.load(Relaxed) + 1;
+        self.pending.store(0, Relaxed);
         // `end >= at` (one monotonic clock); were it not, the wrapped
         // difference only sends the callback to `after_timed`, which
         // saturates.
-        end.wrapping_sub(s.at) >= self.look_ns.load(Relaxed)
+        let took = end.wrapping_sub(s.at);
+        if s.seq == 0 && took < n * SHORT_NS {
+            bump(&self.streak, n);
+        } else {
+            self.streak.store(0, Relaxed);
+        }
+        if took >= self.look_ns.load(Relaxed) {
+            n
+        } else {
+            0
+        }
     }
 
     /// After a batch of callbacks that ran from `start` to `end` (ns):
@@ -403,6 +458,9 @@ impl LoopStats {
     pub(crate) fn reread(&self, lp: &LoopCore) -> (f64, u64) {
         let (secs, now) = lp.clock.stats_pair();
         self.last.store(now, Relaxed);
+        // A group ends here, and the next begins after `GROUP_AFTER` more.
+        self.pending.store(0, Relaxed);
+        self.streak.store(0, Relaxed);
         (secs, now)
     }
 
@@ -431,6 +489,7 @@ impl LoopCore {
         watcher: Option<&dyn super::io::IoWatcher>,
         started: &Started,
         end: u64,
+        n: u64,
     ) -> PyResult<()> {
         let s = &slf.get().stats;
         let took_ns = end.saturating_sub(started.at);
@@ -452,6 +511,15 @@ impl LoopCore {
             },
             (None, Some(w)) => ("io".into(), w.describe(py), String::new()),
             (None, None) => ("callback".into(), "?".into(), String::new()),
+        };
+        // A group: not one callback's time (see the module docs).
+        let (kind, name) = if n > 1 {
+            (
+                "callbacks".into(),
+                format!("{n} callbacks, the last {kind} {name}"),
+            )
+        } else {
+            (kind, name)
         };
         if slow {
             s.add_slow(SlowEntry {
@@ -502,11 +570,11 @@ mod tests {
         s.blocking_ns.store(50, Relaxed);
         s.update_look();
         let started = Started { at: 1000, seq: 1 };
-        assert!(!s.end(&started, 1049));
-        assert!(s.end(&started, 1050));
+        assert_eq!(s.end(&started, 1049), 0);
+        assert_eq!(s.end(&started, 1050), 1);
         s.blocking_ns.store(0, Relaxed);
         s.update_look();
-        assert!(!s.end(&started, 1000 + SLOW_MIN_NS));
-        assert!(s.end(&started, 1001 + SLOW_MIN_NS));
+        assert_eq!(s.end(&started, 1000 + SLOW_MIN_NS), 0);
+        assert_eq!(s.end(&started, 1001 + SLOW_MIN_NS), 1);
     }
 }
