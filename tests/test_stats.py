@@ -558,3 +558,46 @@ def test_a_timer_due_in_a_long_call_soon_chain_runs_in_it_never_early(oxloop, st
         _run(loop, main())
     finally:
         loop.close()
+
+
+@pytest.mark.blocking_on_purpose
+@pytest.mark.parametrize("detector", [False, True], ids=["stats", "stats+detector"])
+def test_a_slow_callback_in_a_long_chain_of_short_ones_is_reported(oxloop, detector):
+    # Past 64 short callbacks in a row the loop times them in groups of up
+    # to 8: a slow one among them shows as its group ("callbacks", at
+    # least as long as it); with the blocking detector on, every callback
+    # is timed singly, so it shows under its own name.
+    loop = oxloop.new_event_loop(stats=True)
+    if detector:
+        loop.set_blocking_threshold(10.0)
+
+    def slow_step():
+        time.sleep(0.005)
+
+    async def main():
+        done = loop.create_future()
+        left = [300]
+
+        def step():
+            left[0] -= 1
+            if left[0] == 150:
+                loop.call_soon(slow_step)
+            if left[0] > 0:
+                loop.call_soon(step)
+            else:
+                done.set_result(None)
+
+        loop.call_soon(step)
+        await done
+
+    try:
+        _run(loop, main())
+        slow = loop.stats()["slow_callbacks"]
+    finally:
+        loop.close()
+    mine = [s for s in slow if s["name"].endswith(".slow_step")]
+    if detector:
+        assert len(mine) == 1 and mine[0]["kind"] == "callback", slow
+    else:
+        mine += [s for s in slow if s["kind"] == "callbacks"]
+    assert mine and max(s["duration_ms"] for s in mine) >= 5, slow
