@@ -150,7 +150,8 @@ impl ByteCount {
 pub(crate) struct SlowEntry {
     /// How long it ran, in seconds.
     pub(crate) seconds: f64,
-    /// "callback", "task" or "io".
+    /// "callback", "task", "io", or "callbacks" (a group, see the module
+    /// docs).
     pub(crate) kind: String,
     /// Qualified name (a task: its coroutine's).
     pub(crate) name: String,
