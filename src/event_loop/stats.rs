@@ -39,7 +39,8 @@
 //!   a long run of short callbacks (`GROUP_AFTER`, 64, in a row under
 //!   `SHORT_NS`, 2 µs, each, since the loop's last real reading: no poll,
 //!   no timer due) callbacks are timed in groups of up to `GROUP` (8), one
-//!   reading after each group (`in_group`, `pending`). Inside a group a
+//!   reading after each group (`end` arms `skips`, `in_group` takes
+//!   them). Inside a group a
 //!   callback's start is the group's start, so its lag is counted from
 //!   there (a `call_soon` stamped meanwhile has lag 0; one from another
 //!   thread up to the group's length less); busy time and iterations stay
@@ -203,8 +204,10 @@ pub(crate) struct LoopStats {
     /// (0 with the blocking detector on): from `GROUP_AFTER` on, callbacks
     /// are timed in groups.
     streak: AtomicU64,
-    /// Callbacks run since the last reading, less one (in a group).
-    pending: AtomicU64,
+    /// Readings still to skip in the group that runs (`in_group`).
+    skips: AtomicU64,
+    /// Readings the group was given to skip (its size less one; 0: none).
+    armed: AtomicU64,
     /// Bytes through stream transports (TCP, Unix).
     pub(crate) stream: ByteCount,
     /// Bytes through pipe transports (`connect_*_pipe`, subprocess pipes).
@@ -277,7 +280,7 @@ impl LoopStats {
     pub(crate) fn set_blocking(&self, lp: &LoopCore, ns: u64) {
         self.blocking_ns.store(ns, Relaxed);
         // No group from now on (the detector times callbacks singly).
-        self.streak.store(0, Relaxed);
+        self.end_group();
         self.update_look();
         self.fresh_start(lp);
         self.sync_on();
@@ -304,15 +307,22 @@ impl LoopStats {
 
     /// After a callback, instead of a reading: true if it is timed with
     /// the next one (in a long run of short callbacks, see the module
-    /// docs), counted in `pending`.
+    /// docs): one of the `skips` that `end` armed.
     #[inline(always)]
     pub(crate) fn in_group(&self) -> bool {
-        let p = self.pending.load(Relaxed);
-        let group = p + 1 < GROUP && self.streak.load(Relaxed) >= GROUP_AFTER;
-        if group {
-            self.pending.store(p + 1, Relaxed);
+        let k = self.skips.load(Relaxed);
+        if k != 0 {
+            self.skips.store(k - 1, Relaxed);
         }
-        group
+        k != 0
+    }
+
+    /// Ends the run of short callbacks (and the group, if one runs).
+    #[inline]
+    fn end_group(&self) {
+        self.streak.store(0, Relaxed);
+        self.skips.store(0, Relaxed);
+        self.armed.store(0, Relaxed);
     }
 
     /// Bookkeeping after the callbacks since `s` (one, or a group) ended at
@@ -325,16 +335,22 @@ impl LoopStats {
         if s.seq != 0 {
             self.cur_start.store(0, Relaxed);
         }
-        let n = self.pending.load(Relaxed) + 1;
-        self.pending.store(0, Relaxed);
+        // The callbacks since the last reading: the group's skips, all
+        // taken (a real reading in between ends the group: `read_done`).
+        let n = self.armed.load(Relaxed) + 1;
         // `end >= at` (one monotonic clock); were it not, the wrapped
         // difference only sends the callback to `after_timed`, which
         // saturates.
         let took = end.wrapping_sub(s.at);
         if s.seq == 0 && took < n * SHORT_NS {
-            bump(&self.streak, n);
+            let streak = self.streak.load(Relaxed) + n;
+            self.streak.store(streak, Relaxed);
+            // Long enough a run: the next callbacks form a group.
+            let arm = if streak >= GROUP_AFTER { GROUP - 1 } else { 0 };
+            self.skips.store(arm, Relaxed);
+            self.armed.store(arm, Relaxed);
         } else {
-            self.streak.store(0, Relaxed);
+            self.end_group();
         }
         if took >= self.look_ns.load(Relaxed) {
             n
@@ -460,8 +476,7 @@ impl LoopStats {
         let (secs, now) = lp.clock.stats_pair();
         self.last.store(now, Relaxed);
         // A group ends here, and the next begins after `GROUP_AFTER` more.
-        self.pending.store(0, Relaxed);
-        self.streak.store(0, Relaxed);
+        self.end_group();
         (secs, now)
     }
 
@@ -562,6 +577,35 @@ mod tests {
         assert_eq!(slow[SLOW_KEEP - 1].seconds, 10.0);
         assert_eq!(s.slow_floor.load(Relaxed), nanos(10.0));
         assert_eq!(s.look_ns.load(Relaxed), nanos(10.0) + 1);
+    }
+
+    #[test]
+    fn a_run_of_short_callbacks_is_timed_in_groups() {
+        let s = LoopStats::new();
+        let mut at = 1_000;
+        let mut short = |s: &LoopStats, n: u64| {
+            let started = Started { at, seq: 0 };
+            at += n * 100;
+            s.end(&started, at)
+        };
+        for _ in 0..GROUP_AFTER {
+            assert!(!s.in_group());
+            assert_eq!(short(&s, 1), 0);
+        }
+        // Now a group: GROUP - 1 readings skipped, then one.
+        for _ in 0..GROUP - 1 {
+            assert!(s.in_group());
+        }
+        assert!(!s.in_group());
+        assert_eq!(short(&s, GROUP), 0);
+        // A slow group is reported with its size and ends the run.
+        for _ in 0..GROUP - 1 {
+            assert!(s.in_group());
+        }
+        let started = Started { at: 0, seq: 0 };
+        assert_eq!(s.end(&started, SLOW_MIN_NS + 1), GROUP);
+        assert!(!s.in_group());
+        assert_eq!(s.streak.load(Relaxed), 0);
     }
 
     #[test]
