@@ -76,7 +76,8 @@
 //! 0.98x with groups. The loop thread's ident (for the watchdog) is noted once per
 //! `run_forever`.
 //!
-//! The Python face (`_stats_*`, the snapshot) is `stats_api.rs`.
+//! The Python face (`_stats_*`, the snapshot, and `LoopCore::after_timed`,
+//! which describes and reports a slow callback) is `stats_api.rs`.
 //!
 //! Invariants:
 //! - Counters and the histogram are written only by the loop's thread and
@@ -93,7 +94,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
-use pyo3::prelude::*;
 
 use super::histogram::{bump, Histogram};
 use super::LoopCore;
@@ -487,72 +487,6 @@ impl LoopStats {
         // SAFETY: pthread_self has no preconditions.
         let me = unsafe { libc::pthread_self() } as u64;
         self.thread_ident.store(me, Relaxed);
-    }
-}
-
-impl LoopCore {
-    /// After a timed callback (`handle`) or native watcher (`watcher`) that
-    /// started as `started`, ended at `end` and that `LoopStats::end` found
-    /// worth a look: keeps it if it is among the slowest (described by
-    /// `Loop._stats_describe`) and reports it if it went past the blocking
-    /// threshold (`Loop._stats_blocked`). Only the report's error is
-    /// returned; a failed description is replaced by "?" unless it must
-    /// propagate.
-    #[cold]
-    pub(super) fn after_timed(
-        slf: &Bound<'_, Self>,
-        handle: Option<&Py<crate::handles::Handle>>,
-        watcher: Option<&dyn super::io::IoWatcher>,
-        started: &Started,
-        end: u64,
-        n: u64,
-    ) -> PyResult<()> {
-        let s = &slf.get().stats;
-        let took_ns = end.saturating_sub(started.at);
-        let slow = took_ns > s.slow_floor.load(Relaxed);
-        let blocked = started.seq != 0 && took_ns >= s.blocking_ns.load(Relaxed);
-        if blocked {
-            bump(&s.blocked, 1);
-        }
-        let took = took_ns as f64 / 1e9;
-        let py = slf.py();
-        let (kind, name, location) = match (handle, watcher) {
-            (Some(h), _) => match slf
-                .call_method1(pyo3::intern!(py, "_stats_describe"), (h,))
-                .and_then(|d| d.extract::<(String, String, String)>())
-            {
-                Ok(d) => d,
-                Err(e) if crate::errors::must_propagate(py, &e) => return Err(e),
-                Err(_) => ("callback".into(), "?".into(), String::new()),
-            },
-            (None, Some(w)) => ("io".into(), w.describe(py), String::new()),
-            (None, None) => ("callback".into(), "?".into(), String::new()),
-        };
-        // A group: not one callback's time (see the module docs).
-        let (kind, name) = if n > 1 {
-            (
-                "callbacks".into(),
-                format!("{n} callbacks, the last {kind} {name}"),
-            )
-        } else {
-            (kind, name)
-        };
-        if slow {
-            s.add_slow(SlowEntry {
-                seconds: took,
-                kind: kind.clone(),
-                name: name.clone(),
-                location: location.clone(),
-            });
-        }
-        if blocked {
-            let handle = handle.map(|h| h.clone_ref(py));
-            slf.call_method1(
-                pyo3::intern!(py, "_stats_blocked"),
-                (handle, started.seq, took, kind, name, location),
-            )?;
-        }
-        Ok(())
     }
 }
 

@@ -2,13 +2,16 @@
 //! `python/oxloop/_stats.py` calls to turn stats on and off, set the
 //! blocking threshold, probe the running callback (the watchdog) and read
 //! a snapshot (`loop.stats()`). None of them holds a lock while Python runs.
+//! And the loop's way back into Python after a slow callback
+//! (`LoopCore::after_timed`).
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::stats::nanos;
+use super::histogram::bump;
+use super::stats::{nanos, SlowEntry, Started};
 use super::LoopCore;
 
 /// `{"bytes_in": rx, "bytes_out": tx}`, as each transport's
@@ -135,4 +138,70 @@ pub(crate) fn _stats_snapshot<'py>(lp: &Bound<'py, LoopCore>) -> PyResult<Bound<
     tr.set_item("bytes_out", tx)?;
     d.set_item("transports", tr)?;
     Ok(d)
+}
+
+impl LoopCore {
+    /// After a timed callback (`handle`) or native watcher (`watcher`) that
+    /// started as `started`, ended at `end` and that `LoopStats::end` found
+    /// worth a look: keeps it if it is among the slowest (described by
+    /// `Loop._stats_describe`) and reports it if it went past the blocking
+    /// threshold (`Loop._stats_blocked`). Only the report's error is
+    /// returned; a failed description is replaced by "?" unless it must
+    /// propagate.
+    #[cold]
+    pub(super) fn after_timed(
+        slf: &Bound<'_, Self>,
+        handle: Option<&Py<crate::handles::Handle>>,
+        watcher: Option<&dyn super::io::IoWatcher>,
+        started: &Started,
+        end: u64,
+        n: u64,
+    ) -> PyResult<()> {
+        let s = &slf.get().stats;
+        let took_ns = end.saturating_sub(started.at);
+        let slow = took_ns > s.slow_floor.load(Relaxed);
+        let blocked = started.seq != 0 && took_ns >= s.blocking_ns.load(Relaxed);
+        if blocked {
+            bump(&s.blocked, 1);
+        }
+        let took = took_ns as f64 / 1e9;
+        let py = slf.py();
+        let (kind, name, location) = match (handle, watcher) {
+            (Some(h), _) => match slf
+                .call_method1(pyo3::intern!(py, "_stats_describe"), (h,))
+                .and_then(|d| d.extract::<(String, String, String)>())
+            {
+                Ok(d) => d,
+                Err(e) if crate::errors::must_propagate(py, &e) => return Err(e),
+                Err(_) => ("callback".into(), "?".into(), String::new()),
+            },
+            (None, Some(w)) => ("io".into(), w.describe(py), String::new()),
+            (None, None) => ("callback".into(), "?".into(), String::new()),
+        };
+        // A group: not one callback's time (see the module docs).
+        let (kind, name) = if n > 1 {
+            (
+                "callbacks".into(),
+                format!("{n} callbacks, the last {kind} {name}"),
+            )
+        } else {
+            (kind, name)
+        };
+        if slow {
+            s.add_slow(SlowEntry {
+                seconds: took,
+                kind: kind.clone(),
+                name: name.clone(),
+                location: location.clone(),
+            });
+        }
+        if blocked {
+            let handle = handle.map(|h| h.clone_ref(py));
+            slf.call_method1(
+                pyo3::intern!(py, "_stats_blocked"),
+                (handle, started.seq, took, kind, name, location),
+            )?;
+        }
+        Ok(())
+    }
 }
