@@ -67,8 +67,8 @@
 //! counter), one histogram sample and a few relaxed stores; per iteration:
 //! the iteration counter, the carried reading and the batch's busy time
 //! (`after_poll` inlined, its clock reading out of line).
-//! `benchmarks/cg_overhead.py` counts the instructions (about 85 per
-//! `call_soon` callback, +3.5 %, under valgrind, where callbacks are too
+//! `benchmarks/cg_overhead.py` counts the instructions (about 110 per
+//! `call_soon` callback, +4.6 %, under valgrind, where callbacks are too
 //! slow to be grouped); `benchmarks/stats_ab.py` times stats off and on
 //! interleaved. On the KVM guest of 2026-12-03 (CPU time, median of 501
 //! interleaved repetitions) a `call_soon` chain ran at 0.88x of stats off
