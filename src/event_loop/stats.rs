@@ -73,8 +73,8 @@
 //! interleaved. On the KVM guest of 2026-12-03 (CPU time, median of 501
 //! interleaved repetitions) a `call_soon` chain ran at 0.88x of stats off
 //! with `clock_gettime`, 0.93x with one `rdtsc` per callback, 0.96x to
-//! 0.98x with groups. The loop thread's ident (for the watchdog) is noted once per
-//! `run_forever`.
+//! 0.98x with groups. The loop thread's ident (for the watchdog) is noted
+//! once per `run_forever`.
 //!
 //! The Python face (`_stats_*`, the snapshot, and `LoopCore::after_timed`,
 //! which describes and reports a slow callback) is `stats_api.rs`.
