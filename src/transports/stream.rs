@@ -15,10 +15,9 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
-use super::addr_to_py;
 use super::flow::{FlowControl, WriteBuffer};
 use super::recv_bytes::ReadSizeHint;
-use super::stream_state::{Sock, St};
+use super::stream_state::{LazyAddr, Sock, St};
 use crate::contexts::run_in;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::{LoopCore, Registration};
@@ -114,26 +113,16 @@ impl IoWatcher for Watch {
     }
 }
 
-fn addr_or_none(py: Python<'_>, addr: std::io::Result<RawAddr>) -> Option<Py<PyAny>> {
-    addr.ok()
-        .and_then(|a| addr_to_py(py, addr::decode(&a)).ok())
-        .map(Bound::unbind)
-}
-
 impl StreamTransport {
     pub(crate) fn new_state(
-        py: Python<'_>,
         lp: Py<LoopCore>,
         fd: RawFd,
         sock: Sock,
         peer: Option<RawAddr>,
         name: &'static str,
     ) -> St {
-        let sockname = addr_or_none(py, addr::local_addr(fd));
-        let peername = match peer {
-            Some(a) => addr_or_none(py, Ok(a)),
-            None => addr_or_none(py, addr::peer_addr(fd)),
-        };
+        let sockname = LazyAddr::of(addr::local_addr(fd));
+        let peername = LazyAddr::of(peer.ok_or(()).or_else(|()| addr::peer_addr(fd)));
         St {
             fd,
             fileno: fd,
@@ -185,7 +174,7 @@ impl StreamTransport {
         } else {
             "TCPTransport"
         };
-        let mut st = Self::new_state(py, lp, raw, Sock::Rust(fd), Some(peer), name);
+        let mut st = Self::new_state(lp, raw, Sock::Rust(fd), Some(peer), name);
         st.sock_kind = (family, libc::SOCK_STREAM, proto);
         Py::new(py, Self::with_state(st))
     }
