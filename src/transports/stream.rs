@@ -107,7 +107,7 @@ impl IoWatcher for Watch {
 
     fn describe(&self, _py: Python<'_>) -> String {
         match self.0.get().st.try_lock() {
-            Some(st) => format!("transport <{} fd={}>", st.name, st.fd),
+            Some(st) => format!("transport <{} fd={}>", st.class_name(), st.fd),
             None => "transport".into(),
         }
     }
@@ -119,7 +119,7 @@ impl StreamTransport {
         fd: RawFd,
         sock: Sock,
         peer: Option<RawAddr>,
-        name: &'static str,
+        unix: bool,
     ) -> St {
         let sockname = LazyAddr::of(addr::local_addr(fd));
         let peername = LazyAddr::of(peer.ok_or(()).or_else(|()| addr::peer_addr(fd)));
@@ -147,7 +147,7 @@ impl StreamTransport {
             extra_socket: None,
             empty_waiter: None,
             sendfile: None,
-            name,
+            unix,
             ctx: None,
             read_ctx: None,
             write_ctx: None,
@@ -169,12 +169,8 @@ impl StreamTransport {
             let _ = net::set_nodelay(raw);
         }
         let family = peer.family();
-        let name = if family == libc::AF_UNIX {
-            "UnixTransport"
-        } else {
-            "TCPTransport"
-        };
-        let mut st = Self::new_state(lp, raw, Sock::Rust(fd), Some(peer), name);
+        let unix = family == libc::AF_UNIX;
+        let mut st = Self::new_state(lp, raw, Sock::Rust(fd), Some(peer), unix);
         st.sock_kind = (family, libc::SOCK_STREAM, proto);
         Py::new(py, Self::with_state(st))
     }

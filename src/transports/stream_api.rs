@@ -65,17 +65,12 @@ impl StreamTransport {
         if nodelay {
             net::set_nodelay(fd).map_err(errors::os_error)?;
         }
-        let name = if name == "UnixTransport" {
-            "UnixTransport"
-        } else {
-            "TCPTransport"
-        };
         let st = Self::new_state(
             lp.unbind(),
             fd,
             Sock::Python(sock.clone().unbind()),
             None,
-            name,
+            name == "UnixTransport",
         );
         let mut st = st;
         st.extra_socket = Some(

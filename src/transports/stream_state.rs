@@ -162,10 +162,12 @@ pub(crate) struct St {
     pub(crate) extra_socket: Option<Py<PyAny>>,
     /// Resolved when the write buffer is empty (used by `sendfile`).
     pub(crate) empty_waiter: Option<Py<PyAny>>,
-    /// The `sendfile` in progress.
-    pub(crate) sendfile: Option<SendfileOp>,
-    /// The class name shown in reprs.
-    pub(crate) name: &'static str,
+    /// The `sendfile` in progress (boxed: rare, and every connection
+    /// holds the field).
+    pub(crate) sendfile: Option<Box<SendfileOp>>,
+    /// A Unix socket (`UnixTransport` in descriptions, else
+    /// `TCPTransport`).
+    pub(crate) unix: bool,
     /// The transport's own context (3.15+'s transports of `create_server`
     /// and `create_connection`): every callback runs in it. See `contexts`.
     pub(crate) ctx: Option<Py<PyAny>>,
@@ -192,6 +194,15 @@ impl St {
     #[inline]
     pub(crate) fn reading_active(&self) -> bool {
         self.started && !self.paused && !self.closing && !self.read_eof && self.conn_lost == 0
+    }
+
+    /// The transport's class name, for descriptions.
+    pub(crate) fn class_name(&self) -> &'static str {
+        if self.unix {
+            "UnixTransport"
+        } else {
+            "TCPTransport"
+        }
     }
 
     pub(crate) fn lp<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
