@@ -62,14 +62,17 @@ class _CoreMethod:
     one native call, and a connection that never uses the method never
     holds the bound method (72 bytes)."""
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "inherited")
 
     def __set_name__(self, owner, name):
         self.name = name
+        # On the class, the method is the asyncio base class's (what
+        # introspection and autospec see, as before).
+        self.inherited = getattr(super(owner, owner), name)
 
     def __get__(self, transport, owner=None):
         if transport is None:
-            return getattr(_core.StreamTransport, self.name)
+            return self.inherited
         method = getattr(transport._core, self.name)
         setattr(transport, self.name, method)
         return method
