@@ -13,6 +13,7 @@ socket at the other end of each connection."""
 
 import asyncio
 import os
+import shutil
 import socket
 import ssl
 import sys
@@ -25,6 +26,14 @@ from netutil import stdlib_keycert
 FAMILIES = ["v4", "v6", "v6scope", "unix", "unix_abstract", "unix_undecodable"]
 MODES = ["accepted", "connected", "wrapped", "connect_accepted",
          "tls_accepted", "tls_wrapped"]
+
+
+@pytest.fixture
+def short_tmp():
+    """A directory with a path short enough for Unix socket names."""
+    path = tempfile.mkdtemp()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _link_local():
@@ -221,9 +230,8 @@ async def open_transport(fam, mode, lsock):
 @pytest.mark.parametrize("ask_while_open", [True, False], ids=["open", "after_close"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_sockname_and_peername(loop, family, mode, ask_while_open):
-    tmp = tempfile.mkdtemp()
-    fam = Family(family, tmp)
+def test_sockname_and_peername(loop, family, mode, ask_while_open, short_tmp):
+    fam = Family(family, short_tmp)
     if mode.startswith("tls") and family not in ("v4", "v6scope", "unix_abstract"):
         pytest.skip("TLS is covered on one address shape of each family")
 
@@ -255,7 +263,7 @@ def test_sockname_and_peername(loop, family, mode, ask_while_open):
     loop.run_until_complete(main())
 
 
-def test_expected_shapes(loop):
+def test_expected_shapes(loop, short_tmp):
     """The shapes themselves, on a TCP and a Unix connection (so a broken
     `socket` module could not make the comparisons above vacuous)."""
 
@@ -273,7 +281,7 @@ def test_expected_shapes(loop):
             close()
         lsock.close()
 
-        tmp = tempfile.mkdtemp()
+        tmp = short_tmp
         fam = Family("unix", tmp)
         lsock = fam.listener()
         tr, proto, _, _, closers = await open_transport(fam, "accepted", lsock)
