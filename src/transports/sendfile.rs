@@ -30,9 +30,9 @@ enum Outcome {
     /// Waiting for writability.
     Pending,
     /// Finished (all sent, end of file, or the future was cancelled).
-    Done(SendfileOp),
+    Done(Box<SendfileOp>),
     /// Failed with this error.
-    Failed(SendfileOp, PyErr),
+    Failed(Box<SendfileOp>, PyErr),
 }
 
 impl StreamTransport {
@@ -174,14 +174,14 @@ impl StreamTransport {
                     "sendfile is already in progress",
                 ));
             }
-            st.sendfile = Some(SendfileOp {
+            st.sendfile = Some(Box::new(SendfileOp {
                 in_fd,
                 offset,
                 start: offset,
                 count: (count > 0).then_some(count),
                 sent: 0,
                 fut: fut.unbind(),
-            });
+            }));
         }
         Self::sendfile_step(slf)
     }

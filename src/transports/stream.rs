@@ -15,10 +15,9 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
-use super::addr_to_py;
 use super::flow::{FlowControl, WriteBuffer};
 use super::recv_bytes::ReadSizeHint;
-use super::stream_state::{Sock, St};
+use super::stream_state::{LazyAddr, Sock, St};
 use crate::contexts::run_in;
 use crate::event_loop::io::IoWatcher;
 use crate::event_loop::{LoopCore, Registration};
@@ -108,32 +107,22 @@ impl IoWatcher for Watch {
 
     fn describe(&self, _py: Python<'_>) -> String {
         match self.0.get().st.try_lock() {
-            Some(st) => format!("transport <{} fd={}>", st.name, st.fd),
+            Some(st) => format!("transport <{} fd={}>", st.class_name(), st.fd),
             None => "transport".into(),
         }
     }
 }
 
-fn addr_or_none(py: Python<'_>, addr: std::io::Result<RawAddr>) -> Option<Py<PyAny>> {
-    addr.ok()
-        .and_then(|a| addr_to_py(py, addr::decode(&a)).ok())
-        .map(Bound::unbind)
-}
-
 impl StreamTransport {
     pub(crate) fn new_state(
-        py: Python<'_>,
         lp: Py<LoopCore>,
         fd: RawFd,
         sock: Sock,
         peer: Option<RawAddr>,
-        name: &'static str,
+        unix: bool,
     ) -> St {
-        let sockname = addr_or_none(py, addr::local_addr(fd));
-        let peername = match peer {
-            Some(a) => addr_or_none(py, Ok(a)),
-            None => addr_or_none(py, addr::peer_addr(fd)),
-        };
+        let sockname = LazyAddr::of(addr::local_addr(fd));
+        let peername = LazyAddr::of(peer.ok_or(()).or_else(|()| addr::peer_addr(fd)));
         St {
             fd,
             fileno: fd,
@@ -158,7 +147,7 @@ impl StreamTransport {
             extra_socket: None,
             empty_waiter: None,
             sendfile: None,
-            name,
+            unix,
             ctx: None,
             read_ctx: None,
             write_ctx: None,
@@ -180,12 +169,8 @@ impl StreamTransport {
             let _ = net::set_nodelay(raw);
         }
         let family = peer.family();
-        let name = if family == libc::AF_UNIX {
-            "UnixTransport"
-        } else {
-            "TCPTransport"
-        };
-        let mut st = Self::new_state(py, lp, raw, Sock::Rust(fd), Some(peer), name);
+        let unix = family == libc::AF_UNIX;
+        let mut st = Self::new_state(lp, raw, Sock::Rust(fd), Some(peer), unix);
         st.sock_kind = (family, libc::SOCK_STREAM, proto);
         Py::new(py, Self::with_state(st))
     }

@@ -10,14 +10,41 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use super::addr_to_py;
 use super::pyobjs::{cached, TRANSPORT_SOCKET};
 use super::stream::StreamTransport;
-use super::stream_state::{ProtoKind, Sock};
+use super::stream_state::{LazyAddr, ProtoKind, Sock, St};
 use crate::contexts::fixed_or_copy;
 use crate::errors;
 use crate::event_loop::LoopCore;
 use crate::reactor::net;
 use crate::reactor::Want;
+
+impl StreamTransport {
+    /// `get_extra_info('sockname'/'peername')`: the name's Python value,
+    /// built on the first call (outside the lock) and kept.
+    fn extra_addr(
+        slf: &Bound<'_, Self>,
+        slot: fn(&mut St) -> &mut LazyAddr,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let raw = match slot(&mut slf.get().st.lock()) {
+            LazyAddr::Py(o) => return Ok(o.clone_ref(py)),
+            LazyAddr::Raw(a) => a.clone(),
+        };
+        let obj = addr_to_py(py, raw.decode())?.unbind();
+        let mut st = slf.get().st.lock();
+        let slot = slot(&mut st);
+        match slot {
+            // Another thread built it first: hand out the kept one.
+            LazyAddr::Py(o) => Ok(o.clone_ref(py)),
+            LazyAddr::Raw(_) => {
+                *slot = LazyAddr::Py(obj.clone_ref(py));
+                Ok(obj)
+            }
+        }
+    }
+}
 
 #[pymethods]
 impl StreamTransport {
@@ -38,18 +65,12 @@ impl StreamTransport {
         if nodelay {
             net::set_nodelay(fd).map_err(errors::os_error)?;
         }
-        let name = if name == "UnixTransport" {
-            "UnixTransport"
-        } else {
-            "TCPTransport"
-        };
         let st = Self::new_state(
-            py,
             lp.unbind(),
             fd,
             Sock::Python(sock.clone().unbind()),
             None,
-            name,
+            name == "UnixTransport",
         );
         let mut st = st;
         st.extra_socket = Some(
@@ -222,8 +243,14 @@ impl StreamTransport {
         };
         let st = slf.get().st.lock();
         Ok(match name.to_str()? {
-            "peername" => st.peername.as_ref().map(|p| p.clone_ref(py)),
-            "sockname" => st.sockname.as_ref().map(|p| p.clone_ref(py)),
+            "peername" => {
+                drop(st);
+                return Self::extra_addr(slf, |st| &mut st.peername).map(Some);
+            }
+            "sockname" => {
+                drop(st);
+                return Self::extra_addr(slf, |st| &mut st.sockname).map(Some);
+            }
             "oxloop_stats" => {
                 let this = slf.get();
                 let d = pyo3::types::PyDict::new(py);
@@ -340,8 +367,8 @@ impl StreamTransport {
             &st.wrapper.as_ref(),
             &st.protocol.as_ref(),
             &st.server.as_ref(),
-            &st.sockname.as_ref(),
-            &st.peername.as_ref(),
+            &st.sockname.built(),
+            &st.peername.built(),
             &st.extra_socket.as_ref(),
             &st.empty_waiter.as_ref(),
             &st.ctx.as_ref(),

@@ -11,6 +11,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use super::flow::{FlowControl, WriteBuffer};
 use super::pyobjs::set_exception_unless_done;
 use crate::event_loop::{LoopCore, Registration};
+use crate::reactor::addr::{RawAddr, SockAddr};
 use crate::reactor::net;
 
 /// Who owns the socket.
@@ -80,6 +81,39 @@ impl ProtoKind {
     }
 }
 
+/// A socket name (`sockname`, `peername`) as the transport keeps it:
+/// the compact address read when the transport was made (as asyncio reads
+/// both into `_extra` at construction, so they outlive the socket), turned
+/// into its Python value on the first `get_extra_info` and that value kept,
+/// so every later call returns the same object, as asyncio's dict does.
+/// An idle connection whose names nobody asks for holds no Python objects
+/// for them.
+pub(crate) enum LazyAddr {
+    /// Not asked for yet.
+    Raw(SockAddr),
+    /// The Python value (`None` if the name could not be read).
+    Py(Py<PyAny>),
+}
+
+impl LazyAddr {
+    /// What `getsockname`/`getpeername` returned; a failed call is
+    /// `None`, as asyncio stores for a `socket.error`.
+    pub(crate) fn of(addr: std::io::Result<RawAddr>) -> Self {
+        Self::Raw(match addr {
+            Ok(a) => SockAddr::from_raw(&a),
+            Err(_) => SockAddr::None,
+        })
+    }
+
+    /// The Python object, if built already.
+    pub(crate) fn built(&self) -> Option<&Py<PyAny>> {
+        match self {
+            Self::Py(o) => Some(o),
+            Self::Raw(_) => None,
+        }
+    }
+}
+
 /// The mutable state of a transport.
 pub(crate) struct St {
     /// The socket's fd (-1 once closed).
@@ -120,18 +154,20 @@ pub(crate) struct St {
     pub(crate) wbuf: WriteBuffer,
     /// Write-buffer limits.
     pub(crate) flow: FlowControl,
-    /// `get_extra_info('sockname')`.
-    pub(crate) sockname: Option<Py<PyAny>>,
-    /// `get_extra_info('peername')`.
-    pub(crate) peername: Option<Py<PyAny>>,
+    /// `get_extra_info('sockname')`, read when the transport was made.
+    pub(crate) sockname: LazyAddr,
+    /// `get_extra_info('peername')`, read when the transport was made.
+    pub(crate) peername: LazyAddr,
     /// `get_extra_info('socket')`, made on first use.
     pub(crate) extra_socket: Option<Py<PyAny>>,
     /// Resolved when the write buffer is empty (used by `sendfile`).
     pub(crate) empty_waiter: Option<Py<PyAny>>,
-    /// The `sendfile` in progress.
-    pub(crate) sendfile: Option<SendfileOp>,
-    /// The class name shown in reprs.
-    pub(crate) name: &'static str,
+    /// The `sendfile` in progress (boxed: rare, and every connection
+    /// holds the field).
+    pub(crate) sendfile: Option<Box<SendfileOp>>,
+    /// A Unix socket (`UnixTransport` in descriptions, else
+    /// `TCPTransport`).
+    pub(crate) unix: bool,
     /// The transport's own context (3.15+'s transports of `create_server`
     /// and `create_connection`): every callback runs in it. See `contexts`.
     pub(crate) ctx: Option<Py<PyAny>>,
@@ -158,6 +194,15 @@ impl St {
     #[inline]
     pub(crate) fn reading_active(&self) -> bool {
         self.started && !self.paused && !self.closing && !self.read_eof && self.conn_lost == 0
+    }
+
+    /// The transport's class name, for descriptions.
+    pub(crate) fn class_name(&self) -> &'static str {
+        if self.unix {
+            "UnixTransport"
+        } else {
+            "TCPTransport"
+        }
     }
 
     pub(crate) fn lp<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
@@ -218,5 +263,27 @@ impl SendfileOp {
         self.update_filepos();
         let e = pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
         set_exception_unless_done(self.fut.bind(py), e.value(py))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_sizes() {
+        // What every connection holds natively (see issue 9's memory row).
+        println!("St = {}", std::mem::size_of::<St>());
+        println!("LazyAddr = {}", std::mem::size_of::<LazyAddr>());
+        println!("WriteBuffer = {}", std::mem::size_of::<WriteBuffer>());
+        println!("FlowControl = {}", std::mem::size_of::<FlowControl>());
+        println!("Registration = {}", std::mem::size_of::<Registration>());
+        println!("Sock = {}", std::mem::size_of::<Sock>());
+        println!("ProtoKind = {}", std::mem::size_of::<Option<ProtoKind>>());
+        println!(
+            "StreamTransport = {}",
+            std::mem::size_of::<super::super::stream::StreamTransport>()
+        );
+        assert!(std::mem::size_of::<LazyAddr>() <= 32);
     }
 }
