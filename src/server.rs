@@ -25,14 +25,13 @@
 
 use std::io::ErrorKind;
 use std::os::fd::RawFd;
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::event_loop::io::IoWatcher;
+use crate::event_loop::io::{Watch, Watched};
 use crate::event_loop::{LoopCore, Registration};
 use crate::internal_call::InternalCall;
 use crate::reactor::{net, Readiness, Want};
@@ -83,23 +82,16 @@ pub struct StreamListener {
     st: Mutex<LSt>,
 }
 
-/// The loop's handle on a listener.
-struct Watch(Py<StreamListener>);
-
-impl IoWatcher for Watch {
-    fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
+impl Watched for StreamListener {
+    fn on_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
         if ready.for_reader() {
-            StreamListener::accept_ready(self.0.bind(py), lp)?;
+            Self::accept_ready(slf, lp)?;
         }
         Ok(())
     }
 
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.0)
-    }
-
-    fn describe(&self, _py: Python<'_>) -> String {
-        match self.0.get().st.try_lock() {
+    fn describe(&self) -> String {
+        match self.st.try_lock() {
             Some(st) => format!("server <listening socket fd={}>", st.fd),
             None => "server".into(),
         }
@@ -117,9 +109,8 @@ impl StreamListener {
             return Ok(());
         };
         let fd = st.fd;
-        st.reg.set_interest(lp.get(), fd, Want::Read, || {
-            Arc::new(Watch(slf.clone().unbind()))
-        })
+        st.reg
+            .set_interest(lp.get(), fd, Want::Read, || Watch::of(slf))
     }
 
     fn accept_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>) -> PyResult<()> {

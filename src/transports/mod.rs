@@ -65,6 +65,7 @@ pub(crate) mod core;
 pub mod flow;
 pub mod lifecycle;
 pub mod pipe;
+pub mod pipe_api;
 pub mod pipe_io;
 pub mod pyobjs;
 pub mod read;
