@@ -121,21 +121,53 @@ impl ByteCore {
         self.wbuf.traverse(visit)
     }
 
-    /// Takes the references `__clear__` lets go of (drop them after the
-    /// lock is released).
-    pub(crate) fn take_refs(&mut self) -> (Option<Py<LoopCore>>, [Option<Py<PyAny>>; 5]) {
-        (
-            self.lp.take(),
-            [
-                self.wrapper.take(),
-                self.protocol.take(),
-                self.ctx.take(),
-                self.read_ctx.take(),
-                self.write_ctx.take(),
-            ],
-        )
+    /// Takes the references held here, to be dropped after the lock is
+    /// released (when `connection_lost` has run, and by `__clear__`).
+    pub(crate) fn take_refs(&mut self) -> CoreRefs {
+        CoreRefs {
+            lp: self.lp.take(),
+            wrapper: self.wrapper.take(),
+            protocol: self.protocol.take(),
+            contexts: [self.ctx.take(), self.read_ctx.take(), self.write_ctx.take()],
+        }
     }
 }
+
+/// The references `ByteCore::take_refs` took (some are only held, to be
+/// dropped where no lock is held).
+#[allow(dead_code, reason = "fields held only to be dropped later")]
+pub(crate) struct CoreRefs {
+    /// The loop.
+    pub(crate) lp: Option<Py<LoopCore>>,
+    /// The Python transport object.
+    pub(crate) wrapper: Option<Py<PyAny>>,
+    /// The protocol.
+    pub(crate) protocol: Option<Py<PyAny>>,
+    /// The own, read and write contexts.
+    pub(crate) contexts: [Option<Py<PyAny>>; 3],
+}
+
+/// `Deref`/`DerefMut` of a transport's state (`$st`, with a field `core`)
+/// to its `ByteCore`, so shared and own code alike read `st.fd`.
+macro_rules! deref_to_byte_core {
+    ($st:ty) => {
+        impl ::std::ops::Deref for $st {
+            type Target = $crate::transports::core::ByteCore;
+            #[inline(always)]
+            fn deref(&self) -> &Self::Target {
+                &self.core
+            }
+        }
+
+        impl ::std::ops::DerefMut for $st {
+            #[inline(always)]
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.core
+            }
+        }
+    };
+}
+pub(crate) use deref_to_byte_core;
 
 /// The behaviour stream and pipe transports share, over their `ByteCore`
 /// (asyncio's `_SelectorTransport` and `_UnixRead/WritePipeTransport`).
@@ -152,9 +184,11 @@ pub(crate) trait ByteTransport: PyClass<Frozen = True> + Sync {
     fn state(&self) -> &Mutex<Self::State>;
     /// Makes the reactor watch what the state needs.
     fn sync_interest(slf: &Bound<'_, Self>, st: &mut Self::State) -> PyResult<()>;
-    /// asyncio's `_force_close(exc)` (a pipe's `_close(exc)`): drop
-    /// buffered data, stop I/O and schedule `connection_lost(exc)` (once).
-    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()>;
+    /// Marks `connection_lost` as scheduled, under the lock; false if it
+    /// already was (it is scheduled at most once).
+    fn mark_lost(st: &mut Self::State) -> bool;
+    /// Nothing is left to write: a `close()` can complete at once.
+    fn drained(st: &Self::State) -> bool;
     /// Whether `_fatal_error` only logs `exc` (in debug mode): an error
     /// the transport expects.
     fn expected_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<bool>;
@@ -207,6 +241,46 @@ pub(crate) trait ByteTransport: PyClass<Frozen = True> + Sync {
         Self::force_close(slf, Some(exc))
     }
 
+    /// asyncio's `_force_close(exc)` (a pipe's `_close(exc)`): drop
+    /// buffered data, stop I/O and schedule `connection_lost(exc)` (once).
+    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let mut released = Vec::new();
+        let lp = {
+            let mut st = slf.get().state().lock();
+            st.closing = true;
+            st.wbuf.clear(&mut released);
+            if !Self::mark_lost(&mut st) {
+                return Ok(());
+            }
+            Self::sync_interest(slf, &mut st)?;
+            st.lp(py)
+        };
+        drop(released);
+        Self::schedule_connection_lost(slf, lp, exc)
+    }
+
+    /// asyncio's `close()` (a write pipe's `write_eof()`): closing from
+    /// now on; `connection_lost(None)` is scheduled at once if nothing is
+    /// left to write, else when the buffer has drained.
+    fn close_when_drained(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let lp = {
+            let mut st = slf.get().state().lock();
+            if st.closing {
+                return Ok(());
+            }
+            st.closing = true;
+            let now = Self::drained(&st) && Self::mark_lost(&mut st);
+            Self::sync_interest(slf, &mut st)?;
+            if !now {
+                return Ok(());
+            }
+            st.lp(py)
+        };
+        Self::schedule_connection_lost(slf, lp, None)
+    }
+
     /// `call_soon(self._call_connection_lost, exc)` on `lp` (if the
     /// transport still has its loop), in the transport's own context if it
     /// has one.
@@ -221,16 +295,16 @@ pub(crate) trait ByteTransport: PyClass<Frozen = True> + Sync {
             InternalCall::callable(slf.as_any(), Self::LOST_STEP, connection_lost_step::<Self>)?
                 .unbind();
         let arg = exc.map(Bound::unbind).unwrap_or_else(|| py.None());
-        let ctx = slf
-            .get()
-            .state()
-            .lock()
-            .ctx
-            .as_ref()
-            .map(|c| c.clone_ref(py));
+        let ctx = Self::own_ctx(slf);
         lp.get()
             .soon_in(py, cb, PyTuple::new(py, [arg])?.unbind(), ctx.as_ref())
             .map(drop)
+    }
+
+    /// The transport's own context, if it has one (see `ByteCore::ctx`).
+    fn own_ctx(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
+        let st = slf.get().state().lock();
+        st.ctx.as_ref().map(|c| c.clone_ref(slf.py()))
     }
 
     /// asyncio's `_call_connection_lost(exc)`: the protocol's
@@ -324,14 +398,7 @@ fn start_reading_step<T: ByteTransport>(
 ) -> PyResult<()> {
     let slf = target.cast::<T>()?;
     let py = slf.py();
-    let fixed = slf
-        .get()
-        .state()
-        .lock()
-        .ctx
-        .as_ref()
-        .map(|c| c.clone_ref(py));
-    let ctx = fixed_or_copy(py, fixed.as_ref())?;
+    let ctx = fixed_or_copy(py, T::own_ctx(slf).as_ref())?;
     let mut st = slf.get().state().lock();
     st.started = true;
     let old = st.read_ctx.replace(ctx);

@@ -38,22 +38,16 @@ impl ByteTransport for StreamTransport {
         StreamTransport::sync_interest(slf, st)
     }
 
-    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-        let py = slf.py();
-        let mut released = Vec::new();
-        let lp = {
-            let mut st = slf.get().st.lock();
-            if st.conn_lost > 0 {
-                return Ok(());
-            }
-            st.wbuf.clear(&mut released);
-            st.closing = true;
-            st.conn_lost += 1;
-            Self::sync_interest(slf, &mut st)?;
-            st.lp(py)
-        };
-        drop(released);
-        Self::schedule_connection_lost(slf, lp, exc)
+    fn mark_lost(st: &mut St) -> bool {
+        if st.conn_lost > 0 {
+            return false;
+        }
+        st.conn_lost += 1;
+        true
+    }
+
+    fn drained(st: &St) -> bool {
+        st.wbuf.is_empty() && st.sendfile.is_none()
     }
 
     /// Any OSError: asyncio's socket transports only log those.
@@ -69,40 +63,29 @@ impl ByteTransport for StreamTransport {
     /// and a `sendfile` in progress, and drops every reference.
     fn release(slf: &Bound<'_, Self>) -> PyResult<PyResult<()>> {
         let py = slf.py();
-        let (lp, reg, sock, wrapper, protocol, kind, server, waiter, sendfile, ctxs) = {
+        let (reg, sock, refs) = {
             let mut st = slf.get().st.lock();
             st.fd = -1;
-            let ctxs = (st.ctx.take(), st.read_ctx.take(), st.write_ctx.take());
-            (
-                st.lp.take(),
-                st.reg.take(),
-                std::mem::replace(&mut st.sock, Sock::Closed),
-                st.wrapper.take(),
-                st.protocol.take(),
-                st.kind.take(),
-                st.server.take(),
-                st.empty_waiter.take(),
-                st.sendfile.take(),
-                ctxs,
-            )
+            let sock = std::mem::replace(&mut st.sock, Sock::Closed);
+            (st.reg.take(), sock, st.take_refs())
         };
-        if let Some(lp) = &lp {
+        let lp = refs.core.lp.as_ref().map(|l| l.bind(py));
+        if let Some(lp) = lp {
             reg.deregister(lp.get());
         }
         let closed = sock.close(py);
-        if let Some(server) = server {
+        if let Some(server) = &refs.server {
             server
                 .bind(py)
-                .call_method1(intern!(py, "_detach"), (&wrapper,))?;
+                .call_method1(intern!(py, "_detach"), (&refs.core.wrapper,))?;
         }
-        if let Some(w) = waiter {
+        if let Some(w) = &refs.empty_waiter {
             let e = pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
             set_exception_unless_done(w.bind(py), e.value(py))?;
         }
-        if let Some(op) = sendfile {
-            op.abandon(py, lp.as_ref().map(|l| l.bind(py)))?;
+        if let Some(op) = refs.sendfile {
+            op.abandon(py, lp)?;
         }
-        drop((protocol, kind, wrapper, lp, ctxs));
         Ok(closed)
     }
 }
@@ -114,26 +97,10 @@ impl StreamTransport {
         <Self as ByteTransport>::fatal_error(slf, err, message)
     }
 
-    /// `close()`.
+    /// `close()` (`ByteTransport::close_when_drained`), by the name the
+    /// read path calls.
     pub(crate) fn do_close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let lp = {
-            let mut st = slf.get().st.lock();
-            if st.closing {
-                return Ok(());
-            }
-            st.closing = true;
-            let idle = st.wbuf.is_empty() && st.sendfile.is_none();
-            if idle {
-                st.conn_lost += 1;
-            }
-            Self::sync_interest(slf, &mut st)?;
-            if !idle {
-                return Ok(());
-            }
-            st.lp(py)
-        };
-        Self::schedule_connection_lost(slf, lp, None)
+        Self::close_when_drained(slf)
     }
 
     /// What happens when the write buffer may have become empty (after a

@@ -44,13 +44,12 @@
 //! - `connection_lost` is scheduled at most once (`lost_scheduled`); after
 //!   it ran the core drops its loop, wrapper, protocol and pipe.
 
-use std::ops::{Deref, DerefMut};
 use std::os::fd::RawFd;
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 
-use super::core::ByteCore;
+use super::core::{deref_to_byte_core, ByteCore};
 use crate::event_loop::io::Watch;
 use crate::event_loop::stats::ByteCount;
 use crate::event_loop::LoopCore;
@@ -73,20 +72,7 @@ pub(crate) struct PipeSt {
     pub(super) lost_scheduled: bool,
 }
 
-impl Deref for PipeSt {
-    type Target = ByteCore;
-    #[inline(always)]
-    fn deref(&self) -> &ByteCore {
-        &self.core
-    }
-}
-
-impl DerefMut for PipeSt {
-    #[inline(always)]
-    fn deref_mut(&mut self) -> &mut ByteCore {
-        &mut self.core
-    }
-}
+deref_to_byte_core!(PipeSt);
 
 impl PipeSt {
     /// What the reactor should watch for now.

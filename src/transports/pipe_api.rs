@@ -67,21 +67,7 @@ byte_transport_pymethods!(PipeTransport {
     }
 
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let lp = {
-            let mut st = slf.get().st.lock();
-            if st.closing {
-                return Ok(());
-            }
-            st.closing = true;
-            if !st.wbuf.is_empty() || st.lost_scheduled {
-                return Ok(());
-            }
-            st.lost_scheduled = true;
-            Self::sync_interest(slf, &mut st)?;
-            st.lp(py)
-        };
-        Self::schedule_connection_lost(slf, lp, None)
+        Self::close_when_drained(slf)
     }
 
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -186,11 +172,7 @@ byte_transport_pymethods!(PipeTransport {
 
 /// The loop calls the transport here when its fd is ready.
 impl Watched for PipeTransport {
-    fn on_ready(
-        slf: &Bound<'_, Self>,
-        _lp: &Bound<'_, LoopCore>,
-        ready: Readiness,
-    ) -> PyResult<()> {
+    fn on_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
         let py = slf.py();
         let (writable, watch_close, read_ctx, write_ctx) = {
             let st = slf.get().st.lock();
@@ -203,7 +185,7 @@ impl Watched for PipeTransport {
         };
         if !writable {
             if ready.for_reader() {
-                run_in(py, read_ctx.as_ref(), || Self::read_ready(slf))?;
+                run_in(py, read_ctx.as_ref(), || Self::read_ready(slf, lp))?;
             }
             return Ok(());
         }

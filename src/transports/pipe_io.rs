@@ -16,6 +16,7 @@ use super::pipe::{PipeSt, PipeTransport};
 use super::{logger, with_read_buf, BufView, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
 use crate::contexts::copy_current;
 use crate::errors;
+use crate::event_loop::LoopCore;
 use crate::reactor::net::MAX_IOV;
 use crate::reactor::pipes;
 
@@ -34,24 +35,12 @@ impl ByteTransport for PipeTransport {
         PipeTransport::sync_interest(slf, st)
     }
 
-    /// asyncio's `_close(exc)`: stop I/O, drop buffered data and schedule
-    /// `connection_lost(exc)` (once).
-    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-        let py = slf.py();
-        let mut released = Vec::new();
-        let lp = {
-            let mut st = slf.get().st.lock();
-            st.closing = true;
-            st.wbuf.clear(&mut released);
-            if st.lost_scheduled {
-                return Ok(());
-            }
-            st.lost_scheduled = true;
-            Self::sync_interest(slf, &mut st)?;
-            st.lp(py)
-        };
-        drop(released);
-        Self::schedule_connection_lost(slf, lp, exc)
+    fn mark_lost(st: &mut PipeSt) -> bool {
+        !std::mem::replace(&mut st.lost_scheduled, true)
+    }
+
+    fn drained(st: &PipeSt) -> bool {
+        st.wbuf.is_empty()
     }
 
     /// A write pipe expects any OSError; a read pipe only EIO (a pty whose
@@ -73,27 +62,21 @@ impl ByteTransport for PipeTransport {
     fn release(slf: &Bound<'_, Self>) -> PyResult<PyResult<()>> {
         let py = slf.py();
         let mut released = Vec::new();
-        let (lp, reg, pipe, wrapper, protocol) = {
+        let (reg, pipe, refs) = {
             let mut st = slf.get().st.lock();
             st.fd = -1;
             st.lost_scheduled = true;
             st.wbuf.clear(&mut released);
-            (
-                st.lp.take(),
-                st.reg.take(),
-                st.pipe.take(),
-                st.wrapper.take(),
-                st.protocol.take(),
-            )
+            (st.reg.take(), st.pipe.take(), st.core.take_refs())
         };
-        if let Some(lp) = &lp {
+        if let Some(lp) = &refs.lp {
             reg.deregister(lp.get());
         }
         let closed = match &pipe {
             Some(p) => p.bind(py).call_method0(intern!(py, "close")).map(drop),
             None => Ok(()),
         };
-        drop((lp, pipe, wrapper, protocol, released));
+        drop((refs, pipe, released));
         Ok(closed)
     }
 }
@@ -189,7 +172,7 @@ impl PipeTransport {
 
     /// The read pipe's fd is readable: one `read`, then `data_received` or
     /// EOF handling.
-    pub(super) fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(super) fn read_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>) -> PyResult<()> {
         let py = slf.py();
         let (fd, proto) = {
             let st = slf.get().st.lock();
@@ -212,8 +195,10 @@ impl PipeTransport {
                     .bind(py)
                     .call_method1(intern!(py, "data_received"), (data,))
                     .map(drop);
+                // A tty returns a line per read: have the next poll report
+                // the fd again if more is there.
                 let st = slf.get().st.lock();
-                if let (Some(lp), Some(_)) = (st.lp(py), st.wanted()) {
+                if st.wanted().is_some() {
                     st.reg.rearm(lp.get())?;
                 }
                 drop(st);

@@ -287,17 +287,8 @@ byte_transport_pymethods!(StreamTransport {
     fn __clear__(&self) {
         let taken = {
             let mut st = self.st.lock();
-            (
-                st.core.take_refs(),
-                st.kind.take(),
-                [
-                    st.server.take(),
-                    st.extra_socket.take(),
-                    st.empty_waiter.take(),
-                    st.unsendable.take(),
-                ],
-                st.sendfile.take(),
-            )
+            let extras = [st.extra_socket.take(), st.unsendable.take()];
+            (st.take_refs(), extras)
         };
         drop(taken);
     }

@@ -3,14 +3,13 @@
 //! `St`, everything the transport's mutex guards (a `ByteCore`, see
 //! `core.rs`, and the stream's own fields).
 
-use std::ops::{Deref, DerefMut};
 use std::os::fd::{OwnedFd, RawFd};
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use super::core::ByteCore;
+use super::core::{deref_to_byte_core, ByteCore, CoreRefs};
 use super::pyobjs::set_exception_unless_done;
 use crate::event_loop::LoopCore;
 use crate::reactor::net;
@@ -127,25 +126,41 @@ impl St {
         (self.protocol.replace(protocol), self.kind.replace(kind))
     }
 
+    /// Takes the references the transport lets go of once
+    /// `connection_lost` has run (`__clear__` takes these and the socket's
+    /// extras); drop them after the lock is released.
+    pub(crate) fn take_refs(&mut self) -> StreamRefs {
+        StreamRefs {
+            core: self.core.take_refs(),
+            kind: self.kind.take(),
+            server: self.server.take(),
+            empty_waiter: self.empty_waiter.take(),
+            sendfile: self.sendfile.take(),
+        }
+    }
+
     #[inline]
     pub(crate) fn reading_active(&self) -> bool {
         self.started && !self.paused && !self.closing && !self.read_eof && self.conn_lost == 0
     }
 }
 
-impl Deref for St {
-    type Target = ByteCore;
-    #[inline(always)]
-    fn deref(&self) -> &ByteCore {
-        &self.core
-    }
-}
+deref_to_byte_core!(St);
 
-impl DerefMut for St {
-    #[inline(always)]
-    fn deref_mut(&mut self) -> &mut ByteCore {
-        &mut self.core
-    }
+/// The references `St::take_refs` took (some are only held, to be
+/// dropped where no lock is held).
+#[allow(dead_code, reason = "fields held only to be dropped later")]
+pub(crate) struct StreamRefs {
+    /// The `ByteCore`'s.
+    pub(crate) core: CoreRefs,
+    /// The protocol's methods.
+    pub(crate) kind: Option<ProtoKind>,
+    /// The `Server` to detach from.
+    pub(crate) server: Option<Py<PyAny>>,
+    /// The empty waiter to fail.
+    pub(crate) empty_waiter: Option<Py<PyAny>>,
+    /// The `sendfile` to abandon.
+    pub(crate) sendfile: Option<SendfileOp>,
 }
 
 /// A `sendfile` in progress.
