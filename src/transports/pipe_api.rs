@@ -172,6 +172,7 @@ byte_transport_pymethods!(PipeTransport {
 
 /// The loop calls the transport here when its fd is ready.
 impl Watched for PipeTransport {
+    #[inline]
     fn on_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
         let py = slf.py();
         let (writable, watch_close, read_ctx, write_ctx) = {

@@ -298,6 +298,7 @@ byte_transport_pymethods!(StreamTransport {
 /// (`read.rs`) in the reader's context, the write path (`write.rs`, or
 /// `sendfile.rs` once the buffer is empty) in the writer's.
 impl Watched for StreamTransport {
+    #[inline]
     fn on_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
