@@ -9,8 +9,9 @@
 //! pipe transports do: `ByteCore`, the state both keep under their mutex
 //! (the fd, the loop, protocol and wrapper, the write buffer and its
 //! limits, the reading flags, the contexts), and `ByteTransport`, the
-//! behaviour written once over it: `_fatal_error`, the scheduling and the
-//! call of `connection_lost`, the start of reading, `pause_reading`/
+//! behaviour written once over it: `_fatal_error`, `_force_close`,
+//! `close()` once the buffer is drained, the scheduling and the call of
+//! `connection_lost`, the start of reading, `pause_reading`/
 //! `resume_reading`, the write-buffer limits and the flow-control
 //! callback. `byte_transport_pymethods!` gives both the same Python
 //! methods for that shared surface. Each transport adds its own I/O

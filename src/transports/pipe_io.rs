@@ -83,6 +83,7 @@ impl ByteTransport for PipeTransport {
 
 impl PipeTransport {
     /// `write(data)`: try the fd at once, buffer the rest.
+    #[inline]
     pub(super) fn write_impl(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         if !(data.is_instance_of::<PyBytes>()
@@ -156,6 +157,7 @@ impl PipeTransport {
 
     /// A write failed with `err`: drop what is buffered, count the write
     /// as lost, and close with asyncio's fatal error.
+    #[cold]
     fn write_failed(
         slf: &Bound<'_, Self>,
         mut st: MutexGuard<'_, PipeSt>,

@@ -143,23 +143,23 @@ impl StreamTransport {
         Self::flow_callback(slf, true)
     }
 
-    /// The start `write` and `writelines` (`method`) share, under the
-    /// lock: asyncio's refusals, nothing to do for no bytes (`total`) or
-    /// after the connection was lost, and with nothing buffered, one try
-    /// at the socket (`send(fd)`) at once. `None`: done (all sent, dropped,
-    /// or failed fatally); else the lock, the bytes sent and whether the
-    /// buffer was empty, for the caller to buffer the rest.
+    /// What `write` and `writelines` (`method`) share, under the lock:
+    /// asyncio's refusals, nothing to do for no bytes (`total`) or after
+    /// the connection was lost, and with nothing buffered, one try at the
+    /// socket (`send(fd)`) at once; what it did not take, `buffer(st,
+    /// sent)` puts in the write buffer.
     #[inline(always)]
-    fn begin_write<'a>(
-        slf: &'a Bound<'_, Self>,
+    fn write_with(
+        slf: &Bound<'_, Self>,
         method: &str,
         total: usize,
         send: impl FnOnce(RawFd) -> std::io::Result<usize>,
-    ) -> PyResult<Option<(MutexGuard<'a, St>, usize, bool)>> {
+        buffer: impl FnOnce(&mut St, usize),
+    ) -> PyResult<()> {
         let mut st = slf.get().st.lock();
         Self::check_writable(&st, method)?;
         if total == 0 || !Self::write_checks(slf, &mut st)? {
-            return Ok(None);
+            return Ok(());
         }
         let was_empty = st.wbuf.is_empty();
         let mut sent = 0;
@@ -169,21 +169,21 @@ impl StreamTransport {
                 slf.get().count_out(st.lp.as_ref(), n);
             }
             match r {
-                Ok(n) if n == total => return Ok(None),
+                Ok(n) if n == total => return Ok(()),
                 Ok(n) => sent = n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) => {
                     drop(st);
-                    Self::fatal_error(
+                    return Self::fatal_error(
                         slf,
                         errors::os_error(e),
                         "Fatal write error on socket transport",
-                    )?;
-                    return Ok(None);
+                    );
                 }
             }
         }
-        Ok(Some((st, sent, was_empty)))
+        buffer(&mut st, sent);
+        Self::after_buffering(slf, st, was_empty)
     }
 
     pub(crate) fn write_impl(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -209,16 +209,16 @@ impl StreamTransport {
                 view.as_slice()
             }
         };
-        let Some((mut st, sent, was_empty)) =
-            Self::begin_write(slf, "write", slice.len(), |fd| net::send(fd, slice))?
-        else {
-            return Ok(());
-        };
-        match bytes {
-            Some(b) => st.wbuf.push_bytes(b, sent),
-            None => st.wbuf.push_copy(&slice[sent..]),
-        }
-        Self::after_buffering(slf, st, was_empty)
+        Self::write_with(
+            slf,
+            "write",
+            slice.len(),
+            |fd| net::send(fd, slice),
+            |st, sent| match bytes {
+                Some(b) => st.wbuf.push_bytes(b, sent),
+                None => st.wbuf.push_copy(&slice[sent..]),
+            },
+        )
     }
 
     /// `write()` of a memoryview that cannot be exported as contiguous
@@ -310,23 +310,20 @@ impl StreamTransport {
             }
             net::send_vectored(fd, &iov[..n])
         };
-        let Some((mut st, mut skip, was_empty)) =
-            Self::begin_write(slf, "writelines", total, send)?
-        else {
-            return Ok(());
+        let buffer = |st: &mut St, mut skip: usize| {
+            for (item, view) in &items {
+                let len = view.len();
+                if skip >= len {
+                    skip -= len;
+                    continue;
+                }
+                match item.cast::<PyBytes>() {
+                    Ok(b) => st.wbuf.push_bytes(b, skip),
+                    Err(_) => st.wbuf.push_copy(&view.as_slice()[skip..]),
+                }
+                skip = 0;
+            }
         };
-        for (item, view) in &items {
-            let len = view.len();
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            match item.cast::<PyBytes>() {
-                Ok(b) => st.wbuf.push_bytes(b, skip),
-                Err(_) => st.wbuf.push_copy(&view.as_slice()[skip..]),
-            }
-            skip = 0;
-        }
-        Self::after_buffering(slf, st, was_empty)
+        Self::write_with(slf, "writelines", total, send, buffer)
     }
 }
