@@ -188,38 +188,38 @@ fn call_attempt(attempt: &Bound<'_, PyAny>) -> Outcome {
     }
 }
 
+/// `obj`'s C-contiguous buffer, writable if `writable`; else the TypeError
+/// whose message `refusal` makes from the type's name.
+fn contiguous_buffer(
+    obj: &Bound<'_, PyAny>,
+    writable: bool,
+    refusal: impl FnOnce(&str) -> String,
+) -> PyResult<PyUntypedBuffer> {
+    let taken = PyUntypedBuffer::get(obj)
+        .ok()
+        .filter(|x| x.is_c_contiguous() && !(writable && x.readonly()));
+    match taken {
+        Some(x) => Ok(x),
+        None => Err(pyo3::exceptions::PyTypeError::new_err(refusal(
+            &obj.get_type().name()?.to_string(),
+        ))),
+    }
+}
+
 impl Op {
     /// Takes the buffers the operation needs (the errors `socket.recv_into`
     /// and `socket.send` raise for bad arguments).
     pub(crate) fn prepare(&mut self, py: Python<'_>) -> PyResult<()> {
         match self {
             Op::RecvInto { obj, buf } if buf.is_none() => {
-                let b = obj.bind(py);
-                let taken = PyUntypedBuffer::get(b)
-                    .ok()
-                    .filter(|x| !x.readonly() && x.is_c_contiguous());
-                match taken {
-                    Some(x) => *buf = Some(x),
-                    None => {
-                        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
-                            "recv_into() argument 'buffer' must be read-write bytes-like object, not {}",
-                            b.get_type().name()?
-                        )))
-                    }
-                }
+                *buf = Some(contiguous_buffer(obj.bind(py), true, |t| {
+                    format!("recv_into() argument 'buffer' must be read-write bytes-like object, not {t}")
+                })?);
             }
             Op::SendAll { obj, buf, .. } if buf.is_none() => {
-                let b = obj.bind(py);
-                let taken = PyUntypedBuffer::get(b).ok().filter(|x| x.is_c_contiguous());
-                match taken {
-                    Some(x) => *buf = Some(x),
-                    None => {
-                        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
-                            "a bytes-like object is required, not '{}'",
-                            b.get_type().name()?
-                        )))
-                    }
-                }
+                *buf = Some(contiguous_buffer(obj.bind(py), false, |t| {
+                    format!("a bytes-like object is required, not '{t}'")
+                })?);
             }
             _ => {}
         }
