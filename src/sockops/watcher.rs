@@ -135,6 +135,9 @@ fn recv_scratch(py: Python<'_>, fd: RawFd, n: usize) -> Option<Outcome> {
 
 /// `socket.recv(n)` on `fd`: a bytes object of at most `n` bytes.
 fn recv_bytes(py: Python<'_>, fd: RawFd, n: usize) -> Outcome {
+    if n >= SCRATCH_MIN {
+        crate::transports::recv_bytes::tune_malloc();
+    }
     if (SCRATCH_MIN..=SCRATCH_MAX).contains(&n) {
         if let Some(outcome) = recv_scratch(py, fd, n) {
             return outcome;
