@@ -5,8 +5,11 @@
 //!   read buffer (`with_read_buf`) and are copied into a `bytes` of exactly
 //!   their size: one small allocation, one small copy;
 //! - after a read of at least `LARGE_READ` bytes, the next read goes straight
-//!   into a fresh `bytes` of twice that size (at most `DIRECT_MAX`), shrunk
-//!   to what arrived. At 100 KiB messages the copy out of the shared buffer
+//!   into a fresh `bytes` of `DIRECT_MAX` bytes, shrunk to what arrived
+//!   (in place: `realloc` to a smaller size splits the block). Not "twice
+//!   the last read": after a short tail (100 KiB arriving as 64 + 36 KiB)
+//!   that capped the next reads below the message size, so every message
+//!   took two reads, two `data_received` and two sends. At 100 KiB messages the copy out of the shared buffer
 //!   was ~10 % of the server's CPU (`perf record` of
 //!   `benchmarks/echo_server.py --mode protocol`).
 //!
@@ -105,7 +108,7 @@ impl ReadSizeHint {
         let last = self.last.load(Ordering::Relaxed);
         let got = if last >= LARGE_READ {
             tune_malloc();
-            read_direct(py, (2 * last).min(DIRECT_MAX), read)?
+            read_direct(py, DIRECT_MAX, read)?
         } else {
             with_read_buf(|buf| match read(buf.as_mut_ptr(), buf.len()) {
                 Ok(0) => Received::Eof,
