@@ -11,8 +11,7 @@
 //!   mode and a socket with a timeout: `ValueError`), then tries the syscall
 //!   at once (`MSG_DONTWAIT`, so even a blocking socket never blocks the
 //!   loop). If it completes, the coroutine returns without creating a
-//!   future. (A `sock_recv` right after one whose attempt would have
-//!   blocked skips it: see `SockWatcher::skip_try`.) Otherwise it creates a stdlib future, parks the operation in
+//!   future. Otherwise it creates a stdlib future, parks the operation in
 //!   the fd's `SockWatcher` (see `watcher`) and yields the future to the
 //!   task, exactly as `Future.__await__` would.
 //! - The watcher is the loop's waiter on one side of the fd, in the fd's
@@ -137,7 +136,7 @@ impl SockOps {
         Ok(())
     }
 
-    /// Parks `slot` in the watcher `w` (of its fd) and makes it the loop's waiter
+    /// Parks `slot` in the watcher of `fd` and makes it the loop's waiter
     /// on the slot's side of the fd. A slot already there (a second
     /// operation in the same direction) is replaced, and so is an
     /// `add_reader`/`add_writer` callback, as asyncio's `_add_reader`/
@@ -146,10 +145,11 @@ impl SockOps {
         &self,
         py: Python<'_>,
         lp: &LoopCore,
-        w: Arc<SockWatcher>,
+        fd: RawFd,
         write: bool,
         slot: Slot,
     ) -> PyResult<Arc<SockWatcher>> {
+        let w = self.watcher_for(fd);
         let id = slot.id;
         let replaced = w.state.lock().slot(write).replace(slot);
         drop(replaced);
@@ -412,26 +412,11 @@ impl SockCoro {
         ops.check_socket(py, core, sock)?;
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         op.prepare(py)?;
-        let recv = match op {
-            Op::Recv { n } => Some(n),
-            _ => None,
-        };
-        let watcher = ops.watcher_for(fd);
-        if try_first && !(recv.is_some() && watcher.skip_try()) {
+        if try_first {
             match op.attempt(py, fd) {
-                Outcome::Done(v) => {
-                    if let Some(n) = recv {
-                        let full = v.bind(py).len().is_ok_and(|got| got == n);
-                        watcher.note_recv(false, full);
-                    }
-                    return Err(stop_iteration(py, v));
-                }
+                Outcome::Done(v) => return Err(stop_iteration(py, v)),
                 Outcome::Failed(e) => return Err(e),
-                Outcome::Pending => {
-                    if recv.is_some() {
-                        watcher.note_recv(true, false);
-                    }
-                }
+                Outcome::Pending => {}
             }
         }
         let fut = ops.new_future(py, lp)?;
@@ -442,7 +427,7 @@ impl SockCoro {
             op,
             sock: sock.clone().unbind(),
         };
-        let watcher = ops.park(py, core, watcher, write, slot)?;
+        let watcher = ops.park(py, core, fd, write, slot)?;
         self.state = CoroState::Waiting {
             fut: fut.clone().unbind(),
             watcher,

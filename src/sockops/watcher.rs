@@ -29,7 +29,6 @@
 //!   `try_lock`s, since the GC may run while it is held.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -333,13 +332,7 @@ pub(crate) struct SockWatcher {
     side: SideWaiter,
     /// The slots.
     pub(crate) state: Mutex<WState>,
-    /// How many more receives skip their first attempt (see `skip_try`).
-    skips: AtomicU8,
 }
-
-/// After a first attempt at a receive would have blocked, the next
-/// receives on the fd this many times wait for readiness first.
-const SKIPS_AFTER_BLOCK: u8 = 3;
 
 /// `fut.done()`.
 pub(crate) fn future_done(fut: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -358,35 +351,6 @@ impl SockWatcher {
         Self {
             side: SideWaiter::new(fd),
             state: Mutex::new(WState::default()),
-            skips: AtomicU8::new(0),
-        }
-    }
-
-    /// Whether a receive should wait for readiness before its first
-    /// attempt. A request/response peer (the echo benchmark's sockets
-    /// mode) has sent nothing yet when the next `sock_recv` starts: its
-    /// first attempt would get EAGAIN, one `recv` per request in vain
-    /// (`perf stat -e syscalls:...`: ~1.95 `recvfrom` per request, rloop
-    /// ~1.2). So once an attempt would have blocked, the next
-    /// `SKIPS_AFTER_BLOCK` receives wait first, then one tries again; a
-    /// receive that fills its whole request (a backlog: the data was
-    /// waiting) ends the skipping. Only the timing of a result changes
-    /// (one loop iteration), never what is read.
-    pub(crate) fn skip_try(&self) -> bool {
-        let n = self.skips.load(Ordering::Relaxed);
-        if n > 0 {
-            self.skips.store(n - 1, Ordering::Relaxed);
-        }
-        n > 0
-    }
-
-    /// Records how a receive's attempt went: it would have blocked, or it
-    /// filled its request (`full`).
-    pub(crate) fn note_recv(&self, blocked: bool, full: bool) {
-        if blocked {
-            self.skips.store(SKIPS_AFTER_BLOCK, Ordering::Relaxed);
-        } else if full {
-            self.skips.store(0, Ordering::Relaxed);
         }
     }
 
@@ -475,10 +439,6 @@ impl SockWatcher {
             }
             other => other,
         };
-        if let (Op::Recv { n }, Outcome::Done(v)) = (&slot.op, &outcome) {
-            let full = v.bind(py).len().is_ok_and(|got| got == *n);
-            self.note_recv(false, full);
-        }
         if self.state.lock().slot(write).is_none() {
             self.unwatch(py, lp, write);
         }

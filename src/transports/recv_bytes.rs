@@ -9,9 +9,9 @@
 //!   (in place: `realloc` to a smaller size splits the block). Not "twice
 //!   the last read": after a short tail (100 KiB arriving as 64 + 36 KiB)
 //!   that capped the next reads below the message size, so every message
-//!   took two reads, two `data_received` and two sends. At 100 KiB messages the copy out of the shared buffer
-//!   was ~10 % of the server's CPU (`perf record` of
-//!   `benchmarks/echo_server.py --mode protocol`).
+//!   took two reads, two `data_received` and two sends. At 100 KiB
+//!   messages the copy out of the shared buffer was ~10 % of the server's
+//!   CPU (`perf record` of `benchmarks/echo_server.py --mode protocol`).
 //!
 //! `DIRECT_MAX` stays under glibc's default mmap threshold (128 KiB): a
 //! larger `bytes` (asyncio's `sock.recv(256 KiB)`) is an `mmap` per read,

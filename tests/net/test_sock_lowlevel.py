@@ -146,8 +146,8 @@ def test_sock_sendall_accepts_bytes_like(loop, pair):
 
 def test_sock_recv_after_waiting_ones_reads_what_already_arrived(loop, pair):
     # Ping-pong: each sock_recv must wait; then the data of the next ones is
-    # already there when they start (oxloop may then wait for readiness
-    # before its first attempt: the data must still come at once).
+    # already there when they start (a loop that guessed from the waits
+    # before that the next receive would block must still read it).
     a, b = pair
 
     async def main():
