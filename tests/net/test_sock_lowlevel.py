@@ -189,6 +189,28 @@ def test_sock_recv_after_waiting_one_with_a_writer_waiting(loop, tcp_pair):
     assert run(loop, main()) == b"two"
 
 
+@pytest.mark.parametrize("n", [16 * 1024, 120 * 1024, 120 * 1024 + 1, 1024 * 1024])
+def test_sock_recv_large_requests(loop, tcp_pair, n):
+    # Requests around oxloop's sizes for reading straight into the bytes
+    # (up to 120 KiB) or through a scratch buffer (above): exactly what was
+    # sent, in order, each result no larger than asked.
+    client, server = tcp_pair
+    payload = bytes(range(256)) * 1024  # 256 KiB
+
+    async def main():
+        sending = asyncio.ensure_future(loop.sock_sendall(client, payload))
+        got = bytearray()
+        while len(got) < len(payload):
+            chunk = await loop.sock_recv(server, n)
+            assert 0 < len(chunk) <= n
+            assert type(chunk) is bytes
+            got += chunk
+        await sending
+        return bytes(got)
+
+    assert run(loop, main()) == payload
+
+
 def test_cancel_sock_recv_loses_no_bytes(loop, pair):
     a, b = pair
 
