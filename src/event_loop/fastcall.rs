@@ -196,11 +196,11 @@ macro_rules! scheduling_entry {
 }
 
 scheduling_entry!(call_soon, ["callback"], |py, slf, p| {
-    this(py, slf).call_soon(py, arg(py, p.lead[0]), p.rest, p.context)
+    this(py, slf).call_soon::<false>(py, arg(py, p.lead[0]), p.rest, p.context)
 });
 
 scheduling_entry!(call_soon_threadsafe, ["callback"], |py, slf, p| {
-    this(py, slf).call_soon_threadsafe(py, arg(py, p.lead[0]), p.rest, p.context)
+    this(py, slf).call_soon::<true>(py, arg(py, p.lead[0]), p.rest, p.context)
 });
 
 scheduling_entry!(call_later, ["delay", "callback"], |py, slf, p| {
@@ -349,7 +349,7 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
         let name = unsafe { std::ffi::CStr::from_ptr(def.ml_name) }
             .to_str()
             .unwrap_or("");
-        ty.setattr(name, descr)?;
+        ty.setattr(pyo3::types::PyString::intern(py, name), descr)?;
     }
     Ok(())
 }
