@@ -111,6 +111,7 @@ impl LoopCore {
     /// The context a callback runs in: the given one, or a copy of the
     /// current one. Like asyncio's `Handle`, any object is taken: one that
     /// is not a `Context` fails when the handle runs (`Handle::run`).
+    #[inline]
     pub(super) fn context_for(
         py: Python<'_>,
         context: Option<Bound<'_, PyAny>>,
@@ -142,17 +143,24 @@ impl LoopCore {
     }
 
     /// In debug mode, where the caller is (asyncio's `_source_traceback`).
+    #[inline]
     pub(super) fn source_traceback(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         if !self.debug.load(Ordering::Relaxed) {
             return Ok(None);
         }
+        Self::current_stack(py).map(Some)
+    }
+
+    /// `format_helpers.extract_stack` of the caller's frame.
+    #[cold]
+    fn current_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {
         let frame = py
             .import(intern!(py, "sys"))?
             .call_method1(intern!(py, "_getframe"), (0,))?;
         let stack = py
             .import(intern!(py, "asyncio.format_helpers"))?
             .call_method1(intern!(py, "extract_stack"), (frame,))?;
-        Ok(Some(stack.unbind()))
+        Ok(stack.unbind())
     }
 
     /// Queues `handle` and wakes the reactor if the loop is blocked in it.
