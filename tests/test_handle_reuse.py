@@ -57,12 +57,17 @@ def test_kept_handle_is_tracked_and_collectable_in_a_cycle(loop):
     class Box:
         pass
 
-    for _ in range(3):
+    for i in range(6):
         box = Box()
-        box.handle = loop.call_soon(lambda b: None, box)
+        if i % 2:
+            box.handle = loop.call_at(loop.time() - 1, lambda b: None, box)
+        else:
+            box.handle = loop.call_soon(lambda b: None, box)
         _drain(loop)
-        # The loop let go of it; the handle is an ordinary object now.
+        # The loop let go of it; the handle is an ordinary object now, and
+        # the collector sees the cycle through it (box -> handle -> args).
         assert gc.is_tracked(box.handle)
+        assert any(r is box.handle._args for r in gc.get_referents(box.handle))
         ref = weakref.ref(box)
         del box
         gc.collect()

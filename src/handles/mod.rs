@@ -307,6 +307,31 @@ impl Handle {
         Ok(())
     }
 
+    /// `traverse_contents` for the raw slot (`free_list::traverse`): calls
+    /// `visit` on each object the handle references (the traceback, the
+    /// callback's three parts), stopping at the first non-zero answer,
+    /// which it returns. Called only from a `tp_traverse` (see
+    /// `CallbackCell`).
+    pub(crate) fn visit_contents(
+        &self,
+        mut visit: impl FnMut(*mut ffi::PyObject) -> std::ffi::c_int,
+    ) -> std::ffi::c_int {
+        let tb = self.source_traceback.as_ref().map(|tb| tb.as_ptr());
+        // SAFETY: inside the collector's traverse (see `CallbackCell`); the
+        // visits only read the references.
+        let cb = unsafe { self.inner.peek() };
+        let parts = cb
+            .into_iter()
+            .flat_map(|cb| [cb.func.as_ptr(), cb.args.as_ptr(), cb.context.as_ptr()]);
+        for p in tb.into_iter().chain(parts) {
+            let ret = visit(p);
+            if ret != 0 {
+                return ret;
+            }
+        }
+        0
+    }
+
     /// Runs the callback in its context. A cancelled handle does nothing.
     #[inline]
     pub(crate) fn run(&self, py: Python<'_>) -> PyResult<()> {
