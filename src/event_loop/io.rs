@@ -162,7 +162,7 @@ impl Replaced {
         for (waiter, write) in self.waiters {
             match waiter {
                 Waiter::Callback(h) => {
-                    h.get().cancel_inner();
+                    h.get().cancel_inner(py);
                 }
                 Waiter::Native(w) => w.evicted(py, write),
             }
