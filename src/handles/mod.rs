@@ -226,6 +226,16 @@ impl Handle {
         Ok(obj)
     }
 
+    /// Takes a new one-shot handle out of the collector's lists (the
+    /// loop's custody, see `event_loop::custody`, which tracks it again if
+    /// someone else keeps it).
+    pub(crate) fn adopt<T>(_py: Python<'_>, h: &Py<T>) {
+        // SAFETY: `h` is a live GC-capable object (a pyclass with
+        // `__traverse__`) and we hold the GIL (`_py`); untracking a tracked
+        // object is always allowed.
+        unsafe { ffi::PyObject_GC_UnTrack(h.as_ptr().cast()) };
+    }
+
     /// A new Python object for a one-shot handle, untracked by the garbage
     /// collector (the loop's custody, see `event_loop::custody`).
     #[inline]
@@ -234,7 +244,7 @@ impl Handle {
             Ok(obj) => Ok(obj.unbind()),
             Err(handle) => {
                 let obj = Py::new(py, handle)?;
-                crate::event_loop::custody::adopt(py, &obj);
+                Self::adopt(py, &obj);
                 Ok(obj)
             }
         }

@@ -101,7 +101,7 @@ impl ThreadSafeHandle {
                 PyClassInitializer::from(base).add_subclass(ThreadSafeHandle),
             )?,
         };
-        crate::event_loop::custody::adopt(py, obj.as_unbound());
+        Handle::adopt(py, obj.as_unbound());
         Ok(obj)
     }
 }

@@ -77,7 +77,7 @@ impl TimerHandle {
             Ok(obj) => return Ok(obj),
             Err(base) => Bound::new(py, PyClassInitializer::from(base).add_subclass(TimerHandle))?,
         };
-        crate::event_loop::custody::adopt(py, obj.as_unbound());
+        Handle::adopt(py, obj.as_unbound());
         Ok(obj)
     }
 }
