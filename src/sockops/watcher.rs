@@ -87,6 +87,30 @@ pub(crate) enum Op {
     },
 }
 
+impl Op {
+    /// `sock_recv_into`'s operation on `obj` (its buffer taken at the start).
+    pub(crate) fn recv_into(obj: Bound<'_, PyAny>) -> Self {
+        Self::RecvInto {
+            obj: obj.unbind(),
+            buf: None,
+        }
+    }
+
+    /// `sock_sendall`'s operation on `obj` (its buffer taken at the start).
+    pub(crate) fn send_all(obj: Bound<'_, PyAny>) -> Self {
+        Self::SendAll {
+            obj: obj.unbind(),
+            buf: None,
+            pos: 0,
+        }
+    }
+
+    /// Whether the operation waits for writability (else readability).
+    pub(crate) fn writes(&self) -> bool {
+        matches!(self, Self::SendAll { .. })
+    }
+}
+
 /// What one attempt did.
 pub(crate) enum Outcome {
     /// Would block: wait for readiness.
