@@ -22,6 +22,11 @@ deterministic (nothing depends on wall-clock time, so the count repeats):
   loop's thread (the cost of the handle and the wake-up check; a second
   thread would make the count depend on scheduling).
 - ``create_task``: create_task + await of a trivial coroutine, one at a time.
+- ``echo``: 100 bytes to and fro over a Unix socketpair between two
+  protocols on the loop's stream transports; an op is one round trip (two
+  writes, two reads: the transports' per-byte paths).
+- ``pipe_echo``: the same over two pipes (``connect_write_pipe`` /
+  ``connect_read_pipe``): the pipe transports' paths.
 
 ``--inner`` runs one (loop, row, n) in this process (what valgrind runs).
 """
@@ -36,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 
-ROWS = ("call_soon", "call_later", "sleep0", "future", "threadsafe", "create_task")
+ROWS = ("call_soon", "call_later", "sleep0", "future", "threadsafe", "create_task", "echo", "pipe_echo")
 
 
 def make_loop(name):
@@ -133,7 +138,56 @@ async def r_create_task(loop, n):
         await loop.create_task(trivial())
 
 
+class _Echo(asyncio.Protocol):
+    """Writes back what it gets until `left` round trips are done."""
+
+    def __init__(self, left, done, out=None):
+        self.left, self.done, self.out = left, done, out
+
+    def connection_made(self, transport):
+        if self.out is None:
+            self.out = transport
+
+    def data_received(self, data):
+        self.left[0] -= 1
+        if self.left[0] > 0:
+            self.out.write(data)
+        elif not self.done.done():
+            self.done.set_result(None)
+
+
+async def r_echo(loop, n):
+    import socket
+
+    a, b = socket.socketpair()
+    left, done = [2 * n], loop.create_future()
+    ta, _ = await loop.create_connection(lambda: _Echo(left, done), sock=a)
+    tb, _ = await loop.create_connection(lambda: _Echo(left, done), sock=b)
+    ta.write(b"x" * 100)
+    await done
+    ta.close()
+    tb.close()
+    await asyncio.sleep(0)
+
+
+async def r_pipe_echo(loop, n):
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    left, done = [2 * n], loop.create_future()
+    t1, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(w1, "wb", 0))
+    t2, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(w2, "wb", 0))
+    rt1, _ = await loop.connect_read_pipe(lambda: _Echo(left, done, t2), os.fdopen(r1, "rb", 0))
+    rt2, _ = await loop.connect_read_pipe(lambda: _Echo(left, done, t1), os.fdopen(r2, "rb", 0))
+    t1.write(b"x" * 100)
+    await done
+    for t in (t1, t2, rt1, rt2):
+        t.close()
+    await asyncio.sleep(0)
+
+
 RUNNERS = {
+    "echo": r_echo,
+    "pipe_echo": r_pipe_echo,
     "call_soon": r_call_soon,
     "call_later": r_call_later,
     "sleep0": r_sleep0,

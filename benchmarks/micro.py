@@ -30,6 +30,7 @@ import asyncio
 import gc
 import json
 import os
+import queue as queue_mod
 import sys
 import threading
 import time
@@ -209,6 +210,33 @@ async def run_in_executor(loop):
     for start in range(0, 500, 50):
         total += sum(await asyncio.gather(*[loop.run_in_executor(None, _square, i) for i in range(start, start + 50)]))
     check(total == sum(i * i for i in range(500)), "wrong executor results")
+
+
+@bench("thread_handoff", 20, "a worker thread's turn while the loop is busy: hand it an item, run sleep(0) until it answers")
+async def thread_handoff(loop):
+    # No fds, no call_soon_threadsafe: the worker needs only the GIL, which
+    # a busy loop gives up in its poll (asyncio's select) or not at all.
+    inbox = queue_mod.SimpleQueue()
+    answered = []
+
+    def worker():
+        while (item := inbox.get()) is not None:
+            answered.append(item)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        for i in range(20):
+            inbox.put(i)
+            spins = 0
+            while len(answered) <= i:
+                await asyncio.sleep(0)
+                spins += 1
+                check(spins < 50_000_000, "the worker thread never ran")
+    finally:
+        inbox.put(None)
+        thread.join()
+    check(answered == list(range(20)), "items lost or reordered")
 
 
 def measure(loop_name, name, seconds):

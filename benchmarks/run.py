@@ -251,13 +251,20 @@ def plan(args, loop_names, rep):
 def fmt_result(r, kind):
     if r["status"] != "ok":
         return f"{r['status'].upper()}: {r.get('error')}"
-    noise = f"  (other CPU {r['foreign_pct']:.0f}%, tries {r.get('attempts', 1)})"
+    foreign = r.get("foreign_pct")
+    noise = f"  (other CPU {'-' if foreign is None else format(foreign, '.0f')}%, tries {r.get('attempts', 1)})"
     if kind == "micro":
         return f"{r['ops_per_s']:>12,.0f} ops/s" + noise
     if kind == "memory":
         return f"RSS {r['rss_mib']:.1f} MiB, {r['kib_per_conn']:.2f} KiB/conn"
-    return (f"{r['rps']:>9,.0f} req/s  p50 {r['p50_us']:.0f} p99 {r['p99_us']:.0f} us  "
-            f"srv {r.get('cpu_us_per_req', float('nan')):.1f} us/req  cli {r['client_cpu_pct']:.0f}%" + noise)
+    def num(key, spec):
+        # The client reports no latency when no request completed in the
+        # window (a short --smoke window on a loaded machine).
+        v = r.get(key)
+        return "-" if v is None else format(v, spec)
+
+    return (f"{num('rps', '>9,.0f')} req/s  p50 {num('p50_us', '.0f')} p99 {num('p99_us', '.0f')} us  "
+            f"srv {num('cpu_us_per_req', '.1f')} us/req  cli {num('client_cpu_pct', '.0f')}%" + noise)
 
 
 def main(argv=None):

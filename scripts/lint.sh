@@ -2,7 +2,9 @@
 # The lint gate (a step of scripts/test.sh; run it alone after
 # scripts/setup.sh): clippy with warnings as errors, rustfmt, ruff (its rule
 # selection is in pyproject.toml) and mypy.stubtest, which checks
-# python/oxloop/_core.pyi against the built native module. Every check runs;
+# python/oxloop/_core.pyi against the built native module, and the layout
+# rule (scripts/check_layout.py: no file over 600 lines, no circle between
+# files). Every check runs;
 # the exit status is 1 if any failed. Usage: scripts/lint.sh [PYTHON]
 # (default .venv/bin/python, which must have oxloop built into it).
 set -uo pipefail
@@ -19,4 +21,5 @@ run cargo clippy --quiet --all-targets -- -D warnings
 run cargo fmt --check
 run "$py" -m ruff check --quiet
 run "$py" -m mypy.stubtest oxloop._core
+run "$py" scripts/check_layout.py
 exit "$status"

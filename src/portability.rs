@@ -23,9 +23,10 @@
 //! Already safe:
 //! - [x] Every pyclass is `frozen` and keeps its mutable state behind a
 //!   `parking_lot::Mutex` or atomics (`LoopCore::state`, the transports'
-//!   state, `Handle::inner` and `Handle::flags`, `SockOps`' tables), so PyO3
-//!   accepts them as `Sync` and concurrent calls are serialized by those
-//!   locks, not by the GIL.
+//!   state, `Handle::flags`, `SockOps`' tables), so PyO3 accepts them as
+//!   `Sync` and concurrent calls are serialized by those locks, not by the
+//!   GIL. Exception: a handle's callback slot (`handles::CallbackCell`) is
+//!   guarded by the GIL alone (see the to-do list).
 //! - [x] No Rust lock is held while Python code runs or a Python object is
 //!   dropped (`event_loop`, `handles`, `transports` invariants). Free
 //!   threading needs exactly this: a thread holding a lock never reaches a
@@ -56,6 +57,11 @@
 //!   someone else may hold (`PyUnstable_Object_IsUniquelyReferenced` on
 //!   3.14t), or keep one-shot handles tracked and measure the collector's
 //!   cost.
+//! - [ ] `handles::CallbackCell` (a handle's callback, taken on every run
+//!   and cancel) relies on the GIL to serialize its accesses. Without it a
+//!   `cancel()` from another thread can race the loop's run: put the slot
+//!   behind a lock or an atomic take (a pointer swapped out once) under
+//!   `cfg(Py_GIL_DISABLED)`.
 //! - [ ] `handles::free_list` keeps its lists in a static that only the
 //!   GIL guards (tp_alloc/tp_dealloc of the three handle types). Without it
 //!   two threads can pop or push at once: make the lists per thread (as

@@ -25,14 +25,13 @@
 
 use std::io::ErrorKind;
 use std::os::fd::RawFd;
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::event_loop::io::IoWatcher;
+use crate::event_loop::io::{Watch, Watched};
 use crate::event_loop::{LoopCore, Registration};
 use crate::internal_call::InternalCall;
 use crate::reactor::{net, Readiness, Want};
@@ -76,6 +75,21 @@ struct LSt {
     fixed_ctx: bool,
 }
 
+impl LSt {
+    /// The Python objects the listener holds, besides its loop: what the
+    /// collector is shown and what `close()`/`__clear__` let go of.
+    fn refs(&mut self) -> [&mut Option<Py<PyAny>>; 6] {
+        [
+            &mut self.sock,
+            &mut self.protocol_factory,
+            &mut self.server,
+            &mut self.transport_class,
+            &mut self.retry,
+            &mut self.ctx,
+        ]
+    }
+}
+
 /// The accept loop of one listening socket.
 #[pyclass(frozen, module = "oxloop._core")]
 pub struct StreamListener {
@@ -83,23 +97,16 @@ pub struct StreamListener {
     st: Mutex<LSt>,
 }
 
-/// The loop's handle on a listener.
-struct Watch(Py<StreamListener>);
-
-impl IoWatcher for Watch {
-    fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
+impl Watched for StreamListener {
+    fn on_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
         if ready.for_reader() {
-            StreamListener::accept_ready(self.0.bind(py), lp)?;
+            Self::accept_ready(slf, lp)?;
         }
         Ok(())
     }
 
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.0)
-    }
-
-    fn describe(&self, _py: Python<'_>) -> String {
-        match self.0.get().st.try_lock() {
+    fn describe(&self) -> String {
+        match self.st.try_lock() {
             Some(st) => format!("server <listening socket fd={}>", st.fd),
             None => "server".into(),
         }
@@ -117,9 +124,8 @@ impl StreamListener {
             return Ok(());
         };
         let fd = st.fd;
-        st.reg.set_interest(lp.get(), fd, Want::Read, || {
-            Arc::new(Watch(slf.clone().unbind()))
-        })
+        st.reg
+            .set_interest(lp.get(), fd, Want::Read, || Watch::of(slf))
     }
 
     fn accept_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>) -> PyResult<()> {
@@ -347,29 +353,26 @@ impl StreamListener {
     /// closes the socket).
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let mut taken = {
+        let (reg, lp, retry, refs) = {
             let mut st = slf.get().st.lock();
             st.closed = true;
+            let retry = st.retry.take();
             (
                 st.reg.take(),
                 st.lp.take(),
-                st.retry.take(),
-                st.protocol_factory.take(),
-                st.server.take(),
-                st.transport_class.take(),
-                st.sock.take(),
-                st.ctx.take(),
+                retry,
+                st.refs().map(Option::take),
             )
         };
-        let (reg, lp, retry, ..) = &mut taken;
-        if let Some(lp) = lp {
-            std::mem::take(reg).deregister(lp.get());
+        if let Some(lp) = &lp {
+            reg.deregister(lp.get());
         }
-        if let Some(t) = retry {
-            t.bind(py).call_method0("cancel")?;
-        }
-        drop(taken);
-        Ok(())
+        let cancelled = match &retry {
+            Some(t) => t.bind(py).call_method0("cancel").map(drop),
+            None => Ok(()),
+        };
+        drop((lp, retry, refs));
+        cancelled
     }
 
     /// Whether the listener is accepting now (false while backing off).
@@ -378,24 +381,12 @@ impl StreamListener {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        let Some(st) = self.st.try_lock() else {
+        let Some(mut st) = self.st.try_lock() else {
             return Ok(());
         };
-        if let Some(l) = &st.lp {
-            visit.call(l)?;
-        }
-        for o in [
-            &st.sock,
-            &st.protocol_factory,
-            &st.server,
-            &st.transport_class,
-            &st.retry,
-            &st.ctx,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            visit.call(o)?;
+        visit.call(&st.lp)?;
+        for o in st.refs() {
+            visit.call(&*o)?;
         }
         Ok(())
     }
@@ -403,15 +394,7 @@ impl StreamListener {
     fn __clear__(&self) {
         let taken = {
             let mut st = self.st.lock();
-            (
-                st.lp.take(),
-                st.sock.take(),
-                st.protocol_factory.take(),
-                st.server.take(),
-                st.transport_class.take(),
-                st.retry.take(),
-                st.ctx.take(),
-            )
+            (st.lp.take(), st.refs().map(Option::take))
         };
         drop(taken);
     }

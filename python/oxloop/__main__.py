@@ -17,6 +17,7 @@ exception; death by SIGINT for an uncaught KeyboardInterrupt), `-X dev`
 and `PYTHONASYNCIODEBUG`.
 """
 
+import dataclasses
 import os
 import runpy
 import signal
@@ -46,17 +47,20 @@ options:
 """
 
 
+@dataclasses.dataclass
 class Options:
     """What the command line asked for."""
 
-    def __init__(self):
-        self.debug = False
-        self.stats = False
-        self.virtual_time = False
-        self.grace = None
-        self.module = None
-        self.script = None
-        self.args = []
+    debug: bool = False
+    stats: bool = False
+    virtual_time: bool = False
+    #: --virtual-time-grace, in seconds (None: the loop's default).
+    grace: "float | None" = None
+    #: -m MODULE, or the script's path (one of the two).
+    module: "str | None" = None
+    script: "str | None" = None
+    #: The program's own arguments.
+    args: "list[str]" = dataclasses.field(default_factory=list)
 
 
 class UsageError(Exception):

@@ -467,11 +467,8 @@ class Loop(StreamsMixin, SocketsMixin, SignalsMixin, PipesMixin,
 def _failing_context(context):
     # 3.12+ (gh-96704): a custom exception handler runs in the context of
     # the failing task, or future, or handle, when it has one.
-    thing = context.get("task")
-    if thing is None:
-        thing = context.get("future")
-    if thing is None:
-        thing = context.get("handle")
+    thing = next((context[k] for k in ("task", "future", "handle")
+                  if context.get(k) is not None), None)
     if thing is None or not hasattr(thing, "get_context"):
         return None
     ctx = thing.get_context()

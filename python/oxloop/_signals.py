@@ -50,11 +50,8 @@ class SignalsMixin:
     __slots__ = ()
 
     def _sig_state(self):
-        try:
-            return self.__dict__["_sig_handlers"]
-        except KeyError:
-            handlers = self.__dict__["_sig_handlers"] = {}
-            return handlers
+        # The mixin has no __init__: the table is made on first use.
+        return self.__dict__.setdefault("_sig_handlers", {})
 
     def _sig_check(self, sig):
         if not isinstance(sig, int):

@@ -10,8 +10,9 @@ and `Server` classes, `_streams_sendfile` the orchestration of
 `loop.sendfile()`.
 
 The transport object user code sees is `TCPTransport`/`UnixTransport`, a
-thin `asyncio.Transport` subclass over a native core; its hot methods are
-the core's own bound methods, set on the instance.
+thin `asyncio.Transport` subclass over a native core; its hot methods
+(`write`, `writelines`) are the core's own bound methods, set on the
+instance on first use.
 """
 
 import collections.abc

@@ -2,7 +2,7 @@
 
 `TCPTransport`/`UnixTransport` are thin `asyncio.Transport` subclasses over a
 native `oxloop._core.StreamTransport`; the core's hot methods are bound onto
-each instance, so a `write` is one native call. `Server` is asyncio's
+each instance on first use, so a `write` is one native call. `Server` is asyncio's
 `Server` with a native accept loop (`oxloop._core.StreamListener`) per
 listening socket.
 """
@@ -55,8 +55,40 @@ def wants_nodelay(sock):
             and sock.proto == socket.IPPROTO_TCP)
 
 
+class _CoreMethod:
+    """A hot method of the core, bound onto the transport on first use:
+    the first lookup stores the core's bound method in the instance (which
+    a non-data descriptor lets win from then on), so every later call is
+    one native call, and a connection that never uses the method never
+    holds the bound method (72 bytes)."""
+
+    __slots__ = ("name", "inherited")
+
+    def __set_name__(self, owner, name):
+        self.name = name
+        # On the class, the method is the asyncio base class's (what
+        # introspection and autospec see, as before).
+        self.inherited = getattr(super(owner, owner), name)
+
+    def __get__(self, transport, owner=None):
+        if transport is None:
+            return self.inherited
+        method = getattr(transport._core, self.name)
+        setattr(transport, self.name, method)
+        return method
+
+
 class _SocketTransport(OwnedCore, CoreDelegates, transports.Transport):
     """A stream transport over a native `StreamTransport` core."""
+
+    # `write` and `writelines` are bound on first use; `is_closing` (once
+    # per `drain`) and `get_extra_info` (a few times per connection) are
+    # plain methods, so a connection never holds them bound.
+    write = _CoreMethod()
+    writelines = _CoreMethod()
+
+    def get_extra_info(self, name, default=None):
+        return self._core.get_extra_info(name, default)
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
@@ -67,11 +99,7 @@ class _SocketTransport(OwnedCore, CoreDelegates, transports.Transport):
         # BaseTransport.__init__ is skipped: extra info lives in the core.
         self._extra = None
         self._core = core
-        # The hot methods are the core's, bound (one native call each).
-        self.write = core.write
-        self.writelines = core.writelines
-        self.is_closing = core.is_closing
-        self.get_extra_info = core.get_extra_info
+        # The hot methods are the core's, bound on first use (`_CoreMethod`).
 
     def _force_close(self, exc):
         self._core._force_close(exc)
@@ -175,7 +203,9 @@ class Server(events.AbstractServer):
     def _attach(self, transport=None):
         assert self._sockets is not None
         self._active_count += 1
-        if transport is not None:
+        if transport is not None and _PY313:
+            # Only close_clients()/abort_clients() (3.13+) read the set:
+            # before them an idle connection does not pay for an entry.
             self._clients.add(transport)
 
     def _detach(self, transport=None):

@@ -151,11 +151,8 @@ class SubprocessMixin:
     # -- transport and reaping ---------------------------------------------
 
     def _proc_children(self):
-        try:
-            return self.__dict__["_proc_watched"]
-        except KeyError:
-            children = self.__dict__["_proc_watched"] = {}
-            return children
+        # The mixin has no __init__: the table is made on first use.
+        return self.__dict__.setdefault("_proc_watched", {})
 
     async def _proc_make_transport(self, protocol, args, shell, stdin,
                                    stdout, stderr, bufsize, extra=None,

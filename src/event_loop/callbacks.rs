@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
 
 use super::io::{SetError, Waiter};
-use super::{custody, LoopCore};
+use super::LoopCore;
 use crate::errors;
 use crate::handles::{Handle, TimerHandle};
 
@@ -111,6 +111,7 @@ impl LoopCore {
     /// The context a callback runs in: the given one, or a copy of the
     /// current one. Like asyncio's `Handle`, any object is taken: one that
     /// is not a `Context` fails when the handle runs (`Handle::run`).
+    #[inline]
     pub(super) fn context_for(
         py: Python<'_>,
         context: Option<Bound<'_, PyAny>>,
@@ -126,40 +127,40 @@ impl LoopCore {
         }
     }
 
-    /// A handle; a one-shot one (not an `add_reader` one) is left to the
-    /// loop's custody (see `custody`).
-    pub(super) fn make_handle(
+    /// The `Handle` value for a callback: its context (`context_for`) and,
+    /// in debug mode, where it was made.
+    #[inline]
+    pub(super) fn new_handle(
         &self,
         py: Python<'_>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
-        one_shot: bool,
-    ) -> PyResult<Py<Handle>> {
+    ) -> PyResult<Handle> {
         let ctx = Self::context_for(py, context)?;
         let tb = self.source_traceback(py)?;
-        let handle = Handle::new(callback.unbind(), args.unbind(), ctx, tb);
-        if one_shot {
-            let handle = Py::new(py, handle)?;
-            custody::adopt(py, &handle);
-            Ok(handle)
-        } else {
-            Handle::tracked(py, handle)
-        }
+        Ok(Handle::new(callback.unbind(), args.unbind(), ctx, tb))
     }
 
     /// In debug mode, where the caller is (asyncio's `_source_traceback`).
+    #[inline]
     pub(super) fn source_traceback(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         if !self.debug.load(Ordering::Relaxed) {
             return Ok(None);
         }
+        Self::current_stack(py).map(Some)
+    }
+
+    /// `format_helpers.extract_stack` of the caller's frame.
+    #[cold]
+    fn current_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {
         let frame = py
             .import(intern!(py, "sys"))?
             .call_method1(intern!(py, "_getframe"), (0,))?;
         let stack = py
             .import(intern!(py, "asyncio.format_helpers"))?
             .call_method1(intern!(py, "extract_stack"), (frame,))?;
-        Ok(Some(stack.unbind()))
+        Ok(stack.unbind())
     }
 
     /// Queues `handle` and wakes the reactor if the loop is blocked in it.
@@ -209,7 +210,9 @@ impl LoopCore {
                 if write { "add_writer" } else { "add_reader" },
             )?;
         }
-        let handle = self.make_handle(py, callback, args, None, false)?;
+        // Not one-shot (it may be queued many times): tracked, not in the
+        // loop's custody.
+        let handle = Handle::tracked(py, self.new_handle(py, callback, args, None)?)?;
         // A new entry keeps the file object (asyncio's selector key does).
         let obj = (!fileobj.is_instance_of::<PyInt>()).then(|| fileobj.clone().unbind());
         let (replaced, result) = self.state.lock().io.set_waiter(
@@ -298,8 +301,7 @@ impl LoopCore {
             when,
             self.cancelled_timers.clone(),
         );
-        let timer = Bound::new(py, PyClassInitializer::from(base).add_subclass(TimerHandle))?;
-        custody::adopt(py, timer.as_unbound());
+        let timer = TimerHandle::create(py, base)?;
         let as_handle = timer.as_super().clone().unbind();
         self.state.lock().timers.push(when, as_handle);
         Ok(timer.unbind())

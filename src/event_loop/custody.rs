@@ -31,14 +31,6 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::handles::Handle;
 
-/// Takes a new one-shot handle out of the collector's lists.
-pub(crate) fn adopt<T>(_py: Python<'_>, h: &Py<T>) {
-    // SAFETY: `h` is a live GC-capable object (a pyclass with
-    // `__traverse__`) and we hold the GIL (`_py`); untracking a tracked
-    // object is always allowed.
-    unsafe { ffi::PyObject_GC_UnTrack(h.as_ptr().cast()) };
-}
-
 /// Drops the loop's reference to `h`, tracking it first if it is untracked
 /// and someone else still holds it.
 pub(crate) fn release(_py: Python<'_>, h: Py<Handle>) {

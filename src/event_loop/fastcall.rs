@@ -45,6 +45,35 @@ fn missing(method: &str, names: &[&str]) -> PyErr {
     ))
 }
 
+/// The `"context"` string object that callers other than our own
+/// `intern!` use (3.11's C asyncio passes its own static string, which is
+/// not the interned one): remembered, with a reference held, the first
+/// time a comparison finds it, so later calls match it by address.
+static CONTEXT_ALT: pyo3::sync::PyOnceLock<Py<pyo3::types::PyString>> =
+    pyo3::sync::PyOnceLock::new();
+
+/// Whether the keyword name `name` (not the interned `"context"`) is
+/// `"context"`.
+///
+/// # Safety
+/// `name` is a live `str` (a keyword name of a vectorcall); GIL held.
+#[inline]
+unsafe fn is_context_name(py: Python<'_>, name: *mut ffi::PyObject) -> bool {
+    if CONTEXT_ALT.get(py).is_some_and(|alt| alt.as_ptr() == name) {
+        return true;
+    }
+    // SAFETY: see the function's contract.
+    let equal = unsafe { ffi::PyUnicode_CompareWithASCIIString(name, c"context".as_ptr()) } == 0;
+    if equal && CONTEXT_ALT.get(py).is_none() {
+        // SAFETY: as above; a new reference to a live str.
+        let alt = unsafe { Borrowed::from_ptr(py, name) }.to_owned();
+        // SAFETY: `name` is a `str` (keyword names are).
+        let alt = unsafe { alt.cast_into_unchecked::<pyo3::types::PyString>() };
+        let _ = CONTEXT_ALT.set(py, alt.unbind());
+    }
+    equal
+}
+
 /// Parses `(lead..., *args, context=None)`.
 ///
 /// # Safety
@@ -89,8 +118,7 @@ unsafe fn parse<'py>(
         let want = pyo3::intern!(py, "context").as_ptr();
         for i in 0..n_kw {
             let name = unsafe { ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t) };
-            let is_context = name == want
-                || unsafe { ffi::PyUnicode_CompareWithASCIIString(name, c"context".as_ptr()) } == 0;
+            let is_context = name == want || unsafe { is_context_name(py, name) };
             let value = unsafe { *args.add(nargs + i) };
             if is_context {
                 context = Some(unsafe { Borrowed::from_ptr(py, value) }.to_owned());
@@ -196,11 +224,11 @@ macro_rules! scheduling_entry {
 }
 
 scheduling_entry!(call_soon, ["callback"], |py, slf, p| {
-    this(py, slf).call_soon(py, arg(py, p.lead[0]), p.rest, p.context)
+    this(py, slf).call_soon::<false>(py, arg(py, p.lead[0]), p.rest, p.context)
 });
 
 scheduling_entry!(call_soon_threadsafe, ["callback"], |py, slf, p| {
-    this(py, slf).call_soon_threadsafe(py, arg(py, p.lead[0]), p.rest, p.context)
+    this(py, slf).call_soon::<true>(py, arg(py, p.lead[0]), p.rest, p.context)
 });
 
 scheduling_entry!(call_later, ["delay", "callback"], |py, slf, p| {
@@ -349,7 +377,7 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
         let name = unsafe { std::ffi::CStr::from_ptr(def.ml_name) }
             .to_str()
             .unwrap_or("");
-        ty.setattr(name, descr)?;
+        ty.setattr(pyo3::types::PyString::intern(py, name), descr)?;
     }
     Ok(())
 }

@@ -63,6 +63,46 @@ pub trait IoWatcher: Send + Sync {
     fn evicted(&self, _py: Python<'_>, _write: bool) {}
 }
 
+/// A native resource that owns its fd (a transport, a listener: a frozen
+/// pyclass); `Watch` is its entry in the table.
+pub(crate) trait Watched:
+    pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync
+{
+    /// The fd is ready (`IoWatcher::on_ready`).
+    fn on_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()>;
+
+    /// What `add_reader` says when the fd is taken; runs no Python code
+    /// (the loop may ask under its lock), so it must not block on the
+    /// resource's lock either.
+    fn describe(&self) -> String;
+}
+
+/// The loop's handle on a `Watched` resource: keeps it alive while its fd
+/// is registered.
+pub(crate) struct Watch<T: Watched>(pub(crate) Py<T>);
+
+impl<T: Watched> Watch<T> {
+    /// The entry for `slf` (what `Registration::set_interest` registers).
+    pub(crate) fn of(slf: &Bound<'_, T>) -> Arc<dyn IoWatcher> {
+        Arc::new(Self(slf.clone().unbind()))
+    }
+}
+
+impl<T: Watched> IoWatcher for Watch<T> {
+    #[inline]
+    fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
+        T::on_ready(self.0.bind(py), lp, ready)
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.0)
+    }
+
+    fn describe(&self, _py: Python<'_>) -> String {
+        self.0.get().describe()
+    }
+}
+
 /// The identity of a watcher (the address of its data), for "is this
 /// direction still mine" checks.
 pub(crate) fn watcher_id(w: &dyn IoWatcher) -> *const () {
@@ -122,7 +162,7 @@ impl Replaced {
         for (waiter, write) in self.waiters {
             match waiter {
                 Waiter::Callback(h) => {
-                    h.get().cancel_inner();
+                    h.get().cancel_inner(py);
                 }
                 Waiter::Native(w) => w.evicted(py, write),
             }

@@ -62,8 +62,7 @@ impl LoopCore {
     ) -> PyResult<Py<Handle>> {
         self.check_closed()?;
         let ctx = crate::contexts::fixed_or_copy(py, ctx)?;
-        let handle = Py::new(py, Handle::new(func, args, ctx, None))?;
-        custody::adopt(py, &handle);
+        let handle = Handle::untracked(py, Handle::new(func, args, ctx, None))?;
         self.push_ready(handle.clone_ref(py), false)?;
         Ok(handle)
     }

@@ -138,6 +138,110 @@ pub enum Addr {
     Other,
 }
 
+/// A socket address kept compact, as a transport holds its own names
+/// until someone asks (`SockAddr::decode` then gives `Addr`, whose Python
+/// form `transports::addr_to_py` builds). The same values as `decode`
+/// gives for the `RawAddr` it was made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SockAddr {
+    /// No address (an empty one, e.g. an unbound Unix datagram peer).
+    None,
+    /// An IPv4 address and port (host byte order).
+    V4 {
+        /// The address, network byte order (an `in_addr`).
+        ip: [u8; 4],
+        /// The port.
+        port: u16,
+    },
+    /// An IPv6 address, port, flow info and scope id (host byte order).
+    V6 {
+        /// The address (an `in6_addr`).
+        ip: [u8; 16],
+        /// The port.
+        port: u16,
+        /// `sin6_flowinfo`.
+        flowinfo: u32,
+        /// `sin6_scope_id`.
+        scope_id: u32,
+    },
+    /// A Unix address: the path up to its first NUL, or (a leading NUL) a
+    /// Linux abstract name with every byte the kernel reported; empty for
+    /// an unnamed socket.
+    Unix(Box<[u8]>),
+    /// A family we don't decode natively.
+    Other,
+}
+
+impl SockAddr {
+    /// The compact form of what the kernel returned.
+    pub fn from_raw(addr: &RawAddr) -> Self {
+        if addr.len == 0 {
+            return Self::None;
+        }
+        let base = (&addr.storage as *const libc::sockaddr_storage).cast::<u8>();
+        match addr.family() {
+            libc::AF_INET => {
+                // SAFETY: the kernel filled a sockaddr_in for AF_INET; storage
+                // is large and aligned enough for it.
+                let sin = unsafe { &*(base as *const libc::sockaddr_in) };
+                Self::V4 {
+                    ip: sin.sin_addr.s_addr.to_ne_bytes(),
+                    port: u16::from_be(sin.sin_port),
+                }
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, for sockaddr_in6.
+                let sin6 = unsafe { &*(base as *const libc::sockaddr_in6) };
+                Self::V6 {
+                    ip: sin6.sin6_addr.s6_addr,
+                    port: u16::from_be(sin6.sin6_port),
+                    flowinfo: u32::from_be(sin6.sin6_flowinfo),
+                    scope_id: sin6.sin6_scope_id,
+                }
+            }
+            libc::AF_UNIX => match decode(addr) {
+                Addr::UnixAbstract(b) | Addr::UnixPath(b) => Self::Unix(b.into_boxed_slice()),
+                _ => Self::Other,
+            },
+            _ => Self::Other,
+        }
+    }
+
+    /// The decoded form (host text as glibc's `inet_ntop` writes it, as
+    /// Python's `socket` module shows it).
+    pub fn decode(&self) -> Addr {
+        match self {
+            Self::None => Addr::None,
+            Self::V4 { ip, port } => {
+                let a = libc::in_addr {
+                    s_addr: u32::from_ne_bytes(*ip),
+                };
+                Addr::V4(
+                    ntop(libc::AF_INET, (&a as *const libc::in_addr).cast()),
+                    *port,
+                )
+            }
+            Self::V6 {
+                ip,
+                port,
+                flowinfo,
+                scope_id,
+            } => {
+                let a = libc::in6_addr { s6_addr: *ip };
+                Addr::V6(
+                    ntop(libc::AF_INET6, (&a as *const libc::in6_addr).cast()),
+                    *port,
+                    *flowinfo,
+                    *scope_id,
+                )
+            }
+            Self::Unix(b) if b.first() == Some(&0) => Addr::UnixAbstract(b.to_vec()),
+            Self::Unix(b) => Addr::UnixPath(b.to_vec()),
+            Self::Other => Addr::Other,
+        }
+    }
+}
+
 extern "C" {
     /// POSIX `inet_pton(3)` (not bound by the `libc` crate).
     fn inet_pton(af: libc::c_int, src: *const libc::c_char, dst: *mut libc::c_void) -> libc::c_int;
@@ -237,6 +341,64 @@ mod tests {
         assert!(inet_addr(libc::AF_INET6, "127.0.0.1", 1, 0, 0).is_none());
         assert!(inet_addr(libc::AF_INET6, "fe80::1%lo", 1, 0, 0).is_none());
         assert!(inet_addr(libc::AF_INET, "1.2.3", 1, 0, 0).is_none());
+    }
+
+    /// What `decode` gives, as comparable values.
+    fn plain(a: Addr) -> (u8, String, u16, u32, u32, Vec<u8>) {
+        match a {
+            Addr::None => (0, String::new(), 0, 0, 0, vec![]),
+            Addr::V4(h, p) => (1, h, p, 0, 0, vec![]),
+            Addr::V6(h, p, f, s) => (2, h, p, f, s, vec![]),
+            Addr::UnixPath(b) => (3, String::new(), 0, 0, 0, b),
+            Addr::UnixAbstract(b) => (4, String::new(), 0, 0, 0, b),
+            Addr::Other => (5, String::new(), 0, 0, 0, vec![]),
+        }
+    }
+
+    /// A Unix address of `path` (`len` bytes of it reported).
+    fn unix_raw(path: &[u8]) -> RawAddr {
+        let mut a = RawAddr::empty();
+        a.storage.ss_family = libc::AF_UNIX as libc::sa_family_t;
+        let off = mem::size_of::<libc::sa_family_t>();
+        let base = a.as_mut_ptr().cast::<u8>();
+        // SAFETY: `path` fits in sun_path (the tests pass short ones).
+        unsafe { std::ptr::copy_nonoverlapping(path.as_ptr(), base.add(off), path.len()) };
+        a.len = (off + path.len()) as libc::socklen_t;
+        a
+    }
+
+    #[test]
+    fn compact_addresses_decode_as_raw_ones() {
+        let mut raws = vec![
+            inet_addr(libc::AF_INET, "127.0.0.1", 8080, 0, 0).unwrap(),
+            inet_addr(libc::AF_INET, "10.1.2.3", 0, 0, 0).unwrap(),
+            inet_addr(libc::AF_INET6, "::1", 53, 7, 0).unwrap(),
+            inet_addr(libc::AF_INET6, "fe80::fc00:ff:fe00:1", 443, 0x12345, 4).unwrap(),
+            inet_addr(libc::AF_INET6, "::ffff:1.2.3.4", 1, 0, 0).unwrap(),
+            unix_raw(b"/tmp/x.sock"),
+            unix_raw(b"/tmp/\xff\xfe\0junk"),
+            unix_raw(b"\0abstract\0with nul"),
+            unix_raw(b""),
+        ];
+        let mut empty = RawAddr::empty();
+        empty.len = 0;
+        raws.push(empty);
+        for raw in &raws {
+            let compact = SockAddr::from_raw(raw);
+            assert_eq!(plain(compact.decode()), plain(decode(raw)));
+        }
+        let abs = SockAddr::from_raw(&unix_raw(b"\0ab\0c"));
+        assert!(matches!(abs.decode(), Addr::UnixAbstract(b) if b == b"\0ab\0c"));
+        let unnamed = SockAddr::from_raw(&unix_raw(b""));
+        assert!(matches!(unnamed.decode(), Addr::UnixPath(b) if b.is_empty()));
+    }
+
+    #[test]
+    fn compact_address_size() {
+        // What a transport holds per name instead of a Python tuple.
+        let size = mem::size_of::<SockAddr>();
+        println!("size_of::<SockAddr>() = {size}");
+        assert!(size <= 32, "{size}");
     }
 
     #[test]

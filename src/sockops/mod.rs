@@ -54,6 +54,9 @@ use crate::event_loop::io::IoWatcher;
 use crate::event_loop::LoopCore;
 pub(crate) use watcher::{future_done, Op, Outcome, Slot, SockWatcher};
 
+/// A Python object argument.
+type Obj<'py> = Bound<'py, PyAny>;
+
 /// The per-loop owner of the socket-operation watchers.
 #[pyclass(frozen, module = "oxloop._core")]
 pub struct SockOps {
@@ -160,6 +163,18 @@ impl SockOps {
         Ok(w)
     }
 
+    /// A native operation (`sock_recv`, `sock_recv_into`, `sock_sendall`):
+    /// tried at once, waiting for the readiness its kind needs.
+    fn native(
+        slf: &Bound<'_, Self>,
+        sock: Obj<'_>,
+        op: Op,
+        name: &Bound<'_, PyString>,
+    ) -> SockCoro {
+        let write = op.writes();
+        Self::op(slf, sock, op, write, true, name.clone().unbind())
+    }
+
     fn op(
         slf: &Bound<'_, Self>,
         sock: Bound<'_, PyAny>,
@@ -206,44 +221,20 @@ impl SockOps {
         if n < 0 {
             return Err(PyValueError::new_err("negative buffersize in recv"));
         }
-        let name = intern!(slf.py(), "sock_recv").clone().unbind();
-        Ok(Self::op(
-            slf,
-            sock,
-            Op::Recv { n: n as usize },
-            false,
-            true,
-            name,
-        ))
+        let op = Op::Recv { n: n as usize };
+        Ok(Self::native(slf, sock, op, intern!(slf.py(), "sock_recv")))
     }
 
     /// `loop.sock_recv_into(sock, buf)`.
-    fn sock_recv_into(
-        slf: &Bound<'_, Self>,
-        sock: Bound<'_, PyAny>,
-        buf: Bound<'_, PyAny>,
-    ) -> SockCoro {
-        let op = Op::RecvInto {
-            obj: buf.unbind(),
-            buf: None,
-        };
-        let name = intern!(slf.py(), "sock_recv_into").clone().unbind();
-        Self::op(slf, sock, op, false, true, name)
+    fn sock_recv_into(slf: &Bound<'_, Self>, sock: Obj<'_>, buf: Obj<'_>) -> SockCoro {
+        let name = intern!(slf.py(), "sock_recv_into");
+        Self::native(slf, sock, Op::recv_into(buf), name)
     }
 
     /// `loop.sock_sendall(sock, data)`.
-    fn sock_sendall(
-        slf: &Bound<'_, Self>,
-        sock: Bound<'_, PyAny>,
-        data: Bound<'_, PyAny>,
-    ) -> SockCoro {
-        let op = Op::SendAll {
-            obj: data.unbind(),
-            buf: None,
-            pos: 0,
-        };
-        let name = intern!(slf.py(), "sock_sendall").clone().unbind();
-        Self::op(slf, sock, op, true, true, name)
+    fn sock_sendall(slf: &Bound<'_, Self>, sock: Obj<'_>, data: Obj<'_>) -> SockCoro {
+        let name = intern!(slf.py(), "sock_sendall");
+        Self::native(slf, sock, Op::send_all(data), name)
     }
 
     /// A coroutine that calls `attempt()` (at once if `try_first`, else

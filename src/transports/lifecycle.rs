@@ -1,182 +1,139 @@
 //! The life cycle of `StreamTransport`: start (`connection_made`, then
-//! reading, then the waiter), `close()`, `abort()`, fatal errors (reported
-//! like asyncio's `_fatal_error`) and `connection_lost`, called exactly
-//! once, after which the socket is closed and every reference dropped.
+//! reading, then the waiter), `close()`, `abort()`, the end of a drain
+//! (`close()`/`write_eof()` waiting for the buffer), fatal errors and
+//! `connection_lost`, called exactly once, after which the socket is closed
+//! and every reference dropped. What it shares with the pipe transport
+//! (`_fatal_error`, the scheduling and call of `connection_lost`, the start
+//! of reading) is `core.rs`'s `ByteTransport`; this file implements it for
+//! streams. It uses only the layers below it (`stream.rs`, the state), so
+//! the read, write and sendfile paths can all call into it.
 
 use std::os::fd::{AsRawFd, IntoRawFd};
 
+use parking_lot::Mutex;
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::PyDict;
 
-use super::core::{schedule_start, tell_connection_lost};
-use super::must_propagate;
-use super::pyobjs::{cached, set_exception_unless_done, TRANSPORT_SOCKET};
+use super::core::{schedule_start, ByteTransport};
+use super::pyobjs::{cached, set_exception_unless_done, set_result_unless_done, TRANSPORT_SOCKET};
 use super::stream::StreamTransport;
-use super::stream_state::{ProtoKind, Sock};
-use crate::contexts::fixed_or_copy;
+use super::stream_state::{ProtoKind, Sock, St};
 use crate::errors;
-use crate::event_loop::LoopCore;
-use crate::internal_call::InternalCall;
+use crate::reactor::net;
 
-impl StreamTransport {
-    /// asyncio's `_fatal_error`: report (unless it is an OSError) and
-    /// force-close. Returns an error only for KeyboardInterrupt/SystemExit.
-    pub(crate) fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
-        let py = slf.py();
-        if must_propagate(py, &err) {
-            return Err(err);
+impl ByteTransport for StreamTransport {
+    type State = St;
+    const START_STEP: &'static str = "StreamTransport._start_reading";
+    const LOST_STEP: &'static str = "StreamTransport._call_connection_lost";
+
+    #[inline(always)]
+    fn state(&self) -> &Mutex<St> {
+        &self.st
+    }
+
+    #[inline(always)]
+    fn sync_interest(slf: &Bound<'_, Self>, st: &mut St) -> PyResult<()> {
+        StreamTransport::sync_interest(slf, st)
+    }
+
+    fn mark_lost(st: &mut St) -> bool {
+        if st.conn_lost > 0 {
+            return false;
         }
-        let exc = err.into_value(py).into_bound(py);
-        let (lp, wrapper, proto) = {
-            let st = slf.get().st.lock();
-            (
-                st.lp(py),
-                st.wrapper.as_ref().map(|w| w.clone_ref(py)),
-                st.protocol.as_ref().map(|p| p.clone_ref(py)),
-            )
-        };
-        let quiet = exc.is_instance_of::<PyOSError>();
-        super::report_fatal(py, lp, quiet, message, &exc, wrapper, proto)?;
-        Self::force_close(slf, Some(exc.into_any()))
+        st.conn_lost += 1;
+        true
     }
 
-    /// asyncio's `_force_close`: drop buffered data, stop I/O and schedule
-    /// `connection_lost(exc)` (once).
-    pub(crate) fn force_close(
-        slf: &Bound<'_, Self>,
-        exc: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
+    fn drained(st: &St) -> bool {
+        st.wbuf.is_empty() && st.sendfile.is_none()
+    }
+
+    /// Any OSError: asyncio's socket transports only log those.
+    fn expected_error(_slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(exc.is_instance_of::<PyOSError>())
+    }
+
+    fn released(st: &St) -> bool {
+        matches!(st.sock, Sock::Closed)
+    }
+
+    /// Closes the socket, detaches from the server, fails the empty waiter
+    /// and a `sendfile` in progress, and drops every reference.
+    fn release(slf: &Bound<'_, Self>) -> PyResult<PyResult<()>> {
         let py = slf.py();
-        let mut released = Vec::new();
-        let lp = {
-            let mut st = slf.get().st.lock();
-            if st.conn_lost > 0 {
-                return Ok(());
-            }
-            st.wbuf.clear(&mut released);
-            st.closing = true;
-            st.conn_lost += 1;
-            Self::sync_interest(slf, &mut st)?;
-            st.lp(py)
-        };
-        drop(released);
-        Self::schedule_connection_lost(slf, lp, exc)
-    }
-
-    pub(crate) fn schedule_connection_lost(
-        slf: &Bound<'_, Self>,
-        lp: Option<Bound<'_, LoopCore>>,
-        exc: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let Some(lp) = lp else { return Ok(()) };
-        let cb = InternalCall::callable(
-            slf.as_any(),
-            "StreamTransport._call_connection_lost",
-            Self::connection_lost_step,
-        )?
-        .unbind();
-        let arg = exc.map(Bound::unbind).unwrap_or_else(|| py.None());
-        let ctx = slf.get().st.lock().ctx.as_ref().map(|c| c.clone_ref(py));
-        lp.get()
-            .soon_in(py, cb, PyTuple::new(py, [arg])?.unbind(), ctx.as_ref())
-            .map(drop)
-    }
-
-    /// `close()`.
-    pub(crate) fn do_close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let lp = {
-            let mut st = slf.get().st.lock();
-            if st.closing {
-                return Ok(());
-            }
-            st.closing = true;
-            let idle = st.wbuf.is_empty() && st.sendfile.is_none();
-            if idle {
-                st.conn_lost += 1;
-            }
-            Self::sync_interest(slf, &mut st)?;
-            if !idle {
-                return Ok(());
-            }
-            st.lp(py)
-        };
-        Self::schedule_connection_lost(slf, lp, None)
-    }
-
-    /// The `InternalCall` step asyncio's `_call_connection_lost(exc)` is.
-    fn connection_lost_step(target: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        Self::call_connection_lost(target.cast::<Self>()?, &args.get_item(0)?)
-    }
-
-    /// Starts reading (scheduled after `connection_made`, an
-    /// `InternalCall`): asyncio adds the reader here, so reads run in a
-    /// copy of this callback's context.
-    fn start_reading_step(target: &Bound<'_, PyAny>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        let slf = target.cast::<Self>()?;
-        let py = slf.py();
-        let fixed = slf.get().st.lock().ctx.as_ref().map(|c| c.clone_ref(py));
-        let ctx = fixed_or_copy(py, fixed.as_ref())?;
-        let mut st = slf.get().st.lock();
-        st.started = true;
-        let old = st.read_ctx.replace(ctx);
-        let r = Self::sync_interest(slf, &mut st);
-        drop(st);
-        drop(old);
-        r
-    }
-
-    pub(crate) fn call_connection_lost(
-        slf: &Bound<'_, Self>,
-        exc: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let proto = {
-            let st = slf.get().st.lock();
-            if matches!(st.sock, Sock::Closed) {
-                return Ok(());
-            }
-            st.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
-        let result = tell_connection_lost(proto, exc);
-        let (lp, reg, sock, wrapper, protocol, kind, server, waiter, sendfile, ctxs) = {
+        let (reg, sock, refs) = {
             let mut st = slf.get().st.lock();
             st.fd = -1;
-            let ctxs = (st.ctx.take(), st.read_ctx.take(), st.write_ctx.take());
-            (
-                st.lp.take(),
-                st.reg.take(),
-                std::mem::replace(&mut st.sock, Sock::Closed),
-                st.wrapper.take(),
-                st.protocol.take(),
-                st.kind.take(),
-                st.server.take(),
-                st.empty_waiter.take(),
-                st.sendfile.take(),
-                ctxs,
-            )
+            let sock = std::mem::replace(&mut st.sock, Sock::Closed);
+            (st.reg.take(), sock, st.take_refs())
         };
-        if let Some(lp) = &lp {
+        let lp = refs.core.lp.as_ref().map(|l| l.bind(py));
+        if let Some(lp) = lp {
             reg.deregister(lp.get());
         }
         let closed = sock.close(py);
-        if let Some(server) = server {
+        if let Some(server) = &refs.server {
             server
                 .bind(py)
-                .call_method1(intern!(py, "_detach"), (&wrapper,))?;
+                .call_method1(intern!(py, "_detach"), (&refs.core.wrapper,))?;
         }
-        if let Some(w) = waiter {
+        if let Some(w) = &refs.empty_waiter {
             let e = pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
             set_exception_unless_done(w.bind(py), e.value(py))?;
         }
-        if let Some(op) = sendfile {
-            op.abandon(py, lp.as_ref().map(|l| l.bind(py)))?;
+        if let Some(op) = refs.sendfile {
+            op.abandon(py, lp)?;
         }
-        drop((protocol, kind, wrapper, lp, ctxs));
-        result.and(closed)
+        Ok(closed)
+    }
+}
+
+impl StreamTransport {
+    /// `ByteTransport::fatal_error`, by the name the read and write paths
+    /// call.
+    pub(crate) fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        <Self as ByteTransport>::fatal_error(slf, err, message)
+    }
+
+    /// `close()` (`ByteTransport::close_when_drained`), by the name the
+    /// read path calls.
+    pub(crate) fn do_close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::close_when_drained(slf)
+    }
+
+    /// What happens when the write buffer may have become empty (after a
+    /// flush or a `sendfile`): the empty waiter, then the `close()` or
+    /// `write_eof()` that waited for it.
+    pub(crate) fn after_drain(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (waiter, closing, eof, fd) = {
+            let mut st = slf.get().st.lock();
+            if !st.wbuf.is_empty() || st.sendfile.is_some() || st.conn_lost > 0 {
+                return Ok(());
+            }
+            Self::sync_interest(slf, &mut st)?;
+            let closing = st.closing;
+            if closing {
+                st.conn_lost += 1;
+            }
+            (
+                st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                closing,
+                st.eof,
+                st.fd,
+            )
+        };
+        if let Some(w) = waiter {
+            set_result_unless_done(w.bind(py), py.None().bind(py))?;
+        }
+        if closing {
+            Self::call_connection_lost(slf, py.None().bind(py))?;
+        } else if eof {
+            net::shutdown_write(fd).map_err(errors::os_error)?;
+        }
+        Ok(())
     }
 
     pub(crate) fn start(
@@ -208,11 +165,7 @@ impl StreamTransport {
         }
         // Each in a copy of the current context, as asyncio's call_soon
         // makes them (3.15+: in the transport's own).
-        let start = InternalCall::callable(
-            slf.as_any(),
-            "StreamTransport._start_reading",
-            Self::start_reading_step,
-        )?;
+        let start = Self::start_reading_call(slf)?;
         schedule_start(
             lp.get(),
             protocol,

@@ -2,15 +2,18 @@
 //!
 //! Design:
 //! - `StreamTransport` is the native core of one connection, in layers
-//!   (each file uses only the ones above it in this list, and `stream.rs`'s
-//!   watcher calls down into the read and write paths):
-//!   `pyobjs.rs` (asyncio names, future helpers) and `flow.rs`;
-//!   `stream_state.rs` (`St`, everything its mutex guards, and the
-//!   `sendfile` state); `stream.rs` (the type, its constructors, its
-//!   `Registration` with the loop and the loop's `Watch`); the read path
-//!   (`read.rs`, `recv_bytes.rs`), the write path (`write.rs`),
-//!   `loop.sendfile` (`sendfile.rs`), start/close/`connection_lost`
-//!   (`lifecycle.rs`); and on top the thin `#[pymethods]` (`stream_api.rs`).
+//!   (each file uses only the ones above it in this list;
+//!   `scripts/check_layout.py` checks that no two files depend on each
+//!   other): `pyobjs.rs` (asyncio names, future helpers), `flow.rs` and
+//!   `core.rs` (what it shares with the pipe transport); `stream_state.rs`
+//!   (`St`, everything its mutex guards: a `ByteCore` and its own fields,
+//!   and the `sendfile` state); `stream.rs` (the type, its constructors,
+//!   its `Registration` with the loop); start/close/`connection_lost` and
+//!   the end of a drain (`lifecycle.rs`, the `ByteTransport` impl);
+//!   `loop.sendfile` (`sendfile.rs`); the read path (`read.rs`,
+//!   `recv_bytes.rs`) and the write path (`write.rs`); and on top the thin
+//!   `#[pymethods]` and the loop's entry, its `Watched` impl
+//!   (`stream_api.rs`).
 //!   It owns the socket (a Rust `OwnedFd`, or the user's `socket.socket` when
 //!   one was passed in), the write buffer (`flow.rs`) and the protocol. The
 //!   object user code sees is a thin Python subclass of
@@ -18,7 +21,8 @@
 //!   binds its hot methods (`write`, `writelines`, ...) straight onto itself,
 //!   so `isinstance(t, asyncio.Transport)` holds and a `write` costs one
 //!   native call.
-//! - The loop calls the core through an `IoWatcher` when its fd is ready.
+//! - The loop calls the core through its fd's entry, an
+//!   `event_loop::io::Watch`, when its fd is ready.
 //!   mio is edge-triggered: reads go on until `WouldBlock`, a short read (a
 //!   stream socket's queue was drained; later data raises a new edge) or a
 //!   fairness cap (then the fd is re-armed); writes go on until the buffer is
@@ -31,16 +35,19 @@
 //! - `write()` tries the socket at once and buffers only what the kernel did
 //!   not take; buffered chunks go out with one gathered `sendmsg`.
 //!
-//! - `PipeTransport` (`pipe.rs`, I/O paths in `pipe_io.rs`) is the core of
-//!   the read and write pipe transports (`connect_read_pipe`,
-//!   `connect_write_pipe`, subprocess pipes); it shares the write buffer,
-//!   flow control and the per-thread read buffer with the stream transports
-//!   and makes `read`/`write`/`writev` calls instead of socket calls.
+//! - `PipeTransport` (`pipe.rs`, I/O paths in `pipe_io.rs`, `#[pymethods]`
+//!   in `pipe_api.rs`) is the core of the read and write pipe transports
+//!   (`connect_read_pipe`, `connect_write_pipe`, subprocess pipes); it
+//!   shares `core.rs`'s `ByteCore`/`ByteTransport`, the write buffer and
+//!   the per-thread read buffer with the stream transports and makes
+//!   `read`/`write`/`writev` calls instead of socket calls.
 //! - `core.rs` holds what stream, pipe and datagram (`crate::udp`)
 //!   transports do alike, as uvloop's `basetransport.pyx`: the order of
 //!   `connection_made`, the start of reading and the waiter; the call of
-//!   `connection_lost`; the `pause_writing`/`resume_writing` callback at the
-//!   water marks (`flow.rs`'s `FlowControl`). All three schedule these from
+//!   `connection_lost`; and for stream and pipe, their common state and
+//!   behaviour (fatal errors, closing, pause/resume, the
+//!   `pause_writing`/`resume_writing` callback at the water marks of
+//!   `flow.rs`'s `FlowControl`). All three schedule these from
 //!   Rust, their own steps as `crate::internal_call::InternalCall`s queued
 //!   where asyncio's `call_soon(self._call_connection_lost, exc)` would go.
 //!
@@ -65,6 +72,7 @@ pub(crate) mod core;
 pub mod flow;
 pub mod lifecycle;
 pub mod pipe;
+pub mod pipe_api;
 pub mod pipe_io;
 pub mod pyobjs;
 pub mod read;

@@ -1,129 +1,180 @@
 //! The I/O paths of `PipeTransport` (see `pipe.rs` for the design and
-//! invariants): interest in the reactor, the read path, the write path and
-//! flow control, fatal errors and the close sequence.
+//! invariants): `write()`, the read path, the write path, and closing (its
+//! `ByteTransport` impl: `_close(exc)`, which errors are expected, the
+//! release of the pipe).
 
 use std::io::IoSlice;
-use std::sync::Arc;
 
-use parking_lot::MutexGuard;
-use pyo3::exceptions::{PyBrokenPipeError, PyOSError};
+use parking_lot::{Mutex, MutexGuard};
+use pyo3::exceptions::{PyBrokenPipeError, PyBufferError, PyOSError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple};
 
-use super::pipe::{PipeSt, PipeTransport, Watch};
-use super::{logger, must_propagate, with_read_buf, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
+use super::core::ByteTransport;
+use super::pipe::{PipeSt, PipeTransport};
+use super::{logger, with_read_buf, BufView, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
+use crate::contexts::copy_current;
 use crate::errors;
 use crate::event_loop::LoopCore;
 use crate::reactor::net::MAX_IOV;
 use crate::reactor::pipes;
 
-impl PipeTransport {
-    /// Counts `n` bytes read, here and in the loop's total.
-    pub(super) fn count_in(&self, st: &PipeSt, n: usize) {
-        self.bytes.add_in(n);
-        if let Some(lp) = &st.lp {
-            lp.get().stats.pipe.add_in(n);
-        }
+impl ByteTransport for PipeTransport {
+    type State = PipeSt;
+    const START_STEP: &'static str = "PipeTransport._start_io";
+    const LOST_STEP: &'static str = "PipeTransport._call_connection_lost";
+
+    #[inline(always)]
+    fn state(&self) -> &Mutex<PipeSt> {
+        &self.st
     }
 
-    /// Counts `n` bytes written, here and in the loop's total.
-    pub(super) fn count_out(&self, st: &PipeSt, n: usize) {
-        self.bytes.add_out(n);
-        if let Some(lp) = &st.lp {
-            lp.get().stats.pipe.add_out(n);
-        }
+    #[inline(always)]
+    fn sync_interest(slf: &Bound<'_, Self>, st: &mut PipeSt) -> PyResult<()> {
+        PipeTransport::sync_interest(slf, st)
     }
 
-    /// Makes the reactor watch what the state needs.
-    pub(super) fn sync_interest(slf: &Bound<'_, Self>, st: &mut PipeSt) -> PyResult<()> {
+    fn mark_lost(st: &mut PipeSt) -> bool {
+        !std::mem::replace(&mut st.lost_scheduled, true)
+    }
+
+    fn drained(st: &PipeSt) -> bool {
+        st.wbuf.is_empty()
+    }
+
+    /// A write pipe expects any OSError; a read pipe only EIO (a pty whose
+    /// other side closed).
+    fn expected_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<bool> {
         let py = slf.py();
-        let want = st.wanted();
-        let Some(lp) = st.lp(py) else { return Ok(()) };
-        match want {
-            Some(w) => {
-                let fd = st.fd;
-                st.reg
-                    .set_interest(lp.get(), fd, w, || Arc::new(Watch(slf.clone().unbind())))
-            }
-            // `slf` keeps the transport alive without the entry.
-            None => {
-                st.reg.take().deregister(lp.get());
-                Ok(())
-            }
+        if !exc.is_instance_of::<PyOSError>() {
+            return Ok(false);
         }
+        let writable = slf.get().st.lock().writable;
+        Ok(writable || exc.getattr(intern!(py, "errno"))?.extract::<i32>().ok() == Some(libc::EIO))
     }
 
-    /// `call_soon(func, *args)` on the transport's loop, if it has one.
-    pub(super) fn soon(
-        py: Python<'_>,
-        lp: &Option<Bound<'_, LoopCore>>,
-        func: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-    ) -> PyResult<()> {
-        match lp {
-            Some(lp) => lp.get().soon(py, func.unbind(), args.unbind()).map(drop),
-            None => Ok(()),
-        }
+    fn released(st: &PipeSt) -> bool {
+        st.fd < 0
     }
 
-    /// asyncio's `_close(exc)`: stop I/O, drop buffered data and schedule
-    /// `connection_lost(exc)` (once).
-    pub(super) fn close_with(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+    /// Deregisters the fd, closes the pipe and drops every reference.
+    fn release(slf: &Bound<'_, Self>) -> PyResult<PyResult<()>> {
         let py = slf.py();
         let mut released = Vec::new();
-        let lp = {
+        let (reg, pipe, refs) = {
             let mut st = slf.get().st.lock();
-            st.closing = true;
-            st.wbuf.clear(&mut released);
-            if st.lost_scheduled {
-                return Ok(());
-            }
+            st.fd = -1;
             st.lost_scheduled = true;
-            Self::sync_interest(slf, &mut st)?;
-            st.lp(py)
+            st.wbuf.clear(&mut released);
+            (st.reg.take(), st.pipe.take(), st.core.take_refs())
         };
-        drop(released);
-        let arg = exc.unwrap_or_else(|| py.None().into_bound(py));
-        Self::soon(
-            py,
-            &lp,
-            Self::connection_lost_call(slf)?,
-            PyTuple::new(py, [arg])?,
-        )
+        if let Some(lp) = &refs.lp {
+            reg.deregister(lp.get());
+        }
+        let closed = match &pipe {
+            Some(p) => p.bind(py).call_method0(intern!(py, "close")).map(drop),
+            None => Ok(()),
+        };
+        drop((refs, pipe, released));
+        Ok(closed)
+    }
+}
+
+impl PipeTransport {
+    /// `write(data)`: try the fd at once, buffer the rest.
+    #[inline]
+    pub(super) fn write_impl(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if !(data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>())
+        {
+            // asyncio's `assert isinstance(data, (bytes, bytearray,
+            // memoryview)), repr(data)`.
+            return Err(pyo3::exceptions::PyAssertionError::new_err(
+                data.repr()?.unbind(),
+            ));
+        }
+        let view = match BufView::get(data, false) {
+            Ok(v) => v,
+            Err(e) if e.is_instance_of::<PyBufferError>(py) => {
+                // Not contiguous: asyncio fails in os.write() (a fatal
+                // error) or, with data buffered, in `bytearray += data`.
+                let mut st = slf.get().st.lock();
+                if !Self::write_allowed(slf, &mut st)? {
+                    return Ok(());
+                }
+                if !st.wbuf.is_empty() {
+                    return Err(PyTypeError::new_err("can't concat memoryview to bytearray"));
+                }
+                return Self::write_failed(slf, st, e);
+            }
+            Err(e) => return Err(e),
+        };
+        let bytes = view.as_slice();
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut st = slf.get().st.lock();
+        if !Self::write_allowed(slf, &mut st)? {
+            return Ok(());
+        }
+        let mut start = 0;
+        let was_empty = st.wbuf.is_empty();
+        if was_empty && st.fd >= 0 {
+            let r = pipes::write(st.fd, bytes);
+            if let Ok(n) = r {
+                slf.get().count_out(&st, n);
+            }
+            match r {
+                Ok(n) if n == bytes.len() => return Ok(()),
+                Ok(n) => start = n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    drop(view);
+                    return Self::write_failed(slf, st, errors::os_error(e));
+                }
+            }
+        }
+        match data.cast::<PyBytes>() {
+            Ok(b) => st.wbuf.push_bytes(b, start),
+            Err(_) => st.wbuf.push_copy(&bytes[start..]),
+        }
+        drop(view);
+        let r = Self::sync_interest(slf, &mut st);
+        drop(st);
+        r?;
+        if was_empty {
+            // Where asyncio adds its writer: the flush runs in a copy of
+            // this caller's context.
+            let ctx = copy_current(py)?;
+            let old = slf.get().st.lock().write_ctx.replace(ctx);
+            drop(old);
+        }
+        Self::flow_callback(slf, true)
     }
 
-    /// asyncio's `_fatal_error`: report (unless it is an OSError the
-    /// direction ignores) and close. Errors only for KeyboardInterrupt/
-    /// SystemExit.
-    pub(super) fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
-        let py = slf.py();
-        if must_propagate(py, &err) {
-            return Err(err);
-        }
-        let exc = err.into_value(py).into_bound(py).into_any();
-        let (lp, wrapper, proto, writable) = {
-            let st = slf.get().st.lock();
-            (
-                st.lp(py),
-                st.wrapper.as_ref().map(|w| w.clone_ref(py)),
-                st.protocol.as_ref().map(|p| p.clone_ref(py)),
-                st.writable,
-            )
-        };
-        let quiet = if writable {
-            exc.is_instance_of::<PyOSError>()
-        } else {
-            exc.is_instance_of::<PyOSError>()
-                && exc.getattr(intern!(py, "errno"))?.extract::<i32>().ok() == Some(libc::EIO)
-        };
-        super::report_fatal(py, lp, quiet, message, &exc, wrapper, proto)?;
-        Self::close_with(slf, Some(exc))
+    /// A write failed with `err`: drop what is buffered, count the write
+    /// as lost, and close with asyncio's fatal error.
+    #[cold]
+    fn write_failed(
+        slf: &Bound<'_, Self>,
+        mut st: MutexGuard<'_, PipeSt>,
+        err: PyErr,
+    ) -> PyResult<()> {
+        let mut released = Vec::new();
+        st.wbuf.clear(&mut released);
+        st.conn_lost += 1;
+        Self::sync_interest(slf, &mut st)?;
+        drop(st);
+        drop(released);
+        Self::fatal_error(slf, err, "Fatal write error on pipe transport")
     }
 
     /// The read pipe's fd is readable: one `read`, then `data_received` or
     /// EOF handling.
-    pub(super) fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(super) fn read_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>) -> PyResult<()> {
         let py = slf.py();
         let (fd, proto) = {
             let st = slf.get().st.lock();
@@ -146,8 +197,10 @@ impl PipeTransport {
                     .bind(py)
                     .call_method1(intern!(py, "data_received"), (data,))
                     .map(drop);
+                // A tty returns a line per read: have the next poll report
+                // the fd again if more is there.
                 let st = slf.get().st.lock();
-                if let (Some(lp), Some(_)) = (st.lp(py), st.wanted()) {
+                if st.wanted().is_some() {
                     st.reg.rearm(lp.get())?;
                 }
                 drop(st);
@@ -176,19 +229,12 @@ impl PipeTransport {
                     Self::sync_interest(slf, &mut st)?;
                     lp
                 };
-                Self::soon(
-                    py,
-                    &lp,
-                    proto.bind(py).getattr(intern!(py, "eof_received"))?,
-                    PyTuple::empty(py),
-                )?;
-                let none = py.None().into_bound(py);
-                Self::soon(
-                    py,
-                    &lp,
-                    Self::connection_lost_call(slf)?,
-                    PyTuple::new(py, [none])?,
-                )
+                if let Some(lp) = &lp {
+                    let eof_received = proto.bind(py).getattr(intern!(py, "eof_received"))?;
+                    lp.get()
+                        .soon(py, eof_received.unbind(), PyTuple::empty(py).unbind())?;
+                }
+                Self::schedule_connection_lost(slf, lp, None)
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
             Err(e) => Self::fatal_error(
@@ -221,9 +267,9 @@ impl PipeTransport {
                 .into_value(py)
                 .into_bound(py)
                 .into_any();
-            Self::close_with(slf, Some(exc))
+            Self::force_close(slf, Some(exc))
         } else {
-            Self::close_with(slf, None)
+            Self::force_close(slf, None)
         }
     }
 
@@ -268,25 +314,10 @@ impl PipeTransport {
                     return Ok(());
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => {
-                    st.wbuf.clear(&mut released);
-                    st.conn_lost += 1;
-                    Self::sync_interest(slf, &mut st)?;
-                    drop(st);
-                    drop(released);
-                    return Self::fatal_error(
-                        slf,
-                        errors::os_error(e),
-                        "Fatal write error on pipe transport",
-                    );
-                }
+                // `released` is dropped after the lock, on the way out.
+                Err(e) => return Self::write_failed(slf, st, errors::os_error(e)),
             }
         }
-    }
-
-    /// asyncio's `_maybe_pause_protocol` (`pause`) / `_maybe_resume_protocol`.
-    pub(super) fn flow_callback(slf: &Bound<'_, Self>, pause: bool) -> PyResult<()> {
-        super::core::flow_callback(slf.py(), &slf.get().st, pause)
     }
 
     /// A write after the connection was lost or while closing: count it and
@@ -311,50 +342,5 @@ impl PipeTransport {
         }
         st.conn_lost += 1;
         Ok(false)
-    }
-
-    pub(super) fn call_connection_lost(
-        slf: &Bound<'_, Self>,
-        exc: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let proto = {
-            let st = slf.get().st.lock();
-            if st.fd < 0 {
-                return Ok(());
-            }
-            st.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
-        let result = super::core::tell_connection_lost(proto, exc);
-        let closed = Self::release(slf);
-        result.and(closed)
-    }
-
-    /// Deregisters the fd, closes the pipe and drops every reference.
-    pub(super) fn release(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let mut released = Vec::new();
-        let (lp, reg, pipe, wrapper, protocol) = {
-            let mut st = slf.get().st.lock();
-            st.fd = -1;
-            st.lost_scheduled = true;
-            st.wbuf.clear(&mut released);
-            (
-                st.lp.take(),
-                st.reg.take(),
-                st.pipe.take(),
-                st.wrapper.take(),
-                st.protocol.take(),
-            )
-        };
-        if let Some(lp) = &lp {
-            reg.deregister(lp.get());
-        }
-        let closed = match &pipe {
-            Some(p) => p.bind(py).call_method0(intern!(py, "close")).map(drop),
-            None => Ok(()),
-        };
-        drop((lp, pipe, wrapper, protocol, released));
-        closed
     }
 }

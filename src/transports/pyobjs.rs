@@ -5,6 +5,7 @@
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::PyString;
 
 /// `asyncio.futures._set_result_unless_cancelled`.
 pub(crate) static SET_RESULT_UNLESS_CANCELLED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -28,10 +29,7 @@ pub(crate) fn set_result_unless_done(
     fut: &Bound<'_, PyAny>,
     value: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    if !fut.call_method0(intern!(fut.py(), "done"))?.is_truthy()? {
-        fut.call_method1(intern!(fut.py(), "set_result"), (value,))?;
-    }
-    Ok(())
+    settle_unless_done(fut, intern!(fut.py(), "set_result"), value)
 }
 
 /// `fut.set_exception(exc)` unless `fut` is done.
@@ -39,8 +37,17 @@ pub(crate) fn set_exception_unless_done(
     fut: &Bound<'_, PyAny>,
     exc: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
+    settle_unless_done(fut, intern!(fut.py(), "set_exception"), exc)
+}
+
+/// `fut.<setter>(arg)` unless `fut` is done.
+fn settle_unless_done(
+    fut: &Bound<'_, PyAny>,
+    setter: &Bound<'_, PyString>,
+    arg: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     if !fut.call_method0(intern!(fut.py(), "done"))?.is_truthy()? {
-        fut.call_method1(intern!(fut.py(), "set_exception"), (exc,))?;
+        fut.call_method1(setter, (arg,))?;
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use super::recv_bytes::Received;
+use super::recv_bytes::{tune_malloc, Received, LARGE_READ};
 use super::stream::StreamTransport;
 use super::stream_state::ProtoKind;
 use super::{logger, BufView};
@@ -172,6 +172,10 @@ impl StreamTransport {
         let r = unsafe { net::recv_raw(fd, view.as_ptr(), cap) };
         if let Ok(n) = r {
             slf.get().count_in(n);
+            if n >= LARGE_READ {
+                // The protocol copies large reads out (see `tune_malloc`).
+                tune_malloc();
+            }
         }
         drop(view);
         drop(buf);

@@ -11,7 +11,6 @@
 //! file position is set past the sent bytes, as asyncio does.
 
 use std::io::ErrorKind;
-use std::os::fd::RawFd;
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -30,9 +29,9 @@ enum Outcome {
     /// Waiting for writability.
     Pending,
     /// Finished (all sent, end of file, or the future was cancelled).
-    Done(SendfileOp),
+    Done(Box<SendfileOp>),
     /// Failed with this error.
-    Failed(SendfileOp, PyErr),
+    Failed(Box<SendfileOp>, PyErr),
 }
 
 impl StreamTransport {
@@ -158,15 +157,9 @@ impl StreamTransport {
         drop(old);
     }
 
-    /// Starts sending `count` bytes (0: to EOF) of `in_fd` from `offset`;
-    /// `fut` gets the number of bytes sent.
-    pub(crate) fn sendfile_start(
-        slf: &Bound<'_, Self>,
-        in_fd: RawFd,
-        offset: i64,
-        count: u64,
-        fut: Bound<'_, PyAny>,
-    ) -> PyResult<()> {
+    /// Starts `op` (made by `_sendfile_start`); its future gets the
+    /// number of bytes sent.
+    pub(crate) fn sendfile_start(slf: &Bound<'_, Self>, op: SendfileOp) -> PyResult<()> {
         {
             let mut st = slf.get().st.lock();
             if st.sendfile.is_some() {
@@ -174,14 +167,7 @@ impl StreamTransport {
                     "sendfile is already in progress",
                 ));
             }
-            st.sendfile = Some(SendfileOp {
-                in_fd,
-                offset,
-                start: offset,
-                count: (count > 0).then_some(count),
-                sent: 0,
-                fut: fut.unbind(),
-            });
+            st.sendfile = Some(Box::new(op));
         }
         Self::sendfile_step(slf)
     }

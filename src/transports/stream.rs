@@ -2,6 +2,9 @@
 //! (asyncio's `_SelectorSocketTransport`). See the module docs of
 //! `transports` for the design and invariants.
 //!
+//! The loop calls it through `event_loop::io::Watch` (its `Watched` impl,
+//! in `stream_api.rs`, dispatches to the read and write paths).
+//!
 //! Interest in the reactor follows the state: `Read` while reading,
 //! `Write` while data is buffered, `Both` for both; a registered transport
 //! that wants neither stays registered for `Write` (which stays quiet on an
@@ -9,22 +12,18 @@
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::{PyTraverseError, PyVisit};
 
-use super::addr_to_py;
-use super::flow::{FlowControl, WriteBuffer};
+use super::core::ByteCore;
 use super::recv_bytes::ReadSizeHint;
-use super::stream_state::{Sock, St};
-use crate::contexts::run_in;
-use crate::event_loop::io::IoWatcher;
-use crate::event_loop::{LoopCore, Registration};
+use super::stream_state::{LazyAddr, Sock, St};
+use crate::event_loop::io::Watch;
+use crate::event_loop::LoopCore;
 use crate::reactor::addr::{self, RawAddr};
 use crate::reactor::net;
-use crate::reactor::{Readiness, Want};
+use crate::reactor::Want;
 
 /// The native core of a stream transport.
 #[pyclass(frozen, module = "oxloop._core")]
@@ -72,96 +71,30 @@ impl StreamTransport {
     }
 }
 
-/// The loop's handle on a transport.
-struct Watch(Py<StreamTransport>);
-
-impl IoWatcher for Watch {
-    fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
-        let slf = self.0.bind(py);
-        if ready.for_reader() {
-            let this = slf.get();
-            let ctx = this.st.lock().read_ctx.as_ref().map(|c| c.clone_ref(py));
-            let before = this.bytes_in.load(Relaxed);
-            let r = run_in(py, ctx.as_ref(), || {
-                StreamTransport::handle_read(slf, lp, ready)
-            });
-            let got = this.bytes_in.load(Relaxed).wrapping_sub(before);
-            lp.get().stats.stream.add_in(got as usize);
-            r?;
-        }
-        if ready.for_writer() {
-            let ctx = slf
-                .get()
-                .st
-                .lock()
-                .write_ctx
-                .as_ref()
-                .map(|c| c.clone_ref(py));
-            run_in(py, ctx.as_ref(), || StreamTransport::handle_write(slf))?;
-        }
-        Ok(())
-    }
-
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.0)
-    }
-
-    fn describe(&self, _py: Python<'_>) -> String {
-        match self.0.get().st.try_lock() {
-            Some(st) => format!("transport <{} fd={}>", st.name, st.fd),
-            None => "transport".into(),
-        }
-    }
-}
-
-fn addr_or_none(py: Python<'_>, addr: std::io::Result<RawAddr>) -> Option<Py<PyAny>> {
-    addr.ok()
-        .and_then(|a| addr_to_py(py, addr::decode(&a)).ok())
-        .map(Bound::unbind)
-}
-
 impl StreamTransport {
     pub(crate) fn new_state(
-        py: Python<'_>,
         lp: Py<LoopCore>,
         fd: RawFd,
         sock: Sock,
         peer: Option<RawAddr>,
-        name: &'static str,
+        unix: bool,
     ) -> St {
-        let sockname = addr_or_none(py, addr::local_addr(fd));
-        let peername = match peer {
-            Some(a) => addr_or_none(py, Ok(a)),
-            None => addr_or_none(py, addr::peer_addr(fd)),
-        };
+        let sockname = LazyAddr::of(addr::local_addr(fd));
+        let peername = LazyAddr::of(peer.ok_or(()).or_else(|()| addr::peer_addr(fd)));
         St {
-            fd,
-            fileno: fd,
+            core: ByteCore::new(fd, lp),
             sock_kind: (0, libc::SOCK_STREAM, 0),
             sock,
-            lp: Some(lp),
-            wrapper: None,
-            protocol: None,
             kind: None,
             server: None,
-            reg: Registration::new(),
-            started: false,
-            paused: false,
             read_eof: false,
-            closing: false,
             eof: false,
-            conn_lost: 0,
-            wbuf: WriteBuffer::default(),
-            flow: FlowControl::default(),
             sockname,
             peername,
             extra_socket: None,
             empty_waiter: None,
             sendfile: None,
-            name,
-            ctx: None,
-            read_ctx: None,
-            write_ctx: None,
+            unix,
             unsendable: None,
         }
     }
@@ -180,12 +113,8 @@ impl StreamTransport {
             let _ = net::set_nodelay(raw);
         }
         let family = peer.family();
-        let name = if family == libc::AF_UNIX {
-            "UnixTransport"
-        } else {
-            "TCPTransport"
-        };
-        let mut st = Self::new_state(py, lp, raw, Sock::Rust(fd), Some(peer), name);
+        let unix = family == libc::AF_UNIX;
+        let mut st = Self::new_state(lp, raw, Sock::Rust(fd), Some(peer), unix);
         st.sock_kind = (family, libc::SOCK_STREAM, proto);
         Py::new(py, Self::with_state(st))
     }
@@ -205,7 +134,6 @@ impl StreamTransport {
         };
         let Some(lp) = st.lp(py) else { return Ok(()) };
         let fd = st.fd;
-        st.reg
-            .set_interest(lp.get(), fd, want, || Arc::new(Watch(slf.clone().unbind())))
+        st.reg.set_interest(lp.get(), fd, want, || Watch::of(slf))
     }
 }

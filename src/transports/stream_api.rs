@@ -1,6 +1,9 @@
 //! The Python face of `StreamTransport`: thin `#[pymethods]` over the I/O
 //! paths (`read.rs`, `write.rs`, `sendfile.rs`) and the life cycle
-//! (`lifecycle.rs`). Nothing below calls up into this file.
+//! (`lifecycle.rs`), the methods it shares with the pipe transport coming
+//! from `core.rs`'s `byte_transport_pymethods!`; and its `Watched` impl,
+//! the entry from the loop into those paths. Nothing below calls up into
+//! this file.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering::Relaxed;
@@ -10,17 +13,45 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use super::addr_to_py;
+use super::core::{byte_transport_pymethods, ByteTransport};
 use super::pyobjs::{cached, TRANSPORT_SOCKET};
 use super::stream::StreamTransport;
-use super::stream_state::{ProtoKind, Sock};
-use crate::contexts::fixed_or_copy;
+use super::stream_state::{LazyAddr, ProtoKind, SendfileOp, Sock, St};
+use crate::contexts::run_in;
 use crate::errors;
+use crate::event_loop::io::Watched;
 use crate::event_loop::LoopCore;
 use crate::reactor::net;
-use crate::reactor::Want;
+use crate::reactor::{Readiness, Want};
 
-#[pymethods]
 impl StreamTransport {
+    /// `get_extra_info('sockname'/'peername')`: the name's Python value,
+    /// built on the first call (outside the lock) and kept.
+    fn extra_addr(
+        slf: &Bound<'_, Self>,
+        slot: fn(&mut St) -> &mut LazyAddr,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let raw = match slot(&mut slf.get().st.lock()) {
+            LazyAddr::Py(o) => return Ok(o.clone_ref(py)),
+            LazyAddr::Raw(a) => a.clone(),
+        };
+        let obj = addr_to_py(py, raw.decode())?.unbind();
+        let mut st = slf.get().st.lock();
+        let slot = slot(&mut st);
+        match slot {
+            // Another thread built it first: hand out the kept one.
+            LazyAddr::Py(o) => Ok(o.clone_ref(py)),
+            LazyAddr::Raw(_) => {
+                *slot = LazyAddr::Py(obj.clone_ref(py));
+                Ok(obj)
+            }
+        }
+    }
+}
+
+byte_transport_pymethods!(StreamTransport {
     /// A transport over a connected `socket.socket` (which it then owns).
     #[new]
     #[pyo3(signature = (lp, sock, name = "TCPTransport", nodelay = false))]
@@ -38,18 +69,12 @@ impl StreamTransport {
         if nodelay {
             net::set_nodelay(fd).map_err(errors::os_error)?;
         }
-        let name = if name == "UnixTransport" {
-            "UnixTransport"
-        } else {
-            "TCPTransport"
-        };
         let st = Self::new_state(
-            py,
             lp.unbind(),
             fd,
             Sock::Python(sock.clone().unbind()),
             None,
-            name,
+            name == "UnixTransport",
         );
         let mut st = st;
         st.extra_socket = Some(
@@ -111,68 +136,14 @@ impl StreamTransport {
         Ok(())
     }
 
-    fn can_write_eof(&self) -> bool {
-        true
-    }
-
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::do_close(slf)
-    }
-
-    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::force_close(slf, None)
     }
 
     /// asyncio's `_force_close(exc)` (used by `sslproto`).
     fn _force_close(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
         let exc = if exc.is_none() { None } else { Some(exc) };
-        Self::force_close(slf, exc)
-    }
-
-    fn is_closing(&self) -> bool {
-        self.st.lock().closing
-    }
-
-    fn is_reading(&self) -> bool {
-        let st = self.st.lock();
-        !st.closing && !st.paused
-    }
-
-    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let mut st = slf.get().st.lock();
-        if st.closing || st.paused {
-            return Ok(());
-        }
-        st.paused = true;
-        Self::sync_interest(slf, &mut st)
-    }
-
-    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let fixed = {
-            let st = slf.get().st.lock();
-            if st.closing || !st.paused {
-                return Ok(());
-            }
-            st.ctx.as_ref().map(|c| c.clone_ref(py))
-        };
-        // asyncio adds the reader again: reads now run in a copy of the
-        // caller's context (or in the transport's own).
-        let ctx = fixed_or_copy(py, fixed.as_ref())?;
-        let mut st = slf.get().st.lock();
-        if st.closing || !st.paused {
-            return Ok(());
-        }
-        st.paused = false;
-        let old = if st.started {
-            st.read_ctx.replace(ctx)
-        } else {
-            None
-        };
-        let r = Self::sync_interest(slf, &mut st);
-        drop(st);
-        drop(old);
-        r
+        <Self as ByteTransport>::force_close(slf, exc)
     }
 
     fn set_protocol(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
@@ -180,34 +151,6 @@ impl StreamTransport {
         let old = self.st.lock().install_protocol(protocol.unbind(), kind);
         drop(old);
         Ok(())
-    }
-
-    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.st.lock().protocol.as_ref().map(|p| p.clone_ref(py))
-    }
-
-    fn get_write_buffer_size(&self) -> usize {
-        self.st.lock().wbuf.len()
-    }
-
-    fn get_write_buffer_limits(&self) -> (usize, usize) {
-        let st = self.st.lock();
-        (st.flow.low, st.flow.high)
-    }
-
-    #[pyo3(signature = (high = None, low = None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<i64>,
-        low: Option<i64>,
-    ) -> PyResult<()> {
-        slf.get()
-            .st
-            .lock()
-            .flow
-            .set_limits(high, low)
-            .map_err(PyValueError::new_err)?;
-        Self::maybe_pause_protocol(slf)
     }
 
     #[pyo3(signature = (name, default = None))]
@@ -222,8 +165,14 @@ impl StreamTransport {
         };
         let st = slf.get().st.lock();
         Ok(match name.to_str()? {
-            "peername" => st.peername.as_ref().map(|p| p.clone_ref(py)),
-            "sockname" => st.sockname.as_ref().map(|p| p.clone_ref(py)),
+            "peername" => {
+                drop(st);
+                return Self::extra_addr(slf, |st| &mut st.peername).map(Some);
+            }
+            "sockname" => {
+                drop(st);
+                return Self::extra_addr(slf, |st| &mut st.sockname).map(Some);
+            }
             "oxloop_stats" => {
                 let this = slf.get();
                 let d = pyo3::types::PyDict::new(py);
@@ -297,6 +246,8 @@ impl StreamTransport {
         self.reset_empty_waiter()
     }
 
+    /// Starts sending `count` bytes (0: to the end) of `in_fd` from
+    /// `offset`; `fut` gets the number of bytes sent.
     fn _sendfile_start(
         slf: &Bound<'_, Self>,
         in_fd: RawFd,
@@ -304,7 +255,7 @@ impl StreamTransport {
         count: u64,
         fut: Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        Self::sendfile_start(slf, in_fd, offset, count, fut)
+        Self::sendfile_start(slf, SendfileOp::new(in_fd, offset, count, fut.unbind()))
     }
 
     /// The fd number (kept after close, as asyncio's).
@@ -319,12 +270,6 @@ impl StreamTransport {
         self.st.lock().lp.as_ref().map(|l| l.clone_ref(py))
     }
 
-    /// Whether the protocol is paused for writing.
-    #[getter]
-    fn _protocol_paused(&self) -> bool {
-        self.st.lock().flow.paused
-    }
-
     /// Whether reading is paused (`pause_reading()`), as asyncio's `_paused`.
     #[getter]
     fn _paused(&self) -> bool {
@@ -335,24 +280,20 @@ impl StreamTransport {
         let Some(st) = self.st.try_lock() else {
             return Ok(());
         };
+        st.core.traverse(&visit)?;
+        for o in [st.sockname.built(), st.peername.built()].into_iter().flatten() {
+            visit.call(o)?;
+        }
         for o in [
-            &st.lp.as_ref().map(|l| l.as_any()),
-            &st.wrapper.as_ref(),
-            &st.protocol.as_ref(),
-            &st.server.as_ref(),
-            &st.sockname.as_ref(),
-            &st.peername.as_ref(),
-            &st.extra_socket.as_ref(),
-            &st.empty_waiter.as_ref(),
-            &st.ctx.as_ref(),
-            &st.read_ctx.as_ref(),
-            &st.write_ctx.as_ref(),
-            &st.unsendable.as_ref(),
+            &st.server,
+            &st.extra_socket,
+            &st.empty_waiter,
+            &st.unsendable,
         ]
         .into_iter()
         .flatten()
         {
-            visit.call(*o)?;
+            visit.call(o)?;
         }
         if let Sock::Python(s) = &st.sock {
             visit.call(s)?;
@@ -365,30 +306,49 @@ impl StreamTransport {
             }
             _ => {}
         }
-        if let Some(op) = &st.sendfile {
-            op.traverse(&visit)?;
+        match &st.sendfile {
+            Some(op) => op.traverse(&visit),
+            None => Ok(()),
         }
-        st.wbuf.traverse(&visit)
     }
 
     fn __clear__(&self) {
         let taken = {
             let mut st = self.st.lock();
-            (
-                st.lp.take(),
-                st.wrapper.take(),
-                st.protocol.take(),
-                st.kind.take(),
-                st.server.take(),
-                st.extra_socket.take(),
-                st.empty_waiter.take(),
-                st.sendfile.take(),
-                st.ctx.take(),
-                st.read_ctx.take(),
-                st.write_ctx.take(),
-                st.unsendable.take(),
-            )
+            let extras = [st.extra_socket.take(), st.unsendable.take()];
+            (st.take_refs(), extras)
         };
         drop(taken);
+    }
+});
+
+/// The loop calls the transport here when its fd is ready: the read path
+/// (`read.rs`) in the reader's context, the write path (`write.rs`, or
+/// `sendfile.rs` once the buffer is empty) in the writer's.
+impl Watched for StreamTransport {
+    #[inline]
+    fn on_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if ready.for_reader() {
+            let ctx = this.st.lock().read_ctx.as_ref().map(|c| c.clone_ref(py));
+            let before = this.bytes_in.load(Relaxed);
+            let r = run_in(py, ctx.as_ref(), || Self::handle_read(slf, lp, ready));
+            let got = this.bytes_in.load(Relaxed).wrapping_sub(before);
+            lp.get().stats.stream.add_in(got as usize);
+            r?;
+        }
+        if ready.for_writer() {
+            let ctx = this.st.lock().write_ctx.as_ref().map(|c| c.clone_ref(py));
+            run_in(py, ctx.as_ref(), || Self::handle_write(slf))?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        match self.st.try_lock() {
+            Some(st) => format!("transport <{} fd={}>", st.class_name(), st.fd),
+            None => "transport".into(),
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The state of a `StreamTransport` (see `stream.rs`): who owns the
 //! socket, how data reaches the protocol, the `sendfile` in progress, and
-//! `St`, everything the transport's mutex guards.
+//! `St`, everything the transport's mutex guards (a `ByteCore`, see
+//! `core.rs`, and the stream's own fields).
 
 use std::os::fd::{OwnedFd, RawFd};
 
@@ -8,9 +9,10 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use super::flow::{FlowControl, WriteBuffer};
+use super::core::{deref_to_byte_core, ByteCore, CoreRefs};
 use super::pyobjs::set_exception_unless_done;
-use crate::event_loop::{LoopCore, Registration};
+use crate::event_loop::LoopCore;
+use crate::reactor::addr::{RawAddr, SockAddr};
 use crate::reactor::net;
 
 /// Who owns the socket.
@@ -80,65 +82,70 @@ impl ProtoKind {
     }
 }
 
-/// The mutable state of a transport.
+/// A socket name (`sockname`, `peername`) as the transport keeps it:
+/// the compact address read when the transport was made (as asyncio reads
+/// both into `_extra` at construction, so they outlive the socket), turned
+/// into its Python value on the first `get_extra_info` and that value kept,
+/// so every later call returns the same object, as asyncio's dict does.
+/// An idle connection whose names nobody asks for holds no Python objects
+/// for them.
+pub(crate) enum LazyAddr {
+    /// Not asked for yet.
+    Raw(SockAddr),
+    /// The Python value (`None` if the name could not be read).
+    Py(Py<PyAny>),
+}
+
+impl LazyAddr {
+    /// What `getsockname`/`getpeername` returned; a failed call is
+    /// `None`, as asyncio stores for a `socket.error`.
+    pub(crate) fn of(addr: std::io::Result<RawAddr>) -> Self {
+        Self::Raw(match addr {
+            Ok(a) => SockAddr::from_raw(&a),
+            Err(_) => SockAddr::None,
+        })
+    }
+
+    /// The Python object, if built already.
+    pub(crate) fn built(&self) -> Option<&Py<PyAny>> {
+        match self {
+            Self::Py(o) => Some(o),
+            Self::Raw(_) => None,
+        }
+    }
+}
+
+/// The mutable state of a transport: the `ByteCore` and the stream's own.
 pub(crate) struct St {
-    /// The socket's fd (-1 once closed).
-    pub(crate) fd: RawFd,
-    /// The socket's fd number, kept after close (asyncio's `_sock_fd`, in
-    /// reprs).
-    pub(crate) fileno: RawFd,
+    /// What a pipe transport keeps too (`St` derefs to it).
+    pub(crate) core: ByteCore,
     /// `(family, type, proto)` of the socket, for the `socket` extra of a
     /// connection closed before anyone asked for it.
     pub(crate) sock_kind: (i32, i32, i32),
     /// The socket's owner.
     pub(crate) sock: Sock,
-    /// The loop (None after `connection_lost`).
-    pub(crate) lp: Option<Py<LoopCore>>,
-    /// The Python transport object user code sees.
-    pub(crate) wrapper: Option<Py<PyAny>>,
-    /// The protocol.
-    pub(crate) protocol: Option<Py<PyAny>>,
-    /// Its cached methods.
+    /// The protocol's methods reads call, looked up once.
     pub(crate) kind: Option<ProtoKind>,
     /// The `Server` that accepted the connection.
     pub(crate) server: Option<Py<PyAny>>,
-    /// The claim on `fd` in the loop's table, and what it is watched for.
-    pub(crate) reg: Registration,
-    /// Reading was started (after `connection_made`).
-    pub(crate) started: bool,
-    /// `pause_reading()`.
-    pub(crate) paused: bool,
     /// EOF received and the protocol kept the transport half-open.
     pub(crate) read_eof: bool,
-    /// `close()` was called (or the transport is being force-closed).
-    pub(crate) closing: bool,
     /// `write_eof()` was called.
     pub(crate) eof: bool,
-    /// `connection_lost` scheduled (then counts writes after that).
-    pub(crate) conn_lost: u32,
-    /// Unsent data.
-    pub(crate) wbuf: WriteBuffer,
-    /// Write-buffer limits.
-    pub(crate) flow: FlowControl,
-    /// `get_extra_info('sockname')`.
-    pub(crate) sockname: Option<Py<PyAny>>,
-    /// `get_extra_info('peername')`.
-    pub(crate) peername: Option<Py<PyAny>>,
+    /// `get_extra_info('sockname')`, read when the transport was made.
+    pub(crate) sockname: LazyAddr,
+    /// `get_extra_info('peername')`, read when the transport was made.
+    pub(crate) peername: LazyAddr,
     /// `get_extra_info('socket')`, made on first use.
     pub(crate) extra_socket: Option<Py<PyAny>>,
     /// Resolved when the write buffer is empty (used by `sendfile`).
     pub(crate) empty_waiter: Option<Py<PyAny>>,
-    /// The `sendfile` in progress.
-    pub(crate) sendfile: Option<SendfileOp>,
-    /// The class name shown in reprs.
-    pub(crate) name: &'static str,
-    /// The transport's own context (3.15+'s transports of `create_server`
-    /// and `create_connection`): every callback runs in it. See `contexts`.
-    pub(crate) ctx: Option<Py<PyAny>>,
-    /// The context reads run in (asyncio's reader handle's).
-    pub(crate) read_ctx: Option<Py<PyAny>>,
-    /// The context writability runs in (asyncio's writer handle's).
-    pub(crate) write_ctx: Option<Py<PyAny>>,
+    /// The `sendfile` in progress (boxed: rare, and every connection
+    /// holds the field).
+    pub(crate) sendfile: Option<Box<SendfileOp>>,
+    /// A Unix socket (`UnixTransport` in descriptions, else
+    /// `TCPTransport`).
+    pub(crate) unix: bool,
     /// 3.12+: a buffered chunk that cannot be sent (a non-contiguous
     /// memoryview); the next flush fails with this error, as asyncio's.
     pub(crate) unsendable: Option<Py<PyAny>>,
@@ -155,32 +162,50 @@ impl St {
         (self.protocol.replace(protocol), self.kind.replace(kind))
     }
 
+    /// Takes the references the transport lets go of once
+    /// `connection_lost` has run (`__clear__` takes these and the socket's
+    /// extras); drop them after the lock is released.
+    pub(crate) fn take_refs(&mut self) -> StreamRefs {
+        StreamRefs {
+            core: self.core.take_refs(),
+            kind: self.kind.take(),
+            server: self.server.take(),
+            empty_waiter: self.empty_waiter.take(),
+            sendfile: self.sendfile.take(),
+        }
+    }
+
     #[inline]
     pub(crate) fn reading_active(&self) -> bool {
         self.started && !self.paused && !self.closing && !self.read_eof && self.conn_lost == 0
     }
 
-    pub(crate) fn lp<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
-        self.lp.as_ref().map(|l| l.bind(py).clone())
+    /// The transport's class name, for descriptions.
+    pub(crate) fn class_name(&self) -> &'static str {
+        if self.unix {
+            "UnixTransport"
+        } else {
+            "TCPTransport"
+        }
     }
 }
 
-impl crate::transports::core::ByteTransportState for St {
-    fn buffered(&self) -> usize {
-        self.wbuf.len()
-    }
-    fn flow_mut(&mut self) -> &mut FlowControl {
-        &mut self.flow
-    }
-    fn protocol(&self) -> Option<&Py<PyAny>> {
-        self.protocol.as_ref()
-    }
-    fn wrapper(&self) -> Option<&Py<PyAny>> {
-        self.wrapper.as_ref()
-    }
-    fn event_loop<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
-        self.lp(py)
-    }
+deref_to_byte_core!(St);
+
+/// The references `St::take_refs` took (some are only held, to be
+/// dropped where no lock is held).
+#[allow(dead_code, reason = "fields held only to be dropped later")]
+pub(crate) struct StreamRefs {
+    /// The `ByteCore`'s.
+    pub(crate) core: CoreRefs,
+    /// The protocol's methods.
+    pub(crate) kind: Option<ProtoKind>,
+    /// The `Server` to detach from.
+    pub(crate) server: Option<Py<PyAny>>,
+    /// The empty waiter to fail.
+    pub(crate) empty_waiter: Option<Py<PyAny>>,
+    /// The `sendfile` to abandon.
+    pub(crate) sendfile: Option<Box<SendfileOp>>,
 }
 
 /// A `sendfile` in progress.
@@ -200,6 +225,19 @@ pub(crate) struct SendfileOp {
 }
 
 impl SendfileOp {
+    /// Sends `count` bytes (0: to the end) of `in_fd` from `offset`;
+    /// `fut` gets the number of bytes sent.
+    pub(crate) fn new(in_fd: RawFd, offset: i64, count: u64, fut: Py<PyAny>) -> Self {
+        Self {
+            in_fd,
+            offset,
+            start: offset,
+            count: (count > 0).then_some(count),
+            sent: 0,
+            fut,
+        }
+    }
+
     /// Visits the future.
     pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.fut)
@@ -218,5 +256,25 @@ impl SendfileOp {
         self.update_filepos();
         let e = pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
         set_exception_unless_done(self.fut.bind(py), e.value(py))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_sizes() {
+        // What every connection holds natively (see issue 9's memory row).
+        println!("St = {}", std::mem::size_of::<St>());
+        println!("ByteCore = {}", std::mem::size_of::<ByteCore>());
+        println!("LazyAddr = {}", std::mem::size_of::<LazyAddr>());
+        println!("Sock = {}", std::mem::size_of::<Sock>());
+        println!("ProtoKind = {}", std::mem::size_of::<Option<ProtoKind>>());
+        println!(
+            "StreamTransport = {}",
+            std::mem::size_of::<super::super::stream::StreamTransport>()
+        );
+        assert!(std::mem::size_of::<LazyAddr>() <= 32);
     }
 }

@@ -1,16 +1,20 @@
 //! The write side of `StreamTransport`: `write`/`writelines` try the socket
 //! at once and buffer the rest; writability drains the buffer with gathered
 //! sends; flow control calls `pause_writing`/`resume_writing` at the
-//! thresholds; a drained buffer completes `close()` and `write_eof()`.
+//! thresholds (`ByteTransport::flow_callback`); a drained buffer completes
+//! `close()` and `write_eof()` (`lifecycle.rs`'s `after_drain`), or goes on
+//! with a `sendfile` in progress.
 
 use std::io::{ErrorKind, IoSlice};
+use std::os::fd::RawFd;
 
 use parking_lot::MutexGuard;
 use pyo3::exceptions::{PyBufferError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 
-use super::pyobjs::{set_exception_unless_done, set_result_unless_done};
+use super::core::ByteTransport;
+use super::pyobjs::set_exception_unless_done;
 use super::stream::StreamTransport;
 use super::stream_state::{Sock, St};
 use super::{logger, BufView, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
@@ -77,51 +81,8 @@ impl StreamTransport {
             }
         }
         drop(released);
-        Self::maybe_resume_protocol(slf)?;
+        Self::flow_callback(slf, false)?;
         Self::after_drain(slf)
-    }
-
-    /// What happens when the write buffer may have become empty.
-    pub(crate) fn after_drain(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let (waiter, closing, eof, fd) = {
-            let mut st = slf.get().st.lock();
-            if !st.wbuf.is_empty() || st.sendfile.is_some() || st.conn_lost > 0 {
-                return Ok(());
-            }
-            Self::sync_interest(slf, &mut st)?;
-            let closing = st.closing;
-            if closing {
-                st.conn_lost += 1;
-            }
-            (
-                st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
-                closing,
-                st.eof,
-                st.fd,
-            )
-        };
-        if let Some(w) = waiter {
-            set_result_unless_done(w.bind(py), py.None().bind(py))?;
-        }
-        if closing {
-            Self::call_connection_lost(slf, py.None().bind(py))?;
-        } else if eof {
-            net::shutdown_write(fd).map_err(errors::os_error)?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::flow_callback(slf, true)
-    }
-
-    pub(crate) fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::flow_callback(slf, false)
-    }
-
-    pub(crate) fn flow_callback(slf: &Bound<'_, Self>, pause: bool) -> PyResult<()> {
-        super::core::flow_callback(slf.py(), &slf.get().st, pause)
     }
 
     /// asyncio's refusals of `write`/`writelines` (`method`): after
@@ -179,7 +140,50 @@ impl StreamTransport {
             let old = slf.get().st.lock().write_ctx.replace(ctx);
             drop(old);
         }
-        Self::maybe_pause_protocol(slf)
+        Self::flow_callback(slf, true)
+    }
+
+    /// What `write` and `writelines` (`method`) share, under the lock:
+    /// asyncio's refusals, nothing to do for no bytes (`total`) or after
+    /// the connection was lost, and with nothing buffered, one try at the
+    /// socket (`send(fd)`) at once; what it did not take, `buffer(st,
+    /// sent)` puts in the write buffer.
+    #[inline(always)]
+    fn write_with(
+        slf: &Bound<'_, Self>,
+        method: &str,
+        total: usize,
+        send: impl FnOnce(RawFd) -> std::io::Result<usize>,
+        buffer: impl FnOnce(&mut St, usize),
+    ) -> PyResult<()> {
+        let mut st = slf.get().st.lock();
+        Self::check_writable(&st, method)?;
+        if total == 0 || !Self::write_checks(slf, &mut st)? {
+            return Ok(());
+        }
+        let was_empty = st.wbuf.is_empty();
+        let mut sent = 0;
+        if was_empty {
+            let r = send(st.fd);
+            if let Ok(n) = r {
+                slf.get().count_out(st.lp.as_ref(), n);
+            }
+            match r {
+                Ok(n) if n == total => return Ok(()),
+                Ok(n) => sent = n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    drop(st);
+                    return Self::fatal_error(
+                        slf,
+                        errors::os_error(e),
+                        "Fatal write error on socket transport",
+                    );
+                }
+            }
+        }
+        buffer(&mut st, sent);
+        Self::after_buffering(slf, st, was_empty)
     }
 
     pub(crate) fn write_impl(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -205,40 +209,16 @@ impl StreamTransport {
                 view.as_slice()
             }
         };
-        let mut st = slf.get().st.lock();
-        Self::check_writable(&st, "write")?;
-        if slice.is_empty() {
-            return Ok(());
-        }
-        if !Self::write_checks(slf, &mut st)? {
-            return Ok(());
-        }
-        let mut sent = 0;
-        let was_empty = st.wbuf.is_empty();
-        if was_empty {
-            let r = net::send(st.fd, slice);
-            if let Ok(n) = r {
-                slf.get().count_out(st.lp.as_ref(), n);
-            }
-            match r {
-                Ok(n) if n == slice.len() => return Ok(()),
-                Ok(n) => sent = n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    drop(st);
-                    return Self::fatal_error(
-                        slf,
-                        errors::os_error(e),
-                        "Fatal write error on socket transport",
-                    );
-                }
-            }
-        }
-        match bytes {
-            Some(b) => st.wbuf.push_bytes(b, sent),
-            None => st.wbuf.push_copy(&slice[sent..]),
-        }
-        Self::after_buffering(slf, st, was_empty)
+        Self::write_with(
+            slf,
+            "write",
+            slice.len(),
+            |fd| net::send(fd, slice),
+            |st, sent| match bytes {
+                Some(b) => st.wbuf.push_bytes(b, sent),
+                None => st.wbuf.push_copy(&slice[sent..]),
+            },
+        )
     }
 
     /// `write()` of a memoryview that cannot be exported as contiguous
@@ -321,53 +301,29 @@ impl StreamTransport {
             drop(items);
             return Self::fatal_error(slf, err, "Fatal write error on socket transport");
         }
-        let mut st = slf.get().st.lock();
-        Self::check_writable(&st, "writelines")?;
-        if items.is_empty() {
-            return Ok(());
-        }
-        if !Self::write_checks(slf, &mut st)? {
-            return Ok(());
-        }
-        let mut skip = 0;
-        let was_empty = st.wbuf.is_empty();
-        if was_empty {
+        let total: usize = items.iter().map(|(_, v)| v.len()).sum();
+        let send = |fd| {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let n = items.len().min(MAX_IOV);
             for (i, (_, v)) in items.iter().take(n).enumerate() {
                 iov[i] = IoSlice::new(v.as_slice());
             }
-            let total: usize = items.iter().map(|(_, v)| v.len()).sum();
-            let r = net::send_vectored(st.fd, &iov[..n]);
-            if let Ok(s) = r {
-                slf.get().count_out(st.lp.as_ref(), s);
-            }
-            match r {
-                Ok(s) if s == total => return Ok(()),
-                Ok(s) => skip = s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    drop(st);
-                    return Self::fatal_error(
-                        slf,
-                        errors::os_error(e),
-                        "Fatal write error on socket transport",
-                    );
+            net::send_vectored(fd, &iov[..n])
+        };
+        let buffer = |st: &mut St, mut skip: usize| {
+            for (item, view) in &items {
+                let len = view.len();
+                if skip >= len {
+                    skip -= len;
+                    continue;
                 }
+                match item.cast::<PyBytes>() {
+                    Ok(b) => st.wbuf.push_bytes(b, skip),
+                    Err(_) => st.wbuf.push_copy(&view.as_slice()[skip..]),
+                }
+                skip = 0;
             }
-        }
-        for (item, view) in &items {
-            let len = view.len();
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            match item.cast::<PyBytes>() {
-                Ok(b) => st.wbuf.push_bytes(b, skip),
-                Err(_) => st.wbuf.push_copy(&view.as_slice()[skip..]),
-            }
-            skip = 0;
-        }
-        Self::after_buffering(slf, st, was_empty)
+        };
+        Self::write_with(slf, "writelines", total, send, buffer)
     }
 }

@@ -144,6 +144,73 @@ def test_sock_sendall_accepts_bytes_like(loop, pair):
     assert run(loop, loop.sock_recv(b, 100)) == b"12345"
 
 
+def test_sock_recv_after_waiting_ones_reads_what_already_arrived(loop, pair):
+    # Ping-pong: each sock_recv must wait; then the data of the next ones is
+    # already there when they start (a loop that guessed from the waits
+    # before that the next receive would block must still read it).
+    a, b = pair
+
+    async def main():
+        got = []
+        for i in range(3):
+            task = asyncio.ensure_future(loop.sock_recv(a, 65536))
+            await asyncio.sleep(0)
+            assert not task.done()
+            b.send(b"ping%d" % i)
+            got.append(await task)
+        for i in range(5):
+            b.send(b"data%d" % i)
+            got.append(await loop.sock_recv(a, 65536))
+        return got
+
+    assert run(loop, main()) == [b"ping0", b"ping1", b"ping2"] + [b"data%d" % i for i in range(5)]
+
+
+def test_sock_recv_after_waiting_one_with_a_writer_waiting(loop, tcp_pair):
+    # The fd is watched for writing (a sock_sendall to a full buffer) while
+    # a receive starts whose data is already there.
+    client, server = tcp_pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    payload = b"x" * (4 * 1024 * 1024)
+
+    async def main():
+        first = asyncio.ensure_future(loop.sock_recv(server, 65536))
+        await asyncio.sleep(0)
+        client.send(b"one")
+        assert await first == b"one"
+        sending = asyncio.ensure_future(loop.sock_sendall(server, payload))
+        await asyncio.sleep(0)
+        assert not sending.done()
+        client.send(b"two")
+        got = await loop.sock_recv(server, 65536)
+        sending.cancel()
+        return got
+
+    assert run(loop, main()) == b"two"
+
+
+@pytest.mark.parametrize("n", [16 * 1024, 120 * 1024, 120 * 1024 + 1, 1024 * 1024])
+def test_sock_recv_large_requests(loop, tcp_pair, n):
+    # Requests around oxloop's sizes for reading straight into the bytes
+    # (up to 120 KiB) or through a scratch buffer (above): exactly what was
+    # sent, in order, each result no larger than asked.
+    client, server = tcp_pair
+    payload = bytes(range(256)) * 1024  # 256 KiB
+
+    async def main():
+        sending = asyncio.ensure_future(loop.sock_sendall(client, payload))
+        got = bytearray()
+        while len(got) < len(payload):
+            chunk = await loop.sock_recv(server, n)
+            assert 0 < len(chunk) <= n
+            assert type(chunk) is bytes
+            got += chunk
+        await sending
+        return bytes(got)
+
+    assert run(loop, main()) == payload
+
+
 def test_cancel_sock_recv_loses_no_bytes(loop, pair):
     a, b = pair
 
