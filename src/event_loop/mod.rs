@@ -57,6 +57,11 @@ use clock::Clock;
 use io::IoTable;
 use timers::TimerHeap;
 
+/// A Python object argument.
+type Obj<'py> = Bound<'py, PyAny>;
+/// A `*args` tuple.
+type Args<'py> = Bound<'py, PyTuple>;
+
 pub(crate) use registration::{Registration, SideWaiter};
 
 /// The loop state that is touched on the loop's thread (and, for the ready
@@ -428,25 +433,13 @@ impl LoopCore {
     }
 
     #[pyo3(signature = (fd, callback, *args))]
-    fn add_reader(
-        &self,
-        py: Python<'_>,
-        fd: Bound<'_, PyAny>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-    ) -> PyResult<()> {
-        self.set_io_callback(py, &fd, callback, args, false)
+    fn add_reader(&self, fd: Obj<'_>, callback: Obj<'_>, args: Args<'_>) -> PyResult<()> {
+        self.set_io_callback(fd.py(), &fd, callback, args, false)
     }
 
     #[pyo3(signature = (fd, callback, *args))]
-    fn add_writer(
-        &self,
-        py: Python<'_>,
-        fd: Bound<'_, PyAny>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-    ) -> PyResult<()> {
-        self.set_io_callback(py, &fd, callback, args, true)
+    fn add_writer(&self, fd: Obj<'_>, callback: Obj<'_>, args: Args<'_>) -> PyResult<()> {
+        self.set_io_callback(fd.py(), &fd, callback, args, true)
     }
 
     fn remove_reader(&self, py: Python<'_>, fd: Bound<'_, PyAny>) -> PyResult<bool> {
