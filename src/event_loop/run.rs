@@ -20,30 +20,24 @@ const MIN_SWEEP_TIMERS: usize = 100;
 /// `time.get_clock_info('monotonic').resolution` on the platforms we run on.
 const CLOCK_RESOLUTION: f64 = 1e-9;
 
-/// Every how many skipped zero-timeout polls the GIL is given up once, when
-/// other threads exist (see `other_threads`). Measured on a busy chain of
-/// `sleep(0)` steps while a worker thread leaves `queue.get()` and exits
-/// (`benchmarks/micro.py` thread_handoff): the thread is done in a
-/// median 0.12 ms (the stdlib loop: 1.5 ms; never yielding: 7.4 ms, the
-/// interpreter's 5 ms switch interval per GIL hand-over), and a call_soon
-/// chain with an idle thread present costs no more than without one
-/// (yielding at every skip: +45 %, with `sched_yield` +150 %).
-const YIELD_EVERY: u32 = 64;
-/// Zero-timeout polls skipped (all loops of the process; only the spacing
-/// of the yields depends on it).
-static SKIPPED_POLLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
 fn timer_cancelled(t: &Py<Handle>) -> bool {
     t.get().is_cancelled()
 }
 
 /// Whether a thread other than the caller has a Python thread state, so
 /// might be waiting for the GIL. asyncio gives the GIL up in every
-/// iteration (its `select()`); a loop that skips its polls while busy
+/// iteration (its `select()`); a loop that skipped its polls while busy
 /// would leave such a thread waiting for the interpreter's switch interval
 /// (5 ms) at every step it takes: an executor job's hand-back, a worker
 /// thread's exit (anyio's `test_run_sync_from_thread_pooling` counted a
-/// previous test's worker thread still exiting as alive).
+/// previous test's worker thread still exiting as alive). Giving the GIL up
+/// without a system call in between (or only every 64th iteration) was
+/// tried: the waiter seldom wins the GIL in so short a window, and each
+/// re-take resets the interpreter's 5 ms switch request, so a thread could
+/// wait far longer than 5 ms (`benchmarks/micro.py` thread_handoff: 51/s on
+/// CPython 3.14, asyncio 6,503/s). The cost of polling: a call_soon chain
+/// with an idle thread present, 304 -> 617 ns per callback; a loop with
+/// fds polls in every iteration anyway.
 fn other_threads(_py: Python<'_>) -> bool {
     // SAFETY: the caller holds the GIL (the token), so its own thread
     // state is current and alive; only pointers are compared, and a thread
@@ -112,9 +106,10 @@ impl LoopCore {
             };
             let zero = timeout == Some(Duration::ZERO);
             // Nothing can become ready without fds, so a zero-timeout poll
-            // with no fds is skipped (the waker matters only when sleeping);
-            // see step 2 for the GIL such a poll would have let go.
-            let skip = zero && st.io.is_empty();
+            // with no fds is skipped (the waker matters only when sleeping),
+            // unless another thread may be waiting for the GIL, which the
+            // poll lets go as asyncio's `select()` does (`other_threads`).
+            let skip = zero && st.io.is_empty() && !other_threads(py);
             if !zero {
                 st.polling = true;
                 st.wake_pending = false;
@@ -129,16 +124,7 @@ impl LoopCore {
         // the poll (and the add_reader/add_writer ones), before the timers.
         let mut natives: Vec<NativeCall> = Vec::new();
         let timing = this.stats.timing();
-        if skip_poll {
-            // Every YIELD_EVERY-th skipped poll, a thread that may be waiting
-            // for the GIL gets it: released, and the CPU offered, so that a
-            // waiter woken by the release can take it (see `other_threads`).
-            let n = SKIPPED_POLLS.load(Ordering::Relaxed).wrapping_add(1);
-            SKIPPED_POLLS.store(n, Ordering::Relaxed);
-            if n % YIELD_EVERY == 0 && other_threads(py) {
-                py.detach(std::thread::yield_now);
-            }
-        } else {
+        if !skip_poll {
             let mut events = std::mem::take(&mut *this.events.lock());
             let waited = py.detach(|| this.reactor.wait(timeout, &mut events));
             {
