@@ -12,6 +12,7 @@ The expected values come from the `socket` module, read off the plain
 socket at the other end of each connection."""
 
 import asyncio
+import functools
 import os
 import shutil
 import socket
@@ -143,7 +144,11 @@ def same(value, expected):
             assert type(v) is type(e), (value, expected)
 
 
+@functools.cache
 def tls_contexts():
+    # Made once, outside the running loop (by the test function): loading
+    # the certificate reads a file, which blockbuster (scripts/test.sh's
+    # second pytest run) refuses on the loop's thread.
     keycert = stdlib_keycert()
     if keycert is None:
         pytest.skip("no test certificate (the test package is not installed)")
@@ -234,6 +239,8 @@ def test_sockname_and_peername(loop, family, mode, ask_while_open, short_tmp):
     fam = Family(family, short_tmp)
     if mode.startswith("tls") and family not in ("v4", "v6scope", "unix_abstract"):
         pytest.skip("TLS is covered on one address shape of each family")
+    if mode.startswith("tls"):
+        tls_contexts()
 
     async def main():
         lsock = fam.listener()
