@@ -1,6 +1,6 @@
 """Loop statistics and the blocking-call detector (the Python half).
 
-The core (``src/event_loop/stats.rs``) measures: lag, callback durations,
+The core (``src/event_loop/stats/mod.rs``) measures: lag, callback durations,
 busy and idle time, the slowest callbacks, bytes through stream, pipe and
 datagram transports (totals and per kind under "transports").
 Here: the public methods (``enable_stats``, ``stats``, ``reset_stats``,
