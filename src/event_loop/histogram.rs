@@ -66,8 +66,14 @@ fn bucket_range(i: usize) -> (f64, f64) {
 }
 
 impl Histogram {
-    #[inline]
+    /// Counts `v`. A 0 (a callback of a group, see `stats`) touches its
+    /// bucket only: it adds nothing to the sum and is never the maximum.
+    #[inline(always)]
     pub(crate) fn record(&self, v: u64) {
+        if v == 0 {
+            bump(&self.counts[0], 1);
+            return;
+        }
         bump(&self.counts[bucket_of(v)], 1);
         bump(&self.sum, v);
         if v > self.max.load(Relaxed) {

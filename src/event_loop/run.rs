@@ -320,7 +320,8 @@ impl LoopCore {
         let mut calls = std::mem::take(natives).into_iter();
         while let Some((token, watcher, ready)) = calls.next() {
             let timed = if TIMED {
-                this.stats.begin(*clock, clock.saturating_sub(polled))
+                this.stats
+                    .begin_single(*clock, clock.saturating_sub(polled))
             } else {
                 Started::NONE
             };
@@ -357,9 +358,9 @@ impl LoopCore {
 
     /// `TIMED` (stats on, see `stats`): `clock` is the loop's last clock
     /// reading, the start of the first callback; each callback's end is the
-    /// next one's start; at the end the batch's busy time is counted and
-    /// the next iteration may reuse the last reading unless the loop stops
-    /// or an error leaves it (`LoopStats::batch_done`). Not `TIMED`, it is
+    /// next one's start (its time is busy time, `LoopStats::end`); the
+    /// next iteration may reuse the last reading unless the loop stops or
+    /// an error leaves it (`LoopStats::batch_done`). Not `TIMED`, it is
     /// unused and this is the loop of a build without stats. `user`: debug
     /// mode times callbacks on the user's `time()` (see `user_clock`).
     #[inline(always)]
@@ -383,7 +384,7 @@ impl LoopCore {
             let r = Self::run_natives::<TIMED>(slf, &mut natives, &mut clock, polled);
             if TIMED {
                 let go_on = r.is_ok() && !this.stopping.load(Ordering::Relaxed);
-                this.stats.batch_done(polled, clock, go_on);
+                this.stats.batch_done(clock, go_on);
             }
             return r;
         }
@@ -408,7 +409,7 @@ impl LoopCore {
                 },
                 Err(e) => {
                     if TIMED {
-                        this.stats.batch_done(polled, clock, false);
+                        this.stats.batch_done(clock, false);
                     }
                     let mut st = this.state.lock();
                     while let Some(rest) = batch.pop_back() {
@@ -459,9 +460,9 @@ impl LoopCore {
                     .map(drop)
                 };
             }
-            // In a group (`LoopStats::in_group`), no reading: the next
-            // callback starts at the same `clock`.
-            if TIMED && !this.stats.in_group() {
+            // In a group (not `timed.read`, see `LoopStats::begin`), no
+            // reading: the next callback starts at the same `clock`.
+            if TIMED && timed.read {
                 let end = this.clock.stats_ns();
                 clock = end;
                 let n = this.stats.end(&timed, end);
@@ -489,7 +490,7 @@ impl LoopCore {
                 // asyncio does when an exception escapes `_run_once`; native
                 // watchers not called yet get their fds re-armed.
                 if TIMED {
-                    this.stats.batch_done(polled, clock, false);
+                    this.stats.batch_done(clock, false);
                 }
                 let mut st = this.state.lock();
                 for (token, _, _) in natives.drain(..) {
@@ -504,7 +505,7 @@ impl LoopCore {
         }
         if TIMED {
             let go_on = !this.stopping.load(Ordering::Relaxed);
-            this.stats.batch_done(polled, clock, go_on);
+            this.stats.batch_done(clock, go_on);
         }
         let mut st = this.state.lock();
         if st.spare.capacity() < batch.capacity() {

@@ -30,17 +30,22 @@
 //!   call, with no float-to-integer conversion). A carried reading is
 //!   interpolated, so when it finds a timer due the real clock confirms
 //!   it (`reread`): a timer never runs before its `when()` by
-//!   `loop.time()`. Callbacks run back to back, so a batch's busy time is
-//!   its last reading minus its first,
-//!   added once per batch (`batch_done`); poll waits and virtual jumps are
-//!   idle time.
+//!   `loop.time()`. Callbacks run back to back and each reading's
+//!   callbacks started at the previous one (or at their batch's start), so
+//!   busy time is added at each reading, the time since the previous one
+//!   (`end`: once per group, not once per iteration); poll waits and
+//!   virtual jumps are idle time. (The callbacks of a group still open
+//!   when the loop polls, the end of a chain, are counted as idle: at
+//!   most 31 callbacks of under 2 µs.)
 //! - groups: a reading costs about 15 ns even with the cycle counter (one
 //!   `rdtsc` on a KVM guest), 7 % of a 215 ns `call_soon` callback. So in
 //!   a long run of short callbacks (`GROUP_AFTER`, 64, in a row under
 //!   `SHORT_NS`, 2 µs, each, since the loop's last real reading: no poll,
-//!   no timer due) callbacks are timed in groups of up to `GROUP` (8), one
-//!   reading after each group (`end` arms `skips`, `in_group` takes
-//!   them). Inside a group a
+//!   no timer due) callbacks are timed in groups, one reading after each:
+//!   the first of `GROUP` (8), each next one twice as large while the run
+//!   lasts, up to `GROUP_MAX` (32). `end` arms `skips`; `begin` takes one
+//!   before a callback runs, which is then not followed by a reading
+//!   (`Started::read`). Inside a group a
 //!   callback's start is the group's start, so its lag is counted from
 //!   there (a `call_soon` stamped meanwhile has lag 0; one from another
 //!   thread up to the group's length less); busy time and iterations stay
@@ -104,12 +109,25 @@ pub(crate) const SLOW_KEEP: usize = 10;
 /// into Python, which a loop of microsecond callbacks should not pay.
 const SLOW_MIN_NS: u64 = 100_000;
 
-/// Callbacks timed together, at most (see "groups" in the module docs).
+/// Callbacks timed together in a run's first group (see "groups" in the
+/// module docs); each short group after it is twice as large, up to
+/// `GROUP_MAX`.
 const GROUP: u64 = 8;
+/// Callbacks timed together, at most.
+const GROUP_MAX: u64 = 32;
 /// Short callbacks in a row, timed, before groups begin.
 const GROUP_AFTER: u64 = 64;
-/// A group (or callback) is short below this much per callback (ns).
-const SHORT_NS: u64 = 2_000;
+/// A group (or callback) is short below this much per callback (ns):
+/// 2 µs, or `OXLOOP_STATS_SHORT_NS` when the crate was built, which lets
+/// `benchmarks/cg_overhead.py` see groups under valgrind, where callbacks
+/// run some 50 times slower (a measuring build only).
+const SHORT_NS: u64 = match option_env!("OXLOOP_STATS_SHORT_NS") {
+    Some(ns) => match u64::from_str_radix(ns, 10) {
+        Ok(ns) => ns,
+        Err(_) => panic!("OXLOOP_STATS_SHORT_NS: not a number"),
+    },
+    None => 2_000,
+};
 
 /// Seconds to whole nanoseconds (negative and NaN give 0).
 #[inline]
@@ -223,11 +241,18 @@ pub(crate) struct Started {
     pub(crate) at: u64,
     /// The watchdog's number for it (0 if no detector).
     pub(crate) seq: u64,
+    /// The clock is read after it (`LoopStats::end`); false: it is one of
+    /// a group's skips, timed with the callbacks after it.
+    pub(crate) read: bool,
 }
 
 impl Started {
     /// The placeholder when stats are off (never read).
-    pub(crate) const NONE: Started = Started { at: 0, seq: 0 };
+    pub(crate) const NONE: Started = Started {
+        at: 0,
+        seq: 0,
+        read: false,
+    };
 }
 
 impl LoopStats {
@@ -292,29 +317,48 @@ impl LoopStats {
         self.last.load(Relaxed)
     }
 
-    /// Bookkeeping before a callback that is `lag` ns late starts at `at`.
-    #[inline]
+    /// Bookkeeping before a callback that is `lag` ns late starts at `at`,
+    /// and whether the clock is read after it (`Started::read`): not if
+    /// it is one of the `skips` that `end` armed (a group, see the module
+    /// docs), decided here, before it runs, with the stats at hand.
+    #[inline(always)]
     pub(crate) fn begin(&self, at: u64, lag: u64) -> Started {
         self.lag.record(lag);
+        let k = self.skips.load(Relaxed);
+        if k != 0 {
+            // A group: no detector (it ends groups), no watchdog number.
+            self.skips.store(k - 1, Relaxed);
+            return Started {
+                at,
+                seq: 0,
+                read: false,
+            };
+        }
+        self.begin_read(at)
+    }
+
+    /// `begin` for a native watcher: always timed on its own (watchers run
+    /// right after a poll, whose reading ended any group).
+    #[inline]
+    pub(crate) fn begin_single(&self, at: u64, lag: u64) -> Started {
+        self.lag.record(lag);
+        self.begin_read(at)
+    }
+
+    /// A callback timed by a reading after it: its watchdog number.
+    #[inline(always)]
+    fn begin_read(&self, at: u64) -> Started {
         let mut seq = 0;
         if self.blocking_ns.load(Relaxed) > 0 {
             seq = self.cur_seq.load(Relaxed) + 1;
             self.cur_seq.store(seq, Relaxed);
             self.cur_start.store(at, Relaxed);
         }
-        Started { at, seq }
-    }
-
-    /// After a callback, instead of a reading: true if it is timed with
-    /// the next one (in a long run of short callbacks, see the module
-    /// docs): one of the `skips` that `end` armed.
-    #[inline(always)]
-    pub(crate) fn in_group(&self) -> bool {
-        let k = self.skips.load(Relaxed);
-        if k != 0 {
-            self.skips.store(k - 1, Relaxed);
+        Started {
+            at,
+            seq,
+            read: true,
         }
-        k != 0
     }
 
     /// Ends the run of short callbacks (and the group, if one runs).
@@ -325,8 +369,9 @@ impl LoopStats {
         self.armed.store(0, Relaxed);
     }
 
-    /// Bookkeeping after the callbacks since `s` (one, or a group) ended at
-    /// `end`. Returns how many they were if they need a closer look
+    /// Bookkeeping after the callbacks since `s` (one, or a group; `s` is
+    /// the previous reading, see `begin`) ended at `end`: their time is
+    /// busy time. Returns how many they were if they need a closer look
     /// (`LoopCore::after_timed`): they may be among the slowest, or one
     /// went past the blocking threshold; else 0.
     #[inline]
@@ -336,17 +381,26 @@ impl LoopStats {
             self.cur_start.store(0, Relaxed);
         }
         // The callbacks since the last reading: the group's skips, all
-        // taken (a real reading in between ends the group: `read_done`).
+        // taken (a reading, only after one that took none, or a poll's,
+        // which ends the group: `reread`).
         let n = self.armed.load(Relaxed) + 1;
-        // `end >= at` (one monotonic clock); were it not, the wrapped
-        // difference only sends the callback to `after_timed`, which
+        // `end >= at` (one monotonic clock); were it not, the time would
+        // count as 0 and only send the callback to `after_timed`, which
         // saturates.
-        let took = end.wrapping_sub(s.at);
+        let took = end.saturating_sub(s.at);
+        // Readings are back to back (`s.at` is the previous one, or the
+        // batch's start): busy time adds up without a gap.
+        bump(&self.busy_ns, took);
         if s.seq == 0 && took < n * SHORT_NS {
             let streak = self.streak.load(Relaxed) + n;
             self.streak.store(streak, Relaxed);
-            // Long enough a run: the next callbacks form a group.
-            let arm = if streak >= GROUP_AFTER { GROUP - 1 } else { 0 };
+            // Long enough a run: the next callbacks form a group, twice
+            // as large as this one (8 at first, 32 at most).
+            let arm = if streak >= GROUP_AFTER {
+                (2 * n).clamp(GROUP, GROUP_MAX) - 1
+            } else {
+                0
+            };
             self.skips.store(arm, Relaxed);
             self.armed.store(arm, Relaxed);
         } else {
@@ -359,12 +413,12 @@ impl LoopStats {
         }
     }
 
-    /// After a batch of callbacks that ran from `start` to `end` (ns):
-    /// counts it as busy time, and lets the next iteration take `end` as
-    /// its clock if `carry` (the loop goes on, no error left it).
+    /// After a batch of callbacks whose last reading is `end` (ns): lets
+    /// the next iteration take `end` as its clock if `carry` (the loop
+    /// goes on, no error left it). (Its busy time is counted reading by
+    /// reading, `end`.)
     #[inline]
-    pub(crate) fn batch_done(&self, start: u64, end: u64, carry: bool) {
-        bump(&self.busy_ns, end.saturating_sub(start));
+    pub(crate) fn batch_done(&self, end: u64, carry: bool) {
         self.carry.store(if carry { end } else { 0 }, Relaxed);
     }
 

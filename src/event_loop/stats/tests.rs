@@ -22,33 +22,75 @@ fn slow_keeps_the_longest() {
     assert_eq!(s.look_ns.load(Relaxed), nanos(10.0) + 1);
 }
 
+/// A loop's clock in a test: callbacks of `each` ns run back to back and
+/// the clock is read only when `LoopStats::begin` says so.
+struct Run {
+    clock: u64,
+    pending: u64,
+}
+
+impl Run {
+    /// One callback of `each` ns: (whether the clock was read after it,
+    /// what `end` returned).
+    fn step(&mut self, s: &LoopStats, each: u64) -> (bool, u64) {
+        let started = s.begin(self.clock, 0);
+        self.pending += 1;
+        if !started.read {
+            return (false, 0);
+        }
+        let end = self.clock + self.pending * each;
+        self.pending = 0;
+        self.clock = end;
+        (true, s.end(&started, end))
+    }
+}
+
 #[test]
-fn a_run_of_short_callbacks_is_timed_in_groups() {
+fn a_run_of_short_callbacks_is_timed_in_groups_that_grow() {
     let s = LoopStats::new();
-    let mut at = 1_000;
-    let mut short = |s: &LoopStats, n: u64| {
-        let started = Started { at, seq: 0 };
-        at += n * 100;
-        s.end(&started, at)
+    let mut run = Run {
+        clock: 1_000,
+        pending: 0,
     };
     for _ in 0..GROUP_AFTER {
-        assert!(!s.in_group());
-        assert_eq!(short(&s, 1), 0);
+        assert_eq!(run.step(&s, 100), (true, 0));
     }
-    // Now a group: GROUP - 1 readings skipped, then one.
-    for _ in 0..GROUP - 1 {
-        assert!(s.in_group());
+    // Now groups of 8, 16, 32, 32: one reading after each.
+    for size in [GROUP, 2 * GROUP, GROUP_MAX, GROUP_MAX] {
+        for _ in 0..size - 1 {
+            assert_eq!(run.step(&s, 100), (false, 0));
+        }
+        assert_eq!(run.step(&s, 100), (true, 0), "group of {size}");
     }
-    assert!(!s.in_group());
-    assert_eq!(short(&s, GROUP), 0);
     // A slow group is reported with its size and ends the run.
-    for _ in 0..GROUP - 1 {
-        assert!(s.in_group());
+    for _ in 0..GROUP_MAX - 1 {
+        assert_eq!(run.step(&s, 100), (false, 0));
     }
-    let started = Started { at: 0, seq: 0 };
-    assert_eq!(s.end(&started, SLOW_MIN_NS + 1), GROUP);
-    assert!(!s.in_group());
+    assert_eq!(run.step(&s, SLOW_MIN_NS), (true, GROUP_MAX));
     assert_eq!(s.streak.load(Relaxed), 0);
+    assert_eq!(run.step(&s, 100), (true, 0));
+    // Busy time: every callback's, readings back to back; lags of 0
+    // are counted, in nothing but their count.
+    assert_eq!(s.busy_ns.load(Relaxed), run.clock - 1_000);
+    let callbacks = GROUP_AFTER + GROUP * 3 + GROUP_MAX * 3 + 1;
+    assert_eq!(s.lag.count(), callbacks);
+    assert_eq!((s.lag.sum.load(Relaxed), s.lag.max.load(Relaxed)), (0, 0));
+}
+
+#[test]
+fn natives_are_timed_singly_and_leave_a_group_alone() {
+    let s = LoopStats::new();
+    let mut run = Run {
+        clock: 1_000,
+        pending: 0,
+    };
+    for _ in 0..GROUP_AFTER {
+        run.step(&s, 100);
+    }
+    let w = s.begin_single(run.clock, 7);
+    assert!(w.read);
+    assert_eq!(s.end(&w, run.clock + 100), 0);
+    assert_eq!(s.lag.sum.load(Relaxed), 7);
 }
 
 #[test]
@@ -57,7 +99,11 @@ fn one_threshold_covers_slow_and_blocking() {
     assert_eq!(s.look_ns.load(Relaxed), SLOW_MIN_NS + 1);
     s.blocking_ns.store(50, Relaxed);
     s.update_look();
-    let started = Started { at: 1000, seq: 1 };
+    let started = Started {
+        at: 1000,
+        seq: 1,
+        read: true,
+    };
     assert_eq!(s.end(&started, 1049), 0);
     assert_eq!(s.end(&started, 1050), 1);
     s.blocking_ns.store(0, Relaxed);
