@@ -469,7 +469,7 @@ impl LoopCore {
             return Err(e);
         }
         *this.owner.lock() = Some(std::thread::current().id());
-        this.stats.note_thread();
+        this.stats.run_starts();
         let result = loop {
             if let Err(e) = Self::run_once(slf) {
                 break Err(e);

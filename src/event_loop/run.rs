@@ -327,11 +327,11 @@ impl LoopCore {
             };
             let mut result = watcher.on_ready(py, slf, ready);
             if TIMED {
-                let end = this.clock.stats_ns();
+                let (at, end) = (*clock, this.clock.stats_ns());
                 *clock = end;
-                let n = this.stats.end(&timed, end);
+                let n = this.stats.end(timed, at, end);
                 if n != 0 {
-                    let reported = Self::after_timed(slf, None, Some(&*watcher), &timed, end, n);
+                    let reported = Self::after_timed(slf, None, Some(&*watcher), timed, at, end, n);
                     result = result.and(reported);
                 }
             }
@@ -383,8 +383,7 @@ impl LoopCore {
             this.state.lock().spare = batch;
             let r = Self::run_natives::<TIMED>(slf, &mut natives, &mut clock, polled);
             if TIMED {
-                let go_on = r.is_ok() && !this.stopping.load(Ordering::Relaxed);
-                this.stats.batch_done(clock, go_on);
+                this.stats.batch_done(clock);
             }
             return r;
         }
@@ -409,7 +408,7 @@ impl LoopCore {
                 },
                 Err(e) => {
                     if TIMED {
-                        this.stats.batch_done(clock, false);
+                        this.stats.batch_done(clock);
                     }
                     let mut st = this.state.lock();
                     while let Some(rest) = batch.pop_back() {
@@ -460,14 +459,14 @@ impl LoopCore {
                     .map(drop)
                 };
             }
-            // In a group (not `timed.read`, see `LoopStats::begin`), no
+            // In a group (not `timed.read()`, see `LoopStats::begin`), no
             // reading: the next callback starts at the same `clock`.
-            if TIMED && timed.read {
-                let end = this.clock.stats_ns();
+            if TIMED && timed.read() {
+                let (at, end) = (clock, this.clock.stats_ns());
                 clock = end;
-                let n = this.stats.end(&timed, end);
+                let n = this.stats.end(timed, at, end);
                 if n != 0 {
-                    let reported = Self::after_timed(slf, Some(&handle), None, &timed, end, n);
+                    let reported = Self::after_timed(slf, Some(&handle), None, timed, at, end, n);
                     if outcome.is_ok() {
                         outcome = reported;
                     }
@@ -490,7 +489,7 @@ impl LoopCore {
                 // asyncio does when an exception escapes `_run_once`; native
                 // watchers not called yet get their fds re-armed.
                 if TIMED {
-                    this.stats.batch_done(clock, false);
+                    this.stats.batch_done(clock);
                 }
                 let mut st = this.state.lock();
                 for (token, _, _) in natives.drain(..) {
@@ -504,8 +503,7 @@ impl LoopCore {
             }
         }
         if TIMED {
-            let go_on = !this.stopping.load(Ordering::Relaxed);
-            this.stats.batch_done(clock, go_on);
+            this.stats.batch_done(clock);
         }
         let mut st = this.state.lock();
         if st.spare.capacity() < batch.capacity() {

@@ -142,8 +142,8 @@ pub(crate) fn _stats_snapshot<'py>(lp: &Bound<'py, LoopCore>) -> PyResult<Bound<
 
 impl LoopCore {
     /// After a timed callback (`handle`) or native watcher (`watcher`) that
-    /// started as `started`, ended at `end` and that `LoopStats::end` found
-    /// worth a look: keeps it if it is among the slowest (described by
+    /// started as `started` at `at`, ended at `end` and that
+    /// `LoopStats::end` found worth a look: keeps it if it is among the slowest (described by
     /// `Loop._stats_describe`) and reports it if it went past the blocking
     /// threshold (`Loop._stats_blocked`). Only the report's error is
     /// returned; a failed description is replaced by "?" unless it must
@@ -153,14 +153,15 @@ impl LoopCore {
         slf: &Bound<'_, Self>,
         handle: Option<&Py<crate::handles::Handle>>,
         watcher: Option<&dyn super::io::IoWatcher>,
-        started: &Started,
+        started: Started,
+        at: u64,
         end: u64,
         n: u64,
     ) -> PyResult<()> {
         let s = &slf.get().stats;
-        let took_ns = end.saturating_sub(started.at);
+        let took_ns = end.saturating_sub(at);
         let slow = took_ns > s.slow_floor.load(Relaxed);
-        let blocked = started.seq != 0 && took_ns >= s.blocking_ns.load(Relaxed);
+        let blocked = started.seq() != 0 && took_ns >= s.blocking_ns.load(Relaxed);
         if blocked {
             bump(&s.blocked, 1);
         }
@@ -199,7 +200,7 @@ impl LoopCore {
             let handle = handle.map(|h| h.clone_ref(py));
             slf.call_method1(
                 pyo3::intern!(py, "_stats_blocked"),
-                (handle, started.seq, took, kind, name, location),
+                (handle, started.seq(), took, kind, name, location),
             )?;
         }
         Ok(())

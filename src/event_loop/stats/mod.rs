@@ -214,7 +214,8 @@ pub(crate) struct LoopStats {
     pub(crate) last: AtomicU64,
     /// The end of the last iteration's callbacks (ns), for the next
     /// iteration to use as its clock if it skips the poll; 0 if it may not
-    /// (the loop stopped or an error left it since).
+    /// (a new `run_forever`, or readings restarted: `run_starts`,
+    /// `fresh_start`).
     pub(crate) carry: AtomicU64,
     /// The loop thread's `threading.get_ident()`.
     pub(crate) thread_ident: AtomicU64,
@@ -234,25 +235,30 @@ pub(crate) struct LoopStats {
     pub(crate) udp: ByteCount,
 }
 
-/// What the loop knows about the callback it is about to run.
-#[derive(Clone, Copy)]
-pub(crate) struct Started {
-    /// Its start, ns on the loop's clock.
-    pub(crate) at: u64,
-    /// The watchdog's number for it (0 if no detector).
-    pub(crate) seq: u64,
-    /// The clock is read after it (`LoopStats::end`); false: it is one of
-    /// a group's skips, timed with the callbacks after it.
-    pub(crate) read: bool,
-}
+/// What the loop must remember about the callback it runs, across the
+/// call (one word; its start is the loop's clock, which the loop keeps):
+/// the watchdog's number for it (0 if no detector), or `SKIP`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Started(u64);
 
 impl Started {
+    /// Not followed by a reading: one of a group's skips, timed with the
+    /// callbacks after it (never a watchdog number: they count from 1).
+    const SKIP: u64 = u64::MAX;
     /// The placeholder when stats are off (never read).
-    pub(crate) const NONE: Started = Started {
-        at: 0,
-        seq: 0,
-        read: false,
-    };
+    pub(crate) const NONE: Started = Started(Self::SKIP);
+
+    /// The clock is read after it (`LoopStats::end`).
+    #[inline(always)]
+    pub(crate) fn read(self) -> bool {
+        self.0 != Self::SKIP
+    }
+
+    /// The watchdog's number for it (0 if no detector).
+    #[inline(always)]
+    pub(crate) fn seq(self) -> u64 {
+        self.0
+    }
 }
 
 impl LoopStats {
@@ -328,11 +334,7 @@ impl LoopStats {
         if k != 0 {
             // A group: no detector (it ends groups), no watchdog number.
             self.skips.store(k - 1, Relaxed);
-            return Started {
-                at,
-                seq: 0,
-                read: false,
-            };
+            return Started::NONE;
         }
         self.begin_read(at)
     }
@@ -354,11 +356,7 @@ impl LoopStats {
             self.cur_seq.store(seq, Relaxed);
             self.cur_start.store(at, Relaxed);
         }
-        Started {
-            at,
-            seq,
-            read: true,
-        }
+        Started(seq)
     }
 
     /// Ends the run of short callbacks (and the group, if one runs).
@@ -369,15 +367,16 @@ impl LoopStats {
         self.armed.store(0, Relaxed);
     }
 
-    /// Bookkeeping after the callbacks since `s` (one, or a group; `s` is
-    /// the previous reading, see `begin`) ended at `end`: their time is
-    /// busy time. Returns how many they were if they need a closer look
-    /// (`LoopCore::after_timed`): they may be among the slowest, or one
-    /// went past the blocking threshold; else 0.
+    /// Bookkeeping after the callbacks since `at` (one, `s`, or a group
+    /// ending with `s`; `at` is the previous reading or the batch's start,
+    /// see `begin`) ended at `end`: their time is busy time. Returns how
+    /// many they were if they need a closer look (`LoopCore::after_timed`):
+    /// they may be among the slowest, or one went past the blocking
+    /// threshold; else 0.
     #[inline]
-    pub(crate) fn end(&self, s: &Started, end: u64) -> u64 {
+    pub(crate) fn end(&self, s: Started, at: u64, end: u64) -> u64 {
         self.last.store(end, Relaxed);
-        if s.seq != 0 {
+        if s.seq() != 0 {
             self.cur_start.store(0, Relaxed);
         }
         // The callbacks since the last reading: the group's skips, all
@@ -387,11 +386,11 @@ impl LoopStats {
         // `end >= at` (one monotonic clock); were it not, the time would
         // count as 0 and only send the callback to `after_timed`, which
         // saturates.
-        let took = end.saturating_sub(s.at);
-        // Readings are back to back (`s.at` is the previous one, or the
+        let took = end.saturating_sub(at);
+        // Readings are back to back (`at` is the previous one, or the
         // batch's start): busy time adds up without a gap.
         bump(&self.busy_ns, took);
-        if s.seq == 0 && took < n * SHORT_NS {
+        if s.seq() == 0 && took < n * SHORT_NS {
             let streak = self.streak.load(Relaxed) + n;
             self.streak.store(streak, Relaxed);
             // Long enough a run: the next callbacks form a group, twice
@@ -413,13 +412,14 @@ impl LoopStats {
         }
     }
 
-    /// After a batch of callbacks whose last reading is `end` (ns): lets
-    /// the next iteration take `end` as its clock if `carry` (the loop
-    /// goes on, no error left it). (Its busy time is counted reading by
-    /// reading, `end`.)
-    #[inline]
-    pub(crate) fn batch_done(&self, end: u64, carry: bool) {
-        self.carry.store(if carry { end } else { 0 }, Relaxed);
+    /// After a batch of callbacks whose last reading is `end` (ns): the
+    /// next iteration of this `run_forever` may take `end` as its clock
+    /// (`after_poll`; a run starts without one, `run_starts`, so neither a
+    /// stop nor an error that left the loop leaves one behind). Its busy
+    /// time was counted reading by reading (`end`).
+    #[inline(always)]
+    pub(crate) fn batch_done(&self, end: u64) {
+        self.carry.store(end, Relaxed);
     }
 
     /// Keeps `e` if it is among the `SLOW_KEEP` slowest.
@@ -482,8 +482,8 @@ impl LoopStats {
         after: usize,
     ) -> (Option<f64>, u64) {
         bump(&self.iterations, 1);
+        // (Not cleared: the batch that follows sets it, `batch_done`.)
         let carried = self.carry.load(Relaxed);
-        self.carry.store(0, Relaxed);
         if !polled && before > 0 && carried != 0 {
             return (None, carried);
         }
@@ -534,13 +534,17 @@ impl LoopStats {
         (secs, now)
     }
 
-    /// Records the loop thread's ident for the watchdog (at the start of
-    /// each `run_forever`: the thread cannot change while it runs).
+    /// At the start of each `run_forever`: records the loop thread's ident
+    /// for the watchdog (the thread cannot change while it runs), and no
+    /// reading of an earlier run is carried into this one's first
+    /// iteration (the loop stood still in between: that time is neither
+    /// busy nor idle).
     #[inline]
-    pub(crate) fn note_thread(&self) {
+    pub(crate) fn run_starts(&self) {
         // SAFETY: pthread_self has no preconditions.
         let me = unsafe { libc::pthread_self() } as u64;
         self.thread_ident.store(me, Relaxed);
+        self.carry.store(0, Relaxed);
     }
 }
 
