@@ -16,6 +16,14 @@ slower than native, takes callbacks a native run never has). Workloads:
 and each iteration's clock readings) and ``echo`` (a 1 KiB request/response over a TCP
 loopback connection, client and server Protocols on the same loop).
 ``--inner`` runs one workload in this process (what valgrind runs).
+
+Under valgrind callbacks run too slowly to be timed in groups (see
+``src/event_loop/stats/mod.rs``), so a plain build shows the cost of timing
+each callback on its own. A build made with ``OXLOOP_STATS_SLOWDOWN=500``
+(the stats' time thresholds times 500, a measuring build only) shows the
+grouped path a native run takes:
+
+    OXLOOP_STATS_SLOWDOWN=500 maturin develop --release
 """
 
 import argparse

@@ -105,9 +105,21 @@ use super::LoopCore;
 
 /// How many slow callbacks are kept.
 pub(crate) const SLOW_KEEP: usize = 10;
+/// The stats' time thresholds are multiplied by this: 1, or
+/// `OXLOOP_STATS_SLOWDOWN` when the crate was built, a build for
+/// measuring under valgrind only (`benchmarks/cg_overhead.py`), where code
+/// runs some 50 times slower: 500 lets short callbacks form groups there,
+/// and no group be a slow callback.
+const SLOWDOWN: u64 = match option_env!("OXLOOP_STATS_SLOWDOWN") {
+    Some(x) => match u64::from_str_radix(x, 10) {
+        Ok(x) => x,
+        Err(_) => panic!("OXLOOP_STATS_SLOWDOWN: not a number"),
+    },
+    None => 1,
+};
 /// Shorter callbacks are never slow ones (ns): describing one costs a call
 /// into Python, which a loop of microsecond callbacks should not pay.
-const SLOW_MIN_NS: u64 = 100_000;
+const SLOW_MIN_NS: u64 = 100_000 * SLOWDOWN;
 
 /// Callbacks timed together in a run's first group (see "groups" in the
 /// module docs); each short group after it is twice as large, up to
@@ -117,17 +129,8 @@ const GROUP: u64 = 8;
 const GROUP_MAX: u64 = 32;
 /// Short callbacks in a row, timed, before groups begin.
 const GROUP_AFTER: u64 = 64;
-/// A group (or callback) is short below this much per callback (ns):
-/// 2 µs, or `OXLOOP_STATS_SHORT_NS` when the crate was built, which lets
-/// `benchmarks/cg_overhead.py` see groups under valgrind, where callbacks
-/// run some 50 times slower (a measuring build only).
-const SHORT_NS: u64 = match option_env!("OXLOOP_STATS_SHORT_NS") {
-    Some(ns) => match u64::from_str_radix(ns, 10) {
-        Ok(ns) => ns,
-        Err(_) => panic!("OXLOOP_STATS_SHORT_NS: not a number"),
-    },
-    None => 2_000,
-};
+/// A group (or callback) is short below this much per callback (ns).
+const SHORT_NS: u64 = 2_000 * SLOWDOWN;
 
 /// Seconds to whole nanoseconds (negative and NaN give 0).
 #[inline]
