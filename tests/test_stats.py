@@ -604,3 +604,103 @@ def test_a_slow_callback_in_a_long_chain_of_short_ones_is_reported(oxloop, detec
     else:
         mine += [s for s in slow if s["kind"] == "callbacks"]
     assert mine and max(s["duration_ms"] for s in mine) >= 5, slow
+
+
+CHAIN_PROGRAM = """\
+import json, time
+import oxloop
+loop = oxloop.new_event_loop(stats=True)
+n = 20_000
+
+async def main():
+    done = loop.create_future()
+    left = [n]
+
+    def step():
+        left[0] -= 1
+        if left[0] > 0:
+            loop.call_soon(step)
+        else:
+            done.set_result(None)
+
+    loop.reset_stats()
+    started = time.perf_counter()
+    loop.call_soon(step)
+    await done
+    return time.perf_counter() - started
+
+took = loop.run_until_complete(main())
+print(json.dumps(dict(loop.stats(), took=took, n=n)))
+loop.close()
+"""
+
+
+def test_a_long_chain_of_short_callbacks_counts_each_and_its_busy_time(oxloop):
+    # Past 64 short callbacks in a row the loop reads the clock once per
+    # group (8, then 16, then 32 callbacks): every callback still counts
+    # once, with a lag; the chain's time is busy time (but for the last
+    # group's, still open when the chain ends and the loop polls). In a
+    # child, with no other thread: one would make the loop poll in every
+    # iteration (`other_threads` in run.rs), and a poll ends a group.
+    import json
+
+    p = subprocess.run([sys.executable, "-c", CHAIN_PROGRAM], capture_output=True,
+                       text=True, timeout=50, check=False)
+    assert p.returncode == 0, p.stderr
+    stats = json.loads(p.stdout)
+    n, took = stats["n"], stats["took"]
+    assert stats["callbacks"] >= n
+    assert stats["lag_count"] == stats["callbacks"]
+    assert stats["iterations"] >= n
+    # (busy_s also has the task steps around the chain: a millisecond.)
+    assert 0.5 * took <= stats["busy_s"] <= took + 0.001
+    # Groups of up to 32 short callbacks: most lags are 0.
+    assert stats["lag_p50_ms"] == 0
+
+
+def test_a_slow_group_names_its_size(oxloop):
+    # A group's slow entry says how many callbacks it timed: 8, 16 or 32.
+    loop = oxloop.new_event_loop(stats=True)
+
+    async def main():
+        done = loop.create_future()
+        left = [2000]
+
+        def step():
+            left[0] -= 1
+            if left[0] % 400 == 0:
+                time.sleep(0.002)  # blocking on purpose: one slow callback
+            if left[0] > 0:
+                loop.call_soon(step)
+            else:
+                done.set_result(None)
+
+        loop.call_soon(step)
+        await done
+
+    try:
+        _run(loop, main())
+        slow = loop.stats()["slow_callbacks"]
+    finally:
+        loop.close()
+    groups = [s for s in slow if s["kind"] == "callbacks"]
+    for g in groups:
+        size, rest = g["name"].split(" ", 1)
+        assert int(size) in (8, 16, 32) and rest.startswith("callbacks, the last "), g
+    assert groups or any(s["duration_ms"] >= 2 for s in slow), slow
+
+
+def test_the_time_between_two_runs_is_neither_busy_nor_idle(oxloop):
+    loop = oxloop.new_event_loop(stats=True)
+    try:
+        _run(loop, asyncio.sleep(0))
+        loop.reset_stats()
+        time.sleep(0.3)  # the loop is not running
+        for _ in range(100):
+            loop.call_soon(quick)
+        _run(loop, asyncio.sleep(0))
+        stats = loop.stats()
+    finally:
+        loop.close()
+    assert stats["callbacks"] >= 100
+    assert stats["busy_s"] + stats["idle_s"] < 0.3
