@@ -45,11 +45,11 @@
 //!   the first of `GROUP` (8), each next one twice as large while the run
 //!   lasts, up to `GROUP_MAX` (32). `end` arms `skips`; `begin` takes one
 //!   before a callback runs, which is then not followed by a reading
-//!   (`Started::read`). Inside a group a
-//!   callback's start is the group's start, so its lag is counted from
-//!   there (a `call_soon` stamped meanwhile has lag 0; one from another
-//!   thread up to the group's length less); busy time and iterations stay
-//!   exact. A group that runs past `look_ns` is one slow entry of kind
+//!   (`Started::read`). Inside a group a callback's start is the group's
+//!   start, so its lag is counted from there (a `call_soon` stamped
+//!   meanwhile has lag 0, which touches one histogram bucket and nothing
+//!   else; one from another thread up to the group's length less); busy
+//!   time and iterations stay exact. A group that runs past `look_ns` is one slow entry of kind
 //!   "callbacks", "N callbacks, the last <kind> <name>" (the others are not
 //!   known), and ends the run: the next `GROUP_AFTER` callbacks are timed
 //!   singly, so a callback that is slow again is named. A group longer
@@ -68,18 +68,28 @@
 //!
 //! Cost: with stats off the loop tests one flag per iteration (then runs
 //! `run_ready::<false>`, the loop as it was) and one per `call_soon`. With
-//! stats on, per callback: one clock reading (one `rdtsc`, with the cycle
-//! counter), one histogram sample and a few relaxed stores; per iteration:
-//! the iteration counter, the carried reading and the batch's busy time
-//! (`after_poll` inlined, its clock reading out of line).
-//! `benchmarks/cg_overhead.py` counts the instructions (about 110 per
-//! `call_soon` callback, +4.6 %, under valgrind, where callbacks are too
-//! slow to be grouped); `benchmarks/stats_ab.py` times stats off and on
-//! interleaved. On the KVM guest of 2026-12-03 (CPU time, median of 501
-//! interleaved repetitions) a `call_soon` chain ran at 0.88x of stats off
-//! with `clock_gettime`, 0.93x with one `rdtsc` per callback, 0.96x to
-//! 0.98x with groups. The loop thread's ident (for the watchdog) is noted
-//! once per `run_forever`.
+//! stats on, per `call_soon` on the loop's thread: the stamp (a load and a
+//! store); per iteration: the iteration counter and the carried reading
+//! (`after_poll` inlined, its clock reading out of line; cleared once per
+//! `run_forever`, `run_starts`, and set by `batch_done`); per callback in
+//! a group: its lag, a 0 (one bucket), and one skip taken; per reading
+//! (each callback outside groups): one `rdtsc` and `end` (busy time, the
+//! run of short callbacks, the slow threshold). What a callback's timing
+//! keeps across the call is one word (`Started`). `benchmarks/
+//! cg_overhead.py` counts the instructions per `call_soon` callback:
+//! grouped (a build with `OXLOOP_STATS_SLOWDOWN=500`, see `SLOWDOWN`) 52
+//! more than stats off (+2.3 %; 83 before groups grew to 32 and skips were
+//! taken before the call), singly timed (a plain build under valgrind,
+//! where callbacks are too slow to be grouped) 111 (+4.9 %);
+//! `benchmarks/stats_ab.py` times stats off and on interleaved. The loop
+//! thread's ident (for the watchdog) is noted once per `run_forever`.
+//!
+//! Lag per batch instead of per callback was tried: `call_soon` on the
+//! loop's thread left unstamped, its lag counted from the start of the
+//! batch that queued it. In a `call_soon` chain every batch is one
+//! callback, so it saves nothing there, and it cost 6 instructions more per
+//! callback (the batch's start, kept and swapped each iteration) while
+//! blurring lag in large batches (up to the batch's length): not taken.
 //!
 //! The Python face (`_stats_*`, the snapshot, and `LoopCore::after_timed`,
 //! which describes and reports a slow callback) is `stats_api.rs`.
@@ -89,7 +99,9 @@
 //!   read from any (`stats()` may be called from an exporter's thread): they
 //!   are relaxed atomics updated with load + store (no read-modify-write).
 //!   `enable_stats` from another thread may reset `last`/`carry` meanwhile;
-//!   the worst outcome is one stale lag sample.
+//!   the worst outcome is one stale lag sample. `set_blocking` from another
+//!   thread ends a group meanwhile: its callbacks so far are then timed with
+//!   the next one as if they were one.
 //! - `slow` is the only lock; it is taken with no Python code running and
 //!   never held across a call into Python.
 //! - The watchdog (`python/oxloop/_stats.py`) reads `cur_seq`/`cur_start`
