@@ -12,6 +12,11 @@ on each in turn, the order swapped every repetition. Each repetition gives
 a ratio (time off / time on: 1 = free, below 1 = the cost of stats); the
 median ratio and its interquartile range are printed, with the median time
 per operation of each setting and their ratio.
+
+``--control`` turns stats off in the second loop too: the ratio it prints
+is the method's own bias (on the KVM guest of 2026-12-03 the loop made
+second ran 1-2 % slower with both off, 0.98x-0.99x), to set against the
+cost it shows with stats on.
 """
 
 import argparse
@@ -35,6 +40,8 @@ def main():
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall: time.perf_counter; cpu: time.thread_time, which leaves out "
                         "the time the thread was preempted (the echo's kernel work counts)")
+    p.add_argument("--control", action="store_true",
+                   help="stats off in both loops: the method's bias (1 = none)")
     a = p.parse_args()
     clock = time.perf_counter if a.clock == "wall" else time.thread_time
     print(f"{'workload':10} {'reps':>5} {'off ns/op':>10} {'on ns/op':>10} {'ratio':>7} "
@@ -42,7 +49,7 @@ def main():
     for work in a.work.split(","):
         fn = WORKS[work]
         n = a.n or (500 if work == "echo" else 5000)
-        loops = {s: cg_overhead._loop(s) for s in ("off", "on")}
+        loops = {s: cg_overhead._loop("off" if a.control else s) for s in ("off", "on")}
         times = {"off": [], "on": []}
         ratios = []
         try:
