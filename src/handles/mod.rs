@@ -272,9 +272,16 @@ impl Handle {
     /// callback). The loop stamps timers only when they are due by a
     /// user's clock (`event_loop::user_clock`), whose deadlines are not on
     /// the loop's.
+    /// (Its first test is a group's common case: a `call_soon` stamped
+    /// with the reading the loop still runs on, no lag; see
+    /// `event_loop::stats`.)
     #[inline]
     pub(crate) fn lag_ns(&self, now_ns: u64) -> u64 {
-        match (self.queued.load(Ordering::Relaxed), &self.timer) {
+        let queued = self.queued.load(Ordering::Relaxed);
+        if queued == now_ns {
+            return 0;
+        }
+        match (queued, &self.timer) {
             // Signed conversions: one instruction each way (an early
             // start gives a negative lag, which counts as 0).
             (0, Some(t)) => ((now_ns as i64 as f64 * 1e-9 - t.when) * 1e9).max(0.0) as i64 as u64,

@@ -104,6 +104,11 @@
 //!   the next one as if they were one.
 //! - `slow` is the only lock; it is taken with no Python code running and
 //!   never held across a call into Python.
+//! - Of the loop's locks, only `after_poll` takes one: the state lock, when
+//!   the poll queued `add_reader`/`add_writer` callbacks, to stamp them
+//!   (`after_poll_read`). The caller must not hold it; every other hook
+//!   (`begin`, `begin_single`, `end`, `batch_done`, `reread`, `run_starts`)
+//!   takes none and may be called with it held.
 //! - The watchdog (`python/oxloop/_stats.py`) reads `cur_seq`/`cur_start`
 //!   without a lock: `cur_start` is 0 whenever no callback runs, and the
 //!   watchdog checks both again after sampling the stack.
