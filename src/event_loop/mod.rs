@@ -21,6 +21,7 @@
 //!   queue the I/O callbacks, move due timers to the ready queue, then run
 //!   exactly the callbacks that were ready at that point, in FIFO order.
 
+mod batch;
 mod callbacks;
 mod clock;
 pub(crate) mod custody;
@@ -70,8 +71,6 @@ pub(crate) use registration::{Registration, SideWaiter};
 pub(crate) struct State {
     /// Callbacks to run, in order.
     pub(crate) ready: VecDeque<Py<Handle>>,
-    /// An empty queue kept for its allocation (swapped with `ready`).
-    pub(crate) spare: VecDeque<Py<Handle>>,
     /// Scheduled timers.
     pub(crate) timers: TimerHeap<Py<Handle>>,
     /// Watched fds.
@@ -106,8 +105,6 @@ pub struct LoopCore {
     pub(crate) stopping: AtomicBool,
     /// The thread running the loop (for debug mode's thread check).
     pub(crate) owner: Mutex<Option<ThreadId>>,
-    /// Reusable buffer for the reactor's events.
-    pub(crate) events: Mutex<Vec<(usize, crate::reactor::Readiness)>>,
     /// `set_task_factory()`'s factory.
     pub(crate) task_factory: Mutex<Option<Py<PyAny>>>,
     /// Virtual time only: executor jobs and child processes still running
@@ -304,7 +301,6 @@ impl LoopCore {
             running: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             owner: Mutex::new(None),
-            events: Mutex::new(Vec::with_capacity(256)),
             task_factory: Mutex::new(None),
             real_jobs: AtomicUsize::new(0),
             io_grace: std::sync::atomic::AtomicU64::new(virtual_time::DEFAULT_IO_GRACE.to_bits()),
@@ -470,8 +466,9 @@ impl LoopCore {
         }
         *this.owner.lock() = Some(std::thread::current().id());
         this.stats.note_thread();
+        let mut scratch = batch::Scratch::new();
         let result = loop {
-            if let Err(e) = Self::run_once(slf) {
+            if let Err(e) = Self::run_once(slf, &mut scratch) {
                 break Err(e);
             }
             if this.stopping.load(Ordering::Relaxed) {
@@ -551,12 +548,7 @@ impl LoopCore {
         let Some(st) = self.state.try_lock() else {
             return Ok(());
         };
-        for h in st
-            .ready
-            .iter()
-            .chain(st.spare.iter())
-            .chain(st.timers.iter())
-        {
+        for h in st.ready.iter().chain(st.timers.iter()) {
             custody::visit(h, &visit)?;
         }
         st.io.traverse(&visit)?;

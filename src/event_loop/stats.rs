@@ -91,12 +91,15 @@
 //!   without a lock: `cur_start` is 0 whenever no callback runs, and the
 //!   watchdog checks both again after sampling the stack.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
+use pyo3::Py;
 
 use super::histogram::{bump, Histogram};
 use super::LoopCore;
+use crate::handles::Handle;
 
 /// How many slow callbacks are kept.
 pub(crate) const SLOW_KEEP: usize = 10;
@@ -423,6 +426,7 @@ impl LoopStats {
     pub(crate) fn after_poll(
         &self,
         lp: &LoopCore,
+        ready: &VecDeque<Py<Handle>>,
         polled: bool,
         before: usize,
         after: usize,
@@ -433,7 +437,7 @@ impl LoopStats {
         if !polled && before > 0 && carried != 0 {
             return (None, carried);
         }
-        self.after_poll_read(lp, polled, before, after, carried)
+        self.after_poll_read(lp, ready, polled, before, after, carried)
     }
 
     /// `after_poll` when it reads the clock.
@@ -441,6 +445,7 @@ impl LoopStats {
     fn after_poll_read(
         &self,
         lp: &LoopCore,
+        ready: &VecDeque<Py<Handle>>,
         polled: bool,
         before: usize,
         after: usize,
@@ -454,8 +459,7 @@ impl LoopStats {
             let since = if carried != 0 { carried } else { now };
             bump(&self.idle_ns, now - since.min(now));
             if after > before {
-                let st = lp.state.lock();
-                for h in st.ready.range(before..after.min(st.ready.len())) {
+                for h in ready.range(before..after.min(ready.len())) {
                     let h = h.get();
                     if h.queued_ns() < since {
                         h.stamp_queued(now);
