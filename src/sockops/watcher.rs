@@ -145,23 +145,15 @@ const LARGE_RECV: usize = 16 * 1024;
 /// The largest request served from the scratch buffer.
 const SCRATCH_MAX: usize = 4 * 1024 * 1024;
 
-thread_local! {
-    /// The receive scratch buffer of this thread.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// `socket.recv(n)` through the scratch buffer; None if it is in use.
+/// `socket.recv(n)` through this thread's receive buffer
+/// (`transports::try_with_scratch`); None if it is in use.
 fn recv_scratch(py: Python<'_>, fd: RawFd, n: usize) -> Option<Outcome> {
-    SCRATCH.with(|cell| {
-        let mut buf = cell.try_borrow_mut().ok()?;
-        if buf.len() < n {
-            buf.resize(n, 0);
-        }
-        // SAFETY: `buf` is writable for at least `n` bytes.
-        Some(match unsafe { sys::recv(fd, buf.as_mut_ptr(), n) } {
+    crate::transports::try_with_scratch(n, |buf| {
+        // SAFETY: `buf` is writable for its `n` bytes.
+        match unsafe { sys::recv(fd, buf.as_mut_ptr(), n) } {
             Ok(got) => Outcome::Done(PyBytes::new(py, &buf[..got]).into_any().unbind()),
             Err(e) => os_outcome(e),
-        })
+        }
     })
 }
 
