@@ -25,7 +25,14 @@ native client (benchmarks/loadgen) twice:
    when perf's syscall tracepoints are not available, by ``strace -c -f``
    (ptrace: slows the server several times, so it batches differently).
    Counts are divided by all the requests of that client run (connection
-   set-up and close included: a few dozen syscalls).
+   set-up and close included: a few dozen syscalls).  perf counts only the
+   threads that exist when it starts (strace -f follows new ones).
+
+Both readings cover the whole server process; a thread that exits during a
+clean run takes its context switches out of the sum.  ``noise %`` is the CPU
+other processes used during the clean run (% of a core; run.py's measure):
+high noise moves CPU time and batching (epoll_wait per request), much less
+the per-request syscalls of a loop that is not batching.
 
 Loops are interleaved (their order rotated each rep) and the runs repeated;
 the table shows medians over reps, per request.  Columns ``recv`` and
@@ -310,7 +317,7 @@ def main(argv=None):
     if counter != "strace":
         events = perf_events(args.all_syscalls)
         if events is None and counter == "perf":
-            sys.exit("perf cannot count syscall tracepoints here (perf_event_paranoid? tracefs?); try --counter strace")
+            sys.exit("perf cannot count syscall tracepoints here (tracefs not readable: not root? perf_event_paranoid?); try --counter strace")
         counter = "perf" if events else "strace"
     if counter == "strace" and not shutil.which("strace"):
         sys.exit("strace is not installed (apt-get install strace)")
