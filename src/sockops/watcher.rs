@@ -325,14 +325,14 @@ pub(crate) struct Slot {
 
 /// The watcher's mutable part.
 #[derive(Default)]
-pub(crate) struct WState {
+pub(crate) struct WatcherState {
     /// The read-side operation.
     pub(crate) reader: Option<Slot>,
     /// The write-side operation.
     pub(crate) writer: Option<Slot>,
 }
 
-impl WState {
+impl WatcherState {
     pub(crate) fn slot(&mut self, write: bool) -> &mut Option<Slot> {
         if write {
             &mut self.writer
@@ -347,7 +347,7 @@ pub(crate) struct SockWatcher {
     /// The fd, and the waits on its sides.
     side: SideWaiter,
     /// The slots.
-    pub(crate) state: Mutex<WState>,
+    pub(crate) state: Mutex<WatcherState>,
 }
 
 /// `fut.done()`.
@@ -366,7 +366,7 @@ impl SockWatcher {
     pub(crate) fn new(fd: RawFd) -> Self {
         Self {
             side: SideWaiter::new(fd),
-            state: Mutex::new(WState::default()),
+            state: Mutex::new(WatcherState::default()),
         }
     }
 

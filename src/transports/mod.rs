@@ -6,7 +6,7 @@
 //!   `scripts/check_layout.py` checks that no two files depend on each
 //!   other): `pyobjs.rs` (asyncio names, future helpers), `flow.rs` and
 //!   `core.rs` (what it shares with the pipe transport); `stream_state.rs`
-//!   (`St`, everything its mutex guards: a `ByteCore` and its own fields,
+//!   (`StreamState`, everything its mutex guards: a `ByteCore` and its own fields,
 //!   and the `sendfile` state); `stream.rs` (the type, its constructors,
 //!   its `Registration` with the loop); start/close/`connection_lost` and
 //!   the end of a drain (`lifecycle.rs`, the `ByteTransport` impl);

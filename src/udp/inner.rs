@@ -36,7 +36,7 @@ pub(crate) const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 
 /// The transport's mutable part.
 #[derive(Default)]
-pub(crate) struct UState {
+pub(crate) struct DatagramState {
     /// The claim on the fd in the loop's table, and what it is watched for.
     pub(crate) reg: Registration,
     /// `connection_made` was scheduled and reading started.
@@ -88,7 +88,7 @@ pub(crate) struct UdpInner {
     /// Payload bytes received and sent (the loop counts its total too).
     pub(crate) bytes: ByteCount,
     /// Everything else.
-    pub(crate) state: Mutex<UState>,
+    pub(crate) state: Mutex<DatagramState>,
 }
 
 pub(crate) fn would_block_err(py: Python<'_>, e: &PyErr) -> bool {
