@@ -231,7 +231,10 @@ impl LoopCore {
             };
             Self::check_callback(py, &callback, method)?;
         }
-        let base = self.new_handle(py, callback, args, context)?;
+        // A thread-safe handle's copied context is hidden from the
+        // collector (bursts of them queue up); `call_soon`'s handles run
+        // within the iteration and tasks give their own context.
+        let base = self.new_handle(py, callback, args, context, THREADSAFE)?;
         let handle = if THREADSAFE && crate::handles::stdlib_threadsafe(py)?.is_some() {
             crate::handles::ThreadSafeHandle::create(py, base)?
                 .into_super()
