@@ -612,19 +612,19 @@ import oxloop
 
 loop = oxloop.new_event_loop(stats=True)
 a, b = socket.socketpair()
-got = asyncio.Event()
 
-def on_readable():
+def on_readable(got):
     a.recv(100)
     loop.remove_reader(a)
-    got.set()
+    got.set_result(None)
 
 async def main():
-    loop.add_reader(a, on_readable)
+    got = loop.create_future()
+    loop.add_reader(a, on_readable, got)
     # The reader's handle is made now and stays queued for nothing while the
     # loop waits 0.3 s in its poll; the poll then queues it.
     threading.Timer(0.3, b.send, (b"x",)).start()
-    await got.wait()
+    await got
     # A callback queued from another thread while the loop waits.
     done = loop.create_future()
     threading.Timer(0.05, loop.call_soon_threadsafe, (done.set_result, 1)).start()
