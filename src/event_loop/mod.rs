@@ -36,6 +36,7 @@ pub(crate) mod stats_api;
 pub(crate) mod timers;
 mod user_clock;
 mod virtual_time;
+mod waiters;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
