@@ -507,6 +507,13 @@ impl LoopCore {
         self.state.lock().timers.len()
     }
 
+    /// The `epoll_ctl`/`kevent` changes the reactor asked for so far, and
+    /// the fds kept armed with no waiter (idle; see `io`): for tests.
+    fn _io_ctl_counts(&self) -> (u64, usize) {
+        let idle = self.state.lock().io.idle_len();
+        (self.reactor.ctl_calls(), idle)
+    }
+
     /// Whether the loop runs on virtual time.
     #[getter]
     fn virtual_time(&self) -> bool {

@@ -382,7 +382,7 @@ impl SockWatcher {
         write: bool,
         me: Arc<Self>,
     ) -> PyResult<()> {
-        self.side.wait(py, lp, write, me)
+        self.side.wait(py, lp, write, me, None).map(drop)
     }
 
     /// Stops the loop from calling us for one side (nothing waits there).
