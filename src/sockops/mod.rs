@@ -144,19 +144,25 @@ impl SockOps {
     /// operation in the same direction) is replaced, and so is an
     /// `add_reader`/`add_writer` callback, as asyncio's `_add_reader`/
     /// `_add_writer` replace the old reader or writer.
+    /// `tried`: the operation's attempt just saw the fd would block, so
+    /// its socket may vouch for the fd's armed entry (`SockWatcher::vouch`;
+    /// `event_loop::io`, idle entries: then the wait costs no syscall).
     fn park(
         &self,
         py: Python<'_>,
         lp: &LoopCore,
-        fd: RawFd,
-        write: bool,
+        (fd, write): (RawFd, bool),
         slot: Slot,
+        tried: bool,
     ) -> PyResult<Arc<SockWatcher>> {
         let w = self.watcher_for(fd);
+        let sock = slot.sock.clone_ref(py);
+        let sock = sock.bind(py);
+        let trust = if tried { w.vouch(py, sock) } else { None };
         let id = slot.id;
         let replaced = w.state.lock().slot(write).replace(slot);
         drop(replaced);
-        if let Err(e) = w.wait(py, lp, write, w.clone()) {
+        if let Err(e) = w.wait(py, lp, (write, sock), w.clone(), trust) {
             w.remove(py, None, id, write);
             return Err(e);
         }
@@ -292,14 +298,11 @@ impl SockOps {
     fn __clear__(&self) {
         let lp = self.lp.lock().take();
         let ws: Vec<_> = self.watchers.lock().drain().map(|(_, w)| w).collect();
-        let slots: Vec<_> = ws
+        let states: Vec<_> = ws
             .iter()
-            .flat_map(|w| {
-                let mut st = w.state.lock();
-                [st.reader.take(), st.writer.take()]
-            })
+            .map(|w| std::mem::take(&mut *w.state.lock()))
             .collect();
-        drop(slots);
+        drop(states);
         drop(ws);
         drop(lp);
     }
@@ -403,11 +406,13 @@ impl SockCoro {
         ops.check_socket(py, core, sock)?;
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         op.prepare(py)?;
+        let mut tried = false;
         if try_first {
             match op.attempt(py, fd) {
                 Outcome::Done(v) => return Err(stop_iteration(py, v)),
                 Outcome::Failed(e) => return Err(e),
-                Outcome::Pending => {}
+                Outcome::Pending => tried = true,
+                Outcome::Retry => {}
             }
         }
         let fut = ops.new_future(py, lp)?;
@@ -418,7 +423,7 @@ impl SockCoro {
             op,
             sock: sock.clone().unbind(),
         };
-        let watcher = ops.park(py, core, fd, write, slot)?;
+        let watcher = ops.park(py, core, (fd, write), slot, tried)?;
         self.state = CoroState::Waiting {
             fut: fut.clone().unbind(),
             watcher,
