@@ -19,7 +19,13 @@
 //!   side (see `event_loop::io`). The loop calls it directly when the fd is
 //!   ready (no Python `add_reader` round trip, no handle); it retries the
 //!   syscall, resolves the future with `set_result`/`set_exception` and
-//!   leaves that side, so the fd is free again.
+//!   leaves that side, so the fd is free again: no reader or writer is
+//!   left, but the side stays armed with the kernel, idle, as the stream
+//!   transports keep theirs (`event_loop::io`). The next operation that
+//!   tried its syscall and saw it would block parks there with no
+//!   `epoll_ctl` when its socket vouches for the registration
+//!   (`SockWatcher::vouch`); that every native operation tries before it
+//!   parks is what makes dropping an edge that came while idle safe.
 //! - As in asyncio, the operation's waiter is a reader/writer like any
 //!   other: `add_reader`/`remove_reader` (and the writer ones) on the fd
 //!   replace or remove it and its future stays pending until cancelled; a

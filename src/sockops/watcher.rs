@@ -25,6 +25,15 @@
 //!   which may be the new socket's.
 //! - A `KeyboardInterrupt`/`SystemExit` from an attempt puts the slot back:
 //!   asyncio's reader stays registered and runs again when the loop does.
+//! - `armed` names the socket object (weakly) whose operation last
+//!   registered or re-armed the fd's entry through this watcher, and the
+//!   entry's token then. An operation on that same object, which still
+//!   has the fd, vouches for the token (`vouch`): the file is the one the
+//!   kernel watches, so parking needs no syscall. Any other socket (a new
+//!   one on a reused fd number, a second object on the same fd) does not,
+//!   and its wait re-arms (registering afresh, new token, if the kernel
+//!   forgot the fd). Only an attempt that saw the fd would block
+//!   (`Outcome::Pending`, not `Retry`) parks on a vouched entry.
 //! - Lock order: watcher `state`, then the loop's `state`; `traverse` only
 //!   `try_lock`s, since the GC may run while it is held.
 
