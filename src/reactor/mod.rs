@@ -315,6 +315,24 @@ mod tests {
     }
 
     #[test]
+    fn register_over_a_live_registration_takes_the_new_token() {
+        let r = Reactor::new().unwrap();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        r.register(b.as_raw_fd(), 1, Want::Read).unwrap();
+        r.register(b.as_raw_fd(), 2, Want::Read).unwrap(); // EEXIST: MOD
+        let before = r.ctl_calls();
+        a.write_all(b"x").unwrap();
+        let mut out = Vec::new();
+        r.wait(Some(Duration::from_secs(5)), &mut out).unwrap();
+        assert_eq!(out.iter().map(|e| e.0).collect::<Vec<_>>(), vec![2]);
+        // modify() does not register: a closed fd's number says ENOENT/EBADF.
+        let (c, _d) = UnixStream::pair().unwrap();
+        assert!(r.modify(c.as_raw_fd(), 3, Want::Read).is_err());
+        assert_eq!(r.ctl_calls(), before + 1);
+    }
+
+    #[test]
     fn closed_reactor_fails_cleanly() {
         // (That close() releases the fds is tested in Python, where no
         // other test opens fds concurrently.)
