@@ -231,10 +231,11 @@ impl LoopCore {
             (fd, obj),
             write,
             Waiter::Callback(handle),
+            None,
         );
         replaced.dispose(py);
         match result {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err(SetError::Taken(who)) => Err(errors::fd_taken(fd, &who)),
             Err(SetError::Os(e)) => Err(errors::os_error(e)),
         }

@@ -36,6 +36,7 @@ pub(crate) mod stats_api;
 pub(crate) mod timers;
 mod user_clock;
 mod virtual_time;
+mod waiters;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -507,6 +508,13 @@ impl LoopCore {
     /// The number of scheduled timers, cancelled ones included.
     fn _timer_count(&self) -> usize {
         self.state.lock().timers.len()
+    }
+
+    /// The `epoll_ctl`/`kevent` changes the reactor asked for so far, and
+    /// the fds kept armed with no waiter (idle; see `io`): for tests.
+    fn _io_ctl_counts(&self) -> (u64, usize) {
+        let idle = self.state.lock().io.idle_len();
+        (self.reactor.ctl_calls(), idle)
     }
 
     /// Whether the loop runs on virtual time.
