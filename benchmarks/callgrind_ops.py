@@ -21,6 +21,10 @@ deterministic (nothing depends on wall-clock time, so the count repeats):
 - ``threadsafe``: a chain of call_soon_threadsafe callbacks, called on the
   loop's thread (the cost of the handle and the wake-up check; a second
   thread would make the count depend on scheduling).
+- ``threadsafe_batch``: bursts of 10,000 call_soon_threadsafe(cb, i) calls
+  from the loop's thread, each burst then run in one iteration; an op is one
+  call. Unlike ``threadsafe``, 10,000 handles are queued at once, so the
+  garbage collector's passes over what they keep alive are part of the count.
 - ``create_task``: create_task + await of a trivial coroutine, one at a time.
 - ``echo``: 100 bytes to and fro over a Unix socketpair between two
   protocols on the loop's stream transports; an op is one round trip (two
@@ -41,7 +45,8 @@ import subprocess
 import sys
 import tempfile
 
-ROWS = ("call_soon", "call_later", "sleep0", "future", "threadsafe", "create_task", "echo", "pipe_echo")
+ROWS = ("call_soon", "call_later", "sleep0", "future", "threadsafe", "threadsafe_batch", "create_task", "echo",
+        "pipe_echo")
 
 
 def make_loop(name):
@@ -78,6 +83,22 @@ async def r_threadsafe(loop, n):
 
     loop.call_soon_threadsafe(cb)
     await fut
+
+
+async def r_threadsafe_batch(loop, n):
+    batch = 10000
+    ran = [0]
+
+    def cb(i):
+        ran[0] += 1
+
+    for start in range(0, n, batch):
+        k = min(batch, n - start)
+        for i in range(k):
+            loop.call_soon_threadsafe(cb, i)
+        await asyncio.sleep(0)
+        if ran[0] != start + k:
+            raise RuntimeError(f"{ran[0]} callbacks ran, expected {start + k}")
 
 
 async def r_call_later(loop, n):
@@ -193,6 +214,7 @@ RUNNERS = {
     "sleep0": r_sleep0,
     "future": r_future,
     "threadsafe": r_threadsafe,
+    "threadsafe_batch": r_threadsafe_batch,
     "create_task": r_create_task,
 }
 

@@ -48,6 +48,18 @@ def describe_exit(code):
     return f"exit status {code}"
 
 
+def reap(proc, timeout):
+    """Wait for ``proc`` to exit, killing it after ``timeout`` seconds;
+    returns whether it exited by itself."""
+    try:
+        proc.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
 def read_line(proc, deadline, sel):
     """Next stdout line of ``proc``, or None at EOF or past ``deadline``."""
     left = deadline - time.monotonic()
@@ -179,9 +191,11 @@ class Server:
         return err, crashed
 
 
-def run_client(args, server, size, duration, warmup, extra=()):
+def run_client(args, server, size, duration, warmup, extra=(), on_mark=None):
     """One loadgen run against ``server``; CPU sampled at its window edges.
-    ``extra``: more loadgen options (``--tls``, ``--http``)."""
+    ``extra``: more loadgen options (``--tls``, ``--http``); ``on_mark``:
+    called with ``"measure-start"`` / ``"measure-end"`` at those edges,
+    right after the CPU readings (syscount.py reads more of /proc there)."""
     cmd = [LOADGEN, "--addr", server.addr, "--conns", str(args.conns), "--size", str(size),
            "--duration", str(duration), "--warmup", str(warmup), "--verify", args.verify, "--eof-wait", str(args.eof_wait),
            "--drain", str(args.drain), *extra]
@@ -195,6 +209,8 @@ def run_client(args, server, size, duration, warmup, extra=()):
         if line.startswith("measure-"):
             marks[line.strip()] = (time.monotonic(), sysstat.busy_cpu_seconds(),
                                    sysstat.proc_cpu_seconds(server.pid), sysstat.proc_cpu_seconds(cl.pid))
+            if on_mark:
+                on_mark(line.strip())
         elif line.startswith("{"):
             result = json.loads(line)
     sel.close()
@@ -218,7 +234,8 @@ def run_client(args, server, size, duration, warmup, extra=()):
     if not server.alive():
         problems.insert(0, f"server died during the run ({describe_exit(server.proc.returncode)})")
     r = {"status": "fail" if problems else "ok", "error": "; ".join(problems) or None,
-         "rps": result["rps"], "p50_us": result["p50_us"], "p99_us": result["p99_us"],
+         "rps": result["rps"], "requests": result["requests"], "total_requests": result["total_requests"],
+         "p50_us": result["p50_us"], "p99_us": result["p99_us"],
          "client_cpu_pct": result["client_cpu_pct"], "no_eof": result["no_eof"], "foreign_pct": 0.0}
     if "measure-start" in marks and "measure-end" in marks:
         (t0, b0, s0, c0), (t1, b1, s1, c1) = marks["measure-start"], marks["measure-end"]
@@ -239,13 +256,13 @@ def server_trouble(err, crashed, proc):
     return None
 
 
-def echo_session(args, noise, loop, mode, transport, tmpdir):
+def echo_session(args, noise, loop, mode, transport, tmpdir, client=None):
     """One server for (loop, mode, transport): warm it up, then measure each
-    size.  Returns [(size, result)]."""
+    size (with ``client``, see session).  Returns [(size, result)]."""
     server = Server(args, loop, mode, transport, tmpdir)
     extra = ["--tls", os.path.join(cert_dir(tmpdir), "ca.pem")] if transport == "tls" else []
     sizes = args.tls_size_list if transport == "tls" else args.size_list
-    return session(args, noise, loop, server, [(size, size, extra) for size in sizes])
+    return session(args, noise, loop, server, [(size, size, extra) for size in sizes], client)
 
 
 # The HTTP requests: (row name, request body size, loadgen options).
@@ -262,10 +279,12 @@ def http_session(args, noise, loop, server_kind, tmpdir):
     return session(args, noise, loop, server, HTTP_REQUESTS)
 
 
-def session(args, noise, loop, server, runs):
+def session(args, noise, loop, server, runs, client=None):
     """Warm ``server`` up with the largest of ``runs`` [(name, size, loadgen
     options)], measure each, stop it; returns [(name, result)] with the
-    server's own troubles (crash, logged errors) folded in."""
+    server's own troubles (crash, logged errors) folded in.  ``client``
+    measures a run (run_client's signature and result; default run_client)."""
+    client = client or run_client
     results = []
     try:
         warm = {"status": "ok"}
@@ -280,7 +299,7 @@ def session(args, noise, loop, server, runs):
             elif server.error:
                 r = {"status": "fail", "error": server.error}
             else:
-                r = noise.run(lambda: run_client(args, server, size, args.duration, args.warmup, extra))  # noqa: B023 - Noise.run calls it at once
+                r = noise.run(lambda: client(args, server, size, args.duration, args.warmup, extra))  # noqa: B023 - Noise.run calls it at once
             results.append((name, r))
     finally:
         err, crashed = server.stop()
@@ -323,11 +342,7 @@ def memory_run(args, loop, mode, tmpdir):
             r = {"status": "fail", "error": f"server died ({describe_exit(server.proc.returncode)})"}
         err, crashed = server.stop()  # server first: its side gets the TIME_WAITs
         cl.stdin.close()
-        try:
-            cl.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            cl.kill()
-            cl.wait()
+        reap(cl, 30)
         sel.close()
         cl.stdout.close()
         cl.stderr.close()

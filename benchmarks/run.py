@@ -169,14 +169,21 @@ def parse_args(argv=None):
     args.size_list = [parse_size(s) for s in args.sizes.split(",")]
     args.tls_size_list = [] if args.tls_sizes == "none" else [parse_size(s) for s in args.tls_sizes.split(",")]
     args.app_list = [] if args.apps == "none" else args.apps.split(",")
-    for bad, known in ((set(args.micro_list) - set(BENCHES), BENCHES), (set(args.mode_list + args.mem_list) - set(MODES), MODES),
-                       (set(args.transport_list) - {"tcp", "unix"}, ["tcp", "unix"]), (set(args.app_list) - set(APPS), APPS)):
-        if bad:
+    check_names(ap, args, [(args.micro_list, BENCHES), (args.mode_list + args.mem_list, MODES),
+                            (args.transport_list, ["tcp", "unix"]), (args.app_list, APPS)])
+    return args
+
+
+def check_names(ap, args, lists):
+    """The end of option parsing (run.py, syscount.py): a name given in
+    ``lists`` [(given, known)] but not known is a usage error; ``--pin``
+    becomes ``args.server_cpu`` and ``args.client_cpu``."""
+    for given, known in lists:
+        if bad := set(given) - set(known):
             ap.error(f"unknown {', '.join(sorted(bad))}; known: {', '.join(known)}")
     args.server_cpu = args.client_cpu = None
     if args.pin != "none" and sysstat.can_pin():
         args.server_cpu, args.client_cpu = (int(x) for x in args.pin.split(","))
-    return args
 
 
 def build_native():

@@ -43,7 +43,7 @@ use crate::{contexts, errors};
 const ACCEPT_RETRY_DELAY: f64 = 1.0;
 
 /// A listener's state.
-struct LSt {
+struct ListenerState {
     /// The listening fd.
     fd: RawFd,
     /// The loop (None once closed).
@@ -75,7 +75,7 @@ struct LSt {
     fixed_ctx: bool,
 }
 
-impl LSt {
+impl ListenerState {
     /// The Python objects the listener holds, besides its loop: what the
     /// collector is shown and what `close()`/`__clear__` let go of.
     fn refs(&mut self) -> [&mut Option<Py<PyAny>>; 6] {
@@ -93,8 +93,8 @@ impl LSt {
 /// The accept loop of one listening socket.
 #[pyclass(frozen, module = "oxloop._core")]
 pub struct StreamListener {
-    /// See `LSt`.
-    st: Mutex<LSt>,
+    /// See `ListenerState`.
+    st: Mutex<ListenerState>,
 }
 
 impl Watched for StreamListener {
@@ -325,7 +325,7 @@ impl StreamListener {
             None => None,
         };
         Ok(Self {
-            st: Mutex::new(LSt {
+            st: Mutex::new(ListenerState {
                 fd,
                 lp: Some(lp.unbind()),
                 sock: Some(sock.unbind()),

@@ -8,6 +8,7 @@ alive after `build()` returns, so the collector must break the cycle
 """
 
 import asyncio
+import contextvars
 import gc
 import socket
 import types
@@ -415,3 +416,195 @@ def test_collections_while_handles_in_cycles_are_queued(fresh):
     loop_ref, box_refs = build()
     _assert_collected(loop_ref)
     assert all(r() is None for r in box_refs)
+
+
+# The context a thread-safe handle or a timer copies (no `context=`): oxloop
+# keeps the copy out of the collector's lists while only the loop holds it
+# and reports what the copy references itself; cycles through the copy must
+# still be collected, and a copy handed out to Python is an ordinary object.
+
+_VALUE = contextvars.ContextVar("_VALUE")
+
+
+class _Box(list):
+    pass
+
+
+def _noop(*args):
+    pass
+
+
+class _Callback:
+    """A callback that keeps a loop."""
+
+    def __init__(self, loop):
+        self.loop = loop
+
+    def __call__(self, *args):
+        pass
+
+
+def _context_of(handle):
+    """The handle's context (asyncio's `get_context()` is 3.12+)."""
+    get = getattr(handle, "get_context", None)
+    return get() if get is not None else handle._context
+
+
+def _copying_calls(loop):
+    """A thread-safe call and two timers, made without `context=`."""
+    return [
+        loop.call_soon_threadsafe(_noop),
+        loop.call_later(3600, _noop),
+        loop.call_at(loop.time() + 7200, _noop, 1),
+    ]
+
+
+@pytest.mark.parametrize("shape", ["loop", "callback"])
+def test_cycle_through_copied_context_is_collected(fresh, shape):
+    # loop -> handle -> copied context -> value -> loop, the loop dropped
+    # without being closed: only the collector can free it, and only if the
+    # copy's references are reported. "callback": the value is a queued
+    # handle's callback, which keeps the loop.
+    def build():
+        loop = fresh()
+
+        def schedule():
+            if shape == "loop":
+                _VALUE.set(_Box([loop]))
+            else:
+                callback = _Callback(loop)
+                _VALUE.set(_Box([callback]))
+                loop.call_later(3600, callback)
+            _copying_calls(loop)
+
+        contextvars.copy_context().run(schedule)
+        return weakref.ref(loop)
+
+    ref = build()
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        gc.collect()
+    _assert_collected(ref)
+
+
+def test_cycle_through_copied_context_after_handle_ran_is_collected(fresh):
+    # box -> handle -> copied context -> box: once the loop lets go of the
+    # handles (they ran, or were cancelled), the cycle is ordinary garbage.
+    loop = fresh()
+
+    def schedule():
+        box = _Box()
+        _VALUE.set(box)
+        box.append(loop.call_soon_threadsafe(_noop))
+        box.append(loop.call_later(0, _noop))
+        box.append(loop.call_later(3600, _noop))
+        return weakref.ref(box)
+
+    try:
+        refs = [contextvars.copy_context().run(schedule) for _ in range(3)]
+        for r in refs:
+            r()[2].cancel()
+        run_briefly(loop, steps=3)
+    finally:
+        loop.close()
+    gc.collect()
+    assert all(r() is None for r in refs), "a cycle through a copied context survived"
+
+
+def test_cycle_through_copied_context_of_closed_loop_is_collected(fresh):
+    # The same cycles with the handles still queued when the loop closes.
+    loop = fresh()
+
+    def schedule():
+        box = _Box()
+        _VALUE.set(box)
+        box.extend(_copying_calls(loop))
+        return weakref.ref(box)
+
+    refs = [contextvars.copy_context().run(schedule) for _ in range(3)]
+    loop.close()
+    gc.collect()
+    assert all(r() is None for r in refs)
+
+
+def test_copied_context_handed_out_is_tracked(fresh):
+    # get_context() (or `_context`) gives Python the copy: from then on the
+    # collector tracks it (else a cycle through it, made by the caller, could
+    # never be collected). Also after the loop ran the handle and let go of it.
+    loop = fresh()
+    try:
+        handles = _copying_calls(loop)
+        if hasattr(handles[0], "_context"):  # both accessors, where both exist
+            handles += _copying_calls(loop)
+            assert gc.is_tracked(handles[-1]._context)
+        for h in handles:
+            ctx = _context_of(h)
+            assert isinstance(ctx, contextvars.Context)
+            assert gc.is_tracked(ctx)
+        ran = loop.call_soon_threadsafe(_noop)
+        later = loop.call_later(0, _noop)
+        run_briefly(loop, steps=2)
+        for h in (ran, later):
+            ctxs = [r for r in gc.get_referents(h) if isinstance(r, contextvars.Context)]
+            assert len(ctxs) == 1 and gc.is_tracked(ctxs[0])
+            assert _context_of(h) is ctxs[0]
+        for h in handles:
+            h.cancel()
+    finally:
+        loop.close()
+
+
+def test_context_runs_and_values_survive_collections(fresh):
+    # Callbacks see their copied context intact after collections while
+    # they were queued, and a context given with `context=` is the caller's
+    # (still tracked, never hidden).
+    loop = fresh()
+    seen = []
+
+    def cb(i):
+        seen.append((i, _VALUE.get()[0]))
+
+    def schedule(i):
+        _VALUE.set([i])
+        loop.call_soon_threadsafe(cb, i)
+        loop.call_later(0, cb, -1 - i)
+
+    for i in range(300):
+        contextvars.copy_context().run(schedule, i)
+    given = contextvars.copy_context()
+    given.run(_VALUE.set, ["given"])
+    loop.call_soon_threadsafe(lambda: seen.append(("given", _VALUE.get()[0])), context=given)
+    gc.collect()
+    try:
+        run_briefly(loop, steps=3)
+    finally:
+        loop.close()
+    assert gc.is_tracked(given)
+    assert sorted(x for x in seen if x[0] != "given") == sorted(
+        [(i, i) for i in range(300)] + [(-1 - i, i) for i in range(300)]
+    )
+    assert ("given", "given") in seen
+
+
+def test_oxloop_keeps_queued_copies_and_atomic_args_out_of_the_collector(oxloop):
+    # The optimization itself: while queued, a thread-safe handle's or a
+    # timer's copied context is untracked, and so is an `*args` tuple whose
+    # items can never be in a cycle (CPython's rule for tuples); a tuple
+    # with a container stays tracked.
+    loop = oxloop.new_event_loop()
+    try:
+        handles = [
+            loop.call_soon_threadsafe(_noop, 1, "a", None, (2, 3)),
+            loop.call_later(3600, _noop, 1.5, b"x"),
+            loop.call_soon(_noop, 7),
+        ]
+        for h in handles:
+            args = [r for r in gc.get_referents(h) if type(r) is tuple]
+            assert args == [h._args] and not gc.is_tracked(args[0])
+        for h in handles[:2]:
+            ctxs = [r for r in gc.get_referents(h) if isinstance(r, contextvars.Context)]
+            assert len(ctxs) == 1 and not gc.is_tracked(ctxs[0])
+        for args in ([1],), ({},), ((1, [2]),), (loop,):
+            assert gc.is_tracked(loop.call_soon_threadsafe(_noop, *args)._args)
+        handles[1].cancel()
+    finally:
+        loop.close()

@@ -128,7 +128,9 @@ impl LoopCore {
     }
 
     /// The `Handle` value for a callback: its context (`context_for`) and,
-    /// in debug mode, where it was made.
+    /// in debug mode, where it was made. `hide`: a context copied for it
+    /// is hidden from the collector (`handles::hidden`; for a handle that
+    /// goes into the loop's custody).
     #[inline]
     pub(super) fn new_handle(
         &self,
@@ -136,10 +138,18 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
+        hide: bool,
     ) -> PyResult<Handle> {
+        let copied = context.as_ref().is_none_or(|c| c.is_none());
         let ctx = Self::context_for(py, context)?;
         let tb = self.source_traceback(py)?;
-        Ok(Handle::new(callback.unbind(), args.unbind(), ctx, tb))
+        let mut handle = Handle::new(callback.unbind(), args.unbind(), ctx, tb);
+        if hide && copied {
+            // SAFETY: `context_for` copied the context just above, for this
+            // handle alone.
+            unsafe { handle.hide_context(py) };
+        }
+        Ok(handle)
     }
 
     /// In debug mode, where the caller is (asyncio's `_source_traceback`).
@@ -212,7 +222,7 @@ impl LoopCore {
         }
         // Not one-shot (it may be queued many times): tracked, not in the
         // loop's custody.
-        let handle = Handle::tracked(py, self.new_handle(py, callback, args, None)?)?;
+        let handle = Handle::tracked(py, self.new_handle(py, callback, args, None, false)?)?;
         // A new entry keeps the file object (asyncio's selector key does).
         let obj = (!fileobj.is_instance_of::<PyInt>()).then(|| fileobj.clone().unbind());
         let (replaced, result) = self.state.lock().io.set_waiter(
@@ -221,10 +231,11 @@ impl LoopCore {
             (fd, obj),
             write,
             Waiter::Callback(handle),
+            None,
         );
         replaced.dispose(py);
         match result {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err(SetError::Taken(who)) => Err(errors::fd_taken(fd, &who)),
             Err(SetError::Os(e)) => Err(errors::os_error(e)),
         }
@@ -291,9 +302,10 @@ impl LoopCore {
             self.check_thread()?;
             Self::check_callback(py, &callback, method)?;
         }
+        let copied = context.as_ref().is_none_or(|c| c.is_none());
         let ctx = Self::context_for(py, context)?;
         let tb = self.source_traceback(py)?;
-        let base = Handle::new_timer(
+        let mut base = Handle::new_timer(
             callback.unbind(),
             args.unbind(),
             ctx,
@@ -301,6 +313,11 @@ impl LoopCore {
             when,
             self.cancelled_timers.clone(),
         );
+        if copied {
+            // SAFETY: `context_for` copied the context just above, for this
+            // timer alone (which goes into the loop's custody).
+            unsafe { base.hide_context(py) };
+        }
         let timer = TimerHandle::create(py, base)?;
         let as_handle = timer.as_super().clone().unbind();
         self.state.lock().timers.push(when, as_handle);

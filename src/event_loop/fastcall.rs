@@ -10,6 +10,11 @@
 //! same Rust code (`LoopCore::call_soon`, ...). They replace the PyO3-made
 //! methods in `LoopCore`'s type dict at module init (`install`).
 //!
+//! The `*args` tuple is built here, and left out of the garbage
+//! collector's lists when none of its items could ever be in a cycle
+//! (`never_in_a_cycle`): the collector would untrack it at its first pass
+//! anyway, but a burst of queued calls would have it walked until then.
+//!
 //! Invariants:
 //! - The method descriptor checks that `self` is a `LoopCore` (or a
 //!   subclass) before calling us, as for any method of a C type.
@@ -74,6 +79,24 @@ unsafe fn is_context_name(py: Python<'_>, name: *mut ffi::PyObject) -> bool {
     equal
 }
 
+/// Whether a tuple holding `obj` can be left out of the collector's lists
+/// for good: CPython's test (`_PyObject_GC_MAY_BE_TRACKED`) is that `obj`
+/// is not a GC object, or is an exact tuple the collector does not track.
+/// Any other untracked container (a dict of atoms, one of our handles) may
+/// be tracked again later, so it counts as tracked.
+///
+/// # Safety
+/// `obj` is a live object; GIL held.
+#[inline(always)]
+unsafe fn never_in_a_cycle(obj: *mut ffi::PyObject) -> bool {
+    // SAFETY: see the function's contract; these only read the object's
+    // type and its GC header.
+    unsafe {
+        ffi::PyObject_IS_GC(obj) == 0
+            || (ffi::PyTuple_CheckExact(obj) != 0 && ffi::PyObject_GC_IsTracked(obj) == 0)
+    }
+}
+
 /// Parses `(lead..., *args, context=None)`.
 ///
 /// # Safety
@@ -104,10 +127,18 @@ unsafe fn parse<'py>(
             if t.is_null() {
                 return Err(PyErr::fetch(py));
             }
+            let mut atomic = true;
             for i in 0..n_rest {
                 let item = *args.add(lead + i);
                 ffi::Py_INCREF(item);
                 ffi::PyTuple_SET_ITEM(t, i as ffi::Py_ssize_t, item);
+                atomic &= never_in_a_cycle(item);
+            }
+            if atomic {
+                // CPython's own rule for tuples (`_PyTuple_MaybeUntrack`,
+                // which its collector applies only once the tuple survives
+                // a pass): no cycle can run through this one.
+                ffi::PyObject_GC_UnTrack(t.cast());
             }
             Bound::from_owned_ptr(py, t).cast_into_unchecked::<PyTuple>()
         }

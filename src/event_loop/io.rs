@@ -18,11 +18,51 @@
 //!   reused (the entry is stale), or a transport takes over a socket and
 //!   replaces its callbacks, as asyncio's transports do with `_add_reader`.
 //!
+//! Idle entries (socket operations between two waits, as the stream
+//! transports keep their interest between two reads):
+//! - When a socket operation's waiter leaves its side (it finished or was
+//!   cancelled), the direction stays registered with the kernel (no
+//!   `epoll_ctl`), and an entry left with no waiter at all stays in the
+//!   table, *idle*. An idle side is nobody: `remove_reader` on it returns
+//!   false, `add_reader` sets a callback on it (and re-arms), an entry
+//!   with no waiter keeps no file object (asyncio's key is gone), a
+//!   transport taking the fd evicts it. Idle entries do not count in
+//!   `is_empty`/`len` (the loop still skips a zero-timeout poll).
+//! - The next socket operation on that side parks without a syscall when
+//!   its socket vouches for the registration (`set_waiter`'s `trust`: the
+//!   token that operation's watcher armed is still the entry's, and the
+//!   same socket object, which still has the fd, armed it; see `sockops`).
+//!   That is safe with edge-triggered polling only because every socket
+//!   operation tries its syscall, and saw it would block, before it parks:
+//!   an edge that came while the side was idle was dropped, but what it
+//!   announced was read by that attempt, and anything that comes after
+//!   the attempt raises a new edge, reported by a poll that can only run
+//!   after the operation parked (the same thread). An operation that did
+//!   not see it would block (not tried first, `InterruptedError`) and every
+//!   callback re-arm instead.
+//! - An idle side that the kernel reports ready is disarmed (its direction
+//!   dropped, the entry removed if nothing is left): at most one spurious
+//!   report per idle period (an always-writable socket would otherwise
+//!   wake the loop at every ACK). A failed disarm (the fd was closed)
+//!   removes the entry. So an idle entry lives until its side fires, the
+//!   fd is watched again (re-armed, or registered afresh if the number was
+//!   reused), a transport takes it, `remove_reader`/`remove_writer`, or
+//!   `drain` at close: at most one per fd number, bounded by the process's
+//!   fd table.
+//!
 //! Invariants:
-//! - The reactor watches an fd exactly for the directions its entry wants;
-//!   an entry that wants nothing is removed and deregistered. Every change
-//!   of a `Shared` entry re-arms the fd, which registers it afresh if it was
-//!   closed and reused since (the kernel forgot the old file).
+//! - The reactor watches an fd for the directions its entry's `want` says,
+//!   and `want` covers every side that has a waiter; only idle sides of a
+//!   `Shared` entry (above) may be watched with no waiter. An entry with
+//!   no want is removed and deregistered.
+//! - A token names one registration of one file: a `Shared` entry whose
+//!   re-arm finds that the kernel does not know the file now under its fd
+//!   (`ENOENT`: closed, maybe reused) gets a new token before the fd is
+//!   registered afresh (`modify_shared`), so an event of the old file (one
+//!   still open elsewhere, dup'ed or inherited, keeps its registration and
+//!   the old token) is never acted upon for the new one. Registering a
+//!   file the kernel still has (`EEXIST`) replaces its token
+//!   (`Reactor::register`).
 //! - No Python code runs and no Python object is dropped under the loop's
 //!   lock: what a change takes out is returned as `Replaced` and disposed of
 //!   by the caller after the lock is released.
@@ -40,140 +80,16 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
-use super::LoopCore;
+pub(crate) use super::waiters::{watcher_id, IoWatcher, Replaced, Waiter, Watch, Watched};
 use crate::handles::Handle;
 use crate::reactor::{Reactor, Readiness, Want};
 
-/// Something native that wants to hear when an fd is ready.
-pub trait IoWatcher: Send + Sync {
-    /// Called on the loop's thread, with the GIL held, when the fd is ready.
-    /// An error is reported to the loop's exception handler (or propagated,
-    /// for `KeyboardInterrupt`/`SystemExit`).
-    fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()>;
-
-    /// Visits the Python objects the watcher holds.
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError>;
-
-    /// What `add_reader` says when the fd is taken (e.g. "transport <...>").
-    fn describe(&self, py: Python<'_>) -> String;
-
-    /// This watcher waited on one direction of a `Shared` entry and was
-    /// replaced there (`add_reader`, `remove_reader`, a transport taking
-    /// the fd). Called without the loop's lock.
-    fn evicted(&self, _py: Python<'_>, _write: bool) {}
-}
-
-/// A native resource that owns its fd (a transport, a listener: a frozen
-/// pyclass); `Watch` is its entry in the table.
-pub(crate) trait Watched:
-    pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync
-{
-    /// The fd is ready (`IoWatcher::on_ready`).
-    fn on_ready(slf: &Bound<'_, Self>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()>;
-
-    /// What `add_reader` says when the fd is taken; runs no Python code
-    /// (the loop may ask under its lock), so it must not block on the
-    /// resource's lock either.
-    fn describe(&self) -> String;
-}
-
-/// The loop's handle on a `Watched` resource: keeps it alive while its fd
-/// is registered.
-pub(crate) struct Watch<T: Watched>(pub(crate) Py<T>);
-
-impl<T: Watched> Watch<T> {
-    /// The entry for `slf` (what `Registration::set_interest` registers).
-    pub(crate) fn of(slf: &Bound<'_, T>) -> Arc<dyn IoWatcher> {
-        Arc::new(Self(slf.clone().unbind()))
-    }
-}
-
-impl<T: Watched> IoWatcher for Watch<T> {
-    #[inline]
-    fn on_ready(&self, py: Python<'_>, lp: &Bound<'_, LoopCore>, ready: Readiness) -> PyResult<()> {
-        T::on_ready(self.0.bind(py), lp, ready)
-    }
-
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.0)
-    }
-
-    fn describe(&self, _py: Python<'_>) -> String {
-        self.0.get().describe()
-    }
-}
-
-/// The identity of a watcher (the address of its data), for "is this
-/// direction still mine" checks.
-pub(crate) fn watcher_id(w: &dyn IoWatcher) -> *const () {
-    w as *const dyn IoWatcher as *const ()
-}
-
-/// Who waits on one direction of a `Shared` entry.
-pub(crate) enum Waiter {
-    /// An `add_reader`/`add_writer` callback.
-    Callback(Py<Handle>),
-    /// A native waiter for this direction (a pending socket operation).
-    Native(Arc<dyn IoWatcher>),
-}
-
-impl Waiter {
-    fn is(&self, id: *const ()) -> bool {
-        matches!(self, Waiter::Native(w) if Arc::as_ptr(w) as *const () == id)
-    }
-}
-
-/// What a change took out of the table: disposed of (callbacks cancelled,
-/// native waiters told, file objects released) by the caller once the
-/// loop's lock is released.
-#[must_use]
-#[derive(Default)]
-pub(crate) struct Replaced {
-    /// The waiters taken out, with their side (`true`: writer).
-    waiters: Vec<(Waiter, bool)>,
-    /// The file objects of removed entries.
-    objs: Vec<Py<PyAny>>,
-}
-
-impl Replaced {
-    fn push(&mut self, waiter: Option<Waiter>, write: bool) {
-        if let Some(w) = waiter {
-            self.waiters.push((w, write));
-        }
-    }
-
-    fn push_entry(&mut self, entry: IoEntry) {
-        self.objs.extend(entry.fileobj);
-        if let IoKind::Shared { reader, writer } = entry.kind {
-            self.push(reader, false);
-            self.push(writer, true);
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.waiters.is_empty() && self.objs.is_empty()
-    }
-
-    /// Cancels the replaced callbacks and tells the replaced native waiters.
-    /// True if a waiter was replaced.
-    pub(crate) fn dispose(self, py: Python<'_>) -> bool {
-        let any = !self.waiters.is_empty();
-        drop(self.objs);
-        for (waiter, write) in self.waiters {
-            match waiter {
-                Waiter::Callback(h) => {
-                    h.get().cancel_inner(py);
-                }
-                Waiter::Native(w) => w.evicted(py, write),
-            }
-        }
-        any
-    }
-
-    /// Drops what was taken without telling anyone (a native waiter that
-    /// removed itself), after the loop's lock.
-    pub(crate) fn forget(self) {
-        drop(self);
+/// Puts what a removed entry held into `out`.
+fn push_entry(out: &mut Replaced, entry: IoEntry) {
+    out.objs.extend(entry.fileobj);
+    if let IoKind::Shared { reader, writer } = entry.kind {
+        out.push(reader, false);
+        out.push(writer, true);
     }
 }
 
@@ -198,6 +114,9 @@ pub(crate) struct IoEntry {
     pub(crate) kind: IoKind,
     /// The file object `add_reader`/`add_writer` created the entry with.
     pub(crate) fileobj: Option<Py<PyAny>>,
+    /// A `Shared` entry a socket operation left with no waiter, still
+    /// armed (counted in `IoTable::idle`; see the module docs).
+    pub(crate) idle: bool,
 }
 
 /// An entry's reader and writer slots.
@@ -226,6 +145,8 @@ pub(crate) struct IoTable {
     by_fd: HashMap<RawFd, usize>,
     /// The next token to hand out.
     next_token: usize,
+    /// How many entries are idle (no waiter; see the module docs).
+    idle: usize,
 }
 
 /// Why a waiter could not be set.
@@ -237,13 +158,47 @@ pub(crate) enum SetError {
 }
 
 impl IoTable {
+    /// Whether no fd has a waiter (idle entries do not count).
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.len() == self.idle
     }
 
-    /// The number of watched fds.
+    /// The number of watched fds (idle entries do not count).
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() - self.idle
+    }
+
+    /// The number of idle entries (for tests).
+    pub(crate) fn idle_len(&self) -> usize {
+        self.idle
+    }
+
+    /// Re-arms the `Shared` entry under `token` for `want` (recorded), and
+    /// returns its token: a new one if the kernel did not know the file now
+    /// under the fd (see the module docs). On failure the entry is left
+    /// for the caller to evict.
+    fn modify_shared(
+        &mut self,
+        reactor: &Reactor,
+        token: usize,
+        want: Want,
+    ) -> std::io::Result<usize> {
+        let Some(entry) = self.entries.get_mut(&token) else {
+            return Ok(token);
+        };
+        entry.want = want;
+        let fd = entry.fd;
+        match reactor.modify(fd, token, want) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            other => return other.map(|()| token),
+        }
+        let new = self.next_token;
+        reactor.register(fd, new, want)?;
+        self.next_token += 1;
+        let entry = self.entries.remove(&token).expect("looked up above");
+        self.entries.insert(new, entry);
+        self.by_fd.insert(fd, new);
+        Ok(new)
     }
 
     /// The entry of a token `by_fd` gave.
@@ -279,6 +234,9 @@ impl IoTable {
 
     fn remove_token(&mut self, reactor: &Reactor, token: usize) -> Option<IoEntry> {
         let entry = self.entries.remove(&token)?;
+        if entry.idle {
+            self.idle -= 1;
+        }
         self.by_fd.remove(&entry.fd);
         reactor.deregister(entry.fd);
         Some(entry)
@@ -287,16 +245,19 @@ impl IoTable {
     /// Removes an entry whole, what it held into `out`.
     fn evict(&mut self, reactor: &Reactor, token: usize, out: &mut Replaced) {
         if let Some(entry) = self.remove_token(reactor, token) {
-            out.push_entry(entry);
+            push_entry(out, entry);
         }
     }
 
     /// Puts `waiter` on the reader (`write == false`) or writer side of
     /// `fd`, replacing what waited there (returned, unless it was this very
-    /// native waiter parking again). A new entry keeps `fileobj`. Fails if
-    /// a native watcher owns `fd`, or if the OS refuses the fd: then, as
-    /// asyncio's selector does when `epoll_ctl` fails, the fd's entry is
-    /// dropped whole (returned too).
+    /// native waiter parking again), and returns the entry's token. A new
+    /// entry, or an idle one, keeps `fileobj`. `trust`: the token a socket
+    /// operation that tried first vouches for (module docs); if it is the
+    /// entry's and the fd is watched for that side already, no syscall.
+    /// Fails if a native watcher owns `fd`, or if the OS refuses the fd:
+    /// then, as asyncio's selector does when `epoll_ctl` fails, the fd's
+    /// entry is dropped whole (returned too).
     pub(crate) fn set_waiter(
         &mut self,
         py: Python<'_>,
@@ -304,7 +265,8 @@ impl IoTable {
         (fd, fileobj): (RawFd, Option<Py<PyAny>>),
         write: bool,
         waiter: Waiter,
-    ) -> (Replaced, Result<(), SetError>) {
+        trust: Option<usize>,
+    ) -> (Replaced, Result<usize, SetError>) {
         let mut replaced = Replaced::default();
         let Some(&token) = self.by_fd.get(&fd) else {
             let (reader, writer, want) = if write {
@@ -317,17 +279,30 @@ impl IoTable {
                 want,
                 kind: IoKind::Shared { reader, writer },
                 fileobj,
+                idle: false,
             };
             return match self.insert(reactor, entry) {
-                Ok(_) => (replaced, Ok(())),
+                Ok(token) => (replaced, Ok(token)),
                 Err((e, entry)) => {
-                    replaced.push_entry(entry);
+                    push_entry(&mut replaced, entry);
                     (replaced, Err(SetError::Os(e)))
                 }
             };
         };
-        replaced.objs.extend(fileobj);
-        let entry = self.entry_of(token);
+        let entry = self
+            .entries
+            .get_mut(&token)
+            .expect("by_fd and entries agree");
+        if entry.idle {
+            // As a new entry: asyncio's key was gone.
+            entry.idle = false;
+            self.idle -= 1;
+            replaced
+                .objs
+                .extend(std::mem::replace(&mut entry.fileobj, fileobj));
+        } else {
+            replaced.objs.extend(fileobj);
+        }
         let (reader, writer) = match entry.waiters() {
             Ok(both) => both,
             Err(w) => {
@@ -346,21 +321,27 @@ impl IoTable {
             old => replaced.push(old, write),
         }
         let want = Want::from_flags(reader.is_some(), writer.is_some()).expect("one was just set");
-        entry.want = want;
-        if let Err(e) = reactor.rearm(fd, token, want) {
-            self.evict(reactor, token, &mut replaced);
-            return (replaced, Err(SetError::Os(e)));
+        if trust == Some(token) && entry.want.covers(want) {
+            return (replaced, Ok(token)); // armed and vouched for
         }
-        (replaced, Ok(()))
+        match self.modify_shared(reactor, token, want) {
+            Ok(token) => (replaced, Ok(token)),
+            Err(e) => {
+                self.evict(reactor, token, &mut replaced);
+                (replaced, Err(SetError::Os(e)))
+            }
+        }
     }
 
     /// Removes the reader or writer side of `fd` and returns what waited
     /// there. With `only`, removes it only if that native waiter is still
     /// the one there (a socket operation that finished or was cancelled),
-    /// and an fd a native watcher owns is left alone; without, that is an
-    /// error (`Taken`), and so is an fd the OS no longer knows while the
-    /// other side still waits: as asyncio's selector does when `epoll_ctl`
-    /// fails, the entry is then dropped whole (returned).
+    /// and an fd a native watcher owns is left alone; the side stays armed,
+    /// idle (module docs: no syscall). Without `only` (`remove_reader`), the
+    /// fd is watched for the sides that still have a waiter, or dropped; a
+    /// native owner is an error (`Taken`), and so is an fd the OS no longer
+    /// knows while the other side still waits: as asyncio's selector does
+    /// when `epoll_ctl` fails, the entry is then dropped whole (returned).
     pub(crate) fn remove_waiter(
         &mut self,
         py: Python<'_>,
@@ -380,18 +361,25 @@ impl IoTable {
             Err(w) => return (replaced, Err(SetError::Taken(w.describe(py)))),
         };
         let side = if write { &mut *writer } else { &mut *reader };
-        if only.is_some_and(|id| !side.as_ref().is_some_and(|w| w.is(id))) {
+        if let Some(id) = only {
+            if !side.as_ref().is_some_and(|w| w.is(id)) {
+                return (replaced, Ok(()));
+            }
+            replaced.push(side.take(), write);
+            if reader.is_none() && writer.is_none() {
+                // asyncio's key is gone: so is its file object.
+                replaced.objs.extend(entry.fileobj.take());
+                entry.idle = true;
+                self.idle += 1;
+            }
             return (replaced, Ok(()));
         }
         replaced.push(side.take(), write);
         match Want::from_flags(reader.is_some(), writer.is_some()) {
             Some(want) => {
-                entry.want = want;
-                if let Err(e) = reactor.rearm(fd, token, want) {
-                    if only.is_none() {
-                        self.evict(reactor, token, &mut replaced);
-                        return (replaced, Err(SetError::Os(e)));
-                    }
+                if let Err(e) = self.modify_shared(reactor, token, want) {
+                    self.evict(reactor, token, &mut replaced);
+                    return (replaced, Err(SetError::Os(e)));
                 }
             }
             None => self.evict(reactor, token, &mut replaced),
@@ -424,6 +412,7 @@ impl IoTable {
             want,
             kind: IoKind::Native(watcher),
             fileobj: None,
+            idle: false,
         };
         let result = self.insert(reactor, entry).map_err(|(e, _)| e);
         (replaced, result)
@@ -447,8 +436,13 @@ impl IoTable {
 
     /// Re-arms the fd under `token` so that the next poll reports it again
     /// if it is still ready (a native watcher that stopped reading early).
+    /// A `Shared` entry may get a new token (`modify_shared`).
     pub(crate) fn rearm_native(&mut self, reactor: &Reactor, token: usize) -> std::io::Result<()> {
         match self.entries.get(&token) {
+            Some(e) if matches!(e.kind, IoKind::Shared { .. }) => {
+                let want = e.want;
+                self.modify_shared(reactor, token, want).map(drop)
+            }
             Some(entry) => reactor.rearm(entry.fd, token, entry.want),
             None => Ok(()),
         }
@@ -486,6 +480,7 @@ impl IoTable {
         let Some(entry) = self.entries.get_mut(&token) else {
             return;
         };
+        let armed = entry.want;
         let (reader, writer) = match &mut entry.kind {
             IoKind::Native(w) => {
                 natives.push((token, w.clone(), ready));
@@ -494,10 +489,24 @@ impl IoTable {
             IoKind::Shared { reader, writer } => (reader, writer),
         };
         let mut callbacks = false;
+        // Idle sides (armed, no waiter) reported ready: (read, write).
+        let mut idle_fired = [false, false];
         let mut called: Option<(Arc<dyn IoWatcher>, Readiness)> = None;
-        for (side, fire, part) in [
-            (reader, ready.for_reader(), ready.reader_part()),
-            (writer, ready.for_writer(), ready.writer_part()),
+        for (i, side, fire, part, dir) in [
+            (
+                0,
+                reader,
+                ready.for_reader(),
+                ready.reader_part(),
+                Want::Read,
+            ),
+            (
+                1,
+                writer,
+                ready.for_writer(),
+                ready.writer_part(),
+                Want::Write,
+            ),
         ] {
             match side {
                 Some(Waiter::Callback(h)) => {
@@ -522,28 +531,36 @@ impl IoTable {
                     }
                     None => called = Some((w.clone(), part)),
                 },
+                None if fire && armed.covers(dir) => idle_fired[i] = true,
                 _ => {}
             }
         }
         if let Some((w, r)) = called {
             natives.push((token, w, r));
         }
-        if !callbacks {
+        if !callbacks && idle_fired == [false, false] {
             return; // native waiters re-arm for themselves
         }
-        let (fd, reader, writer) = match &entry.kind {
-            IoKind::Shared { reader, writer } => (entry.fd, reader.is_some(), writer.is_some()),
+        let (reader, writer) = match &entry.kind {
+            IoKind::Shared { reader, writer } => (reader.is_some(), writer.is_some()),
             IoKind::Native(_) => unreachable!(),
         };
-        match Want::from_flags(reader, writer) {
-            None => {
-                if let Some(e) = self.remove_token(reactor, token) {
-                    garbage.extend(e.fileobj);
-                }
-            }
-            Some(now) => {
-                entry.want = now;
-                let _ = reactor.rearm(fd, token, now);
+        // Callbacks: level-triggered emulation, for the sides with a waiter.
+        // Else an idle side fired: disarm it (module docs).
+        let now = if callbacks {
+            Want::from_flags(reader, writer)
+        } else {
+            armed.without(idle_fired[0], idle_fired[1])
+        };
+        let idle = entry.idle;
+        let remove = match now {
+            None => true,
+            // A failed disarm: the fd was closed; nobody waits on it.
+            Some(now) => self.modify_shared(reactor, token, now).is_err() && idle,
+        };
+        if remove {
+            if let Some(e) = self.remove_token(reactor, token) {
+                garbage.extend(e.fileobj);
             }
         }
     }
@@ -551,6 +568,7 @@ impl IoTable {
     /// Empties the table (loop close / GC clear), deregistering every fd.
     pub(crate) fn drain(&mut self, reactor: &Reactor) -> Vec<IoEntry> {
         self.by_fd.clear();
+        self.idle = 0;
         self.entries
             .drain()
             .map(|(_, e)| {

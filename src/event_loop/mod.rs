@@ -21,6 +21,7 @@
 //!   queue the I/O callbacks, move due timers to the ready queue, then run
 //!   exactly the callbacks that were ready at that point, in FIFO order.
 
+mod batch;
 mod callbacks;
 mod clock;
 pub(crate) mod custody;
@@ -35,6 +36,7 @@ pub(crate) mod stats_api;
 pub(crate) mod timers;
 mod user_clock;
 mod virtual_time;
+mod waiters;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -70,8 +72,6 @@ pub(crate) use registration::{Registration, SideWaiter};
 pub(crate) struct State {
     /// Callbacks to run, in order.
     pub(crate) ready: VecDeque<Py<Handle>>,
-    /// An empty queue kept for its allocation (swapped with `ready`).
-    pub(crate) spare: VecDeque<Py<Handle>>,
     /// Scheduled timers.
     pub(crate) timers: TimerHeap<Py<Handle>>,
     /// Watched fds.
@@ -106,8 +106,6 @@ pub struct LoopCore {
     pub(crate) stopping: AtomicBool,
     /// The thread running the loop (for debug mode's thread check).
     pub(crate) owner: Mutex<Option<ThreadId>>,
-    /// Reusable buffer for the reactor's events.
-    pub(crate) events: Mutex<Vec<(usize, crate::reactor::Readiness)>>,
     /// `set_task_factory()`'s factory.
     pub(crate) task_factory: Mutex<Option<Py<PyAny>>>,
     /// Virtual time only: executor jobs and child processes still running
@@ -234,7 +232,10 @@ impl LoopCore {
             };
             Self::check_callback(py, &callback, method)?;
         }
-        let base = self.new_handle(py, callback, args, context)?;
+        // A thread-safe handle's copied context is hidden from the
+        // collector (bursts of them queue up); `call_soon`'s handles run
+        // within the iteration and tasks give their own context.
+        let base = self.new_handle(py, callback, args, context, THREADSAFE)?;
         let handle = if THREADSAFE && crate::handles::stdlib_threadsafe(py)?.is_some() {
             crate::handles::ThreadSafeHandle::create(py, base)?
                 .into_super()
@@ -304,7 +305,6 @@ impl LoopCore {
             running: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             owner: Mutex::new(None),
-            events: Mutex::new(Vec::with_capacity(256)),
             task_factory: Mutex::new(None),
             real_jobs: AtomicUsize::new(0),
             io_grace: std::sync::atomic::AtomicU64::new(virtual_time::DEFAULT_IO_GRACE.to_bits()),
@@ -470,8 +470,9 @@ impl LoopCore {
         }
         *this.owner.lock() = Some(std::thread::current().id());
         this.stats.run_starts();
+        let mut scratch = batch::Scratch::new();
         let result = loop {
-            if let Err(e) = Self::run_once(slf) {
+            if let Err(e) = Self::run_once(slf, &mut scratch) {
                 break Err(e);
             }
             if this.stopping.load(Ordering::Relaxed) {
@@ -507,6 +508,13 @@ impl LoopCore {
     /// The number of scheduled timers, cancelled ones included.
     fn _timer_count(&self) -> usize {
         self.state.lock().timers.len()
+    }
+
+    /// The `epoll_ctl`/`kevent` changes the reactor asked for so far, and
+    /// the fds kept armed with no waiter (idle; see `io`): for tests.
+    fn _io_ctl_counts(&self) -> (u64, usize) {
+        let idle = self.state.lock().io.idle_len();
+        (self.reactor.ctl_calls(), idle)
     }
 
     /// Whether the loop runs on virtual time.
@@ -551,12 +559,7 @@ impl LoopCore {
         let Some(st) = self.state.try_lock() else {
             return Ok(());
         };
-        for h in st
-            .ready
-            .iter()
-            .chain(st.spare.iter())
-            .chain(st.timers.iter())
-        {
+        for h in st.ready.iter().chain(st.timers.iter()) {
             custody::visit(h, &visit)?;
         }
         st.io.traverse(&visit)?;

@@ -13,24 +13,19 @@ impl LoopCore {
     /// Empties every queue and the fd table; the objects are dropped after
     /// the lock is released.
     pub(super) fn clear_everything(&self) {
-        let (ready, spare, timers, io) = {
+        let (ready, timers, io) = {
             let mut st = self.state.lock();
             let mut timers = Vec::new();
             st.timers.drain_into(&mut timers);
             let io = st.io.drain(&self.reactor);
-            (
-                std::mem::take(&mut st.ready),
-                std::mem::take(&mut st.spare),
-                timers,
-                io,
-            )
+            (std::mem::take(&mut st.ready), timers, io)
         };
         Python::attach(|py| {
             for t in timers {
                 t.get().unschedule();
                 custody::release(py, t);
             }
-            for h in ready.into_iter().chain(spare) {
+            for h in ready {
                 custody::release(py, h);
             }
         });

@@ -12,7 +12,8 @@
 //!
 //! Socket operations (`sockops`) do not own their fd: they wait on one side
 //! of a shared entry, next to `add_reader`/`add_writer` callbacks, through
-//! `SideWaiter`.
+//! `SideWaiter`; between two waits the side stays armed, idle, and the
+//! next wait costs no syscall when the operation vouches for it (see `io`).
 //!
 //! Invariants:
 //! - `token` is `Some` exactly while the loop's table has the resource's
@@ -166,15 +167,19 @@ impl SideWaiter {
 
     /// Makes `watcher` the waiter on the reader (`write == false`) or
     /// writer side, replacing a callback or waiter there, as asyncio's
-    /// `_add_reader`/`_add_writer` do. Fails with asyncio's `RuntimeError`
-    /// if a transport owns the fd, or with the OS error.
+    /// `_add_reader`/`_add_writer` do, and returns the token of the fd's
+    /// entry. `trust`: the token the caller vouches is still registered
+    /// for the file now under the fd (`io::IoTable::set_waiter`: then no
+    /// syscall if it watches that side already). Fails with asyncio's
+    /// `RuntimeError` if a transport owns the fd, or with the OS error.
     pub(crate) fn wait(
         &self,
         py: Python<'_>,
         lp: &LoopCore,
         write: bool,
         watcher: Arc<dyn IoWatcher>,
-    ) -> PyResult<()> {
+        trust: Option<usize>,
+    ) -> PyResult<usize> {
         lp.check_closed()?;
         let (replaced, result) = lp.state.lock().io.set_waiter(
             py,
@@ -182,17 +187,18 @@ impl SideWaiter {
             (self.fd, None),
             write,
             Waiter::Native(watcher),
+            trust,
         );
         replaced.dispose(py);
         match result {
-            Ok(()) => Ok(()),
+            Ok(token) => Ok(token),
             Err(SetError::Taken(who)) => Err(errors::fd_taken(self.fd, &who)),
             Err(SetError::Os(e)) => Err(errors::os_error(e)),
         }
     }
 
     /// Takes the waiter `id` (see `io::watcher_id`) off one side, if it is
-    /// still the one there.
+    /// still the one there. The side stays armed, idle (see `io`).
     pub(crate) fn clear(&self, py: Python<'_>, lp: &LoopCore, write: bool, id: *const ()) {
         let (removed, _) =
             lp.state

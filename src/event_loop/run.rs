@@ -1,16 +1,16 @@
 //! One iteration of the loop (asyncio's `_run_once`).
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pyo3::intern;
 use pyo3::prelude::*;
 
+use super::batch::Scratch;
 use super::custody;
 use super::io::NativeCall;
-use super::stats::Started;
 use super::LoopCore;
-use crate::errors::{self, must_propagate};
+use crate::errors;
 use crate::handles::Handle;
 
 /// asyncio's cap on one wait (`MAXIMUM_SELECT_TIMEOUT`).
@@ -58,19 +58,28 @@ impl LoopCore {
     /// before step 1, made LLVM outline heap and `Duration` code from the
     /// loop's own path (+20 to +50 instructions per iteration under
     /// callgrind, against +7 to +12 for this shape).
+    ///
+    /// The state lock is taken once in a busy iteration (callbacks ready,
+    /// no poll, the loop's own clock, no virtual jump): the sweep, the
+    /// wait decision, the due timers and the batch under one lock. After a
+    /// poll without a jump it is taken twice: step 1, then the wake flags,
+    /// the events' dispatch, the due timers and the batch. A `perf record`
+    /// of a call_soon chain had put ~30 % of the loop's samples on the
+    /// `lock cmpxchg` of the five round trips this replaced.
     #[inline(always)]
-    pub(crate) fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(crate) fn run_once(slf: &Bound<'_, Self>, scratch: &mut Scratch) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let mut dead_timers: Vec<Py<Handle>> = Vec::new();
         // `time` overridden: the user's clock decides (see `user_clock`).
         let user = this.user_clock();
         let mut user_now: Option<f64> = None;
+        let timing = this.stats.timing();
 
         // 1. Sweep cancelled timers; decide how long to wait. With a user's
         // clock that must be read, the lock is let go to call it, and the
         // decision made again with its reading.
-        let (timeout, skip_poll, jump_to, queued_before) = loop {
+        let (timeout, jump_to, queued_before) = loop {
             let mut st = this.state.lock();
             let n = st.timers.len();
             if n > MIN_SWEEP_TIMERS && this.cancelled_timers.load(Ordering::Acquire) * 2 > n {
@@ -105,16 +114,37 @@ impl LoopCore {
                 None
             };
             let zero = timeout == Some(Duration::ZERO);
+            let before = st.ready.len();
             // Nothing can become ready without fds, so a zero-timeout poll
             // with no fds is skipped (the waker matters only when sleeping),
             // unless another thread may be waiting for the GIL, which the
             // poll lets go as asyncio's `select()` does (`other_threads`).
-            let skip = zero && st.io.is_empty() && !other_threads(py);
+            if zero && st.io.is_empty() && !other_threads(py) {
+                if user || jump_to.is_some() {
+                    drop(st);
+                    Self::release_dead(py, &mut dead_timers);
+                    let natives = Vec::new();
+                    return Self::finish_iteration(slf, scratch, jump_to, false, before, natives);
+                }
+                // The busy iteration: steps 3 and 4's batch under this lock.
+                let (batch, now_ns) = this.due_and_batch(
+                    &mut st,
+                    timing,
+                    false,
+                    before,
+                    before,
+                    &mut dead_timers,
+                    &mut scratch.spare,
+                );
+                drop(st);
+                Self::release_dead(py, &mut dead_timers);
+                return Self::run_batch(slf, scratch, batch, before, Vec::new(), now_ns, user);
+            }
             if !zero {
                 st.polling = true;
                 st.wake_pending = false;
             }
-            break (timeout, skip, jump_to, st.ready.len());
+            break (timeout, jump_to, before);
         };
         Self::release_dead(py, &mut dead_timers);
 
@@ -123,44 +153,132 @@ impl LoopCore {
         // run their callbacks: after the callbacks that were ready before
         // the poll (and the add_reader/add_writer ones), before the timers.
         let mut natives: Vec<NativeCall> = Vec::new();
-        let timing = this.stats.timing();
-        if !skip_poll {
-            let mut events = std::mem::take(&mut *this.events.lock());
-            let waited = py.detach(|| this.reactor.wait(timeout, &mut events));
-            {
-                let mut st = this.state.lock();
-                st.polling = false;
-                st.wake_pending = false;
-            }
-            match waited {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
-                Err(e) => return Err(errors::os_error(e)),
-            }
-            Self::dispatch_events(slf, &mut events, &mut natives);
-            events.clear();
-            *this.events.lock() = events;
+        let mut events = std::mem::take(&mut scratch.events);
+        let waited = py.detach(|| this.reactor.wait(timeout, &mut events));
+        let mut garbage: Vec<Py<PyAny>> = Vec::new();
+        let mut st = this.state.lock();
+        st.polling = false;
+        st.wake_pending = false;
+        if let Err(e) = waited {
+            drop(st);
+            scratch.events = events;
+            return match e.kind() {
+                std::io::ErrorKind::Interrupted => {
+                    py.check_signals()?;
+                    Self::finish_iteration(slf, scratch, jump_to, true, queued_before, natives)
+                }
+                _ => Err(errors::os_error(e)),
+            };
         }
+        for ev in events.drain(..) {
+            let st = &mut *st;
+            st.io.dispatch(
+                py,
+                &this.reactor,
+                ev,
+                &mut st.ready,
+                &mut garbage,
+                &mut natives,
+            );
+        }
+        scratch.events = events;
+        if user || jump_to.is_some() {
+            drop(st);
+            drop(garbage);
+            return Self::finish_iteration(slf, scratch, jump_to, true, queued_before, natives);
+        }
+        // 3. (and 4's batch) under the same lock.
+        let io_split = st.ready.len();
+        let (batch, now_ns) = this.due_and_batch(
+            &mut st,
+            timing,
+            true,
+            queued_before,
+            io_split,
+            &mut dead_timers,
+            &mut scratch.spare,
+        );
+        drop(st);
+        drop(garbage);
+        Self::release_dead(py, &mut dead_timers);
+        Self::run_batch(slf, scratch, batch, io_split, natives, now_ns, user)
+    }
+
+    /// Steps 3 and 4 of an iteration on a user's clock or with a virtual
+    /// jump: the rare shapes, with a lock of their own for each step.
+    /// `polled`: a poll ran (its events are dispatched); `jump_to`: the
+    /// virtual clock's deadline to jump to if nothing became ready.
+    #[inline(never)]
+    fn finish_iteration(
+        slf: &Bound<'_, Self>,
+        scratch: &mut Scratch,
+        jump_to: Option<f64>,
+        polled: bool,
+        queued_before: usize,
+        mut natives: Vec<NativeCall>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let user = this.user_clock();
+        let timing = this.stats.timing();
         let io_split = this.state.lock().ready.len();
         let mut jumped = false;
         if let Some(when) = jump_to {
             jumped = this.virtual_jump(io_split + natives.len(), when);
         }
-
-        // 3. Move due timers to the ready queue. Without timers the clock is
-        // not read (stats off), as asyncio reads it only for its timers.
-        // (Stats off: the loop as it was. Stats on: a reading carried over
-        // is converted to seconds only if there are timers; ns fit an i64
-        // for 292 years of uptime, and the signed conversion is one
-        // instruction.)
-        let now_ns = if user {
-            let polled = !skip_poll || jumped;
-            Self::queue_user_timers(slf, timing, polled, queued_before, io_split, &mut natives)?
-        } else if timing {
-            let (mut secs, mut now_ns) =
-                this.stats
-                    .after_poll(this, !skip_poll || jumped, queued_before, io_split);
+        let mut dead = Vec::new();
+        let (batch, now_ns) = if user {
+            let now_ns = Self::queue_user_timers(
+                slf,
+                timing,
+                polled,
+                queued_before,
+                io_split,
+                &mut natives,
+            )?;
             let mut st = this.state.lock();
+            let spare = std::mem::take(&mut scratch.spare);
+            (std::mem::replace(&mut st.ready, spare), now_ns)
+        } else {
+            let mut st = this.state.lock();
+            this.due_and_batch(
+                &mut st,
+                timing,
+                polled || jumped,
+                queued_before,
+                io_split,
+                &mut dead,
+                &mut scratch.spare,
+            )
+        };
+        Self::release_dead(py, &mut dead);
+        Self::run_batch(slf, scratch, batch, io_split, natives, now_ns, user)
+    }
+
+    /// Step 3, then step 4's batch, under the caller's lock: the due
+    /// timers move to the ready queue (the cancelled ones to `dead`), and
+    /// the whole queue is taken as the batch, `spare` taking its place.
+    /// Without timers the clock is not read (stats off), as asyncio reads
+    /// it only for its timers. Stats on: a reading carried over is
+    /// converted to seconds only if there are timers (ns fit an i64 for
+    /// 292 years of uptime; the signed conversion is one instruction).
+    /// Returns the batch and the stats clock reading (0 with stats off).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn due_and_batch(
+        &self,
+        st: &mut super::State,
+        timing: bool,
+        polled: bool,
+        queued_before: usize,
+        io_split: usize,
+        dead: &mut Vec<Py<Handle>>,
+        spare: &mut VecDeque<Py<Handle>>,
+    ) -> (VecDeque<Py<Handle>>, u64) {
+        let now_ns = if timing {
+            let (mut secs, mut now_ns) =
+                self.stats
+                    .after_poll(self, &st.ready, polled, queued_before, io_split);
             if st.timers.len() > 0 {
                 let carried = now_ns as i64 as f64 * 1e-9;
                 // A timer due by the carried (interpolated) reading: the
@@ -171,32 +289,23 @@ impl LoopCore {
                         .peek_when()
                         .is_some_and(|w| w <= carried + CLOCK_RESOLUTION)
                 {
-                    let (s, n) = this.stats.reread(this);
+                    let (s, n) = self.stats.reread(self);
                     (secs, now_ns) = (Some(s), n);
                 }
                 let now = secs.unwrap_or(carried);
-                Self::queue_due_timers::<false>(&mut st, now, &mut dead_timers, 0);
+                Self::queue_due_timers::<false>(st, now, dead, 0);
             }
             now_ns
         } else {
-            let mut st = this.state.lock();
             if st.timers.len() > 0 {
                 // Reading the clock under the lock is fine: no Python runs.
-                let now = this.clock.now();
-                Self::queue_due_timers::<false>(&mut st, now, &mut dead_timers, 0);
+                let now = self.clock.now();
+                Self::queue_due_timers::<false>(st, now, dead, 0);
             }
             0
         };
-        for t in dead_timers {
-            custody::release(py, t);
-        }
-
-        // 4. Run the callbacks that are ready now; later ones wait a turn.
-        if timing {
-            Self::run_ready::<true>(slf, io_split, natives, now_ns, user)
-        } else {
-            Self::run_ready::<false>(slf, io_split, natives, 0, user)
-        }
+        let batch = std::mem::replace(&mut st.ready, std::mem::take(spare));
+        (batch, now_ns)
     }
 
     /// Lets go of swept timers (outside the state lock).
@@ -226,8 +335,9 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         let now_ns = if timing {
+            let st = this.state.lock();
             this.stats
-                .after_poll(this, polled, queued_before, io_split)
+                .after_poll(this, &st.ready, polled, queued_before, io_split)
                 .1
         } else {
             0
@@ -277,240 +387,5 @@ impl LoopCore {
                 st.ready.push_back(t);
             }
         }
-    }
-
-    fn dispatch_events(
-        slf: &Bound<'_, Self>,
-        events: &mut Vec<(usize, crate::reactor::Readiness)>,
-        natives: &mut Vec<NativeCall>,
-    ) {
-        let py = slf.py();
-        let this = slf.get();
-        let mut garbage: Vec<Py<PyAny>> = Vec::new();
-        for (token, ready) in events.drain(..) {
-            let mut st = this.state.lock();
-            let st = &mut *st;
-            st.io.dispatch(
-                py,
-                &this.reactor,
-                (token, ready),
-                &mut st.ready,
-                &mut garbage,
-                natives,
-            );
-        }
-        drop(garbage);
-    }
-
-    /// Calls native watchers. An error that must leave the loop
-    /// (`KeyboardInterrupt`, `SystemExit`) re-arms the fd of the watcher it
-    /// came from and of those not called yet: their edge would be lost, and
-    /// asyncio's level-triggered readers run again when the loop does (the
-    /// rest of the data, the EOF and `connection_lost` still come).
-    /// `TIMED` (stats on): `clock` is the last clock reading (updated) and
-    /// `polled` the end of the poll that reported the fds.
-    fn run_natives<const TIMED: bool>(
-        slf: &Bound<'_, Self>,
-        natives: &mut Vec<NativeCall>,
-        clock: &mut u64,
-        polled: u64,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let mut calls = std::mem::take(natives).into_iter();
-        while let Some((token, watcher, ready)) = calls.next() {
-            let timed = if TIMED {
-                this.stats
-                    .begin_single(*clock, clock.saturating_sub(polled))
-            } else {
-                Started::NONE
-            };
-            let mut result = watcher.on_ready(py, slf, ready);
-            if TIMED {
-                let (at, end) = (*clock, this.clock.stats_ns());
-                *clock = end;
-                let n = this.stats.end(timed, at, end);
-                if n != 0 {
-                    let reported = Self::after_timed(slf, None, Some(&*watcher), timed, at, end, n);
-                    result = result.and(reported);
-                }
-            }
-            if let Err(e) = result {
-                let e = if must_propagate(py, &e) {
-                    Err(e)
-                } else {
-                    slf.call_method1(intern!(py, "_report_io_error"), (e.value(py),))
-                        .map(drop)
-                };
-                if let Err(e) = e {
-                    let this = slf.get();
-                    let mut st = this.state.lock();
-                    let _ = st.io.rearm_native(&this.reactor, token);
-                    for (token, _, _) in calls {
-                        let _ = st.io.rearm_native(&this.reactor, token);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// `TIMED` (stats on, see `stats`): `clock` is the loop's last clock
-    /// reading, the start of the first callback; each callback's end is the
-    /// next one's start (its time is busy time, `LoopStats::end`); the
-    /// next iteration may reuse the last reading unless the loop stops or
-    /// an error leaves it (`LoopStats::batch_done`). Not `TIMED`, it is
-    /// unused and this is the loop of a build without stats. `user`: debug
-    /// mode times callbacks on the user's `time()` (see `user_clock`).
-    #[inline(always)]
-    fn run_ready<const TIMED: bool>(
-        slf: &Bound<'_, Self>,
-        io_split: usize,
-        mut natives: Vec<NativeCall>,
-        mut clock: u64,
-        user: bool,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let polled = clock;
-        let mut batch = {
-            let mut st = this.state.lock();
-            let spare = std::mem::take(&mut st.spare);
-            std::mem::replace(&mut st.ready, spare)
-        };
-        if batch.is_empty() {
-            this.state.lock().spare = batch;
-            let r = Self::run_natives::<TIMED>(slf, &mut natives, &mut clock, polled);
-            if TIMED {
-                this.stats.batch_done(clock);
-            }
-            return r;
-        }
-        let debug = this.debug.load(Ordering::Relaxed);
-        let slow: f64 = if debug {
-            slf.getattr(intern!(py, "slow_callback_duration"))
-                .and_then(|v| v.extract())
-                .unwrap_or(0.1)
-        } else {
-            0.0
-        };
-        let mut done = 0usize;
-        loop {
-            let mut outcome = Ok(());
-            if done == io_split && !natives.is_empty() {
-                outcome = Self::run_natives::<TIMED>(slf, &mut natives, &mut clock, polled);
-            }
-            let handle = match outcome {
-                Ok(()) => match batch.pop_front() {
-                    Some(h) => h,
-                    None => break,
-                },
-                Err(e) => {
-                    if TIMED {
-                        this.stats.batch_done(clock);
-                    }
-                    let mut st = this.state.lock();
-                    while let Some(rest) = batch.pop_back() {
-                        st.ready.push_front(rest);
-                    }
-                    st.spare = batch;
-                    return Err(e);
-                }
-            };
-            done += 1;
-            let h = handle.get();
-            if h.is_cancelled() {
-                custody::release(py, handle);
-                continue;
-            }
-            let timed = if TIMED {
-                this.stats.begin(clock, h.lag_ns(clock))
-            } else {
-                Started::NONE
-            };
-            // asyncio reads the clock around each callback in debug mode;
-            // an error from a user's clock leaves the loop as the
-            // callback's own KeyboardInterrupt would.
-            let mut started = 0.0;
-            let mut clock_failed = false;
-            let mut outcome = if debug {
-                match Self::sched_now(slf, user) {
-                    Ok(t) => {
-                        started = t;
-                        h.run(py)
-                    }
-                    Err(e) => {
-                        clock_failed = true;
-                        Err(e)
-                    }
-                }
-            } else {
-                h.run(py)
-            };
-            if let Err(e) = outcome {
-                outcome = if clock_failed || must_propagate(py, &e) {
-                    Err(e)
-                } else {
-                    slf.call_method1(
-                        intern!(py, "_report_callback_error"),
-                        (&handle, e.value(py)),
-                    )
-                    .map(drop)
-                };
-            }
-            // In a group (not `timed.read()`, see `LoopStats::begin`), no
-            // reading: the next callback starts at the same `clock`.
-            if TIMED && timed.read() {
-                let (at, end) = (clock, this.clock.stats_ns());
-                clock = end;
-                let n = this.stats.end(timed, at, end);
-                if n != 0 {
-                    let reported = Self::after_timed(slf, Some(&handle), None, timed, at, end, n);
-                    if outcome.is_ok() {
-                        outcome = reported;
-                    }
-                }
-            }
-            if outcome.is_ok() && debug {
-                outcome = Self::sched_now(slf, user).and_then(|end| {
-                    let took = end - started;
-                    if took >= slow {
-                        slf.call_method1(intern!(py, "_report_slow_callback"), (&handle, took))
-                            .map(drop)
-                    } else {
-                        Ok(())
-                    }
-                });
-            }
-            custody::release(py, handle);
-            if let Err(e) = outcome {
-                // Leave the rest of this batch at the front of the queue, as
-                // asyncio does when an exception escapes `_run_once`; native
-                // watchers not called yet get their fds re-armed.
-                if TIMED {
-                    this.stats.batch_done(clock);
-                }
-                let mut st = this.state.lock();
-                for (token, _, _) in natives.drain(..) {
-                    let _ = st.io.rearm_native(&this.reactor, token);
-                }
-                while let Some(rest) = batch.pop_back() {
-                    st.ready.push_front(rest);
-                }
-                st.spare = batch;
-                return Err(e);
-            }
-        }
-        if TIMED {
-            this.stats.batch_done(clock);
-        }
-        let mut st = this.state.lock();
-        if st.spare.capacity() < batch.capacity() {
-            std::mem::swap(&mut st.spare, &mut batch);
-        }
-        drop(st);
-        drop(batch);
-        Ok(())
     }
 }

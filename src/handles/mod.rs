@@ -21,6 +21,9 @@
 //!   the garbage collector's lists while only the loop holds them; see
 //!   `event_loop::custody`. `traverse_contents` lets the loop report what
 //!   such a handle references.
+//! - A one-shot handle's context, when the loop copied it for this handle,
+//!   may be kept out of the collector's lists too, while only the loop holds
+//!   it (`hidden`); `traverse_contents` then reports what the context holds.
 //! - Handle objects of the three native types are allocated from, and freed
 //!   to, free lists (`free_list`), not PyO3's generic slots. A recycled
 //!   handle comes back untracked by the garbage collector: one-shot handles
@@ -28,6 +31,7 @@
 //!   (`Handle::tracked`).
 
 pub(crate) mod free_list;
+mod hidden;
 mod repr;
 mod threadsafe;
 mod timer;
@@ -61,10 +65,17 @@ pub(crate) struct Callback {
     args: ManuallyDrop<Py<PyTuple>>,
     /// The `contextvars.Context` the call runs in.
     context: ManuallyDrop<Py<PyAny>>,
+    /// `context` is a copy only this callback holds, kept out of the
+    /// collector's lists while the loop holds the handle (`hidden`).
+    context_hidden: bool,
 }
 
 impl Drop for Callback {
     fn drop(&mut self) {
+        // A hidden context is tracked again before its reference goes: it
+        // may be the last one, and a context's dealloc unlinks it from the
+        // collector's list (see `hidden`).
+        self.reveal_context();
         // SAFETY: see the type's doc: whoever drops a Callback is attached
         // to the interpreter; each field is a strong reference we own and
         // never use again (they are ManuallyDrop, so not released twice).
@@ -203,6 +214,7 @@ impl Handle {
                 func: ManuallyDrop::new(func),
                 args: ManuallyDrop::new(args),
                 context: ManuallyDrop::new(context),
+                context_hidden: false,
             }),
             flags: AtomicU8::new(0),
             source_traceback: source_traceback.map(|tb| RawRef(ManuallyDrop::new(tb))),
@@ -319,7 +331,12 @@ impl Handle {
         if let Some(cb) = unsafe { self.inner.peek() } {
             visit.call(&*cb.func)?;
             visit.call(&*cb.args)?;
-            visit.call(&*cb.context)?;
+            if cb.context_hidden {
+                // Untracked: reporting it would not report what it holds.
+                hidden::visit_referents(&cb.context, visit)?;
+            } else {
+                visit.call(&*cb.context)?;
+            }
         }
         Ok(())
     }
@@ -419,9 +436,18 @@ impl Handle {
         self.is_cancelled()
     }
 
-    /// The `contextvars.Context` the callback runs in.
+    /// The `contextvars.Context` the callback runs in (tracked by the
+    /// collector from now on: Python holds it, see `hidden`).
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.reveal_context(py);
         self.inner.bind(py).map(|cb| cb.context.unbind())
+    }
+
+    /// The context, as asyncio's `_context` (`get_context()` from 3.12 on);
+    /// tracked by the collector from now on, as for `get_context()`.
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.get_context(py)
     }
 
     /// The callback (None once cancelled); read-only, as in asyncio.

@@ -36,6 +36,7 @@ pub mod syscall;
 
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
@@ -114,6 +115,22 @@ impl Want {
         }
     }
 
+    /// Whether watching for `self` reports every direction `other` needs.
+    #[inline]
+    pub fn covers(self, other: Want) -> bool {
+        self == Want::Both || self == other
+    }
+
+    /// `self` without the directions of `other` (None if nothing is left).
+    pub fn without(self, read: bool, write: bool) -> Option<Want> {
+        let (r, w) = match self {
+            Want::Read => (true, false),
+            Want::Write => (false, true),
+            Want::Both => (true, true),
+        };
+        Want::from_flags(r && !read, w && !write)
+    }
+
     fn interest(self) -> Interest {
         match self {
             Want::Read => Interest::READABLE,
@@ -132,6 +149,9 @@ pub struct Reactor {
     /// and the waker that interrupts `wait()` from any thread. `None` once
     /// closed.
     handles: RwLock<Option<(Registry, Waker)>>,
+    /// The `epoll_ctl`/`kevent` changes asked for so far (for tests and
+    /// introspection: `LoopCore._reactor_ctl_calls`).
+    ctl_calls: AtomicU64,
 }
 
 fn closed() -> io::Error {
@@ -146,6 +166,7 @@ impl Reactor {
         Ok(Self {
             poll: Mutex::new(Some((poll, Events::with_capacity(1024)))),
             handles: RwLock::new(Some((registry, waker))),
+            ctl_calls: AtomicU64::new(0),
         })
     }
 
@@ -160,6 +181,7 @@ impl Reactor {
 
     /// Runs `f` with the registry, or fails with `EBADF` once closed.
     fn with_registry<T>(&self, f: impl FnOnce(&Registry) -> io::Result<T>) -> io::Result<T> {
+        self.ctl_calls.fetch_add(1, Ordering::Relaxed);
         match &*self.handles.read() {
             Some((registry, _)) => f(registry),
             None => Err(closed()),
@@ -202,19 +224,40 @@ impl Reactor {
         Ok(())
     }
 
-    /// Starts watching `fd` under `token`.
+    /// Starts watching `fd` under `token`. If the kernel still has this
+    /// very file registered under `fd` (`EEXIST`: an entry the loop gave up
+    /// without the kernel forgetting it, e.g. a socket detached and
+    /// wrapped again), the registration is changed to `token` and `want`
+    /// instead, so the old token is never reported again.
     pub fn register(&self, fd: RawFd, token: usize, want: Want) -> io::Result<()> {
-        self.with_registry(|r| r.register(&mut SourceFd(&fd), Token(token), want.interest()))
+        match self.with_registry(|r| r.register(&mut SourceFd(&fd), Token(token), want.interest()))
+        {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self.modify(fd, token, want),
+            other => other,
+        }
+    }
+
+    /// Changes what `fd` is watched for and re-arms it, without falling
+    /// back to registering: `ENOENT` says the kernel does not have the file
+    /// now under `fd` registered (the fd was closed, maybe reused), which
+    /// the caller wants to know (see `event_loop::io`, new tokens).
+    pub fn modify(&self, fd: RawFd, token: usize, want: Want) -> io::Result<()> {
+        self.with_registry(|r| r.reregister(&mut SourceFd(&fd), Token(token), want.interest()))
+    }
+
+    /// The `epoll_ctl`/`kevent` changes asked for since the reactor was made.
+    pub fn ctl_calls(&self) -> u64 {
+        self.ctl_calls.load(Ordering::Relaxed)
     }
 
     /// Changes what `fd` is watched for. Also re-arms it: if the fd is ready
     /// now, the next `wait()` reports it again (level-triggered emulation).
     /// An fd that was closed and reopened since it was registered (so the
-    /// kernel forgot it) is registered afresh.
+    /// kernel forgot it) is registered afresh under the same token: for
+    /// owners that never close their fd while registered (native
+    /// watchers); shared entries use `modify` and take a new token.
     pub fn rearm(&self, fd: RawFd, token: usize, want: Want) -> io::Result<()> {
-        match self
-            .with_registry(|r| r.reregister(&mut SourceFd(&fd), Token(token), want.interest()))
-        {
+        match self.modify(fd, token, want) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.register(fd, token, want),
             other => other,
         }
@@ -269,6 +312,24 @@ mod tests {
         r.rearm(b.as_raw_fd(), 7, Want::Read).unwrap();
         r.wait(Some(Duration::from_millis(0)), &mut out).unwrap();
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn register_over_a_live_registration_takes_the_new_token() {
+        let r = Reactor::new().unwrap();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        r.register(b.as_raw_fd(), 1, Want::Read).unwrap();
+        r.register(b.as_raw_fd(), 2, Want::Read).unwrap(); // EEXIST: MOD
+        let before = r.ctl_calls();
+        a.write_all(b"x").unwrap();
+        let mut out = Vec::new();
+        r.wait(Some(Duration::from_secs(5)), &mut out).unwrap();
+        assert_eq!(out.iter().map(|e| e.0).collect::<Vec<_>>(), vec![2]);
+        // modify() does not register: a closed fd's number says ENOENT/EBADF.
+        let (c, _d) = UnixStream::pair().unwrap();
+        assert!(r.modify(c.as_raw_fd(), 3, Want::Read).is_err());
+        assert_eq!(r.ctl_calls(), before + 1);
     }
 
     #[test]

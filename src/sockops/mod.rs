@@ -19,7 +19,13 @@
 //!   side (see `event_loop::io`). The loop calls it directly when the fd is
 //!   ready (no Python `add_reader` round trip, no handle); it retries the
 //!   syscall, resolves the future with `set_result`/`set_exception` and
-//!   leaves that side, so the fd is free again.
+//!   leaves that side, so the fd is free again: no reader or writer is
+//!   left, but the side stays armed with the kernel, idle, as the stream
+//!   transports keep theirs (`event_loop::io`). The next operation that
+//!   tried its syscall and saw it would block parks there with no
+//!   `epoll_ctl` when its socket vouches for the registration
+//!   (`SockWatcher::vouch`); that every native operation tries before it
+//!   parks is what makes dropping an edge that came while idle safe.
 //! - As in asyncio, the operation's waiter is a reader/writer like any
 //!   other: `add_reader`/`remove_reader` (and the writer ones) on the fd
 //!   replace or remove it and its future stays pending until cancelled; a
@@ -144,19 +150,25 @@ impl SockOps {
     /// operation in the same direction) is replaced, and so is an
     /// `add_reader`/`add_writer` callback, as asyncio's `_add_reader`/
     /// `_add_writer` replace the old reader or writer.
+    /// `tried`: the operation's attempt just saw the fd would block, so
+    /// its socket may vouch for the fd's armed entry (`SockWatcher::vouch`;
+    /// `event_loop::io`, idle entries: then the wait costs no syscall).
     fn park(
         &self,
         py: Python<'_>,
         lp: &LoopCore,
-        fd: RawFd,
-        write: bool,
+        (fd, write): (RawFd, bool),
         slot: Slot,
+        tried: bool,
     ) -> PyResult<Arc<SockWatcher>> {
         let w = self.watcher_for(fd);
+        let sock = slot.sock.clone_ref(py);
+        let sock = sock.bind(py);
+        let trust = if tried { w.vouch(py, sock) } else { None };
         let id = slot.id;
         let replaced = w.state.lock().slot(write).replace(slot);
         drop(replaced);
-        if let Err(e) = w.wait(py, lp, write, w.clone()) {
+        if let Err(e) = w.wait(py, lp, (write, sock), w.clone(), trust) {
             w.remove(py, None, id, write);
             return Err(e);
         }
@@ -292,14 +304,11 @@ impl SockOps {
     fn __clear__(&self) {
         let lp = self.lp.lock().take();
         let ws: Vec<_> = self.watchers.lock().drain().map(|(_, w)| w).collect();
-        let slots: Vec<_> = ws
+        let states: Vec<_> = ws
             .iter()
-            .flat_map(|w| {
-                let mut st = w.state.lock();
-                [st.reader.take(), st.writer.take()]
-            })
+            .map(|w| std::mem::take(&mut *w.state.lock()))
             .collect();
-        drop(slots);
+        drop(states);
         drop(ws);
         drop(lp);
     }
@@ -403,11 +412,13 @@ impl SockCoro {
         ops.check_socket(py, core, sock)?;
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         op.prepare(py)?;
+        let mut tried = false;
         if try_first {
             match op.attempt(py, fd) {
                 Outcome::Done(v) => return Err(stop_iteration(py, v)),
                 Outcome::Failed(e) => return Err(e),
-                Outcome::Pending => {}
+                Outcome::Pending => tried = true,
+                Outcome::Retry => {}
             }
         }
         let fut = ops.new_future(py, lp)?;
@@ -418,7 +429,7 @@ impl SockCoro {
             op,
             sock: sock.clone().unbind(),
         };
-        let watcher = ops.park(py, core, fd, write, slot)?;
+        let watcher = ops.park(py, core, (fd, write), slot, tried)?;
         self.state = CoroState::Waiting {
             fut: fut.clone().unbind(),
             watcher,

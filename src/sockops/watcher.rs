@@ -25,6 +25,15 @@
 //!   which may be the new socket's.
 //! - A `KeyboardInterrupt`/`SystemExit` from an attempt puts the slot back:
 //!   asyncio's reader stays registered and runs again when the loop does.
+//! - `armed` names the socket object (weakly) whose operation last
+//!   registered or re-armed the fd's entry through this watcher, and the
+//!   entry's token then. An operation on that same object, which still
+//!   has the fd, vouches for the token (`vouch`): the file is the one the
+//!   kernel watches, so parking needs no syscall. Any other socket (a new
+//!   one on a reused fd number, a second object on the same fd) does not,
+//!   and its wait re-arms (registering afresh, new token, if the kernel
+//!   forgot the fd). Only an attempt that saw the fd would block
+//!   (`Outcome::Pending`, not `Retry`) parks on a vouched entry.
 //! - Lock order: watcher `state`, then the loop's `state`; `traverse` only
 //!   `try_lock`s, since the GC may run while it is held.
 
@@ -39,7 +48,7 @@ use crate::errors::must_propagate;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyWeakrefMethods, PyWeakrefReference};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::io::IoWatcher;
@@ -113,8 +122,11 @@ impl Op {
 
 /// What one attempt did.
 pub(crate) enum Outcome {
-    /// Would block: wait for readiness.
+    /// Would block (the syscall said so): wait for readiness.
     Pending,
+    /// Wait for readiness, although no syscall saw the fd not ready (a
+    /// Python attempt that raised `InterruptedError`): the wait re-arms.
+    Retry,
     /// Finished with this result.
     Done(Py<PyAny>),
     /// Failed with this exception.
@@ -145,23 +157,15 @@ const LARGE_RECV: usize = 16 * 1024;
 /// The largest request served from the scratch buffer.
 const SCRATCH_MAX: usize = 4 * 1024 * 1024;
 
-thread_local! {
-    /// The receive scratch buffer of this thread.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// `socket.recv(n)` through the scratch buffer; None if it is in use.
+/// `socket.recv(n)` through this thread's receive buffer
+/// (`transports::try_with_scratch`); None if it is in use.
 fn recv_scratch(py: Python<'_>, fd: RawFd, n: usize) -> Option<Outcome> {
-    SCRATCH.with(|cell| {
-        let mut buf = cell.try_borrow_mut().ok()?;
-        if buf.len() < n {
-            buf.resize(n, 0);
-        }
-        // SAFETY: `buf` is writable for at least `n` bytes.
-        Some(match unsafe { sys::recv(fd, buf.as_mut_ptr(), n) } {
+    crate::transports::try_with_scratch(n, |buf| {
+        // SAFETY: `buf` is writable for its `n` bytes.
+        match unsafe { sys::recv(fd, buf.as_mut_ptr(), n) } {
             Ok(got) => Outcome::Done(PyBytes::new(py, &buf[..got]).into_any().unbind()),
             Err(e) => os_outcome(e),
-        })
+        }
     })
 }
 
@@ -213,12 +217,8 @@ fn call_attempt(attempt: &Bound<'_, PyAny>) -> Outcome {
     let py = attempt.py();
     match attempt.call0() {
         Ok(v) => Outcome::Done(v.unbind()),
-        Err(e)
-            if e.is_instance_of::<PyBlockingIOError>(py)
-                || e.is_instance_of::<PyInterruptedError>(py) =>
-        {
-            Outcome::Pending
-        }
+        Err(e) if e.is_instance_of::<PyBlockingIOError>(py) => Outcome::Pending,
+        Err(e) if e.is_instance_of::<PyInterruptedError>(py) => Outcome::Retry,
         Err(e) => Outcome::Failed(e),
     }
 }
@@ -331,16 +331,28 @@ pub(crate) struct Slot {
     pub(crate) sock: Py<PyAny>,
 }
 
+/// Who last armed the fd's entry through this watcher.
+pub(crate) struct Armed {
+    /// The entry's token then.
+    token: usize,
+    /// The socket object whose operation armed it (a weak reference: the
+    /// watcher must not keep a socket alive, nor mistake a new socket at
+    /// the same address for it).
+    sock: Py<PyWeakrefReference>,
+}
+
 /// The watcher's mutable part.
 #[derive(Default)]
-pub(crate) struct WState {
+pub(crate) struct WatcherState {
     /// The read-side operation.
     pub(crate) reader: Option<Slot>,
     /// The write-side operation.
     pub(crate) writer: Option<Slot>,
+    /// Who last armed the fd's entry (`SockWatcher::vouch`).
+    armed: Option<Armed>,
 }
 
-impl WState {
+impl WatcherState {
     pub(crate) fn slot(&mut self, write: bool) -> &mut Option<Slot> {
         if write {
             &mut self.writer
@@ -355,7 +367,7 @@ pub(crate) struct SockWatcher {
     /// The fd, and the waits on its sides.
     side: SideWaiter,
     /// The slots.
-    pub(crate) state: Mutex<WState>,
+    pub(crate) state: Mutex<WatcherState>,
 }
 
 /// `fut.done()`.
@@ -374,7 +386,7 @@ impl SockWatcher {
     pub(crate) fn new(fd: RawFd) -> Self {
         Self {
             side: SideWaiter::new(fd),
-            state: Mutex::new(WState::default()),
+            state: Mutex::new(WatcherState::default()),
         }
     }
 
@@ -382,15 +394,53 @@ impl SockWatcher {
         crate::event_loop::io::watcher_id(self)
     }
 
-    /// Makes us the loop's waiter on one side of the fd.
+    /// Makes us the loop's waiter on one side of the fd (`trust`: see
+    /// `vouch`), and remembers that `sock` armed the fd's entry.
     pub(crate) fn wait(
         &self,
         py: Python<'_>,
         lp: &LoopCore,
-        write: bool,
+        (write, sock): (bool, &Bound<'_, PyAny>),
         me: Arc<Self>,
+        trust: Option<usize>,
     ) -> PyResult<()> {
-        self.side.wait(py, lp, write, me)
+        let token = self.side.wait(py, lp, write, me, trust)?;
+        if trust != Some(token) {
+            self.armed_by(py, token, sock);
+        }
+        Ok(())
+    }
+
+    /// The token under which `sock` armed the fd's entry through this
+    /// watcher, if it did (the last to arm it) and still has the fd. A
+    /// socket object's fd only ever becomes -1, so it has had the fd, the
+    /// same file, all along: the kernel's registration under that token,
+    /// if the entry still has it (`io`: a file the kernel forgot gets a new
+    /// token), is for the file now under the fd.
+    pub(crate) fn vouch(&self, py: Python<'_>, sock: &Bound<'_, PyAny>) -> Option<usize> {
+        let (token, weak) = {
+            let st = self.state.lock();
+            let armed = st.armed.as_ref()?;
+            (armed.token, armed.sock.clone_ref(py))
+        };
+        let alive = weak.bind(py).upgrade()?;
+        (alive.is(sock) && still_has(sock, self.side.fd())).then_some(token)
+    }
+
+    /// Records that `sock` armed the fd's entry under `token` (forgotten if
+    /// `sock` cannot be weakly referenced: then no operation vouches).
+    fn armed_by(&self, py: Python<'_>, token: usize, sock: &Bound<'_, PyAny>) {
+        let same = {
+            let st = self.state.lock();
+            st.armed.as_ref().map(|a| a.sock.clone_ref(py))
+        };
+        let weak = match same {
+            Some(w) if w.bind(py).upgrade().is_some_and(|s| s.is(sock)) => Some(w),
+            _ => PyWeakrefReference::new(sock).ok().map(Bound::unbind),
+        };
+        let armed = weak.map(|sock| Armed { token, sock });
+        let old = std::mem::replace(&mut self.state.lock().armed, armed);
+        drop(old);
     }
 
     /// Stops the loop from calling us for one side (nothing waits there).
@@ -453,7 +503,7 @@ impl SockWatcher {
             slot.op.attempt_closed(py)
         };
         let outcome = match attempt {
-            Outcome::Pending => {
+            Outcome::Pending | Outcome::Retry => {
                 self.put_back(write, slot);
                 return Ok(true);
             }
@@ -474,7 +524,7 @@ impl SockWatcher {
             Outcome::Failed(e) => {
                 fut.call_method1(intern!(py, "set_exception"), (e.value(py),))?;
             }
-            Outcome::Pending => unreachable!(),
+            Outcome::Pending | Outcome::Retry => unreachable!(),
         }
         Ok(false)
     }
@@ -508,6 +558,9 @@ impl IoWatcher for SockWatcher {
             visit.call(&slot.fut)?;
             visit.call(&slot.sock)?;
             slot.op.traverse(visit)?;
+        }
+        if let Some(armed) = &st.armed {
+            visit.call(&armed.sock)?;
         }
         Ok(())
     }

@@ -38,8 +38,8 @@ use crate::contexts::fixed_or_copy;
 use crate::event_loop::{LoopCore, Registration};
 use crate::internal_call::InternalCall;
 
-/// The state a stream and a pipe transport keep alike (each one's `St`
-/// derefs to it; the rest of `St` is the transport's own).
+/// The state a stream and a pipe transport keep alike (`StreamState` and
+/// `PipeState` deref to it; the rest of each is the transport's own).
 pub(crate) struct ByteCore {
     /// The fd (-1 once closed).
     pub(crate) fd: RawFd,

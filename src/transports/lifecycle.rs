@@ -19,26 +19,26 @@ use pyo3::types::PyDict;
 use super::core::{schedule_start, ByteTransport};
 use super::pyobjs::{cached, set_exception_unless_done, set_result_unless_done, TRANSPORT_SOCKET};
 use super::stream::StreamTransport;
-use super::stream_state::{ProtoKind, Sock, St};
+use super::stream_state::{ProtoKind, Sock, StreamState};
 use crate::errors;
 use crate::reactor::net;
 
 impl ByteTransport for StreamTransport {
-    type State = St;
+    type State = StreamState;
     const START_STEP: &'static str = "StreamTransport._start_reading";
     const LOST_STEP: &'static str = "StreamTransport._call_connection_lost";
 
     #[inline(always)]
-    fn state(&self) -> &Mutex<St> {
+    fn state(&self) -> &Mutex<StreamState> {
         &self.st
     }
 
     #[inline(always)]
-    fn sync_interest(slf: &Bound<'_, Self>, st: &mut St) -> PyResult<()> {
+    fn sync_interest(slf: &Bound<'_, Self>, st: &mut StreamState) -> PyResult<()> {
         StreamTransport::sync_interest(slf, st)
     }
 
-    fn mark_lost(st: &mut St) -> bool {
+    fn mark_lost(st: &mut StreamState) -> bool {
         if st.conn_lost > 0 {
             return false;
         }
@@ -46,7 +46,7 @@ impl ByteTransport for StreamTransport {
         true
     }
 
-    fn drained(st: &St) -> bool {
+    fn drained(st: &StreamState) -> bool {
         st.wbuf.is_empty() && st.sendfile.is_none()
     }
 
@@ -55,7 +55,7 @@ impl ByteTransport for StreamTransport {
         Ok(exc.is_instance_of::<PyOSError>())
     }
 
-    fn released(st: &St) -> bool {
+    fn released(st: &StreamState) -> bool {
         matches!(st.sock, Sock::Closed)
     }
 

@@ -6,7 +6,7 @@
 //!   `scripts/check_layout.py` checks that no two files depend on each
 //!   other): `pyobjs.rs` (asyncio names, future helpers), `flow.rs` and
 //!   `core.rs` (what it shares with the pipe transport); `stream_state.rs`
-//!   (`St`, everything its mutex guards: a `ByteCore` and its own fields,
+//!   (`StreamState`, everything its mutex guards: a `ByteCore` and its own fields,
 //!   and the `sendfile` state); `stream.rs` (the type, its constructors,
 //!   its `Registration` with the loop); start/close/`connection_lost` and
 //!   the end of a drain (`lifecycle.rs`, the `ByteTransport` impl);
@@ -99,22 +99,44 @@ pub const READ_BUF_SIZE: usize = 256 * 1024;
 pub const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 
 thread_local! {
-    /// The reusable read buffer of the loop running on this thread.
-    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// This thread's receive buffer, shared by every native read on it:
+    /// stream and pipe transports, datagram `recvfrom`, large `sock_recv`
+    /// (one buffer of max(`READ_BUF_SIZE`, the largest request served)
+    /// rather than one per kind). Allocated on first use.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's read buffer (allocated on first use). A
-/// re-entrant call gets a temporary buffer.
-pub fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
-    READ_BUF.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.is_empty() {
-                buf.resize(READ_BUF_SIZE, 0);
-            }
-            f(&mut buf)
-        }
-        Err(_) => f(&mut vec![0u8; READ_BUF_SIZE]),
+/// The first `len` bytes of `buf`, grown to at least `READ_BUF_SIZE` and
+/// `len` first.
+fn scratch_slice(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    let want = len.max(READ_BUF_SIZE);
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
+    &mut buf[..len]
+}
+
+/// Runs `f` with `len` bytes of this thread's receive buffer; None (and
+/// `f` not called) if the buffer is in use (a re-entrant read).
+pub fn try_with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.try_borrow_mut().ok()?;
+        Some(f(scratch_slice(&mut buf, len)))
     })
+}
+
+/// Runs `f` with `len` bytes of this thread's receive buffer; a re-entrant
+/// call gets a temporary buffer.
+pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(scratch_slice(&mut buf, len)),
+        Err(_) => f(&mut vec![0u8; len]),
+    })
+}
+
+/// Runs `f` with this thread's read buffer (`READ_BUF_SIZE` bytes).
+pub fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    with_scratch(READ_BUF_SIZE, f)
 }
 
 pub use crate::errors::must_propagate;

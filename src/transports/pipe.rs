@@ -59,8 +59,8 @@ use crate::reactor::Want;
 /// is set by `close()`/`write_eof()` too; its `conn_lost` counts writes
 /// after the connection was lost; its `ctx` is always None) and the pipe's
 /// own fields.
-pub(crate) struct PipeSt {
-    /// What a stream transport keeps too (`PipeSt` derefs to it).
+pub(crate) struct PipeState {
+    /// What a stream transport keeps too (`PipeState` derefs to it).
     pub(super) core: ByteCore,
     /// The pipe object (`get_extra_info('pipe')`), closed with the transport.
     pub(super) pipe: Option<Py<PyAny>>,
@@ -72,9 +72,9 @@ pub(crate) struct PipeSt {
     pub(super) lost_scheduled: bool,
 }
 
-deref_to_byte_core!(PipeSt);
+deref_to_byte_core!(PipeState);
 
-impl PipeSt {
+impl PipeState {
     /// What the reactor should watch for now.
     pub(super) fn wanted(&self) -> Option<Want> {
         if self.fd < 0 || self.lost_scheduled || !self.started {
@@ -93,8 +93,8 @@ impl PipeSt {
 /// The native core of a pipe transport.
 #[pyclass(frozen, module = "oxloop._core")]
 pub struct PipeTransport {
-    /// Everything; see `PipeSt`.
-    pub(super) st: Mutex<PipeSt>,
+    /// Everything; see `PipeState`.
+    pub(super) st: Mutex<PipeState>,
     /// Bytes read and written (the loop counts its total too).
     pub(super) bytes: ByteCount,
 }
@@ -110,7 +110,7 @@ impl PipeTransport {
     ) -> Self {
         Self {
             bytes: ByteCount::default(),
-            st: Mutex::new(PipeSt {
+            st: Mutex::new(PipeState {
                 core: ByteCore::new(fd, lp),
                 pipe: Some(pipe),
                 writable,
@@ -121,7 +121,7 @@ impl PipeTransport {
     }
 
     /// Counts `n` bytes read, here and in the loop's total.
-    pub(super) fn count_in(&self, st: &PipeSt, n: usize) {
+    pub(super) fn count_in(&self, st: &PipeState, n: usize) {
         self.bytes.add_in(n);
         if let Some(lp) = &st.lp {
             lp.get().stats.pipe.add_in(n);
@@ -129,7 +129,7 @@ impl PipeTransport {
     }
 
     /// Counts `n` bytes written, here and in the loop's total.
-    pub(super) fn count_out(&self, st: &PipeSt, n: usize) {
+    pub(super) fn count_out(&self, st: &PipeState, n: usize) {
         self.bytes.add_out(n);
         if let Some(lp) = &st.lp {
             lp.get().stats.pipe.add_out(n);
@@ -137,7 +137,7 @@ impl PipeTransport {
     }
 
     /// Makes the reactor watch what the state needs.
-    pub(super) fn sync_interest(slf: &Bound<'_, Self>, st: &mut PipeSt) -> PyResult<()> {
+    pub(super) fn sync_interest(slf: &Bound<'_, Self>, st: &mut PipeState) -> PyResult<()> {
         let py = slf.py();
         let want = st.wanted();
         let Some(lp) = st.lp(py) else { return Ok(()) };

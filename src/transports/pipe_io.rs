@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple};
 
 use super::core::ByteTransport;
-use super::pipe::{PipeSt, PipeTransport};
+use super::pipe::{PipeState, PipeTransport};
 use super::{logger, with_read_buf, BufView, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
 use crate::contexts::copy_current;
 use crate::errors;
@@ -21,25 +21,25 @@ use crate::reactor::net::MAX_IOV;
 use crate::reactor::pipes;
 
 impl ByteTransport for PipeTransport {
-    type State = PipeSt;
+    type State = PipeState;
     const START_STEP: &'static str = "PipeTransport._start_io";
     const LOST_STEP: &'static str = "PipeTransport._call_connection_lost";
 
     #[inline(always)]
-    fn state(&self) -> &Mutex<PipeSt> {
+    fn state(&self) -> &Mutex<PipeState> {
         &self.st
     }
 
     #[inline(always)]
-    fn sync_interest(slf: &Bound<'_, Self>, st: &mut PipeSt) -> PyResult<()> {
+    fn sync_interest(slf: &Bound<'_, Self>, st: &mut PipeState) -> PyResult<()> {
         PipeTransport::sync_interest(slf, st)
     }
 
-    fn mark_lost(st: &mut PipeSt) -> bool {
+    fn mark_lost(st: &mut PipeState) -> bool {
         !std::mem::replace(&mut st.lost_scheduled, true)
     }
 
-    fn drained(st: &PipeSt) -> bool {
+    fn drained(st: &PipeState) -> bool {
         st.wbuf.is_empty()
     }
 
@@ -54,7 +54,7 @@ impl ByteTransport for PipeTransport {
         Ok(writable || exc.getattr(intern!(py, "errno"))?.extract::<i32>().ok() == Some(libc::EIO))
     }
 
-    fn released(st: &PipeSt) -> bool {
+    fn released(st: &PipeState) -> bool {
         st.fd < 0
     }
 
@@ -160,7 +160,7 @@ impl PipeTransport {
     #[cold]
     fn write_failed(
         slf: &Bound<'_, Self>,
-        mut st: MutexGuard<'_, PipeSt>,
+        mut st: MutexGuard<'_, PipeState>,
         err: PyErr,
     ) -> PyResult<()> {
         let mut released = Vec::new();
@@ -324,7 +324,7 @@ impl PipeTransport {
     /// warn past asyncio's threshold. `Ok(false)`: drop the data.
     pub(super) fn write_allowed(
         slf: &Bound<'_, Self>,
-        st: &mut MutexGuard<'_, PipeSt>,
+        st: &mut MutexGuard<'_, PipeState>,
     ) -> PyResult<bool> {
         if st.conn_lost == 0 && !st.closing {
             return Ok(true);

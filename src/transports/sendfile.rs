@@ -25,7 +25,7 @@ use crate::reactor::net;
 const CHUNK: usize = 1 << 30;
 
 /// Where one `sendfile_step` left the operation.
-enum Outcome {
+enum StepOutcome {
     /// Waiting for writability.
     Pending,
     /// Finished (all sent, end of file, or the future was cancelled).
@@ -59,17 +59,17 @@ impl StreamTransport {
                     return Ok(());
                 };
                 if cancelled {
-                    Outcome::Done(st.sendfile.take().expect("checked"))
+                    StepOutcome::Done(st.sendfile.take().expect("checked"))
                 } else {
                     let want = match op.count {
                         Some(c) => (c - op.sent).min(CHUNK as u64) as usize,
                         None => CHUNK,
                     };
                     if want == 0 {
-                        Outcome::Done(st.sendfile.take().expect("checked"))
+                        StepOutcome::Done(st.sendfile.take().expect("checked"))
                     } else {
                         match net::sendfile(fd, op.in_fd, &mut op.offset, want) {
-                            Ok(0) => Outcome::Done(st.sendfile.take().expect("checked")),
+                            Ok(0) => StepOutcome::Done(st.sendfile.take().expect("checked")),
                             Ok(n) => {
                                 slf.get().count_out(lp.as_ref(), n);
                                 op.sent += n as u64;
@@ -77,7 +77,7 @@ impl StreamTransport {
                             }
                             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                                 Self::sync_interest(slf, &mut st)?;
-                                Outcome::Pending
+                                StepOutcome::Pending
                             }
                             Err(e) => {
                                 let op = st.sendfile.take().expect("checked");
@@ -89,15 +89,15 @@ impl StreamTransport {
                                 } else {
                                     errors::os_error(e)
                                 };
-                                Outcome::Failed(op, err)
+                                StepOutcome::Failed(op, err)
                             }
                         }
                     }
                 }
             };
             match outcome {
-                Outcome::Pending => return Ok(()),
-                Outcome::Done(op) => {
+                StepOutcome::Pending => return Ok(()),
+                StepOutcome::Done(op) => {
                     op.update_filepos();
                     {
                         let mut st = slf.get().st.lock();
@@ -109,7 +109,7 @@ impl StreamTransport {
                     }
                     return Self::after_drain(slf);
                 }
-                Outcome::Failed(op, err) => {
+                StepOutcome::Failed(op, err) => {
                     op.update_filepos();
                     {
                         let mut st = slf.get().st.lock();

@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 
 use super::core::ByteCore;
 use super::recv_bytes::ReadSizeHint;
-use super::stream_state::{LazyAddr, Sock, St};
+use super::stream_state::{LazyAddr, Sock, StreamState};
 use crate::event_loop::io::Watch;
 use crate::event_loop::LoopCore;
 use crate::reactor::addr::{self, RawAddr};
@@ -28,8 +28,8 @@ use crate::reactor::Want;
 /// The native core of a stream transport.
 #[pyclass(frozen, module = "oxloop._core")]
 pub struct StreamTransport {
-    /// Everything; see `St`.
-    pub(crate) st: Mutex<St>,
+    /// Everything; see `StreamState`.
+    pub(crate) st: Mutex<StreamState>,
     /// How large this connection's reads have been (outside `st`: only the
     /// read path, on the loop thread, uses it).
     pub(crate) read_hint: ReadSizeHint,
@@ -46,7 +46,7 @@ fn add(c: &AtomicU64, n: usize) {
 }
 
 impl StreamTransport {
-    pub(crate) fn with_state(st: St) -> Self {
+    pub(crate) fn with_state(st: StreamState) -> Self {
         Self {
             st: Mutex::new(st),
             read_hint: ReadSizeHint::default(),
@@ -78,10 +78,10 @@ impl StreamTransport {
         sock: Sock,
         peer: Option<RawAddr>,
         unix: bool,
-    ) -> St {
+    ) -> StreamState {
         let sockname = LazyAddr::of(addr::local_addr(fd));
         let peername = LazyAddr::of(peer.ok_or(()).or_else(|()| addr::peer_addr(fd)));
-        St {
+        StreamState {
             core: ByteCore::new(fd, lp),
             sock_kind: (0, libc::SOCK_STREAM, 0),
             sock,
@@ -120,7 +120,7 @@ impl StreamTransport {
     }
 
     /// Makes the reactor watch what the state needs.
-    pub(crate) fn sync_interest(slf: &Bound<'_, Self>, st: &mut St) -> PyResult<()> {
+    pub(crate) fn sync_interest(slf: &Bound<'_, Self>, st: &mut StreamState) -> PyResult<()> {
         let py = slf.py();
         if matches!(st.sock, Sock::Closed) {
             return Ok(());

@@ -17,7 +17,7 @@ use super::addr_to_py;
 use super::core::{byte_transport_pymethods, ByteTransport};
 use super::pyobjs::{cached, TRANSPORT_SOCKET};
 use super::stream::StreamTransport;
-use super::stream_state::{LazyAddr, ProtoKind, SendfileOp, Sock, St};
+use super::stream_state::{LazyAddr, ProtoKind, SendfileOp, Sock, StreamState};
 use crate::contexts::run_in;
 use crate::errors;
 use crate::event_loop::io::Watched;
@@ -30,7 +30,7 @@ impl StreamTransport {
     /// built on the first call (outside the lock) and kept.
     fn extra_addr(
         slf: &Bound<'_, Self>,
-        slot: fn(&mut St) -> &mut LazyAddr,
+        slot: fn(&mut StreamState) -> &mut LazyAddr,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let raw = match slot(&mut slf.get().st.lock()) {

@@ -1,6 +1,6 @@
 //! The state of a `StreamTransport` (see `stream.rs`): who owns the
 //! socket, how data reaches the protocol, the `sendfile` in progress, and
-//! `St`, everything the transport's mutex guards (a `ByteCore`, see
+//! `StreamState`, everything the transport's mutex guards (a `ByteCore`, see
 //! `core.rs`, and the stream's own fields).
 
 use std::os::fd::{OwnedFd, RawFd};
@@ -58,7 +58,7 @@ impl ProtoKind {
     /// runs Python (`isinstance` may read `__class__`, a lookup may run a
     /// property or `__getattribute__` that uses this very transport), so it
     /// is called with the transport's lock free; the caller stores the
-    /// result under the lock (`St::install_protocol`).
+    /// result under the lock (`StreamState::install_protocol`).
     pub(crate) fn of(py: Python<'_>, protocol: &Bound<'_, PyAny>) -> PyResult<Self> {
         let buffered_type = BUFFERED_PROTOCOL.get_or_try_init(py, || {
             py.import("asyncio.protocols")?
@@ -116,8 +116,8 @@ impl LazyAddr {
 }
 
 /// The mutable state of a transport: the `ByteCore` and the stream's own.
-pub(crate) struct St {
-    /// What a pipe transport keeps too (`St` derefs to it).
+pub(crate) struct StreamState {
+    /// What a pipe transport keeps too (`StreamState` derefs to it).
     pub(crate) core: ByteCore,
     /// `(family, type, proto)` of the socket, for the `socket` extra of a
     /// connection closed before anyone asked for it.
@@ -151,7 +151,7 @@ pub(crate) struct St {
     pub(crate) unsendable: Option<Py<PyAny>>,
 }
 
-impl St {
+impl StreamState {
     /// Stores a protocol and its `ProtoKind::of` (Python-free); returns
     /// the old ones, to be dropped once the lock is released.
     pub(crate) fn install_protocol(
@@ -190,9 +190,9 @@ impl St {
     }
 }
 
-deref_to_byte_core!(St);
+deref_to_byte_core!(StreamState);
 
-/// The references `St::take_refs` took (some are only held, to be
+/// The references `StreamState::take_refs` took (some are only held, to be
 /// dropped where no lock is held).
 #[allow(dead_code, reason = "fields held only to be dropped later")]
 pub(crate) struct StreamRefs {
@@ -266,7 +266,7 @@ mod tests {
     #[test]
     fn state_sizes() {
         // What every connection holds natively (see issue 9's memory row).
-        println!("St = {}", std::mem::size_of::<St>());
+        println!("StreamState = {}", std::mem::size_of::<StreamState>());
         println!("ByteCore = {}", std::mem::size_of::<ByteCore>());
         println!("LazyAddr = {}", std::mem::size_of::<LazyAddr>());
         println!("Sock = {}", std::mem::size_of::<Sock>());

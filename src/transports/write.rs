@@ -16,7 +16,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 use super::core::ByteTransport;
 use super::pyobjs::set_exception_unless_done;
 use super::stream::StreamTransport;
-use super::stream_state::{Sock, St};
+use super::stream_state::{Sock, StreamState};
 use super::{logger, BufView, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
 use crate::errors;
 use crate::reactor::net::{self, MAX_IOV};
@@ -87,7 +87,7 @@ impl StreamTransport {
 
     /// asyncio's refusals of `write`/`writelines` (`method`): after
     /// `write_eof()`, or while `sendfile` owns the socket.
-    fn check_writable(st: &MutexGuard<'_, St>, method: &str) -> PyResult<()> {
+    fn check_writable(st: &MutexGuard<'_, StreamState>, method: &str) -> PyResult<()> {
         if st.eof {
             return Err(PyRuntimeError::new_err(format!(
                 "Cannot call {method}() after write_eof()"
@@ -105,7 +105,7 @@ impl StreamTransport {
     /// the write and warn past asyncio's threshold. `Ok(false)`: drop it.
     pub(crate) fn write_checks(
         slf: &Bound<'_, Self>,
-        st: &mut MutexGuard<'_, St>,
+        st: &mut MutexGuard<'_, StreamState>,
     ) -> PyResult<bool> {
         let py = slf.py();
         if st.conn_lost > 0 || matches!(st.sock, Sock::Closed) {
@@ -129,7 +129,7 @@ impl StreamTransport {
     /// drain then runs in: a copy of the writer's caller's context).
     pub(crate) fn after_buffering(
         slf: &Bound<'_, Self>,
-        mut st: MutexGuard<'_, St>,
+        mut st: MutexGuard<'_, StreamState>,
         was_empty: bool,
     ) -> PyResult<()> {
         Self::sync_interest(slf, &mut st)?;
@@ -154,7 +154,7 @@ impl StreamTransport {
         method: &str,
         total: usize,
         send: impl FnOnce(RawFd) -> std::io::Result<usize>,
-        buffer: impl FnOnce(&mut St, usize),
+        buffer: impl FnOnce(&mut StreamState, usize),
     ) -> PyResult<()> {
         let mut st = slf.get().st.lock();
         Self::check_writable(&st, method)?;
@@ -310,7 +310,7 @@ impl StreamTransport {
             }
             net::send_vectored(fd, &iov[..n])
         };
-        let buffer = |st: &mut St, mut skip: usize| {
+        let buffer = |st: &mut StreamState, mut skip: usize| {
             for (item, view) in &items {
                 let len = view.len();
                 if skip >= len {

@@ -4,7 +4,6 @@
 //! Invariant: `state` is never held while Python code runs or a Python object
 //! is dropped; everything Python is cloned out first.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::Weak;
@@ -35,14 +34,9 @@ const READ_BATCH: usize = 64;
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
 pub(crate) const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 
-thread_local! {
-    /// The receive buffer shared by the datagram transports of this thread.
-    static RECV_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
 /// The transport's mutable part.
 #[derive(Default)]
-pub(crate) struct UState {
+pub(crate) struct DatagramState {
     /// The claim on the fd in the loop's table, and what it is watched for.
     pub(crate) reg: Registration,
     /// `connection_made` was scheduled and reading started.
@@ -94,7 +88,7 @@ pub(crate) struct UdpInner {
     /// Payload bytes received and sent (the loop counts its total too).
     pub(crate) bytes: ByteCount,
     /// Everything else.
-    pub(crate) state: Mutex<UState>,
+    pub(crate) state: Mutex<DatagramState>,
 }
 
 pub(crate) fn would_block_err(py: Python<'_>, e: &PyErr) -> bool {
@@ -408,12 +402,8 @@ impl UdpInner {
                 Err(e) => Err(e),
             };
         }
-        let got = RECV_BUF.with(|b| {
-            let mut b = b.borrow_mut();
-            if b.len() < MAX_SIZE {
-                b.resize(MAX_SIZE, 0);
-            }
-            sys::recvfrom(self.fd, &mut b[..])
+        let got = crate::transports::with_scratch(MAX_SIZE, |b| {
+            sys::recvfrom(self.fd, b)
                 .map(|(n, addr)| (PyBytes::new(py, &b[..n]).into_any().unbind(), addr))
         });
         match got {

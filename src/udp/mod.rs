@@ -54,7 +54,7 @@ use crate::event_loop::stats_api::bytes_dict;
 use crate::event_loop::LoopCore;
 use crate::internal_call::InternalCall;
 use crate::reactor::Want;
-use inner::{Sent, UState, UdpInner, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
+use inner::{DatagramState, Sent, UdpInner, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
 
 /// The native datagram transport.
 #[pyclass(frozen, module = "oxloop._core")]
@@ -84,12 +84,12 @@ impl UdpTransport {
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         let family: i32 = sock.getattr(intern!(py, "family"))?.extract()?;
         let native_recv = matches!(family, libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX);
-        let state = UState {
+        let state = DatagramState {
             protocol: Some(protocol.unbind()),
             transport: Some(transport.unbind()),
             sock: Some(sock.unbind()),
             address: address.filter(|a| !a.is_none()).map(Bound::unbind),
-            ..UState::default()
+            ..DatagramState::default()
         };
         let lp = lp.unbind();
         let inner = Arc::new_cyclic(|me| UdpInner {

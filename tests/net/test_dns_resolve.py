@@ -3,6 +3,7 @@
 
 import asyncio
 import socket
+import threading
 
 import pytest
 
@@ -48,23 +49,43 @@ def test_getnameinfo_bad_address_is_type_error(loop):
         run(loop, loop.getnameinfo("127.0.0.1"))
 
 
-def test_resolution_does_not_block_the_loop(loop):
+def test_resolution_does_not_block_the_loop(loop, monkeypatch):
+    # The resolver waits until the loop has run other callbacks while it
+    # resolves: on the loop's own thread it would wait for ever (the wait
+    # times out and the test fails), in the executor it returns. Counting
+    # ticks around a real lookup was racy: a fast lookup (3.14, localhost)
+    # could finish before a second tick.
+
+    real = socket.getaddrinfo
+    ticked = threading.Event()
+    seen = {}
+
+    def resolver(*args, **kwargs):
+        seen["thread"] = threading.get_ident()
+        seen["loop_ticked"] = ticked.wait(TIMEOUT / 2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
     ticks = []
 
     async def ticker():
         while True:
             ticks.append(loop.time())
+            if len(ticks) >= 3:
+                ticked.set()
             await asyncio.sleep(0)
 
     async def main():
         t = asyncio.ensure_future(ticker())
         await asyncio.sleep(0)
-        await loop.getaddrinfo("localhost", 80)
+        result = await loop.getaddrinfo("127.0.0.1", 80)
         t.cancel()
+        return result
 
-    run(loop, main())
-    # getaddrinfo ran in the executor: the ticker kept running meanwhile.
-    assert len(ticks) >= 2
+    assert run(loop, main()) == real("127.0.0.1", 80)
+    assert seen["thread"] != threading.get_ident()
+    assert seen["loop_ticked"], "the loop did not run while the lookup waited"
+    assert len(ticks) >= 3
 
 
 def test_getaddrinfo_in_debug_mode(loop):

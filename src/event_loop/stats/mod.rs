@@ -104,21 +104,24 @@
 //!   the next one as if they were one.
 //! - `slow` is the only lock; it is taken with no Python code running and
 //!   never held across a call into Python.
-//! - Of the loop's locks, only `after_poll` takes one: the state lock, when
-//!   the poll queued `add_reader`/`add_writer` callbacks, to stamp them
-//!   (`after_poll_read`). The caller must not hold it; every other hook
-//!   (`begin`, `begin_single`, `end`, `batch_done`, `reread`, `run_starts`)
-//!   takes none and may be called with it held.
+//! - No hook takes the loop's state lock (`after_poll`, `begin`,
+//!   `begin_single`, `end`, `batch_done`, `reread`, `run_starts`): each may
+//!   be called with it held; `after_poll` stamps the `add_reader`/
+//!   `add_writer` callbacks the poll queued in the ready queue its caller
+//!   passes (under that lock).
 //! - The watchdog (`python/oxloop/_stats.py`) reads `cur_seq`/`cur_start`
 //!   without a lock: `cur_start` is 0 whenever no callback runs, and the
 //!   watchdog checks both again after sampling the stack.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
+use pyo3::Py;
 
 use super::histogram::{bump, Histogram};
 use super::LoopCore;
+use crate::handles::Handle;
 
 /// How many slow callbacks are kept.
 pub(crate) const SLOW_KEEP: usize = 10;
@@ -243,7 +246,7 @@ pub(crate) struct LoopStats {
     /// (0 with the blocking detector on): from `GROUP_AFTER` on, callbacks
     /// are timed in groups.
     streak: AtomicU64,
-    /// Readings still to skip in the group that runs (`in_group`).
+    /// Readings still to skip in the group that runs (`begin` takes them).
     skips: AtomicU64,
     /// Readings the group was given to skip (its size less one; 0: none).
     armed: AtomicU64,
@@ -497,6 +500,7 @@ impl LoopStats {
     pub(crate) fn after_poll(
         &self,
         lp: &LoopCore,
+        ready: &VecDeque<Py<Handle>>,
         polled: bool,
         before: usize,
         after: usize,
@@ -507,7 +511,7 @@ impl LoopStats {
         if !polled && before > 0 && carried != 0 {
             return (None, carried);
         }
-        self.after_poll_read(lp, polled, before, after, carried)
+        self.after_poll_read(lp, ready, polled, before, after, carried)
     }
 
     /// `after_poll` when it reads the clock.
@@ -515,6 +519,7 @@ impl LoopStats {
     fn after_poll_read(
         &self,
         lp: &LoopCore,
+        ready: &VecDeque<Py<Handle>>,
         polled: bool,
         before: usize,
         after: usize,
@@ -528,8 +533,7 @@ impl LoopStats {
             let since = if carried != 0 { carried } else { now };
             bump(&self.idle_ns, now - since.min(now));
             if after > before {
-                let st = lp.state.lock();
-                for h in st.ready.range(before..after.min(st.ready.len())) {
+                for h in ready.range(before..after.min(ready.len())) {
                     let h = h.get();
                     if h.queued_ns() < since {
                         h.stamp_queued(now);
