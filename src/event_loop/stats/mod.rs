@@ -77,10 +77,10 @@
 //! run of short callbacks, the slow threshold). What a callback's timing
 //! keeps across the call is one word (`Started`). `benchmarks/
 //! cg_overhead.py` counts the instructions per `call_soon` callback:
-//! grouped (a build with `OXLOOP_STATS_SLOWDOWN=500`, see `SLOWDOWN`) 45
-//! more than stats off (+2.0 %; 83 before groups grew to 32 and skips were
+//! grouped (a build with `OXLOOP_STATS_SLOWDOWN=500`, see `SLOWDOWN`) 33
+//! more than stats off (+1.5 %; 70 before groups grew to 32 and skips were
 //! taken before the call), singly timed (a plain build under valgrind,
-//! where callbacks are too slow to be grouped) 113 (+5.0 %);
+//! where callbacks are too slow to be grouped) 100 (+4.6 %);
 //! `benchmarks/stats_ab.py` times stats off and on interleaved. The loop
 //! thread's ident (for the watchdog) is noted once per `run_forever`.
 //!
