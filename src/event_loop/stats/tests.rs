@@ -30,6 +30,19 @@ struct Run {
 }
 
 impl Run {
+    /// A run at clock 1,000 after the `GROUP_AFTER` short callbacks that
+    /// are each timed (each reads the clock).
+    fn past_streak(s: &LoopStats) -> Self {
+        let mut run = Run {
+            clock: 1_000,
+            pending: 0,
+        };
+        for _ in 0..GROUP_AFTER {
+            assert_eq!(run.step(s, 100), (true, 0));
+        }
+        run
+    }
+
     /// One callback of `each` ns: (whether the clock was read after it,
     /// what `end` returned).
     fn step(&mut self, s: &LoopStats, each: u64) -> (bool, u64) {
@@ -48,13 +61,7 @@ impl Run {
 #[test]
 fn a_run_of_short_callbacks_is_timed_in_groups_that_grow() {
     let s = LoopStats::new();
-    let mut run = Run {
-        clock: 1_000,
-        pending: 0,
-    };
-    for _ in 0..GROUP_AFTER {
-        assert_eq!(run.step(&s, 100), (true, 0));
-    }
+    let mut run = Run::past_streak(&s);
     // Now groups of 8, 16, 32, 32: one reading after each.
     for size in [GROUP, 2 * GROUP, GROUP_MAX, GROUP_MAX] {
         for _ in 0..size - 1 {
@@ -80,13 +87,7 @@ fn a_run_of_short_callbacks_is_timed_in_groups_that_grow() {
 #[test]
 fn natives_are_timed_singly() {
     let s = LoopStats::new();
-    let mut run = Run {
-        clock: 1_000,
-        pending: 0,
-    };
-    for _ in 0..GROUP_AFTER {
-        run.step(&s, 100);
-    }
+    let mut run = Run::past_streak(&s);
     let w = s.begin_single(run.clock, 7);
     assert!(w.read());
     assert_eq!(s.end(w, run.clock, run.clock + 100), 0);
