@@ -87,7 +87,7 @@ fn a_run_of_short_callbacks_is_timed_in_groups_that_grow() {
 #[test]
 fn natives_are_timed_singly() {
     let s = LoopStats::new();
-    let mut run = Run::past_streak(&s);
+    let run = Run::past_streak(&s);
     let w = s.begin_single(run.clock, 7);
     assert!(w.read());
     assert_eq!(s.end(w, run.clock, run.clock + 100), 0);
